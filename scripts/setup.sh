@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Installs every package mamba-serve needs (Debian bookworm or Ubuntu 24.04; idempotent; run as
+# root or with sudo available), then configures and builds into build/ (or $BUILD_DIR).
+#
+#   scripts/setup.sh                 install + build
+#   MAMBA_SETUP_NO_BUILD=1 scripts/setup.sh   install only (the container's build stage uses this)
+#   CMAKE_ARGS="-DMAMBA_CUDA=OFF" scripts/setup.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Build tools and libraries. Names are Debian's; Ubuntu 24.04 has the same ones.
+PACKAGES=(
+  build-essential cmake ninja-build pkg-config ccache git
+  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
+  libabsl-dev nlohmann-json3-dev libcpp-httplib-dev libicu-dev
+  libgtest-dev libgmock-dev libbenchmark-dev
+  # Tests: a second gRPC implementation, Prometheus + promtool, nginx, yamllint, clang (fuzzers).
+  python3 python3-grpcio python3-protobuf prometheus nginx-light yamllint clang libclang-rt-14-dev
+)
+[ -n "${MAMBA_EXTRA_PACKAGES:-}" ] && PACKAGES+=(${MAMBA_EXTRA_PACKAGES})
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # Debian starts nginx and prometheus as services on install; the tests start their own.
+  if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+    $SUDO systemctl disable --now nginx prometheus >/dev/null 2>&1 || true
+  else
+    $SUDO pkill -x nginx >/dev/null 2>&1 || true
+    $SUDO pkill -x prometheus >/dev/null 2>&1 || true
+  fi
+fi
+
+[ -n "${MAMBA_SETUP_NO_BUILD:-}" ] && exit 0
+
+BUILD_DIR=${BUILD_DIR:-build}
+JOBS=${JOBS:-$(nproc)}
+# shellcheck disable=SC2086
+cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=${BUILD_TYPE:-RelWithDebInfo} \
+  -DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_CUDA_COMPILER_LAUNCHER=ccache ${CMAKE_ARGS:-} >/dev/null
+cmake --build "$BUILD_DIR" -j "$JOBS"
