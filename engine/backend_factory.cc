@@ -1,0 +1,40 @@
+#include "engine/backend_factory.h"
+
+#include "absl/strings/str_cat.h"
+#include "engine/cpu/cpu_backend.h"
+#ifdef MAMBA_HAVE_CUDA
+#include "engine/cuda/cuda_backend.h"
+#endif
+
+namespace mamba {
+
+bool CudaAvailable() {
+#ifdef MAMBA_HAVE_CUDA
+  return CudaDeviceCount() > 0;
+#else
+  return false;
+#endif
+}
+
+absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(const BackendOptions& options,
+                                                       LoadedModel& model) {
+  std::string kind = options.kind;
+  if (kind == "auto") kind = CudaAvailable() ? "cuda" : "cpu";
+  if (kind == "cpu") return CreateCpuBackend(options, model);
+  if (kind == "cuda") {
+#ifdef MAMBA_HAVE_CUDA
+    if (CudaDeviceCount() == 0) {
+      return absl::FailedPreconditionError(
+          "--backend=cuda but no CUDA device is visible (no driver or GPU); use --backend=cpu");
+    }
+    return CreateCudaBackend(options, model);
+#else
+    return absl::FailedPreconditionError(
+        "--backend=cuda but this binary was built without CUDA (configure with -DMAMBA_CUDA=ON)");
+#endif
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown backend '", kind, "'; allowed: auto, cpu, cuda"));
+}
+
+}  // namespace mamba
