@@ -1,0 +1,21 @@
+// CUDA-only parts of mamba-bench, implemented in cuda_bench.cu when CUDA is built: the fused
+// selective-scan kernel alone at PERF.md's shapes, and a per-kernel time breakdown of one decode
+// step and one prefill. Each returns a JSON object (as text) and prints a small table to stdout.
+#pragma once
+
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "engine/backend.h"
+
+namespace mamba::bench {
+
+// Times the prefill scan kernel at d_inner x length x batch shapes (PERF.md's table), beside the
+// official kernel's published figures, with effective bandwidth.
+absl::StatusOr<std::string> RunScanKernelBench();
+
+// Per-kernel breakdown (time per kernel family, share of the step) of one decode step at `batch`
+// and one prefill of `prefill_tokens` tokens on a CUDA backend.
+absl::StatusOr<std::string> RunCudaBreakdown(Backend& backend, int batch, int prefill_tokens);
+
+}  // namespace mamba::bench
