@@ -220,8 +220,9 @@ class Engine {
   EngineOptions options_;
   ModelInfo info_;
   std::unique_ptr<Tokenizer> tokenizer_;
+  std::unique_ptr<Backend> backend_;
   std::unique_ptr<SessionStore> sessions_;
-  std::unique_ptr<Scheduler> scheduler_;
+  std::unique_ptr<Scheduler> scheduler_;  // declared last: stopped and destroyed first
 };
 
 }  // namespace mamba

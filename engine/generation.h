@@ -51,8 +51,14 @@ struct GenerationTiming {
 
 struct GenerationResult {
   FinishReason finish_reason = FinishReason::kLength;
-  // OK unless the request ended in error (e.g. its session was evicted, a deadline passed before
-  // any work was done); then finish_reason is kError or kCancelled and this says why.
+  // Why it ended, beyond finish_reason:
+  //   OK                 length / stop / eos, and kCancelled when its session was closed;
+  //   CANCELLED          kCancelled: the consumer called GenerationStream::Cancel();
+  //   DEADLINE_EXCEEDED  kCancelled: the request's deadline passed;
+  //   UNAVAILABLE        kCancelled: the engine shut down (drain ended) before it finished;
+  //   anything else      kError: the engine failed (the message says how).
+  // The tokens already streamed stay valid in every case (and in the session, if any, except
+  // after kError).
   absl::Status status;
   Usage usage;
   GenerationTiming timing;

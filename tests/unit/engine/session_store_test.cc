@@ -1,0 +1,76 @@
+#include "engine/session_store.h"
+
+#include <set>
+
+#include "gtest/gtest.h"
+
+namespace mamba {
+namespace {
+
+TEST(SessionStoreTest, IdsAreUnguessableHex) {
+  std::set<std::string> ids;
+  for (int i = 0; i < 1000; ++i) {
+    const std::string id = SessionStore::NewId();
+    EXPECT_TRUE(SessionStore::IsWellFormedId(id)) << id;
+    ids.insert(id);
+  }
+  EXPECT_EQ(ids.size(), 1000u);
+  EXPECT_FALSE(SessionStore::IsWellFormedId("ABCDEF"));
+  EXPECT_FALSE(SessionStore::IsWellFormedId(std::string(32, 'g')));
+}
+
+TEST(SessionStoreTest, LimitsBusyAndTenants) {
+  SessionStore store(/*max_sessions=*/3, /*tenant_max_sessions=*/2, absl::Minutes(1));
+  auto a = store.Create("t1", absl::ZeroDuration(), false);
+  ASSERT_TRUE(a.ok());
+  EXPECT_EQ((*a)->ttl, absl::Minutes(1));
+  auto b = store.Create("t1", absl::Seconds(5), false);
+  ASSERT_TRUE(b.ok());
+  EXPECT_EQ(store.Create("t1", absl::ZeroDuration(), false).status().code(),
+            absl::StatusCode::kResourceExhausted);  // tenant limit
+  ASSERT_TRUE(store.Create("t2", absl::ZeroDuration(), false).ok());
+  EXPECT_EQ(store.Create("t3", absl::ZeroDuration(), false).status().code(),
+            absl::StatusCode::kResourceExhausted);  // server limit
+
+  const std::string id = (*a)->id;
+  // Another tenant sees nothing, not even that it exists.
+  EXPECT_EQ(store.Reserve("t2", id).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(store.Get("t2", id).status().code(), absl::StatusCode::kNotFound);
+  auto r = store.Reserve("t1", id);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(store.Reserve("t1", id).status().code(), absl::StatusCode::kFailedPrecondition);
+  store.Release(*r);
+  EXPECT_TRUE(store.Reserve("t1", id).ok());
+
+  store.Remove((*b)->id, /*evicted=*/true);
+  absl::Status evicted = store.Get("t1", (*b)->id).status();
+  EXPECT_EQ(evicted.code(), absl::StatusCode::kNotFound);
+  EXPECT_NE(std::string(evicted.message()).find("evicted"), std::string::npos);
+}
+
+TEST(SessionStoreTest, ListsPagesOfOneTenant) {
+  SessionStore store(0, 0, absl::Minutes(1));
+  for (int i = 0; i < 25; ++i) ASSERT_TRUE(store.Create("a", absl::ZeroDuration(), false).ok());
+  for (int i = 0; i < 5; ++i) ASSERT_TRUE(store.Create("b", absl::ZeroDuration(), false).ok());
+  std::set<std::string> seen;
+  std::string token;
+  int pages = 0;
+  do {
+    auto page = store.List("a", 10, token);
+    ASSERT_TRUE(page.ok());
+    EXPECT_EQ(page->total, 25);
+    for (const auto& s : page->sessions) {
+      EXPECT_EQ(s.tenant, "a");
+      seen.insert(s.session_id);
+    }
+    token = page->next_page_token;
+    ++pages;
+  } while (!token.empty());
+  EXPECT_EQ(seen.size(), 25u);
+  EXPECT_EQ(pages, 3);
+  EXPECT_EQ(store.List("a", 1001, "").status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(store.List("a", 10, "nonsense").status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace mamba
