@@ -8,15 +8,25 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Build tools and libraries. Names are Debian's; Ubuntu 24.04 has the same ones.
+# Build tools and libraries, by their Debian names (mapped below where Ubuntu 24.04 differs).
 PACKAGES=(
   build-essential cmake ninja-build pkg-config ccache git
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev nlohmann-json3-dev libcpp-httplib-dev libicu-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   # Tests: a second gRPC implementation, Prometheus + promtool, nginx, yamllint, clang (fuzzers).
-  python3 python3-grpcio python3-protobuf prometheus nginx-light yamllint clang libclang-rt-14-dev
+  python3 python3-grpcio python3-protobuf python3-yaml prometheus nginx-light yamllint clang
+  libclang-rt-14-dev
 )
+# Ubuntu 24.04 (the container's build stage) names two of them differently.
+if [ "$(. /etc/os-release 2>/dev/null && echo "${ID:-}")" = ubuntu ]; then
+  for i in "${!PACKAGES[@]}"; do
+    case "${PACKAGES[$i]}" in
+      nginx-light) PACKAGES[$i]=nginx ;;  # the flavours are deprecated; nginx has grpc + http2
+      libclang-rt-14-dev) PACKAGES[$i]=libclang-rt-18-dev ;;  # matches Ubuntu's default clang 18
+    esac
+  done
+fi
 [ -n "${MAMBA_EXTRA_PACKAGES:-}" ] && PACKAGES+=(${MAMBA_EXTRA_PACKAGES})
 
 missing=()
