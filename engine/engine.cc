@@ -217,11 +217,12 @@ absl::StatusOr<std::shared_ptr<GenerationStream>> Engine::Submit(GenerationReque
 }
 
 void Engine::CreateSession(const std::string& tenant, std::vector<int32_t> prompt,
-                           absl::Duration ttl, SessionCallback done) {
+                           absl::Duration ttl, SessionCallback done,
+                           const std::string& requested_id) {
   absl::Status valid = ValidateTokens(prompt, info_.config.vocab_size);
   if (!valid.ok()) return done(valid);
   absl::StatusOr<std::shared_ptr<Session>> created =
-      sessions_->Create(tenant, ttl, /*busy=*/!prompt.empty());
+      sessions_->Create(tenant, ttl, /*busy=*/!prompt.empty(), requested_id);
   if (!created.ok()) return done(created.status());
   std::shared_ptr<Session> session = *created;
   if (prompt.empty()) {
@@ -277,7 +278,8 @@ void Engine::ForkSession(const std::string& tenant, const std::string& id, absl:
   const bool posted = sched->Post([sched, store, tenant, id, ttl, done] {
     absl::StatusOr<std::shared_ptr<Session>> parent = store->Reserve(tenant, id);
     if (!parent.ok()) return done(parent.status());
-    absl::StatusOr<std::shared_ptr<Session>> child = store->Create(tenant, ttl, /*busy=*/true);
+    absl::StatusOr<std::shared_ptr<Session>> child =
+        store->Create(tenant, ttl, /*busy=*/true, /*requested_id=*/"", /*id_prefix=*/id);
     if (!child.ok()) {
       store->Release(*parent);
       return done(child.status());
@@ -396,7 +398,11 @@ void Engine::ExportSession(const std::string& tenant, const std::string& id,
 }
 
 void Engine::ImportSession(const std::string& tenant, std::string bytes, absl::Duration ttl,
-                           SessionCallback done) {
+                           SessionCallback done, const std::string& requested_id) {
+  if (!requested_id.empty() && !SessionStore::IsWellFormedId(requested_id)) {
+    return done(absl::InvalidArgumentError(
+        "requested session id is malformed; allowed: 32 lowercase hex digits"));
+  }
   absl::StatusOr<SessionSnapshot> decoded = DecodeSession(bytes);
   if (!decoded.ok()) return done(decoded.status());
   auto snap = std::make_shared<SessionSnapshot>(std::move(*decoded));
@@ -407,14 +413,15 @@ void Engine::ImportSession(const std::string& tenant, std::string bytes, absl::D
                     "session state holds an invalid pending token: ", std::string(ok.message()))));
   Scheduler* sched = scheduler_.get();
   SessionStore* store = sessions_.get();
-  const bool posted = sched->Post([sched, store, snap, tenant, ttl, done] {
+  const bool posted = sched->Post([sched, store, snap, tenant, ttl, done, requested_id] {
     Backend* backend = sched->backend();
     absl::Status st = ConvertSessionPayload(snap.get(), backend->state_dtype());
     if (!st.ok()) return done(st);
     if (snap->payload.size() != backend->state_bytes()) {
       return done(absl::FailedPreconditionError("session state size does not match this server"));
     }
-    absl::StatusOr<std::shared_ptr<Session>> created = store->Create(tenant, ttl, /*busy=*/true);
+    absl::StatusOr<std::shared_ptr<Session>> created =
+        store->Create(tenant, ttl, /*busy=*/true, requested_id);
     if (!created.ok()) return done(created.status());
     Session& s = **created;
     std::unique_ptr<HostState> host = backend->AllocateHostState();

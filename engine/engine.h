@@ -191,11 +191,16 @@ class Engine {
 
   using SessionCallback = std::function<void(absl::StatusOr<SessionInfo>)>;
   // Creates a session, processing `prompt` (may be empty) into its state before `done` runs.
-  // ttl zero = the default TTL.
+  // ttl zero = the default TTL. `requested_id` (32 lowercase hex digits, chosen by the client so
+  // that a session-affinity proxy can route the creation to the replica that will own it) is
+  // adopted when given: INVALID_ARGUMENT when malformed, ALREADY_EXISTS when taken; "" = a new
+  // random id.
   void CreateSession(const std::string& tenant, std::vector<int32_t> prompt, absl::Duration ttl,
-                     SessionCallback done);
+                     SessionCallback done, const std::string& requested_id = "");
   absl::StatusOr<SessionInfo> GetSession(const std::string& tenant, const std::string& id);
-  // A new session with a copy of `id`'s state.
+  // A new session with a copy of `id`'s state. The child's id keeps the parent's first 16 hex
+  // digits (the part affinity proxies hash) and 64 fresh random bits, so it lands where the
+  // parent's state is.
   void ForkSession(const std::string& tenant, const std::string& id, absl::Duration ttl,
                    SessionCallback done);
   // Closes a session (cancelling a generation running on it) and frees its state.
@@ -207,8 +212,9 @@ class Engine {
   void ExportSession(const std::string& tenant, const std::string& id,
                      std::function<void(absl::StatusOr<std::string>)> done);
   // Creates a session from ExportSession bytes; refuses a different model's state.
+  // `requested_id` as for CreateSession (a session moved between replicas keeps its id).
   void ImportSession(const std::string& tenant, std::string bytes, absl::Duration ttl,
-                     SessionCallback done);
+                     SessionCallback done, const std::string& requested_id = "");
 
   EngineStats Stats() const;
 

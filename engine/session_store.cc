@@ -49,8 +49,19 @@ absl::Duration SessionStore::ClampTtl(absl::Duration ttl) const {
 }
 
 absl::StatusOr<std::shared_ptr<Session>> SessionStore::Create(const std::string& tenant,
-                                                              absl::Duration ttl, bool busy) {
+                                                              absl::Duration ttl, bool busy,
+                                                              const std::string& requested_id,
+                                                              const std::string& id_prefix) {
+  if (!requested_id.empty() && !IsWellFormedId(requested_id)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "requested session id '", requested_id.substr(0, 64),
+        "' is malformed; allowed: 32 lowercase hex digits (128 random bits)"));
+  }
   Lock lock(mu_);
+  if (!requested_id.empty() && sessions_.count(requested_id) > 0) {
+    return absl::AlreadyExistsError(
+        absl::StrCat("session ", requested_id, " already exists; choose another id"));
+  }
   if (max_sessions_ > 0 && static_cast<int64_t>(sessions_.size()) >= max_sessions_) {
     return absl::ResourceExhaustedError(absl::StrCat(
         "the server holds its maximum of ", max_sessions_,
@@ -62,9 +73,14 @@ absl::StatusOr<std::shared_ptr<Session>> SessionStore::Create(const std::string&
         " sessions (--tenant_max_sessions); close sessions you no longer need"));
   }
   auto s = std::make_shared<Session>();
-  do {
-    s->id = NewId();
-  } while (sessions_.count(s->id) > 0);
+  if (!requested_id.empty()) {
+    s->id = requested_id;
+  } else {
+    const size_t keep = std::min<size_t>(id_prefix.size(), 16);
+    do {
+      s->id = id_prefix.substr(0, keep) + NewId().substr(keep);
+    } while (sessions_.count(s->id) > 0);
+  }
   s->tenant = tenant;
   s->created = s->last_used = absl::Now();
   s->ttl = ClampTtl(ttl);

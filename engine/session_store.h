@@ -49,10 +49,13 @@ class SessionStore {
   using Lock = std::unique_lock<std::mutex>;
   Lock Acquire() const { return Lock(mu_); }
 
-  // Creates an empty (zero-state) session owned by `tenant`, marked busy when `busy`.
+  // Creates an empty (zero-state) session owned by `tenant`, marked busy when `busy`, with id
+  // `requested_id` when given (INVALID_ARGUMENT if malformed, ALREADY_EXISTS if taken), else
+  // `id_prefix` (16 hex digits, may be empty) followed by fresh random digits.
   // RESOURCE_EXHAUSTED past the server's or the tenant's limit.
   absl::StatusOr<std::shared_ptr<Session>> Create(const std::string& tenant, absl::Duration ttl,
-                                                  bool busy);
+                                                  bool busy, const std::string& requested_id = "",
+                                                  const std::string& id_prefix = "");
   // Finds `id` for `tenant` and marks it busy. NOT_FOUND when unknown, expired, evicted or owned by
   // another tenant (the message never says which); FAILED_PRECONDITION when already busy.
   absl::StatusOr<std::shared_ptr<Session>> Reserve(const std::string& tenant,

@@ -48,6 +48,23 @@ TEST(SessionStoreTest, LimitsBusyAndTenants) {
   EXPECT_NE(std::string(evicted.message()).find("evicted"), std::string::npos);
 }
 
+TEST(SessionStoreTest, RequestedIdsAndForkPrefixes) {
+  SessionStore store(0, 0, absl::Minutes(1));
+  const std::string id = SessionStore::NewId();
+  auto a = store.Create("", absl::ZeroDuration(), false, id);
+  ASSERT_TRUE(a.ok());
+  EXPECT_EQ((*a)->id, id);
+  EXPECT_EQ(store.Create("", absl::ZeroDuration(), false, id).status().code(),
+            absl::StatusCode::kAlreadyExists);
+  EXPECT_EQ(store.Create("", absl::ZeroDuration(), false, "XYZ").status().code(),
+            absl::StatusCode::kInvalidArgument);
+  auto child = store.Create("", absl::ZeroDuration(), false, "", id);
+  ASSERT_TRUE(child.ok());
+  EXPECT_EQ((*child)->id.substr(0, 16), id.substr(0, 16));
+  EXPECT_NE((*child)->id, id);
+  EXPECT_TRUE(SessionStore::IsWellFormedId((*child)->id));
+}
+
 TEST(SessionStoreTest, ListsPagesOfOneTenant) {
   SessionStore store(0, 0, absl::Minutes(1));
   for (int i = 0; i < 25; ++i) ASSERT_TRUE(store.Create("a", absl::ZeroDuration(), false).ok());
