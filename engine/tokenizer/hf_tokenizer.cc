@@ -1,0 +1,870 @@
+// Hugging Face tokenizer.json (byte-level BPE) loading and the encode/decode pipeline:
+//
+//   text -> added tokens matched on the raw text (normalized: false)
+//        -> normalizer on the text between them
+//        -> added tokens matched on the normalized text (normalized: true)
+//        -> pre-tokenizer (Split/Digits steps, then ByteLevel) -> BPE per word
+//        -> post-processor (TemplateProcessing, when add_special_tokens)
+//
+// Every step follows `tokenizers` (the Rust library) closely enough to give the same ids,
+// including its quirks; the comments name the quirk where the code looks odd.
+#include <algorithm>
+#include <cstdint>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "engine/status_macros.h"
+#include "engine/tokenizer/added_vocabulary.h"
+#include "engine/tokenizer/bpe_model.h"
+#include "engine/tokenizer/byte_level_alphabet.h"
+#include "engine/tokenizer/gpt2_pattern.h"
+#include "engine/tokenizer/normalizer.h"
+#include "engine/tokenizer/pre_tokenizer.h"
+#include "engine/tokenizer/tokenizer.h"
+
+namespace mamba {
+namespace {
+
+using Json = nlohmann::json;
+using tokenizer_internal::AddedTokenMatcher;
+using tokenizer_internal::AddedTokenSpec;
+using tokenizer_internal::AddedTokenSplit;
+using tokenizer_internal::BpeModel;
+using tokenizer_internal::BpeOptions;
+using tokenizer_internal::NormalizationForm;
+using tokenizer_internal::Normalizer;
+using tokenizer_internal::PreTokenizer;
+using tokenizer_internal::PreTokenizerStep;
+using tokenizer_internal::SplitBehavior;
+
+// Bounds that keep a hostile file from exhausting memory or stack. Real vocabularies have at
+// most a few hundred thousand tokens, a few hundred bytes long.
+constexpr size_t kMaxJsonBytes = size_t{512} << 20;
+constexpr int kMaxJsonDepth = 64;
+constexpr int64_t kMaxTokenId = (int64_t{1} << 24) - 1;
+constexpr size_t kMaxTokenBytes = size_t{1} << 16;
+constexpr size_t kMaxAddedTokens = size_t{1} << 20;
+constexpr size_t kMaxTemplateTokens = 64;
+// Pre-tokenizer steps run recursively (one level per step), so their number is bounded too.
+constexpr size_t kMaxComponentSteps = 64;
+// Text longer than this is refused by Encode (ICU takes int32 lengths; nobody sends 1 GiB).
+constexpr size_t kMaxEncodeBytes = size_t{1} << 30;
+
+// ---------------------------------------------------------------------------------------------
+// JSON access with errors that say where.
+
+class JsonReader {
+ public:
+  explicit JsonReader(std::string_view source) : source_(source) {}
+
+  absl::Status Error(std::string_view path, std::string_view message) const {
+    return absl::InvalidArgumentError(
+        absl::StrCat(std::string(source_), ": ", std::string(path), ": ", std::string(message)));
+  }
+  absl::Status Unsupported(std::string_view path, std::string_view message) const {
+    return absl::UnimplementedError(
+        absl::StrCat(std::string(source_), ": ", std::string(path), ": ", std::string(message)));
+  }
+
+  static std::string TypeName(const Json& j) { return j.type_name(); }
+
+  absl::Status ExpectObject(const Json& j, std::string_view path) const {
+    if (!j.is_object()) {
+      return Error(path, absl::StrCat("expected an object, found ", TypeName(j)));
+    }
+    return absl::OkStatus();
+  }
+
+  // The member `key` of object `j`, or nullptr when absent or null.
+  static const Json* Member(const Json& j, const char* key) {
+    const auto it = j.find(key);
+    if (it == j.end() || it->is_null()) return nullptr;
+    return &*it;
+  }
+
+  absl::StatusOr<bool> Bool(const Json& j, const char* key, bool fallback,
+                            std::string_view path) const {
+    const Json* v = Member(j, key);
+    if (v == nullptr) return fallback;
+    if (!v->is_boolean()) {
+      return Error(absl::StrCat(std::string(path), ".", key),
+                   absl::StrCat("expected true or false, found ", TypeName(*v)));
+    }
+    return v->get<bool>();
+  }
+
+  absl::StatusOr<std::optional<std::string>> OptionalString(const Json& j, const char* key,
+                                                            std::string_view path) const {
+    const Json* v = Member(j, key);
+    if (v == nullptr) return std::optional<std::string>();
+    if (!v->is_string()) {
+      return Error(absl::StrCat(std::string(path), ".", key),
+                   absl::StrCat("expected a string, found ", TypeName(*v)));
+    }
+    return std::optional<std::string>(v->get<std::string>());
+  }
+
+  absl::StatusOr<std::string> RequiredString(const Json& j, const char* key,
+                                             std::string_view path) const {
+    MAMBA_ASSIGN_OR_RETURN(std::optional<std::string> v, OptionalString(j, key, path));
+    if (!v.has_value()) {
+      return Error(path, absl::StrCat("missing \"", key, "\""));
+    }
+    return *std::move(v);
+  }
+
+  // A token id: an integer in [0, kMaxTokenId].
+  absl::StatusOr<int32_t> TokenId(const Json& v, std::string_view path) const {
+    if (!v.is_number_integer()) {
+      return Error(path, absl::StrCat("expected a token id (an integer), found ", TypeName(v)));
+    }
+    // Unsigned values above INT64_MAX must not wrap: compare in the unsigned domain first.
+    if (v.is_number_unsigned() ? v.get<uint64_t>() > static_cast<uint64_t>(kMaxTokenId)
+                               : (v.get<int64_t>() < 0 || v.get<int64_t>() > kMaxTokenId)) {
+      return Error(path, absl::StrCat("token id ", v.dump(), " is outside [0, ", kMaxTokenId, "]"));
+    }
+    return static_cast<int32_t>(v.get<int64_t>());
+  }
+
+  // The "type" of a component object.
+  absl::StatusOr<std::string> Type(const Json& j, std::string_view path) const {
+    MAMBA_RETURN_IF_ERROR(ExpectObject(j, path));
+    return RequiredString(j, "type", path);
+  }
+
+ private:
+  std::string_view source_;
+};
+
+// Nesting depth of a JSON text, counted without parsing it, so that deep nesting is refused
+// before the (recursive) DOM is built or destroyed.
+bool JsonNestingWithin(std::string_view json, int max_depth) {
+  int depth = 0;
+  bool in_string = false;
+  for (size_t i = 0; i < json.size(); ++i) {
+    const char c = json[i];
+    if (in_string) {
+      if (c == '\\') {
+        ++i;
+      } else if (c == '"') {
+        in_string = false;
+      }
+      continue;
+    }
+    if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      if (++depth > max_depth) return false;
+    } else if (c == ']' || c == '}') {
+      --depth;
+    }
+  }
+  return true;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Components.
+
+absl::Status ParseNormalizer(const JsonReader& r, const Json& j, const std::string& path,
+                             std::vector<NormalizationForm>* forms) {
+  if (j.is_null()) return absl::OkStatus();
+  MAMBA_ASSIGN_OR_RETURN(std::string type, r.Type(j, path));
+  if (type == "NFC") {
+    forms->push_back(NormalizationForm::kNfc);
+  } else if (type == "NFD") {
+    forms->push_back(NormalizationForm::kNfd);
+  } else if (type == "NFKC") {
+    forms->push_back(NormalizationForm::kNfkc);
+  } else if (type == "NFKD") {
+    forms->push_back(NormalizationForm::kNfkd);
+  } else if (type == "Sequence") {
+    const Json* list = JsonReader::Member(j, "normalizers");
+    if (list == nullptr || !list->is_array()) {
+      return r.Error(path, "a Sequence normalizer needs a \"normalizers\" array");
+    }
+    for (size_t i = 0; i < list->size(); ++i) {
+      MAMBA_RETURN_IF_ERROR(
+          ParseNormalizer(r, (*list)[i], absl::StrCat(path, ".normalizers[", i, "]"), forms));
+    }
+  } else {
+    return r.Unsupported(path, absl::StrCat("unsupported normalizer \"", type,
+                                            "\" (supported: NFC, NFD, NFKC, NFKD, Sequence)"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<SplitBehavior> ParseBehavior(const JsonReader& r, const Json& j,
+                                            const std::string& path) {
+  MAMBA_ASSIGN_OR_RETURN(std::string behavior, r.RequiredString(j, "behavior", path));
+  if (behavior == "Removed") return SplitBehavior::kRemoved;
+  if (behavior == "Isolated") return SplitBehavior::kIsolated;
+  if (behavior == "MergedWithPrevious") return SplitBehavior::kMergedWithPrevious;
+  if (behavior == "MergedWithNext") return SplitBehavior::kMergedWithNext;
+  if (behavior == "Contiguous") return SplitBehavior::kContiguous;
+  return r.Error(path + ".behavior",
+                 absl::StrCat("unknown behavior \"", behavior,
+                              "\" (expected Removed, Isolated, MergedWithPrevious, "
+                              "MergedWithNext or Contiguous)"));
+}
+
+absl::Status ParsePreTokenizer(const JsonReader& r, const Json& j, const std::string& path,
+                               std::vector<PreTokenizerStep>* steps) {
+  MAMBA_ASSIGN_OR_RETURN(std::string type, r.Type(j, path));
+  PreTokenizerStep step;
+  if (type == "ByteLevel") {
+    step.kind = PreTokenizerStep::Kind::kByteLevel;
+    MAMBA_ASSIGN_OR_RETURN(step.add_prefix_space, r.Bool(j, "add_prefix_space", true, path));
+    MAMBA_ASSIGN_OR_RETURN(step.use_regex, r.Bool(j, "use_regex", true, path));
+    MAMBA_RETURN_IF_ERROR(r.Bool(j, "trim_offsets", true, path).status());
+  } else if (type == "Split") {
+    const Json* pattern = JsonReader::Member(j, "pattern");
+    if (pattern == nullptr || !pattern->is_object() || pattern->size() != 1) {
+      return r.Error(path + ".pattern", "expected {\"String\": ...} or {\"Regex\": ...}");
+    }
+    const std::string pattern_path = path + ".pattern";
+    if (const Json* literal = JsonReader::Member(*pattern, "String"); literal != nullptr) {
+      if (!literal->is_string()) return r.Error(pattern_path + ".String", "expected a string");
+      step.kind = PreTokenizerStep::Kind::kSplitLiteral;
+      step.literal = literal->get<std::string>();
+      if (step.literal.empty()) {
+        return r.Unsupported(pattern_path, "an empty Split pattern is unsupported");
+      }
+    } else if (const Json* regex = JsonReader::Member(*pattern, "Regex"); regex != nullptr) {
+      if (!regex->is_string()) return r.Error(pattern_path + ".Regex", "expected a string");
+      if (regex->get<std::string>() != tokenizer_internal::kGpt2Pattern) {
+        return r.Unsupported(
+            pattern_path,
+            absl::StrCat("unsupported Split regex \"", regex->get<std::string>(),
+                         "\" (only the GPT-2 pattern \"",
+                         std::string(tokenizer_internal::kGpt2Pattern), "\" is supported)"));
+      }
+      step.kind = PreTokenizerStep::Kind::kSplitGpt2;
+    } else {
+      return r.Error(pattern_path, "expected {\"String\": ...} or {\"Regex\": ...}");
+    }
+    MAMBA_ASSIGN_OR_RETURN(step.behavior, ParseBehavior(r, j, path));
+    MAMBA_ASSIGN_OR_RETURN(step.invert, r.Bool(j, "invert", false, path));
+  } else if (type == "Digits") {
+    step.kind = PreTokenizerStep::Kind::kDigits;
+    MAMBA_ASSIGN_OR_RETURN(bool individual, r.Bool(j, "individual_digits", false, path));
+    step.behavior = individual ? SplitBehavior::kIsolated : SplitBehavior::kContiguous;
+  } else if (type == "Sequence") {
+    const Json* list = JsonReader::Member(j, "pretokenizers");
+    if (list == nullptr || !list->is_array()) {
+      return r.Error(path, "a Sequence pre_tokenizer needs a \"pretokenizers\" array");
+    }
+    for (size_t i = 0; i < list->size(); ++i) {
+      MAMBA_RETURN_IF_ERROR(
+          ParsePreTokenizer(r, (*list)[i], absl::StrCat(path, ".pretokenizers[", i, "]"), steps));
+    }
+    return absl::OkStatus();
+  } else {
+    return r.Unsupported(path, absl::StrCat("unsupported pre_tokenizer \"", type,
+                                            "\" (supported: ByteLevel, Split, Digits, Sequence)"));
+  }
+  steps->push_back(std::move(step));
+  return absl::OkStatus();
+}
+
+// One TemplateProcessing `single` template: ids to put before and after the sequence.
+struct Template {
+  std::vector<int32_t> before;
+  std::vector<int32_t> after;
+};
+
+absl::Status ParsePostProcessor(const JsonReader& r, const Json& j, const std::string& path,
+                                std::vector<Template>* templates) {
+  if (j.is_null()) return absl::OkStatus();
+  MAMBA_ASSIGN_OR_RETURN(std::string type, r.Type(j, path));
+  if (type == "ByteLevel") {
+    // Only trims offsets; ids are unchanged.
+    return r.Bool(j, "trim_offsets", true, path).status();
+  }
+  if (type == "Sequence") {
+    const Json* list = JsonReader::Member(j, "processors");
+    if (list == nullptr || !list->is_array()) {
+      return r.Error(path, "a Sequence post_processor needs a \"processors\" array");
+    }
+    for (size_t i = 0; i < list->size(); ++i) {
+      MAMBA_RETURN_IF_ERROR(
+          ParsePostProcessor(r, (*list)[i], absl::StrCat(path, ".processors[", i, "]"), templates));
+    }
+    return absl::OkStatus();
+  }
+  if (type != "TemplateProcessing") {
+    return r.Unsupported(path, absl::StrCat("unsupported post_processor \"", type,
+                                            "\" (supported: ByteLevel, TemplateProcessing, "
+                                            "Sequence)"));
+  }
+  const Json* specials = JsonReader::Member(j, "special_tokens");
+  if (specials != nullptr && !specials->is_object()) {
+    return r.Error(path + ".special_tokens", "expected an object");
+  }
+  const Json* single = JsonReader::Member(j, "single");
+  if (single == nullptr || !single->is_array()) {
+    return r.Error(path + ".single", "expected an array of template pieces");
+  }
+  Template tmpl;
+  bool seen_sequence = false;
+  for (size_t i = 0; i < single->size(); ++i) {
+    const std::string piece_path = absl::StrCat(path, ".single[", i, "]");
+    const Json& piece = (*single)[i];
+    if (!piece.is_object() || piece.size() != 1) {
+      return r.Error(piece_path, "expected {\"Sequence\": ...} or {\"SpecialToken\": ...}");
+    }
+    if (const Json* seq = JsonReader::Member(piece, "Sequence"); seq != nullptr) {
+      MAMBA_RETURN_IF_ERROR(r.ExpectObject(*seq, piece_path + ".Sequence"));
+      MAMBA_ASSIGN_OR_RETURN(std::string id, r.RequiredString(*seq, "id", piece_path));
+      if (id != "A") {
+        return r.Unsupported(piece_path, absl::StrCat("a single-sequence template can only use "
+                                                      "sequence A, not ",
+                                                      id));
+      }
+      if (seen_sequence) return r.Unsupported(piece_path, "sequence A appears twice");
+      seen_sequence = true;
+      continue;
+    }
+    const Json* special = JsonReader::Member(piece, "SpecialToken");
+    if (special == nullptr) {
+      return r.Error(piece_path, "expected {\"Sequence\": ...} or {\"SpecialToken\": ...}");
+    }
+    MAMBA_RETURN_IF_ERROR(r.ExpectObject(*special, piece_path + ".SpecialToken"));
+    MAMBA_ASSIGN_OR_RETURN(std::string name,
+                           r.RequiredString(*special, "id", piece_path + ".SpecialToken"));
+    const Json* entry = specials == nullptr ? nullptr : JsonReader::Member(*specials, name.c_str());
+    if (entry == nullptr) {
+      return r.Error(piece_path,
+                     absl::StrCat("special token \"", name, "\" is missing from special_tokens"));
+    }
+    const std::string entry_path = absl::StrCat(path, ".special_tokens[\"", name, "\"]");
+    MAMBA_RETURN_IF_ERROR(r.ExpectObject(*entry, entry_path));
+    const Json* ids = JsonReader::Member(*entry, "ids");
+    if (ids == nullptr || !ids->is_array() || ids->size() > kMaxTemplateTokens) {
+      return r.Error(entry_path + ".ids",
+                     absl::StrCat("expected an array of at most ", kMaxTemplateTokens, " ids"));
+    }
+    std::vector<int32_t>& target = seen_sequence ? tmpl.after : tmpl.before;
+    for (size_t k = 0; k < ids->size(); ++k) {
+      MAMBA_ASSIGN_OR_RETURN(int32_t id,
+                             r.TokenId((*ids)[k], absl::StrCat(entry_path, ".ids[", k, "]")));
+      target.push_back(id);
+    }
+  }
+  if (!seen_sequence) return r.Unsupported(path + ".single", "the template lacks sequence A");
+  templates->push_back(std::move(tmpl));
+  return absl::OkStatus();
+}
+
+struct ParsedAddedToken {
+  std::string content;
+  bool single_word = false;
+  bool lstrip = false;
+  bool rstrip = false;
+  bool normalized = true;
+  bool special = false;
+
+  bool operator==(const ParsedAddedToken& o) const {
+    return content == o.content && single_word == o.single_word && lstrip == o.lstrip &&
+           rstrip == o.rstrip && normalized == o.normalized && special == o.special;
+  }
+};
+
+absl::StatusOr<std::vector<ParsedAddedToken>> ParseAddedTokens(const JsonReader& r,
+                                                               const Json* list) {
+  std::vector<ParsedAddedToken> tokens;
+  if (list == nullptr) return tokens;
+  if (!list->is_array()) return r.Error("added_tokens", "expected an array");
+  if (list->size() > kMaxAddedTokens) {
+    return r.Error("added_tokens", absl::StrCat("more than ", kMaxAddedTokens, " added tokens"));
+  }
+  for (size_t i = 0; i < list->size(); ++i) {
+    const std::string path = absl::StrCat("added_tokens[", i, "]");
+    const Json& j = (*list)[i];
+    MAMBA_RETURN_IF_ERROR(r.ExpectObject(j, path));
+    ParsedAddedToken token;
+    MAMBA_ASSIGN_OR_RETURN(token.content, r.RequiredString(j, "content", path));
+    if (token.content.size() > kMaxTokenBytes) {
+      return r.Error(path, absl::StrCat("content longer than ", kMaxTokenBytes, " bytes"));
+    }
+    if (const Json* id = JsonReader::Member(j, "id"); id != nullptr) {
+      // Checked for type and range only: like the reference, ids are assigned from the
+      // vocabulary (see BuildAddedVocabulary), the stored one is advisory.
+      MAMBA_RETURN_IF_ERROR(r.TokenId(*id, path + ".id").status());
+    }
+    MAMBA_ASSIGN_OR_RETURN(token.special, r.Bool(j, "special", false, path));
+    MAMBA_ASSIGN_OR_RETURN(token.single_word, r.Bool(j, "single_word", false, path));
+    MAMBA_ASSIGN_OR_RETURN(token.lstrip, r.Bool(j, "lstrip", false, path));
+    MAMBA_ASSIGN_OR_RETURN(token.rstrip, r.Bool(j, "rstrip", false, path));
+    MAMBA_ASSIGN_OR_RETURN(token.normalized, r.Bool(j, "normalized", !token.special, path));
+    tokens.push_back(std::move(token));
+  }
+  return tokens;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The tokenizer.
+
+class HfTokenizer final : public Tokenizer {
+ public:
+  HfTokenizer(Normalizer normalizer, PreTokenizer pre_tokenizer, BpeModel bpe)
+      : normalizer_(std::move(normalizer)),
+        pre_tokenizer_(std::move(pre_tokenizer)),
+        bpe_(std::move(bpe)) {}
+
+  absl::StatusOr<std::vector<int32_t>> Encode(std::string_view text,
+                                              bool add_special_tokens) const override;
+  absl::StatusOr<std::string> DecodeBytes(absl::Span<const int32_t> ids,
+                                          bool skip_special_tokens) const override;
+  int32_t vocab_size() const override { return static_cast<int32_t>(id_to_token_.size()); }
+  std::optional<int32_t> TokenToId(std::string_view token) const override {
+    const auto it = token_to_id_.find(absl::string_view(token.data(), token.size()));
+    if (it == token_to_id_.end()) return std::nullopt;
+    return it->second;
+  }
+  std::string IdToToken(int32_t id) const override {
+    if (id < 0 || id >= vocab_size()) return "";
+    return id_to_token_[id];
+  }
+  std::optional<int32_t> eos_id() const override { return eos_id_; }
+  bool IsSpecial(int32_t id) const override {
+    return id >= 0 && id < vocab_size() && special_[id] != 0;
+  }
+  std::string kind() const override { return "bpe"; }
+
+ private:
+  friend absl::StatusOr<std::unique_ptr<Tokenizer>> BuildHfTokenizer(const JsonReader& r,
+                                                                     const Json& root);
+
+  void EncodeNormalizedPiece(std::string_view piece, std::vector<AddedTokenSplit>* splits,
+                             PreTokenizer::Scratch* scratch, std::vector<int32_t>* ids) const;
+
+  Normalizer normalizer_;
+  PreTokenizer pre_tokenizer_;
+  BpeModel bpe_;
+  AddedTokenMatcher raw_matcher_;         // added tokens with normalized: false
+  AddedTokenMatcher normalized_matcher_;  // added tokens with normalized: true
+  std::vector<Template> templates_;
+
+  absl::flat_hash_map<std::string, int32_t> token_to_id_;
+  std::vector<std::string> id_to_token_;  // "" for ids without a token
+  std::vector<uint8_t> has_token_;
+  std::vector<uint8_t> special_;
+  // What each id decodes to (ByteLevel decoder), concatenated: id i is
+  // decoded_[decoded_offsets_[i], decoded_offsets_[i + 1]).
+  std::string decoded_;
+  std::vector<uint32_t> decoded_offsets_;
+  std::optional<int32_t> eos_id_;
+};
+
+void HfTokenizer::EncodeNormalizedPiece(std::string_view piece,
+                                        std::vector<AddedTokenSplit>* splits,
+                                        PreTokenizer::Scratch* scratch,
+                                        std::vector<int32_t>* ids) const {
+  auto encode_words = [&](std::string_view text) {
+    pre_tokenizer_.Run(
+        text, [&](std::string_view word) { bpe_.EncodeWord(word, ids); }, scratch);
+  };
+  if (normalized_matcher_.empty()) {
+    encode_words(piece);
+    return;
+  }
+  normalized_matcher_.Split(piece, splits);
+  for (const AddedTokenSplit& split : *splits) {
+    if (split.id >= 0) {
+      ids->push_back(split.id);
+    } else if (split.end > split.begin) {
+      encode_words(piece.substr(split.begin, split.end - split.begin));
+    }
+  }
+}
+
+absl::StatusOr<std::vector<int32_t>> HfTokenizer::Encode(std::string_view text,
+                                                         bool add_special_tokens) const {
+  if (text.size() > kMaxEncodeBytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "text of ", text.size(), " bytes is longer than the limit of ", kMaxEncodeBytes));
+  }
+  if (const size_t bad = FirstInvalidUtf8Byte(text); bad != text.size()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("text is not valid UTF-8 (ill-formed sequence at byte ", bad, ")"));
+  }
+  std::vector<int32_t> ids;
+  ids.reserve(text.size() / 4 + 8);
+  std::vector<AddedTokenSplit> raw_splits;
+  std::vector<AddedTokenSplit> normalized_splits;
+  std::string normalized_storage;
+  PreTokenizer::Scratch scratch;
+  auto encode_piece = [&](std::string_view piece) {
+    if (piece.empty()) return;
+    EncodeNormalizedPiece(normalizer_.Apply(piece, &normalized_storage), &normalized_splits,
+                          &scratch, &ids);
+  };
+  if (raw_matcher_.empty()) {
+    encode_piece(text);
+  } else {
+    raw_matcher_.Split(text, &raw_splits);
+    for (const AddedTokenSplit& split : raw_splits) {
+      if (split.id >= 0) {
+        ids.push_back(split.id);
+      } else {
+        encode_piece(text.substr(split.begin, split.end - split.begin));
+      }
+    }
+  }
+  if (add_special_tokens) {
+    for (const Template& t : templates_) {
+      ids.insert(ids.begin(), t.before.begin(), t.before.end());
+      ids.insert(ids.end(), t.after.begin(), t.after.end());
+    }
+  }
+  return ids;
+}
+
+absl::StatusOr<std::string> HfTokenizer::DecodeBytes(absl::Span<const int32_t> ids,
+                                                     bool skip_special_tokens) const {
+  size_t size = 0;
+  for (size_t i = 0; i < ids.size(); ++i) {
+    const int32_t id = ids[i];
+    if (id < 0 || id >= vocab_size() || has_token_[id] == 0) {
+      return absl::InvalidArgumentError(absl::StrCat("token id ", id, " (at position ", i,
+                                                     ") is not in the vocabulary of ", vocab_size(),
+                                                     " ids"));
+    }
+    size += decoded_offsets_[id + 1] - decoded_offsets_[id];
+  }
+  std::string out;
+  out.reserve(size);
+  for (const int32_t id : ids) {
+    if (skip_special_tokens && special_[id] != 0) continue;
+    out.append(decoded_.data() + decoded_offsets_[id],
+               decoded_offsets_[id + 1] - decoded_offsets_[id]);
+  }
+  return out;
+}
+
+// Builds the tokenizer from the parsed document; every failure is a Status.
+absl::StatusOr<std::unique_ptr<Tokenizer>> BuildHfTokenizer(const JsonReader& r, const Json& root) {
+  MAMBA_RETURN_IF_ERROR(r.ExpectObject(root, "(root)"));
+  if (const Json* version = JsonReader::Member(root, "version"); version != nullptr) {
+    if (!version->is_string() || version->get<std::string>() != "1.0") {
+      return r.Unsupported("version", absl::StrCat("unsupported tokenizer.json version ",
+                                                   version->dump(), " (expected \"1.0\")"));
+    }
+  }
+
+  // --- model
+  const Json* model = JsonReader::Member(root, "model");
+  if (model == nullptr) return r.Error("model", "missing (a BPE model is required)");
+  MAMBA_RETURN_IF_ERROR(r.ExpectObject(*model, "model"));
+  MAMBA_ASSIGN_OR_RETURN(std::optional<std::string> model_type,
+                         r.OptionalString(*model, "type", "model"));
+  if (model_type.has_value() && *model_type != "BPE") {
+    return r.Unsupported("model.type", absl::StrCat("unsupported model \"", *model_type,
+                                                    "\" (only BPE is supported)"));
+  }
+  if (const Json* dropout = JsonReader::Member(*model, "dropout"); dropout != nullptr) {
+    if (!dropout->is_number() || dropout->get<double>() < 0.0 || dropout->get<double>() > 1.0) {
+      return r.Error("model.dropout", "expected null or a number in [0, 1]");
+    }
+    if (dropout->get<double>() != 0.0) {
+      return r.Unsupported("model.dropout", "BPE dropout is unsupported (it is random)");
+    }
+  }
+  for (const char* key : {"continuing_subword_prefix", "end_of_word_suffix"}) {
+    MAMBA_ASSIGN_OR_RETURN(std::optional<std::string> affix,
+                           r.OptionalString(*model, key, "model"));
+    if (affix.has_value() && !affix->empty()) {
+      return r.Unsupported(absl::StrCat("model.", key),
+                           absl::StrCat(key, " is unsupported with byte-level BPE"));
+    }
+  }
+  MAMBA_ASSIGN_OR_RETURN(bool byte_fallback, r.Bool(*model, "byte_fallback", false, "model"));
+  if (byte_fallback) {
+    return r.Unsupported("model.byte_fallback", "byte_fallback is unsupported");
+  }
+  BpeOptions bpe_options;
+  MAMBA_ASSIGN_OR_RETURN(bpe_options.ignore_merges,
+                         r.Bool(*model, "ignore_merges", false, "model"));
+  MAMBA_ASSIGN_OR_RETURN(bpe_options.fuse_unk, r.Bool(*model, "fuse_unk", false, "model"));
+  MAMBA_ASSIGN_OR_RETURN(std::optional<std::string> unk_token,
+                         r.OptionalString(*model, "unk_token", "model"));
+
+  const Json* vocab_json = JsonReader::Member(*model, "vocab");
+  if (vocab_json == nullptr) return r.Error("model.vocab", "missing");
+  if (!vocab_json->is_object()) {
+    return r.Error("model.vocab", absl::StrCat("expected an object of token -> id, found ",
+                                               JsonReader::TypeName(*vocab_json)));
+  }
+  absl::flat_hash_map<std::string, int32_t> vocab;
+  vocab.reserve(vocab_json->size());
+  int64_t max_model_id = -1;
+  for (const auto& [token, id_json] : vocab_json->items()) {
+    const std::string path = absl::StrCat("model.vocab[\"", token, "\"]");
+    if (token.size() > kMaxTokenBytes) {
+      return r.Error("model.vocab",
+                     absl::StrCat("a token is longer than ", kMaxTokenBytes, " bytes"));
+    }
+    MAMBA_ASSIGN_OR_RETURN(int32_t id, r.TokenId(id_json, path));
+    vocab.insert_or_assign(token, id);
+    max_model_id = std::max<int64_t>(max_model_id, id);
+  }
+
+  const Json* merges_json = JsonReader::Member(*model, "merges");
+  if (merges_json == nullptr) return r.Error("model.merges", "missing");
+  if (!merges_json->is_array()) {
+    return r.Error("model.merges",
+                   absl::StrCat("expected an array, found ", JsonReader::TypeName(*merges_json)));
+  }
+  std::vector<std::pair<std::string, std::string>> merges;
+  merges.reserve(merges_json->size());
+  // Either every merge is a [left, right] pair or every one is a "left right" string.
+  const bool pairs = merges_json->empty() || (*merges_json)[0].is_array();
+  for (size_t i = 0; i < merges_json->size(); ++i) {
+    const Json& m = (*merges_json)[i];
+    const std::string path = absl::StrCat("model.merges[", i, "]");
+    if (pairs) {
+      if (!m.is_array() || m.size() != 2 || !m[0].is_string() || !m[1].is_string()) {
+        return r.Error(path,
+                       "expected a pair of token strings like [\"a\", \"b\"] (merges "
+                       "must be all pairs or all \"a b\" strings)");
+      }
+      merges.emplace_back(m[0].get<std::string>(), m[1].get<std::string>());
+      continue;
+    }
+    if (!m.is_string()) {
+      return r.Error(path,
+                     "expected a string like \"a b\" (merges must be all pairs or all "
+                     "\"a b\" strings)");
+    }
+    const std::string& line = m.get_ref<const std::string&>();
+    if (line.rfind("#version", 0) == 0) continue;  // merges.txt header, skipped by the reference
+    const size_t space = line.find(' ');
+    if (space == std::string::npos || line.find(' ', space + 1) != std::string::npos) {
+      return r.Error(path, absl::StrCat("\"", line, "\" is not two tokens separated by one space"));
+    }
+    merges.emplace_back(line.substr(0, space), line.substr(space + 1));
+  }
+  if (unk_token.has_value()) {
+    const auto it = vocab.find(*unk_token);
+    if (it == vocab.end()) {
+      return r.Error("model.unk_token",
+                     absl::StrCat("unk_token \"", *unk_token, "\" is not in the vocabulary"));
+    }
+    bpe_options.unk_id = it->second;
+  }
+  absl::StatusOr<BpeModel> bpe = BpeModel::Create(vocab, merges, bpe_options);
+  if (!bpe.ok()) return r.Error("model.merges", std::string(bpe.status().message()));
+  merges.clear();
+  merges.shrink_to_fit();
+
+  // --- normalizer, pre_tokenizer, post_processor, decoder
+  std::vector<NormalizationForm> forms;
+  if (const Json* n = JsonReader::Member(root, "normalizer"); n != nullptr) {
+    MAMBA_RETURN_IF_ERROR(ParseNormalizer(r, *n, "normalizer", &forms));
+  }
+  if (forms.size() > kMaxComponentSteps) {
+    return r.Unsupported("normalizer", absl::StrCat("more than ", kMaxComponentSteps, " steps"));
+  }
+  MAMBA_ASSIGN_OR_RETURN(Normalizer normalizer, Normalizer::Create(std::move(forms)));
+
+  const Json* pre_json = JsonReader::Member(root, "pre_tokenizer");
+  if (pre_json == nullptr) {
+    return r.Unsupported("pre_tokenizer",
+                         "missing: byte-level BPE needs a ByteLevel pre_tokenizer");
+  }
+  std::vector<PreTokenizerStep> steps;
+  MAMBA_RETURN_IF_ERROR(ParsePreTokenizer(r, *pre_json, "pre_tokenizer", &steps));
+  if (steps.size() > kMaxComponentSteps) {
+    return r.Unsupported("pre_tokenizer", absl::StrCat("more than ", kMaxComponentSteps, " steps"));
+  }
+  const auto byte_levels = std::count_if(steps.begin(), steps.end(), [](const PreTokenizerStep& s) {
+    return s.kind == PreTokenizerStep::Kind::kByteLevel;
+  });
+  if (byte_levels != 1 || steps.back().kind != PreTokenizerStep::Kind::kByteLevel) {
+    return r.Unsupported("pre_tokenizer",
+                         "expected exactly one ByteLevel pre-tokenizer, as the last step");
+  }
+
+  std::vector<Template> templates;
+  if (const Json* p = JsonReader::Member(root, "post_processor"); p != nullptr) {
+    MAMBA_RETURN_IF_ERROR(ParsePostProcessor(r, *p, "post_processor", &templates));
+  }
+  if (templates.size() > kMaxComponentSteps) {
+    return r.Unsupported("post_processor",
+                         absl::StrCat("more than ", kMaxComponentSteps, " templates"));
+  }
+
+  const Json* decoder = JsonReader::Member(root, "decoder");
+  if (decoder == nullptr) {
+    return r.Unsupported("decoder", "missing: byte-level BPE needs the ByteLevel decoder");
+  }
+  MAMBA_ASSIGN_OR_RETURN(std::string decoder_type, r.Type(*decoder, "decoder"));
+  if (decoder_type != "ByteLevel") {
+    return r.Unsupported("decoder", absl::StrCat("unsupported decoder \"", decoder_type,
+                                                 "\" (only ByteLevel is supported)"));
+  }
+
+  auto tokenizer = std::make_unique<HfTokenizer>(std::move(normalizer),
+                                                 PreTokenizer(std::move(steps)), *std::move(bpe));
+  tokenizer->templates_ = std::move(templates);
+
+  // --- added tokens: ids as the reference's AddedVocabulary::add_tokens assigns them. An added
+  // token already in the vocabulary keeps its id; others are numbered from the model's token
+  // count (not its largest id), in file order.
+  MAMBA_ASSIGN_OR_RETURN(std::vector<ParsedAddedToken> added,
+                         ParseAddedTokens(r, JsonReader::Member(root, "added_tokens")));
+  absl::flat_hash_map<std::string, int32_t> added_ids;   // content -> id
+  absl::flat_hash_map<int32_t, ParsedAddedToken> by_id;  // id -> token
+  absl::flat_hash_set<std::string> special_contents;
+  int64_t next_id = static_cast<int64_t>(vocab.size());
+  for (ParsedAddedToken& token : added) {
+    if (token.content.empty()) continue;
+    if (const auto it = added_ids.find(token.content); it != added_ids.end()) {
+      const auto same = by_id.find(it->second);
+      if (same != by_id.end() && same->second == token) continue;
+    }
+    int32_t id;
+    if (const auto it = added_ids.find(token.content); it != added_ids.end()) {
+      id = it->second;
+    } else if (const auto v = vocab.find(token.content); v != vocab.end()) {
+      id = v->second;
+    } else {
+      if (next_id > kMaxTokenId) {
+        return r.Error("added_tokens", absl::StrCat("token ids would pass ", kMaxTokenId));
+      }
+      id = static_cast<int32_t>(next_id++);
+    }
+    added_ids[token.content] = id;
+    if (token.special) special_contents.insert(token.content);
+    by_id[id] = std::move(token);
+  }
+
+  // --- id tables
+  int64_t max_id = max_model_id;
+  for (const auto& [id, token] : by_id) max_id = std::max<int64_t>(max_id, id);
+  const size_t num_ids = static_cast<size_t>(max_id + 1);
+  // Ids index dense tables; refuse files whose ids are mostly holes.
+  if (num_ids > 4 * (vocab.size() + by_id.size()) + 1024) {
+    return r.Error("model.vocab",
+                   absl::StrCat("token ids go up to ", max_id, " but there are only ",
+                                vocab.size() + by_id.size(), " tokens"));
+  }
+  HfTokenizer& t = *tokenizer;
+  t.id_to_token_.assign(num_ids, std::string());
+  t.has_token_.assign(num_ids, 0);
+  t.special_.assign(num_ids, 0);
+  // Model tokens; when two share an id, the lexicographically first is kept, so the choice
+  // does not depend on hash order.
+  for (const auto& [token, id] : vocab) {
+    if (t.has_token_[id] == 0 || token < t.id_to_token_[id]) t.id_to_token_[id] = token;
+    t.has_token_[id] = 1;
+  }
+  t.token_to_id_ = std::move(vocab);
+
+  std::string pattern_storage;
+  std::vector<AddedTokenSpec> raw_specs;
+  std::vector<AddedTokenSpec> normalized_specs;
+  absl::flat_hash_map<std::string, int32_t> raw_patterns;
+  absl::flat_hash_map<std::string, int32_t> normalized_patterns;
+  for (const auto& [id, token] : by_id) {
+    // A normalized token is matched, and decoded, in its normalized form.
+    std::string spelling = token.content;
+    if (token.normalized) {
+      spelling = std::string(t.normalizer_.Apply(token.content, &pattern_storage));
+    }
+    auto& patterns = token.normalized ? normalized_patterns : raw_patterns;
+    if (const auto [it, inserted] = patterns.emplace(spelling, id); !inserted) {
+      return r.Error("added_tokens", absl::StrCat("added tokens ", it->second, " and ", id,
+                                                  " match the same text \"", spelling, "\""));
+    }
+    AddedTokenSpec spec{spelling, id, token.single_word, token.lstrip, token.rstrip};
+    (token.normalized ? normalized_specs : raw_specs).push_back(std::move(spec));
+    t.id_to_token_[id] = std::move(spelling);
+    t.has_token_[id] = 1;
+  }
+  for (const auto& [content, id] : added_ids) t.token_to_id_.insert_or_assign(content, id);
+  // The reference skips an id when its token string (normalized spelling included) is the
+  // content of a special token.
+  for (size_t id = 0; id < num_ids; ++id) {
+    if (t.has_token_[id] != 0 && special_contents.contains(t.id_to_token_[id])) {
+      t.special_[id] = 1;
+    }
+  }
+  t.raw_matcher_ = AddedTokenMatcher(raw_specs);
+  t.normalized_matcher_ = AddedTokenMatcher(normalized_specs);
+
+  // Template ids must exist, so that encoded ids always decode.
+  for (const Template& tmpl : t.templates_) {
+    for (const auto* list : {&tmpl.before, &tmpl.after}) {
+      for (int32_t id : *list) {
+        if (static_cast<size_t>(id) >= num_ids || t.has_token_[id] == 0) {
+          return r.Error("post_processor",
+                         absl::StrCat("template token id ", id, " is not in the vocabulary"));
+        }
+      }
+    }
+  }
+
+  // ByteLevel decoder: a token made only of byte-level alphabet characters stands for those
+  // bytes; any other token (e.g. an added "  ") stands for its own UTF-8 text.
+  t.decoded_offsets_.assign(num_ids + 1, 0);
+  std::string bytes;
+  for (size_t id = 0; id < num_ids; ++id) {
+    t.decoded_offsets_[id] = static_cast<uint32_t>(t.decoded_.size());
+    const std::string& token = t.id_to_token_[id];
+    if (tokenizer_internal::AlphabetToBytes(token, &bytes)) {
+      t.decoded_ += bytes;
+    } else {
+      t.decoded_ += token;
+    }
+  }
+  t.decoded_offsets_[num_ids] = static_cast<uint32_t>(t.decoded_.size());
+
+  for (const char* name : {"<|endoftext|>", "</s>", "<|end_of_text|>", "<eos>"}) {
+    if (const auto id = t.TokenToId(name); id.has_value()) {
+      t.eos_id_ = id;
+      break;
+    }
+  }
+  return std::unique_ptr<Tokenizer>(std::move(tokenizer));
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Tokenizer>> ParseTokenizerJson(std::string_view json,
+                                                              std::string_view source) {
+  const JsonReader reader(source);
+  if (json.size() > kMaxJsonBytes) {
+    return reader.Error("(file)", absl::StrCat("larger than ", kMaxJsonBytes, " bytes"));
+  }
+  if (!JsonNestingWithin(json, kMaxJsonDepth)) {
+    return reader.Error("(file)",
+                        absl::StrCat("JSON nested deeper than ", kMaxJsonDepth, " levels"));
+  }
+  // nlohmann::json reports errors by exception; none may leave this function.
+  try {
+    const Json root = Json::parse(json.begin(), json.end());
+    return BuildHfTokenizer(reader, root);
+  } catch (const Json::parse_error& e) {
+    return reader.Error("(file)", absl::StrCat("not valid JSON: ", e.what()));
+  } catch (const std::exception& e) {
+    return reader.Error("(file)", absl::StrCat("malformed tokenizer.json: ", e.what()));
+  }
+}
+
+absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizerJson(const std::string& path) {
+  MAMBA_ASSIGN_OR_RETURN(std::string json, ReadFileMaybeGzipped(path, kMaxJsonBytes));
+  return ParseTokenizerJson(json, path);
+}
+
+}  // namespace mamba
