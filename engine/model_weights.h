@@ -1,8 +1,13 @@
 // The parameters of a Mamba-1 model as typed views over memory the ModelWeights object keeps alive
 // (a memory-mapped checkpoint, or buffers it owns for converted and synthetic weights).
+//
+// Each tensor carries its own dtype. A checkpoint loaded without a dtype option keeps the dtypes
+// of its file, which may differ between tensors (a half-precision checkpoint may store A_log and D
+// in f32); ConvertTo makes them uniform.
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -13,7 +18,8 @@
 
 namespace mamba {
 
-// A read-only view of a dense row-major tensor. Does not own its memory.
+// A read-only view of a dense row-major tensor. Does not own its memory. The data pointer is
+// aligned to the element size (loaders copy misaligned tensors).
 struct TensorView {
   DType dtype = DType::kF32;
   std::vector<int64_t> shape;
@@ -30,21 +36,37 @@ struct TensorView {
   float At(int64_t i) const;
 };
 
+// "[2, 3]".
+std::string ShapeString(const std::vector<int64_t>& shape);
+
 // One Mamba block's parameters. Shapes as in the HF checkpoint (PyTorch Linear: [out, in]).
 struct LayerWeights {
-  TensorView norm;       // [d_model]
-  TensorView in_proj;    // [2 * d_inner, d_model]; rows [0, d_inner) give x, [d_inner, 2d) give z
+  TensorView norm;     // [d_model]
+  TensorView in_proj;  // [2 * d_inner, d_model]; rows [0, d_inner) give x, [d_inner, 2d) give z
   TensorView in_proj_bias;   // [2 * d_inner] when use_bias, else empty
-  TensorView conv;       // [d_inner, 1, d_conv]
-  TensorView conv_bias;  // [d_inner] when use_conv_bias, else empty
-  TensorView x_proj;     // [dt_rank + 2 * d_state, d_inner]; rows give dt_low, B, C
-  TensorView dt_proj;    // [d_inner, dt_rank]
+  TensorView conv;           // [d_inner, 1, d_conv]
+  TensorView conv_bias;      // [d_inner] when use_conv_bias, else empty
+  TensorView x_proj;         // [dt_rank + 2 * d_state, d_inner]; rows give dt_low, B, C
+  TensorView dt_proj;        // [d_inner, dt_rank]
   TensorView dt_proj_bias;   // [d_inner]
-  TensorView a_log;      // [d_inner, d_state]; A = -exp(A_log)
-  TensorView d;          // [d_inner]
-  TensorView out_proj;   // [d_model, d_inner]
+  TensorView a_log;          // [d_inner, d_state]; A = -exp(A_log)
+  TensorView d;              // [d_inner]
+  TensorView out_proj;       // [d_model, d_inner]
   TensorView out_proj_bias;  // [d_model] when use_bias, else empty
 };
+
+// One tensor a checkpoint of a given config holds: its HF name, the shape the config implies,
+// and how that shape follows from the config (for error messages).
+struct TensorSpec {
+  std::string name;            // e.g. "backbone.layers.3.mixer.x_proj.weight"
+  std::vector<int64_t> shape;  // e.g. {dt_rank + 2 * d_state, d_inner}
+  std::string shape_rule;      // e.g. "[dt_rank + 2*d_state, d_inner]"
+};
+
+// Every tensor a checkpoint of `config` holds, in canonical order: the embedding, each layer's
+// tensors, norm_f, then lm_head.weight when the embeddings are not tied. Optional tensors
+// (biases) appear only when the config has them.
+std::vector<TensorSpec> CheckpointTensors(const ModelConfig& config);
 
 class ModelWeights {
  public:
@@ -54,16 +76,17 @@ class ModelWeights {
   ModelWeights(ModelWeights&&) = default;
   ModelWeights& operator=(ModelWeights&&) = default;
 
-  TensorView embedding;           // [vocab, d_model]
+  TensorView embedding;  // [vocab, d_model]
   std::vector<LayerWeights> layers;
-  TensorView norm_f;              // [d_model]
-  TensorView lm_head;             // [vocab, d_model]; same memory as embedding when tied
+  TensorView norm_f;   // [d_model]
+  TensorView lm_head;  // [vocab, d_model]; same memory as embedding when tied
   bool lm_head_tied = true;
 
   // Keeps `storage` alive as long as these weights (mapped files, owned buffers).
   void Retain(std::shared_ptr<const void> storage) { storage_.push_back(std::move(storage)); }
 
-  // Allocates an owned, zero-initialized buffer of `bytes` kept alive by these weights.
+  // Allocates an owned, zero-initialized, 64-byte aligned buffer of `bytes` kept alive by these
+  // weights. Large buffers come straight from the kernel (zero pages, no memset).
   void* AllocateOwned(size_t bytes);
 
   // Total bytes of all distinct tensors (the tied lm_head counted once).
@@ -73,15 +96,33 @@ class ModelWeights {
   DType MatrixDType() const;
 
   // Returns weights with every tensor converted to `dtype` (A_log, D, biases and norms included);
-  // the result owns its memory. A no-op copy of views when already in that dtype.
+  // converted tensors live in memory the result owns, tensors already in `dtype` stay views that
+  // share this object's storage (the result keeps it alive). Tensors that share memory here
+  // (the tied lm_head) share it in the result. Uses all cores.
   absl::StatusOr<ModelWeights> ConvertTo(DType dtype) const;
 
-  // Checks that every tensor is present with the shape `config` implies. `source` names the
-  // checkpoint in error messages.
+  // Checks that every tensor `config` implies is present with the expected shape, that optional
+  // tensors the config does not have are absent, and that lm_head is tied exactly when the
+  // config ties it. INVALID_ARGUMENT names `source`, the tensor and the expected shape.
   absl::Status Validate(const ModelConfig& config, const std::string& source) const;
+
+  // Calls fn(spec, view) for each entry of CheckpointTensors(config) with the view that holds it.
+  // `layers` must have config.n_layer entries; for the mutable form, call ResizeFor first.
+  void ForEachTensor(const ModelConfig& config,
+                     const std::function<void(const TensorSpec&, const TensorView&)>& fn) const;
+  void ForEachMutableTensor(const ModelConfig& config,
+                            const std::function<void(const TensorSpec&, TensorView&)>& fn);
+  // Makes room for config.n_layer layers.
+  void ResizeFor(const ModelConfig& config) { layers.resize(config.n_layer); }
 
  private:
   std::vector<std::shared_ptr<const void>> storage_;
 };
+
+// Runs fn(i) for every i in [0, n) on up to `threads` threads (0: one per core), each thread
+// taking the next index in turn. fn must be safe to call concurrently for different i. Used to
+// spread conversion, synthetic generation and hashing over blocks of a fixed size, so results
+// never depend on the number of threads.
+void ParallelFor(int64_t n, const std::function<void(int64_t)>& fn, int threads = 0);
 
 }  // namespace mamba

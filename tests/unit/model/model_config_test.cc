@@ -1,0 +1,239 @@
+#include "engine/model_config.h"
+
+#include <string>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/unit/model/temp_checkpoint.h"
+
+namespace mamba {
+namespace {
+
+using ::testing::HasSubstr;
+
+ModelConfig MustParse(const std::string& json) {
+  absl::StatusOr<ModelConfig> c = ParseHfConfig(json, "config.json");
+  EXPECT_TRUE(c.ok()) << c.status();
+  return c.ok() ? *c : ModelConfig{};
+}
+
+TEST(ModelConfigTest, EmptyObjectGetsHfDefaults) {
+  const ModelConfig c = MustParse("{}");
+  EXPECT_EQ(c.vocab_size, 50280);
+  EXPECT_EQ(c.d_model, 768);
+  EXPECT_EQ(c.d_state, 16);
+  EXPECT_EQ(c.n_layer, 32);
+  EXPECT_FLOAT_EQ(c.layer_norm_epsilon, 1e-5f);
+  EXPECT_EQ(c.pad_token_id, 0);
+  EXPECT_EQ(c.bos_token_id, 0);
+  EXPECT_EQ(c.eos_token_id, 0);
+  EXPECT_EQ(c.expand, 2);
+  EXPECT_EQ(c.d_inner, 1536);
+  EXPECT_EQ(c.d_conv, 4);
+  EXPECT_EQ(c.dt_rank, 48);
+  EXPECT_FALSE(c.use_bias);
+  EXPECT_TRUE(c.use_conv_bias);
+  EXPECT_TRUE(c.residual_in_fp32);
+  EXPECT_TRUE(c.tie_word_embeddings);
+  EXPECT_FLOAT_EQ(c.time_step_min, 0.001f);
+  EXPECT_FLOAT_EQ(c.time_step_max, 0.1f);
+  EXPECT_FLOAT_EQ(c.time_step_floor, 1e-4f);
+}
+
+// The config.json of the public mamba-130m-hf checkpoint (keys as transformers writes them,
+// including keys we ignore).
+TEST(ModelConfigTest, PublicCheckpointConfig) {
+  const ModelConfig c = MustParse(R"({
+    "architectures": ["MambaForCausalLM"], "bos_token_id": 0, "conv_kernel": 4,
+    "eos_token_id": 0, "expand": 2, "fused_add_norm": true, "hidden_act": "silu",
+    "hidden_size": 768, "initializer_range": 0.1, "intermediate_size": 1536,
+    "layer_norm_epsilon": 1e-05, "model_type": "mamba", "n_layer": 24, "num_hidden_layers": 24,
+    "pad_token_id": 0, "pad_vocab_size_multiple": 8, "rescale_prenorm_residual": false,
+    "residual_in_fp32": true, "rms_norm": true, "state_size": 16, "time_step_floor": 0.0001,
+    "time_step_init_scheme": "random", "time_step_max": 0.1, "time_step_min": 0.001,
+    "time_step_rank": 48, "time_step_scale": 1.0, "torch_dtype": "float32",
+    "transformers_version": "4.39.0.dev0", "use_bias": false, "use_cache": true,
+    "use_conv_bias": true, "vocab_size": 50280})");
+  EXPECT_EQ(c.n_layer, 24);
+  EXPECT_EQ(c.d_model, 768);
+  EXPECT_EQ(c.d_inner, 1536);
+  EXPECT_EQ(c.dt_rank, 48);
+  EXPECT_EQ(c.NumParameters(), 129135360);  // what transformers reports for mamba-130m
+  EXPECT_THAT(c.Summary(), HasSubstr("24 layers x 768"));
+}
+
+struct DerivedCase {
+  std::string json;
+  int32_t d_inner;
+  int32_t dt_rank;
+};
+
+TEST(ModelConfigTest, DerivedValues) {
+  const std::vector<DerivedCase> cases = {
+      {R"({"hidden_size": 100})", 200, 7},  // ceil(100 / 16)
+      {R"({"hidden_size": 96})", 192, 6},
+      {R"({"hidden_size": 64, "expand": 3})", 192, 4},
+      {R"({"hidden_size": 128, "intermediate_size": 192})", 192, 8},  // given wins
+      {R"({"hidden_size": 128, "time_step_rank": 5})", 256, 5},
+      {R"({"hidden_size": 128, "time_step_rank": "auto"})", 256, 8},
+      {R"({"hidden_size": 128, "time_step_rank": null})", 256, 8},
+      {R"({"hidden_size": 2560.0})", 5120, 160},  // integral floats are integers
+  };
+  for (const DerivedCase& t : cases) {
+    SCOPED_TRACE(t.json);
+    const ModelConfig c = MustParse(t.json);
+    EXPECT_EQ(c.d_inner, t.d_inner);
+    EXPECT_EQ(c.dt_rank, t.dt_rank);
+  }
+}
+
+TEST(ModelConfigTest, TokenIds) {
+  ModelConfig c = MustParse(R"({"pad_token_id": null, "bos_token_id": 1, "eos_token_id": [2, 3]})");
+  EXPECT_EQ(c.pad_token_id, -1);
+  EXPECT_EQ(c.bos_token_id, 1);
+  EXPECT_EQ(c.eos_token_id, 2);
+}
+
+struct BadCase {
+  std::string json;
+  std::vector<std::string> fragments;  // all must appear in the message
+};
+
+TEST(ModelConfigTest, BadFieldsNameFileFieldAndAllowedValues) {
+  const std::vector<BadCase> cases = {
+      {"{", {"config.json", "not valid JSON"}},
+      {"[1, 2]", {"config.json", "expected a JSON object"}},
+      {R"({"hidden_size": "768"})", {"'hidden_size'", "must be an integer", "string"}},
+      {R"({"hidden_size": -1})", {"'hidden_size'", "is -1", "allowed: 1.."}},
+      {R"({"hidden_size": 1000000000})", {"'hidden_size'", "allowed"}},
+      {R"({"num_hidden_layers": 0})", {"'num_hidden_layers'", "is 0"}},
+      {R"({"state_size": 1.5})", {"'state_size'", "must be an integer"}},
+      {R"({"vocab_size": 0})", {"'vocab_size'", "is 0"}},
+      {R"({"conv_kernel": 0})", {"'conv_kernel'"}},
+      {R"({"expand": 1.5})", {"'expand'", "must be an integer"}},
+      {R"({"intermediate_size": -5})", {"'intermediate_size'", "is -5"}},
+      {R"({"hidden_size": 65536, "expand": 64})", {"'expand'", "intermediate size"}},
+      {R"({"use_bias": "false"})", {"'use_bias'", "must be true or false"}},
+      {R"({"tie_word_embeddings": 1})", {"'tie_word_embeddings'", "must be true or false"}},
+      {R"({"time_step_rank": "big"})", {"'time_step_rank'", "\"auto\""}},
+      {R"({"time_step_rank": 0})", {"'time_step_rank'", "is 0"}},
+      {R"({"hidden_size": 64, "intermediate_size": 32, "time_step_rank": 40})",
+       {"time_step_rank", "is 40", "intermediate_size (32)"}},
+      {R"({"vocab_size": 100, "eos_token_id": 100})", {"eos_token_id", "is 100", "vocab_size"}},
+      {R"({"pad_token_id": -3})", {"'pad_token_id'", "is -3"}},
+      {R"({"layer_norm_epsilon": 0})", {"'layer_norm_epsilon'", "> 0"}},
+      {R"({"layer_norm_epsilon": "1e-5"})", {"'layer_norm_epsilon'", "must be a number"}},
+      {R"({"time_step_min": 0.5, "time_step_max": 0.1})", {"time_step_min", "<="}},
+      {R"({"model_type": "mamba2"})", {"'model_type'", "\"mamba2\"", "Mamba-1"}},
+      {R"({"hidden_act": "gelu"})", {"'hidden_act'", "silu"}},
+      // The original state-spaces format.
+      {R"({"d_model": 64, "rms_norm": false})", {"'rms_norm'", "RMSNorm"}},
+      {R"({"d_model": 64, "ssm_cfg": {"layer": "Mamba2"}})", {"'ssm_cfg.layer'", "Mamba1"}},
+      {R"({"d_model": 64, "ssm_cfg": []})", {"'ssm_cfg'", "must be an object"}},
+      {R"({"d_model": 64, "ssm_cfg": {"d_state": "16"}})", {"'ssm_cfg.d_state'"}},
+      {R"({"d_model": 64, "attn_layer_idx": [1]})", {"'attn_layer_idx'"}},
+      {R"({"d_model": 64, "d_intermediate": 128})", {"'d_intermediate'"}},
+  };
+  for (const BadCase& t : cases) {
+    SCOPED_TRACE(t.json);
+    absl::StatusOr<ModelConfig> c = ParseHfConfig(t.json, "ckpt/config.json");
+    ASSERT_FALSE(c.ok());
+    EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
+    const std::string message(c.status().message());
+    EXPECT_THAT(message, HasSubstr("ckpt/config.json"));
+    for (const std::string& f : t.fragments) EXPECT_THAT(message, HasSubstr(f));
+  }
+}
+
+TEST(ModelConfigTest, StateSpacesFormat) {
+  ModelConfig c = MustParse(R"({"d_model": 768, "n_layer": 24, "vocab_size": 50277,
+      "ssm_cfg": {}, "rms_norm": true, "residual_in_fp32": true, "fused_add_norm": true,
+      "pad_vocab_size_multiple": 8})");
+  EXPECT_EQ(c.d_model, 768);
+  EXPECT_EQ(c.n_layer, 24);
+  EXPECT_EQ(c.vocab_size, 50280);  // padded to a multiple of 8
+  EXPECT_EQ(c.d_inner, 1536);
+  EXPECT_EQ(c.dt_rank, 48);
+  EXPECT_TRUE(c.tie_word_embeddings);
+
+  c = MustParse(R"({"d_model": 64, "n_layer": 2, "vocab_size": 100, "pad_vocab_size_multiple": 16,
+      "tie_embeddings": false, "ssm_cfg": {"d_state": 8, "d_conv": 3, "expand": 3, "dt_rank": 10,
+      "conv_bias": false, "bias": true}})");
+  EXPECT_EQ(c.vocab_size, 112);
+  EXPECT_EQ(c.d_state, 8);
+  EXPECT_EQ(c.d_conv, 3);
+  EXPECT_EQ(c.d_inner, 192);
+  EXPECT_EQ(c.dt_rank, 10);
+  EXPECT_FALSE(c.use_conv_bias);
+  EXPECT_TRUE(c.use_bias);
+  EXPECT_FALSE(c.tie_word_embeddings);
+}
+
+TEST(ModelConfigTest, SerializationRoundTrips) {
+  ModelConfig a;
+  ModelConfig b = MustParse(R"({"hidden_size": 96, "num_hidden_layers": 3, "state_size": 8,
+      "intermediate_size": 160, "time_step_rank": 5, "conv_kernel": 3, "use_bias": true,
+      "use_conv_bias": false, "tie_word_embeddings": false, "vocab_size": 1000,
+      "layer_norm_epsilon": 1e-6, "pad_token_id": null, "eos_token_id": 7,
+      "time_step_min": 0.002, "time_step_max": 0.2, "time_step_floor": 0})");
+  for (const ModelConfig& c : {a, b}) {
+    const std::string json = ToHfConfigJson(c);
+    EXPECT_EQ(MustParse(json), c) << json;
+  }
+  EXPECT_THAT(ToHfConfigJson(a), HasSubstr("\"layer_norm_epsilon\": 1e-05"));
+}
+
+TEST(ModelConfigTest, ValidateRejectsInconsistentStructs) {
+  ModelConfig c;
+  EXPECT_TRUE(c.Validate().ok());
+  c.dt_rank = c.d_inner + 1;
+  EXPECT_THAT(std::string(c.Validate().message()), HasSubstr("time_step_rank"));
+  c = ModelConfig();
+  c.d_state = 0;
+  EXPECT_THAT(std::string(c.Validate().message()), HasSubstr("state_size"));
+  c = ModelConfig();
+  c.eos_token_id = c.vocab_size;
+  EXPECT_EQ(c.Validate().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(ModelConfigTest, LoadFromFile) {
+  testing::TempDir dir;
+  EXPECT_EQ(LoadHfConfig(dir.File("config.json")).status().code(), absl::StatusCode::kNotFound);
+  testing::WriteText(dir.File("config.json"), R"({"hidden_size": 64, "num_hidden_layers": 2})");
+  absl::StatusOr<ModelConfig> c = LoadHfConfig(dir.File("config.json"));
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->d_model, 64);
+  testing::WriteText(dir.File("config.json"), R"({"hidden_size": true})");
+  c = LoadHfConfig(dir.File("config.json"));
+  EXPECT_THAT(std::string(c.status().message()), HasSubstr(dir.File("config.json")));
+}
+
+// Random edits of a real config give a config or INVALID_ARGUMENT, never a crash or another code.
+TEST(ModelConfigTest, RandomEditsNeverCrash) {
+  const std::string good = ToHfConfigJson(ModelConfig());
+  const std::string alphabet = "{}[]\",:0123456789.-eE truefalsn\\";
+  uint64_t x = 7;
+  auto next = [&x] {
+    x = x * 6364136223846793005ull + 1442695040888963407ull;
+    return x >> 33;
+  };
+  int parsed = 0;
+  for (int trial = 0; trial < 2000; ++trial) {
+    std::string text = good;
+    for (int e = 0, n = 1 + static_cast<int>(next() % 3); e < n; ++e) {
+      text[next() % text.size()] = alphabet[next() % alphabet.size()];
+    }
+    absl::StatusOr<ModelConfig> c = ParseHfConfig(text, "config.json");
+    if (c.ok()) {
+      ++parsed;
+      EXPECT_TRUE(c->Validate().ok());
+    } else {
+      EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument) << c.status();
+    }
+  }
+  EXPECT_GT(parsed, 0);
+}
+
+}  // namespace
+}  // namespace mamba

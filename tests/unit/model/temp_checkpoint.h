@@ -1,0 +1,98 @@
+// Test fixtures for model loading: a temporary folder that removes itself, small configs, and
+// writers for raw (possibly corrupt) safetensors files.
+#pragma once
+
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "engine/model_config.h"
+#include "engine/model_loader.h"
+#include "engine/safetensors.h"
+#include "gtest/gtest.h"
+
+namespace mamba::testing {
+
+// A fresh folder under the test temp dir, removed (with its contents) on destruction.
+class TempDir {
+ public:
+  TempDir() {
+    static std::atomic<int> counter{0};
+    path_ = std::filesystem::path(::testing::TempDir()) /
+            absl::StrCat("mamba_model_test_", getpid(), "_", counter++);
+    std::filesystem::remove_all(path_);
+    std::filesystem::create_directories(path_);
+  }
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+
+  std::string path() const { return path_.string(); }
+  std::string File(const std::string& name) const { return (path_ / name).string(); }
+
+ private:
+  std::filesystem::path path_;
+};
+
+// A small config that exercises every shape rule: d_inner != expand * d_model is not used here,
+// but dt_rank, d_state and d_conv all differ from each other and from the defaults.
+inline ModelConfig SmallConfig() {
+  ModelConfig c;
+  c.d_model = 32;
+  c.n_layer = 2;
+  c.d_state = 4;
+  c.expand = 2;
+  c.d_inner = 64;
+  c.d_conv = 3;
+  c.dt_rank = 2;
+  c.vocab_size = 50;
+  c.bos_token_id = c.eos_token_id = c.pad_token_id = 0;
+  return c;
+}
+
+inline void WriteText(const std::string& path, const std::string& text) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out << text;
+}
+
+inline std::string ReadText(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+// Writes a safetensors file from a raw header and data section, with the given length prefix
+// (default: the header's real length).
+inline void WriteRawSafetensors(const std::string& path, const std::string& header,
+                                const std::string& data, int64_t length_prefix = -1) {
+  const uint64_t len = length_prefix < 0 ? header.size() : static_cast<uint64_t>(length_prefix);
+  std::string bytes(8, '\0');
+  for (int i = 0; i < 8; ++i) bytes[i] = static_cast<char>((len >> (8 * i)) & 0xff);
+  WriteText(path, bytes + header + data);
+}
+
+// The tensors of `weights` in checkpoint order, named as in a HF checkpoint.
+inline std::vector<NamedTensor> NamedTensors(const ModelConfig& config,
+                                             const ModelWeights& weights) {
+  std::vector<NamedTensor> out;
+  weights.ForEachTensor(config, [&](const TensorSpec& spec, const TensorView& view) {
+    out.push_back({spec.name, view});
+  });
+  return out;
+}
+
+// Bytes of a view, for comparisons.
+inline std::string Bytes(const TensorView& v) {
+  return std::string(static_cast<const char*>(v.data), v.nbytes());
+}
+
+}  // namespace mamba::testing
