@@ -1,0 +1,82 @@
+#include "kernels/causal_conv1d.h"
+
+#include "absl/strings/str_cat.h"
+#include "kernels/cuda_status.h"
+
+namespace mamba::kernels {
+namespace {
+
+absl::Status CheckCommon(const CausalConv1dParams& p, KernelDType act, KernelDType state) {
+  if (p.dim <= 0 || p.num_seqs < 0 || p.total_tokens < 0) {
+    return absl::InvalidArgumentError(absl::StrCat("causal_conv1d: dim ", p.dim, ", num_seqs ",
+                                                   p.num_seqs, ", total_tokens ", p.total_tokens,
+                                                   " invalid; allowed: dim > 0, counts >= 0"));
+  }
+  if (p.width < 1 || p.width > kConvMaxWidth) {
+    return absl::InvalidArgumentError(absl::StrCat("causal_conv1d: width ", p.width,
+                                                   " unsupported; allowed: 1..", kConvMaxWidth));
+  }
+  if (p.x == nullptr || p.out == nullptr || p.weight == nullptr || p.slots == nullptr ||
+      (p.width > 1 && p.state == nullptr)) {
+    return absl::InvalidArgumentError(
+        "causal_conv1d: x, out, weight, slots and state are required");
+  }
+  if (p.x_row_stride < p.dim || p.out_row_stride < p.dim) {
+    return absl::InvalidArgumentError("causal_conv1d: row strides must be >= dim");
+  }
+  if (p.width > 1 && p.state_slot_stride < p.dim * (p.width - 1)) {
+    return absl::InvalidArgumentError(
+        "causal_conv1d: state slot stride must hold dim * (width - 1) elements");
+  }
+  if (act != KernelDType::kF16 && act != KernelDType::kBF16) {
+    return absl::InvalidArgumentError(absl::StrCat("causal_conv1d: activation dtype ",
+                                                   KernelDTypeName(act),
+                                                   " unsupported; allowed: f16, bf16"));
+  }
+  if (state != KernelDType::kF32 && state != KernelDType::kBF16) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "causal_conv1d: state dtype ", KernelDTypeName(state), " unsupported; allowed: f32, bf16"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status LaunchCausalConv1dPrefill(const CausalConv1dParams& p, KernelDType act,
+                                       KernelDType state, cudaStream_t stream) {
+  absl::Status s = CheckCommon(p, act, state);
+  if (!s.ok()) return s;
+  if (p.cu_seqlens == nullptr) {
+    return absl::InvalidArgumentError("causal_conv1d prefill: cu_seqlens is required");
+  }
+  if (p.total_tokens > 0 && p.num_seqs == 0) {
+    return absl::InvalidArgumentError("causal_conv1d prefill: tokens without sequences");
+  }
+  if (p.num_seqs > 65535 || p.total_tokens > int64_t{65535} * kConvTokensPerThread) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("causal_conv1d prefill: at most 65535 sequences and ",
+                     int64_t{65535} * kConvTokensPerThread, " tokens per launch (got ", p.num_seqs,
+                     ", ", p.total_tokens, ")"));
+  }
+  cudaError_t err = act == KernelDType::kF16 ? RunCausalConv1dPrefillF16(p, state, stream)
+                                             : RunCausalConv1dPrefillBF16(p, state, stream);
+  if (err != cudaSuccess) return CudaStatus(err, "causal_conv1d prefill launch");
+  return CheckLaunch("causal_conv1d prefill", stream);
+}
+
+absl::Status LaunchCausalConv1dDecode(const CausalConv1dParams& p, KernelDType act,
+                                      KernelDType state, cudaStream_t stream) {
+  absl::Status s = CheckCommon(p, act, state);
+  if (!s.ok()) return s;
+  if (p.total_tokens != p.num_seqs || p.num_seqs > 65535) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("causal_conv1d decode: one token per row and at most 65535 rows (got ",
+                     p.num_seqs, " rows, ", p.total_tokens, " tokens)"));
+  }
+  cudaError_t err = act == KernelDType::kF16 ? RunCausalConv1dDecodeF16(p, state, stream)
+                                             : RunCausalConv1dDecodeBF16(p, state, stream);
+  if (err != cudaSuccess) return CudaStatus(err, "causal_conv1d decode launch");
+  return CheckLaunch("causal_conv1d decode", stream);
+}
+
+}  // namespace mamba::kernels

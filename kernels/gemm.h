@@ -1,0 +1,70 @@
+// The model's matrix products D = A . W^T (see gemm_args.h): through cuBLASLt, which picks the
+// fastest kernel per shape, or through the batch-invariant kernel, whose rounding never depends
+// on m (batch_invariant_gemm_params.h).
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstddef>
+#include <map>
+#include <memory>
+#include <tuple>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "kernels/gemm_args.h"
+
+namespace mamba::kernels {
+
+// Checks sizes, strides, pointers and dtypes of `args`; the error names what is wrong.
+absl::Status CheckGemmArgs(const GemmArgs& args);
+
+// D = A . W^T with the batch-invariant tensor-core kernel.
+absl::Status LaunchBatchInvariantGemm(const GemmArgs& args, cudaStream_t stream);
+
+// True when the skinny kernel (skinny_gemm_params.h) can run `args`: m <= 4, k, lda and ldw
+// multiples of 8, A and W 16-byte aligned.
+bool SkinnyGemmSupported(const GemmArgs& args);
+// D = A . W^T for few rows: one warp per output column, W streamed once.
+absl::Status LaunchSkinnyGemm(const GemmArgs& args, cudaStream_t stream);
+
+// A cuBLASLt handle, its workspace, and the algorithm chosen for every shape seen so far.
+// Not thread-safe (one per backend, used by its scheduler thread).
+class CublasLtGemm {
+ public:
+  // Creates the handle and a device workspace of `workspace_bytes` on the current device.
+  static absl::StatusOr<std::unique_ptr<CublasLtGemm>> Create(size_t workspace_bytes);
+  ~CublasLtGemm();
+  CublasLtGemm(const CublasLtGemm&) = delete;
+  CublasLtGemm& operator=(const CublasLtGemm&) = delete;
+
+  // Chooses and caches the algorithm for args' shape, dtypes, strides and pointer alignment:
+  // the heuristic's first choice, or for small m (decode shapes, where cuBLASLt's heuristic
+  // often picks a kernel with too few blocks) the fastest of its top candidates, timed on
+  // `stream` with the arguments' own buffers (their contents are overwritten). Run calls it as
+  // needed; call it before capturing a graph (during a capture it only consults the heuristic).
+  absl::Status Prepare(const GemmArgs& args, cudaStream_t stream);
+
+  // D = A . W^T (fp32 accumulation) on `stream`. Graph-capturable once prepared.
+  absl::Status Run(const GemmArgs& args, cudaStream_t stream);
+
+  size_t num_plans() const { return plans_.size(); }
+
+  // Largest m whose algorithm is chosen by timing.
+  static constexpr int64_t kAutotuneMaxM = 512;
+
+ private:
+  struct Plan;
+  // m, n, k, lda, ldw, ldd, ab dtype, d dtype, alignment of a, w, d.
+  using Key =
+      std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int, int, int, int, int>;
+  static Key MakeKey(const GemmArgs& args);
+
+  CublasLtGemm() = default;
+  void* handle_ = nullptr;  // cublasLtHandle_t
+  void* workspace_ = nullptr;
+  size_t workspace_bytes_ = 0;
+  std::map<Key, std::unique_ptr<Plan>> plans_;
+};
+
+}  // namespace mamba::kernels

@@ -1,0 +1,76 @@
+// Token sampling on the device, one block per logits row, so the host receives token ids (and
+// top log-probabilities when asked), never logits. The algorithm is engine/sampler.h's, step for
+// step (raw log-probabilities; repetition penalty on distinct tokens; greedy argmax with the
+// lowest id on ties; else temperature, candidates ordered by value then id, top-k, top-p over
+// double sums, min-p, and the inverse-CDF draw with u = SampleUniform(seed, position)
+// reproduced bit for bit). Sums run in double in a different order than the CPU's sequential
+// ones; the draw can differ only when u falls within about 1e-16 of a boundary.
+//
+// How the candidate order is walked without sorting the vocabulary: the kept set is always a
+// prefix of that order, so the kernel takes it in segments of up to kSamplingSegment candidates,
+// each the next best ones (found by a count against a weight threshold or, failing that, an 8-bit
+// radix select over 64-bit (value, id) keys), sorted in shared memory (bitonic), and scanned by
+// one warp with double prefix sums. The first segment almost always decides.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+namespace mamba::kernels {
+
+inline constexpr int kSamplingThreads = 512;
+inline constexpr int kSamplingSegment = 2048;
+inline constexpr int kSamplingMaxTop = 20;
+inline constexpr int64_t kSamplingMaxVocab = 1 << 20;
+
+// Per-row request, filled by the host.
+struct SamplingRow {
+  float temperature = 0.0f;  // 0 = greedy
+  float top_p = 1.0f;
+  float min_p = 0.0f;
+  float repetition_penalty = 1.0f;
+  int32_t top_k = 0;
+  int32_t top_logprobs = 0;    // 0..kSamplingMaxTop
+  int32_t penalty_offset = 0;  // into SamplingLaunch::penalty_tokens
+  int32_t penalty_count = 0;
+  uint64_t seed = 0;
+  uint64_t position = 0;
+  int32_t sample = 0;  // 0: leave this row alone
+  int32_t pad = 0;
+};
+
+enum SamplingStatus : int32_t {
+  kSamplingOk = 0,
+  kSamplingNonFiniteLogits = 1,  // a NaN or +inf logit: the model diverged
+  kSamplingAllNegInf = 2,        // every logit -inf
+};
+
+struct SamplingResult {
+  int32_t token = -1;
+  float logprob = 0.0f;  // of token, under the raw logits
+  int32_t status = kSamplingOk;
+  int32_t num_top = 0;
+  int32_t top_ids[kSamplingMaxTop];
+  float top_logprobs[kSamplingMaxTop];
+};
+
+struct SamplingLaunch {
+  int64_t rows = 0;
+  int64_t vocab = 0;
+  const float* __restrict__ logits = nullptr;  // [rows, logits_row_stride]
+  int64_t logits_row_stride = 0;
+  const SamplingRow* __restrict__ row_params = nullptr;  // [rows]
+  const int32_t* __restrict__ penalty_tokens = nullptr;  // ids in [0, vocab)
+  float* __restrict__ scratch = nullptr;                 // [rows, vocab]: temperature-scaled logits
+  SamplingResult* __restrict__ results = nullptr;        // [rows]
+};
+
+cudaError_t RunSampling(const SamplingLaunch& launch, cudaStream_t stream);
+
+// Fills out[i] = SampleUniform(seeds[i], positions[i]) on the device (for checking the device's
+// draw against the host's, bit for bit).
+cudaError_t RunSampleUniformValues(const uint64_t* seeds, const uint64_t* positions, double* out,
+                                   int64_t n, cudaStream_t stream);
+
+}  // namespace mamba::kernels

@@ -1,0 +1,109 @@
+#include "kernels/selective_scan.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "kernels/cuda_status.h"
+#include "kernels/device_info.h"
+
+namespace mamba::kernels {
+
+namespace {
+
+constexpr int64_t kMinSegmentLen = 128;
+constexpr int64_t kMaxSegments = 64;
+
+}  // namespace
+
+int ChooseScanStatesPerThread(const SelectiveScanParams& p) {
+  // One state element per thread doubles the instructions per element; measured on an H100 it
+  // lost to 4 per thread even for a single 8192-token sequence, so the launcher always takes 4
+  // and adds parallelism through segments instead (ChooseScanSegments).
+  (void)p;
+  return 4;
+}
+
+void ChooseScanSegments(SelectiveScanParams& p) {
+  p.segment_len = 0;
+  p.max_segments = 0;
+  if (!p.allow_segments || p.segment_state == nullptr || p.segment_dt_sum == nullptr ||
+      p.num_seqs == 0 || p.max_seqlen < 2 * kMinSegmentLen) {
+    return;
+  }
+  // Blocks of the sequential scan: one per sequence and tile of 32 channels (8 for d_state > 16).
+  // Each block runs a whole sequence, so a launch that does not fill one wave of resident blocks
+  // leaves SMs idle, and one a little over a wave waits on its tail: the segments fill exactly
+  // one wave.
+  const int64_t channels_per_block = p.dstate <= 16 ? 32 : 8;
+  const int64_t blocks = (p.dim + channels_per_block - 1) / channels_per_block * p.num_seqs;
+  const int64_t wave = int64_t{kScanBlocksPerSm} * CurrentDeviceSmCount();
+  if (blocks * 2 > wave) return;
+  int64_t segments = wave / blocks;
+  segments = std::min(
+      {segments, p.segment_capacity / p.num_seqs, p.max_seqlen / kMinSegmentLen, kMaxSegments});
+  if (segments < 2) return;
+  int64_t len = (p.max_seqlen + segments - 1) / segments;
+  len = (len + kScanChunk - 1) / kScanChunk * kScanChunk;
+  p.segment_len = len;
+  p.max_segments = static_cast<int32_t>((p.max_seqlen + len - 1) / len);
+}
+
+absl::Status LaunchSelectiveScan(const SelectiveScanParams& params, KernelDType act,
+                                 KernelDType state, cudaStream_t stream) {
+  SelectiveScanParams p = params;
+  if (p.dim <= 0 || p.num_seqs < 0 || p.total_tokens < 0 || p.dstate < 1 ||
+      p.dstate > kScanMaxState) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("selective_scan: dim ", p.dim, ", dstate ", p.dstate, ", num_seqs ",
+                     p.num_seqs, ", total_tokens ", p.total_tokens,
+                     " invalid; allowed: dim > 0, dstate 1..", kScanMaxState, ", counts >= 0"));
+  }
+  if (p.num_seqs > 65535) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("selective_scan: at most 65535 sequences per launch (got ", p.num_seqs, ")"));
+  }
+  if (p.x == nullptr || p.dt == nullptr || p.z == nullptr || p.b == nullptr || p.c == nullptr ||
+      p.dt_bias == nullptr || p.a2 == nullptr || p.d == nullptr || p.out == nullptr ||
+      p.cu_seqlens == nullptr || p.slots == nullptr || p.state == nullptr) {
+    return absl::InvalidArgumentError(
+        "selective_scan: x, dt, z, b, c, dt_bias, a2, d, out, cu_seqlens, slots and state are "
+        "required (z_bias is optional)");
+  }
+  if (p.x_row_stride < p.dim || p.dt_row_stride < p.dim || p.z_row_stride < p.dim ||
+      p.out_row_stride < p.dim || p.b_row_stride < p.dstate || p.c_row_stride < p.dstate) {
+    return absl::InvalidArgumentError(
+        "selective_scan: row strides must be >= dim (x, dt, z, out) and >= dstate (b, c)");
+  }
+  if (p.state_slot_stride < p.dim * p.dstate) {
+    return absl::InvalidArgumentError(
+        "selective_scan: state slot stride must hold dim * dstate elements");
+  }
+  if (act != KernelDType::kF16 && act != KernelDType::kBF16) {
+    return absl::InvalidArgumentError(absl::StrCat("selective_scan: activation dtype ",
+                                                   KernelDTypeName(act),
+                                                   " unsupported; allowed: f16, bf16"));
+  }
+  if (state != KernelDType::kF32 && state != KernelDType::kBF16) {
+    return absl::InvalidArgumentError(absl::StrCat("selective_scan: state dtype ",
+                                                   KernelDTypeName(state),
+                                                   " unsupported; allowed: f32, bf16"));
+  }
+  if (p.states_per_thread == 0) p.states_per_thread = ChooseScanStatesPerThread(p);
+  if (p.allow_segments && (p.segment_state == nullptr || p.segment_dt_sum == nullptr ||
+                           p.segment_capacity < 1 || p.max_seqlen < 1)) {
+    return absl::InvalidArgumentError(
+        "selective_scan: segments need segment_state, segment_dt_sum, a capacity and max_seqlen");
+  }
+  ChooseScanSegments(p);
+  if (p.states_per_thread != 4 && !(p.states_per_thread == 1 && p.dstate <= 16)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("selective_scan: states_per_thread ", p.states_per_thread,
+                     " unsupported; allowed: 0 (auto), 4, or 1 when dstate <= 16"));
+  }
+  cudaError_t err = act == KernelDType::kF16 ? RunSelectiveScanF16(p, state, stream)
+                                             : RunSelectiveScanBF16(p, state, stream);
+  if (err != cudaSuccess) return CudaStatus(err, "selective_scan launch");
+  return CheckLaunch("selective_scan", stream);
+}
+
+}  // namespace mamba::kernels

@@ -1,0 +1,28 @@
+// Launcher for the fused prefill selective scan; see selective_scan_params.h.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include "absl/status/status.h"
+#include "kernels/kernel_types.h"
+#include "kernels/selective_scan_params.h"
+
+namespace mamba::kernels {
+
+// Checks shapes, strides and dtypes on the host, picks states_per_thread when it is 0 and the
+// segments (ChooseScanSegments), and launches on `stream`. cu_seqlens (non-decreasing, every
+// sequence non-empty) and slots (distinct) are device data the caller guarantees. `act_dtype` is T
+// (f16/bf16), `state_dtype` f32 or bf16.
+absl::Status LaunchSelectiveScan(const SelectiveScanParams& params, KernelDType act_dtype,
+                                 KernelDType state_dtype, cudaStream_t stream);
+
+// The states_per_thread the launcher picks for `params` (4).
+int ChooseScanStatesPerThread(const SelectiveScanParams& params);
+
+// Sets params.segment_len and max_segments for the current device: a time-parallel scan when
+// segments are allowed and the launch has too few channels x sequences to fill the GPU (the
+// longest sequence is cut into segments of at least 128 tokens, whole chunks, as many as the
+// scratch holds), else 0 (sequential).
+void ChooseScanSegments(SelectiveScanParams& params);
+
+}  // namespace mamba::kernels

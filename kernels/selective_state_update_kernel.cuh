@@ -1,0 +1,246 @@
+// Fused decode state update (see selective_state_update_params.h).
+#pragma once
+
+#include "kernels/device_math.cuh"
+#include "kernels/selective_state_update_params.h"
+#include "kernels/static_switch.h"
+
+namespace mamba::kernels {
+
+template <typename T, typename S, int kNPad, bool kLowRankDt>
+struct StateUpdateTraits {
+  using Input = T;
+  using State = S;
+  static constexpr int kThreads = kStateUpdateThreads;
+  static constexpr int kSPT =
+      16 / sizeof(S) < kNPad ? 16 / sizeof(S) : kNPad;  // one 16-byte access
+  static constexpr int kLanes = kNPad / kSPT;
+  static_assert(kLanes >= 1 && kLanes <= 32 && (kLanes & (kLanes - 1)) == 0,
+                "lanes per channel must be a power of two within a warp");
+  static constexpr int kChannels = kThreads / kLanes;
+  static constexpr int kRows = kStateUpdateRows;
+  static constexpr bool kLowRank = kLowRankDt;
+};
+
+template <int kSPT, typename S>
+__device__ __forceinline__ void LoadStates(const S* p, float (&h)[kSPT], int valid, bool vec) {
+  if (vec && valid == kSPT) {
+    if constexpr (sizeof(S) == 4 && kSPT == 4) {
+      const float4 v = *reinterpret_cast<const float4*>(p);
+      h[0] = v.x;
+      h[1] = v.y;
+      h[2] = v.z;
+      h[3] = v.w;
+      return;
+    } else if constexpr (sizeof(S) == 2 && kSPT == 8) {
+      float f[8];
+      Load8(p, f);
+#pragma unroll
+      for (int s = 0; s < 8; ++s) h[s] = f[s];
+      return;
+    }
+  }
+#pragma unroll
+  for (int s = 0; s < kSPT; ++s) h[s] = s < valid ? ToFloat(p[s]) : 0.0f;
+}
+
+template <int kSPT, typename S>
+__device__ __forceinline__ void StoreStates(S* p, const float (&h)[kSPT], int valid, bool vec) {
+  if (vec && valid == kSPT) {
+    if constexpr (sizeof(S) == 4 && kSPT == 4) {
+      *reinterpret_cast<float4*>(p) = make_float4(h[0], h[1], h[2], h[3]);
+      return;
+    } else if constexpr (sizeof(S) == 2 && kSPT == 8) {
+      Store8(p, h);
+      return;
+    }
+  }
+#pragma unroll
+  for (int s = 0; s < kSPT; ++s) {
+    if (s < valid) p[s] = FromFloat<S>(h[s]);
+  }
+}
+
+template <typename Traits>
+__global__ void __launch_bounds__(Traits::kThreads)
+    SelectiveStateUpdateKernel(SelectiveStateUpdateParams p, bool vec_state) {
+  using T = typename Traits::Input;
+  using S = typename Traits::State;
+  constexpr int kSPT = Traits::kSPT;
+  constexpr int kLanes = Traits::kLanes;
+  constexpr int kRows = Traits::kRows;
+  constexpr int kCh = Traits::kChannels;
+  constexpr int kNPad = kSPT * kLanes;
+  // Every per-row input is staged in shared memory up front, so the loads of all rows are in
+  // flight together and the row loop below touches global memory only for the states.
+  __shared__ float sm_b[kRows][kNPad];
+  __shared__ float sm_c[kRows][kNPad];
+  __shared__ float sm_x[kRows][kCh];
+  __shared__ float sm_z[kRows][kCh];   // z plus its bias
+  __shared__ float sm_dt[kRows][kCh];  // precomputed dt (not low-rank)
+  extern __shared__ float low_sm[];    // [kRows][dt_rank]: dt_low widened, then the dt_proj tile
+
+  const int tid = threadIdx.x;
+  const int lane = tid % kLanes;
+  const int n0 = lane * kSPT;
+  const int64_t e0 = static_cast<int64_t>(blockIdx.x) * kCh;
+  const int64_t e = e0 + tid / kLanes;
+  const int64_t row0 = static_cast<int64_t>(blockIdx.y) * kRows;
+  const int rows = static_cast<int>(MinI64(kRows, p.batch - row0));
+  const int dstate = static_cast<int>(p.dstate);
+  // Out-of-range channels still join the lane reductions (with a clamped channel) but never store.
+  const bool channel_ok = e < p.dim;
+  const int64_t ec = channel_ok ? e : p.dim - 1;
+  const int valid = static_cast<int>(MaxI64(0, MinI64(kSPT, p.dstate - n0)));
+
+  // The states first: they are the dominant traffic.
+  float h[kRows][kSPT];
+  S* state[kRows];
+#pragma unroll
+  for (int r = 0; r < kRows; ++r) {
+    state[r] = nullptr;
+    if (r < rows) {
+      state[r] =
+          static_cast<S*>(p.state) + p.slots[row0 + r] * p.state_slot_stride + ec * p.dstate + n0;
+      LoadStates<kSPT>(state[r], h[r], channel_ok ? valid : 0, vec_state);
+    }
+  }
+
+  const T* tb = static_cast<const T*>(p.b);
+  const T* tc = static_cast<const T*>(p.c);
+  for (int i = tid; i < kRows * kNPad; i += Traits::kThreads) {
+    const int r = i / kNPad, n = i % kNPad;
+    const bool in = r < rows && n < dstate;
+    sm_b[r][n] = in ? ToFloat(tb[(row0 + r) * p.b_row_stride + n]) : 0.0f;
+    sm_c[r][n] = in ? ToFloat(tc[(row0 + r) * p.c_row_stride + n]) : 0.0f;
+  }
+  for (int i = tid; i < kRows * kCh; i += Traits::kThreads) {
+    const int r = i / kCh, c = i % kCh;
+    const int64_t ei = MinI64(e0 + c, p.dim - 1);
+    const bool in = r < rows;
+    const int64_t row = row0 + r;
+    sm_x[r][c] = in ? ToFloat(static_cast<const T*>(p.x)[row * p.x_row_stride + ei]) : 0.0f;
+    float zv = in ? ToFloat(static_cast<const T*>(p.z)[row * p.z_row_stride + ei]) : 0.0f;
+    if (p.z_bias != nullptr) zv = __fadd_rn(zv, p.z_bias[ei]);
+    sm_z[r][c] = zv;
+    if constexpr (!Traits::kLowRank) {
+      sm_dt[r][c] = in ? ToFloat(static_cast<const T*>(p.dt)[row * p.dt_row_stride + ei]) : 0.0f;
+    }
+  }
+  const int rank = static_cast<int>(p.dt_rank);
+  float* w_sm = low_sm + kRows * rank;  // [kCh][rank + 1]: the block's dt_proj rows, widened
+  if constexpr (Traits::kLowRank) {
+    for (int i = tid; i < kRows * rank; i += Traits::kThreads) {
+      const int r = i / rank, k = i % rank;
+      low_sm[i] =
+          r < rows ? ToFloat(static_cast<const T*>(p.dt_low)[(row0 + r) * p.dt_low_row_stride + k])
+                   : 0.0f;
+    }
+    // The tile of dt_proj rows is contiguous in memory: coalesced, once per block for all rows.
+    const T* w_tile = static_cast<const T*>(p.dt_proj_weight) + e0 * rank;
+    const int w_elems = static_cast<int>(MinI64(kCh, p.dim - e0)) * rank;
+    for (int i = tid; i < kCh * rank; i += Traits::kThreads) {
+      const int c = i / rank, k = i % rank;
+      w_sm[c * (rank + 1) + k] = i < w_elems ? ToFloat(w_tile[i]) : 0.0f;
+    }
+  }
+
+  float a2[kSPT];
+#pragma unroll
+  for (int s = 0; s < kSPT; ++s) a2[s] = s < valid ? p.a2[ec * p.dstate + n0 + s] : 0.0f;
+  const float dt_bias = p.dt_bias[ec];
+  const float dskip = p.d[ec];
+  const int cl = tid / kLanes;
+
+  // dt before bias for every row: from the low-rank projection (each lane a contiguous slice of
+  // dt_rank, its weights loaded once for all rows), or precomputed.
+  float dt_raw[kRows];
+  if constexpr (Traits::kLowRank) {
+    __syncthreads();
+    // Lane j takes ranks j, j + kLanes, ... (interleaved: the lanes of a channel read
+    // consecutive words).
+    const float* wrow = w_sm + cl * (rank + 1);
+    float part[kRows];
+#pragma unroll
+    for (int r = 0; r < kRows; ++r) part[r] = 0.0f;
+#pragma unroll 4
+    for (int k = lane; k < rank; k += kLanes) {
+      const float wk = wrow[k];
+#pragma unroll
+      for (int r = 0; r < kRows; ++r) part[r] = __fmaf_rn(low_sm[r * rank + k], wk, part[r]);
+    }
+#pragma unroll
+    for (int r = 0; r < kRows; ++r) dt_raw[r] = LaneTreeSum<kLanes>(part[r]);
+  } else {
+    __syncthreads();
+#pragma unroll
+    for (int r = 0; r < kRows; ++r) dt_raw[r] = sm_dt[r][cl];
+  }
+
+#pragma unroll
+  for (int r = 0; r < kRows; ++r) {
+    if (r >= rows) break;  // uniform across the block
+    const float x = sm_x[r][cl];
+    const float dt = DeltaFromRaw(dt_raw[r], dt_bias);
+    const float dtx = __fmul_rn(dt, x);
+    float prod[kSPT];
+#pragma unroll
+    for (int s = 0; s < kSPT; ++s) {
+      h[r][s] = SsmRecurrence(h[r][s], dt, a2[s], dtx, sm_b[r][n0 + s]);
+      prod[s] = __fmul_rn(sm_c[r][n0 + s], h[r][s]);
+    }
+    const float y = LaneTreeSum<kLanes>(TreeSum(prod));
+    if (channel_ok) {
+      StoreStates<kSPT>(state[r], h[r], valid, vec_state);
+      if (lane == 0) {
+        static_cast<T*>(p.out)[(row0 + r) * p.out_row_stride + e] =
+            FromFloat<T>(GatedOutput(y, dskip, x, sm_z[r][cl]));
+      }
+    }
+  }
+}
+
+template <typename T, typename S, int kNPad, bool kLowRank>
+cudaError_t LaunchStateUpdateVariant(const SelectiveStateUpdateParams& p, cudaStream_t stream) {
+  using Traits = StateUpdateTraits<T, S, kNPad, kLowRank>;
+  auto aligned = [](const void* q, int bytes) {
+    return q == nullptr || reinterpret_cast<uintptr_t>(q) % bytes == 0;
+  };
+  const bool vec_state = p.dstate % Traits::kSPT == 0 && p.state_slot_stride % Traits::kSPT == 0 &&
+                         aligned(p.state, 16);
+  const size_t smem =
+      kLowRank ? sizeof(float) * (Traits::kRows * p.dt_rank + Traits::kChannels * (p.dt_rank + 1))
+               : 0;
+  if (smem > 48 * 1024) {
+    const cudaError_t err =
+        cudaFuncSetAttribute(SelectiveStateUpdateKernel<Traits>,
+                             cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
+    if (err != cudaSuccess) return err;
+  }
+  const dim3 grid(static_cast<unsigned>((p.dim + Traits::kChannels - 1) / Traits::kChannels),
+                  static_cast<unsigned>((p.batch + Traits::kRows - 1) / Traits::kRows));
+  SelectiveStateUpdateKernel<Traits><<<grid, Traits::kThreads, smem, stream>>>(p, vec_state);
+  return cudaGetLastError();
+}
+
+template <typename T, typename S, bool kLowRank>
+cudaError_t RunStateUpdateNPad(const SelectiveStateUpdateParams& p, cudaStream_t stream) {
+  return p.dstate <= 16 ? LaunchStateUpdateVariant<T, S, 16, kLowRank>(p, stream)
+                        : LaunchStateUpdateVariant<T, S, kStateUpdateMaxState, kLowRank>(p, stream);
+}
+
+template <typename T, typename S>
+cudaError_t RunStateUpdateState(const SelectiveStateUpdateParams& p, cudaStream_t stream) {
+  return BOOL_SWITCH(p.dt_proj_weight != nullptr, kLowRank,
+                     [&] { return RunStateUpdateNPad<T, S, kLowRank>(p, stream); });
+}
+
+template <typename T>
+cudaError_t RunSelectiveStateUpdateAnyState(const SelectiveStateUpdateParams& p, KernelDType state,
+                                            cudaStream_t stream) {
+  if (p.batch == 0) return cudaSuccess;
+  return state == KernelDType::kBF16 ? RunStateUpdateState<T, __nv_bfloat16>(p, stream)
+                                     : RunStateUpdateState<T, float>(p, stream);
+}
+
+}  // namespace mamba::kernels

@@ -1,0 +1,10 @@
+// Skinny GEMM for bf16 inputs (one dtype per file so instantiations compile in parallel).
+#include "kernels/skinny_gemm_kernel.cuh"
+
+namespace mamba::kernels {
+
+cudaError_t RunSkinnyGemmBF16(const GemmArgs& args, cudaStream_t stream) {
+  return RunSkinnyGemm<__nv_bfloat16>(args, stream);
+}
+
+}  // namespace mamba::kernels

@@ -1,0 +1,623 @@
+// The CUDA backend against the CPU backend (the oracle) on synthetic models and on the golden HF
+// checkpoints, and DESIGN.md's invariants on the CUDA backend: chunked prefill equals one
+// prefill, prefill then decode equals a longer prefill, a sequence's output does not depend on
+// its batch (bitwise in the batch-invariant mode, >= 99% greedy agreement otherwise), slot
+// save/load/copy round trips, graph replay equals eager execution. Skips without a GPU.
+#include "engine/cuda/cuda_backend.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "engine/backend.h"
+#include "engine/cpu/cpu_backend.h"
+#include "engine/model_loader.h"
+#include "engine/sampler.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+
+namespace mamba {
+namespace {
+
+namespace fs = std::filesystem;
+
+bool HaveGpu() { return CudaDeviceCount() > 0; }
+#define SKIP_WITHOUT_GPU() \
+  if (!HaveGpu()) GTEST_SKIP() << "no CUDA device visible"
+
+// Half precision logits against the fp32 CPU backend on the same (half) weights.
+constexpr double kF16LogitTolerance = 1e-2;
+constexpr double kBF16LogitTolerance = 3e-2;
+constexpr double kGreedyAgreement = 0.95;
+constexpr double kBatchAgreement = 0.99;
+
+ModelConfig TinyConfig() { return SyntheticConfig("tiny").value(); }
+
+// Sizes that leave tails everywhere (d_inner 100, d_state 12, dt_rank 5, d_model 50), a conv of
+// width 3, in/out biases and an untied head: the kernels' scalar fallbacks.
+ModelConfig OddConfig() {
+  ModelConfig c;
+  c.d_model = 50;
+  c.n_layer = 2;
+  c.d_state = 12;
+  c.expand = 2;
+  c.d_inner = 100;
+  c.d_conv = 3;
+  c.dt_rank = 5;
+  c.vocab_size = 301;
+  c.use_bias = true;
+  c.use_conv_bias = false;
+  c.tie_word_embeddings = false;
+  c.bos_token_id = c.eos_token_id = c.pad_token_id = 0;
+  return c;
+}
+
+// The 130m widths with 4 layers.
+ModelConfig Small130mConfig() {
+  ModelConfig c = SyntheticConfig("130m").value();
+  c.n_layer = 4;
+  return c;
+}
+
+LoadedModel MakeModel(const ModelConfig& config, DType dtype, uint64_t seed = 11) {
+  LoadedModel m;
+  m.name = "test";
+  m.source = "test";
+  m.config = config;
+  absl::StatusOr<ModelWeights> w = MakeSyntheticWeights(config, seed, dtype);
+  EXPECT_TRUE(w.ok()) << w.status();
+  m.weights = std::move(w).value();
+  return m;
+}
+
+struct CudaOptions {
+  int32_t slots = 24;
+  bool deterministic = false;
+  std::string state_dtype = "f32";
+  int32_t max_batch = 64;
+};
+
+std::unique_ptr<Backend> MakeCuda(LoadedModel model, const CudaOptions& o = {}) {
+  BackendOptions options;
+  options.kind = "cuda";
+  options.num_slots = o.slots;
+  options.deterministic = o.deterministic;
+  options.state_dtype = o.state_dtype;
+  options.max_batch = o.max_batch;
+  absl::StatusOr<std::unique_ptr<Backend>> b = CreateCudaBackend(options, model);
+  EXPECT_TRUE(b.ok()) << b.status();
+  return b.ok() ? std::move(b).value() : nullptr;
+}
+
+std::unique_ptr<Backend> MakeCpu(LoadedModel model, int32_t slots = 24) {
+  BackendOptions options;
+  options.kind = "cpu";
+  options.num_slots = slots;
+  absl::StatusOr<std::unique_ptr<Backend>> b = CreateCpuBackend(options, model);
+  EXPECT_TRUE(b.ok()) << b.status();
+  return b.ok() ? std::move(b).value() : nullptr;
+}
+
+std::vector<int32_t> RandomTokens(int n, int32_t vocab, uint64_t seed) {
+  std::vector<int32_t> t(n);
+  uint64_t x = seed * 6364136223846793005ull + 1442695040888963407ull;
+  for (int i = 0; i < n; ++i) {
+    x = x * 6364136223846793005ull + 1442695040888963407ull;
+    t[i] = static_cast<int32_t>((x >> 33) % static_cast<uint64_t>(vocab));
+  }
+  return t;
+}
+
+// Feeds `tokens` to `slot` in one step and returns the last logits.
+std::vector<float> Feed(Backend& b, int32_t slot, absl::Span<const int32_t> tokens) {
+  SeqWork w;
+  w.slot = slot;
+  w.tokens = tokens;
+  w.want_logits = true;
+  SeqResult r;
+  absl::Status s = b.Step(absl::MakeConstSpan(&w, 1), absl::MakeSpan(&r, 1));
+  EXPECT_TRUE(s.ok()) << s;
+  return r.logits;
+}
+
+std::vector<float> FeedChunked(Backend& b, int32_t slot, const std::vector<int32_t>& tokens,
+                               size_t chunk) {
+  std::vector<float> logits;
+  for (size_t i = 0; i < tokens.size(); i += chunk) {
+    logits =
+        Feed(b, slot, absl::MakeConstSpan(tokens.data() + i, std::min(chunk, tokens.size() - i)));
+  }
+  return logits;
+}
+
+// Steps every sequence of `work` once (all in one batch) and returns each one's logits.
+std::vector<std::vector<float>> StepAll(Backend& b, std::vector<SeqWork> work) {
+  for (SeqWork& w : work) w.want_logits = true;
+  std::vector<SeqResult> r(work.size());
+  absl::Status s = b.Step(work, absl::MakeSpan(r));
+  EXPECT_TRUE(s.ok()) << s;
+  std::vector<std::vector<float>> out;
+  for (SeqResult& x : r) out.push_back(std::move(x.logits));
+  return out;
+}
+
+int32_t Argmax(const std::vector<float>& v) {
+  return static_cast<int32_t>(std::max_element(v.begin(), v.end()) - v.begin());
+}
+
+// max |a - b| / max |b|.
+double MaxRelative(const std::vector<float>& a, const std::vector<float>& b) {
+  if (a.size() != b.size() || b.empty()) return INFINITY;
+  double max_ref = 0.0, max_diff = 0.0;
+  for (size_t i = 0; i < b.size(); ++i) {
+    if (std::isnan(a[i])) return INFINITY;
+    max_ref = std::max(max_ref, std::abs(static_cast<double>(b[i])));
+    max_diff = std::max(max_diff, std::abs(static_cast<double>(a[i]) - b[i]));
+  }
+  return max_diff / std::max(max_ref, 1e-30);
+}
+
+bool BitEqual(const std::vector<float>& a, const std::vector<float>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+}
+
+// A line on stderr per milestone, so a log shows how far a test got.
+void Progress(const std::string& what) {
+  std::fprintf(stderr, "  .. %s\n", what.c_str());
+  std::fflush(stderr);
+}
+
+// Teacher-forced comparison: the CPU generates greedily from `prompt`; both backends are fed the
+// same tokens; returns the fraction of positions where the CUDA argmax equals the CPU's, and the
+// worst relative logit error.
+struct Agreement {
+  double fraction = 0.0;
+  double worst_error = 0.0;
+};
+Agreement CompareGreedy(Backend& cpu, Backend& cuda, int32_t slot,
+                        const std::vector<int32_t>& prompt, int steps) {
+  std::vector<float> lc = Feed(cpu, slot, prompt);
+  std::vector<float> lg = Feed(cuda, slot, prompt);
+  Agreement a;
+  int agree = 0;
+  for (int i = 0; i <= steps; ++i) {
+    if (i % 8 == 0) Progress(absl::StrCat("   step ", i));
+    a.worst_error = std::max(a.worst_error, MaxRelative(lg, lc));
+    const int32_t next = Argmax(lc);
+    agree += Argmax(lg) == next;
+    if (i == steps) break;
+    const std::vector<int32_t> t = {next};
+    lc = Feed(cpu, slot, t);
+    lg = Feed(cuda, slot, t);
+  }
+  a.fraction = static_cast<double>(agree) / (steps + 1);
+  return a;
+}
+
+struct ModelCase {
+  std::string name;
+  ModelConfig config;
+  DType dtype;
+  double tolerance;
+};
+
+void ExpectMatchesCpu(const ModelCase& c) {
+  SCOPED_TRACE(c.name);
+  Progress(absl::StrCat(c.name, ": creating backends"));
+  std::unique_ptr<Backend> cpu = MakeCpu(MakeModel(c.config, c.dtype));
+  std::unique_ptr<Backend> cuda = MakeCuda(MakeModel(c.config, c.dtype));
+  ASSERT_NE(cpu, nullptr);
+  ASSERT_NE(cuda, nullptr);
+  EXPECT_EQ(cuda->name(), "cuda");
+  EXPECT_EQ(cuda->weight_dtype(), c.dtype);
+  EXPECT_EQ(cuda->state_bytes(), cpu->state_bytes());
+  int32_t slot = 0;
+  for (int len : {1, 13, 77}) {
+    SCOPED_TRACE(absl::StrCat("prompt of ", len));
+    Progress(absl::StrCat(c.name, ": prompt of ", len));
+    const std::vector<int32_t> prompt = RandomTokens(len, c.config.vocab_size, 100 + len);
+    const Agreement a = CompareGreedy(*cpu, *cuda, slot++, prompt, 24);
+    EXPECT_LE(a.worst_error, c.tolerance);
+    EXPECT_GE(a.fraction, kGreedyAgreement);
+  }
+}
+
+TEST(CudaBackendTest, MatchesCpuBackendTinyF16) {
+  SKIP_WITHOUT_GPU();
+  ExpectMatchesCpu({"tiny f16", TinyConfig(), DType::kF16, kF16LogitTolerance});
+}
+
+TEST(CudaBackendTest, MatchesCpuBackendTinyBF16) {
+  SKIP_WITHOUT_GPU();
+  ExpectMatchesCpu({"tiny bf16", TinyConfig(), DType::kBF16, kBF16LogitTolerance});
+}
+
+TEST(CudaBackendTest, MatchesCpuBackendOddShapesF16) {
+  SKIP_WITHOUT_GPU();
+  ExpectMatchesCpu({"odd f16", OddConfig(), DType::kF16, kF16LogitTolerance});
+}
+
+TEST(CudaBackendTest, MatchesCpuBackend130mWidthsF16) {
+  SKIP_WITHOUT_GPU();
+  ExpectMatchesCpu({"130m x 4 layers f16", Small130mConfig(), DType::kF16, kF16LogitTolerance});
+}
+
+// The golden HF checkpoints (tests/data/golden/*, made by tools/make_golden_checkpoints.py):
+// last-position logits against HF's float64 ones, and greedy tokens, teacher-forced.
+TEST(CudaBackendTest, MatchesTransformersGoldenCheckpoints) {
+  SKIP_WITHOUT_GPU();
+  const fs::path root = fs::path(MAMBA_TEST_DATA_DIR) / "golden";
+  std::vector<fs::path> dirs;
+  std::error_code ec;
+  if (fs::is_directory(root, ec)) {
+    for (const fs::directory_entry& e : fs::directory_iterator(root, ec)) {
+      if (e.is_directory() && fs::exists(e.path() / "expected.json")) dirs.push_back(e.path());
+    }
+  }
+  if (dirs.empty()) GTEST_SKIP() << "no golden checkpoints under tests/data/golden";
+  std::sort(dirs.begin(), dirs.end());
+  for (const fs::path& dir : dirs) {
+    SCOPED_TRACE(dir.filename().string());
+    std::ifstream in(dir / "expected.json");
+    std::stringstream text;
+    text << in.rdbuf();
+    nlohmann::json j = nlohmann::json::parse(text.str(), nullptr, false);
+    ASSERT_FALSE(j.is_discarded());
+    LoadOptions load;
+    load.dtype = DType::kF16;  // half precision on the GPU; the error includes the weight rounding
+    absl::StatusOr<LoadedModel> model = LoadModel(dir.string(), load);
+    ASSERT_TRUE(model.ok()) << model.status();
+    std::unique_ptr<Backend> cuda = MakeCuda(std::move(model).value());
+    ASSERT_NE(cuda, nullptr);
+    int32_t slot = 0;
+    for (const nlohmann::json& p : j["prompts"]) {
+      std::vector<int32_t> ids, greedy;
+      std::vector<float> expected;
+      for (const auto& v : p["ids"]) ids.push_back(v.get<int32_t>());
+      for (const auto& v : p["last_logits"])
+        expected.push_back(static_cast<float>(v.get<double>()));
+      for (const auto& v : p["greedy"]) greedy.push_back(v.get<int32_t>());
+      SCOPED_TRACE(absl::StrCat("prompt of ", ids.size()));
+      std::vector<float> logits = Feed(*cuda, slot, ids);
+      EXPECT_LE(MaxRelative(logits, expected), kF16LogitTolerance);
+      int agree = 0;
+      for (size_t i = 0; i < greedy.size(); ++i) {
+        agree += Argmax(logits) == greedy[i];
+        const std::vector<int32_t> t = {greedy[i]};
+        logits = Feed(*cuda, slot, t);
+      }
+      EXPECT_GE(static_cast<double>(agree) / greedy.size(), kGreedyAgreement);
+      ++slot;
+    }
+  }
+}
+
+// Batch-invariant mode: chunked prefill, prefill + decode, batch neighbours, mixed prefill and
+// decode rows and prefill passes longer than the workspace change no bit.
+TEST(CudaBackendTest, DeterministicModeIsBatchInvariantBitwise) {
+  SKIP_WITHOUT_GPU();
+  for (const ModelCase& c : {ModelCase{"tiny f16", TinyConfig(), DType::kF16, 0},
+                             ModelCase{"odd bf16", OddConfig(), DType::kBF16, 0}}) {
+    SCOPED_TRACE(c.name);
+    CudaOptions o;
+    o.deterministic = true;
+    std::unique_ptr<Backend> b = MakeCuda(MakeModel(c.config, c.dtype), o);
+    ASSERT_NE(b, nullptr);
+    const int32_t v = c.config.vocab_size;
+    const std::vector<int32_t> tokens = RandomTokens(60, v, 5);
+    const std::vector<float> whole = Feed(*b, 0, tokens);
+    for (size_t chunk : {1, 3, 17}) {
+      SCOPED_TRACE(absl::StrCat("chunks of ", chunk));
+      EXPECT_TRUE(BitEqual(FeedChunked(*b, 1, tokens, chunk), whole));
+      ASSERT_TRUE(b->ResetSlot(1).ok());
+    }
+    // Prefill 59 then decode the 60th.
+    Feed(*b, 2, absl::MakeConstSpan(tokens.data(), 59));
+    EXPECT_TRUE(BitEqual(Feed(*b, 2, absl::MakeConstSpan(tokens.data() + 59, 1)), whole));
+
+    // In a batch of 12 with other sequences, decode and prefill rows mixed.
+    std::vector<std::vector<int32_t>> prompts;
+    for (int i = 0; i < 12; ++i) prompts.push_back(RandomTokens(1 + 7 * i, v, 40 + i));
+    std::vector<std::vector<float>> alone;
+    for (int i = 0; i < 12; ++i) alone.push_back(Feed(*b, 10 + i, prompts[i]));
+    for (int i = 0; i < 12; ++i) ASSERT_TRUE(b->ResetSlot(10 + i).ok());
+    std::vector<SeqWork> work(12);
+    for (int i = 0; i < 12; ++i) {
+      work[i].slot = 10 + i;
+      work[i].tokens = prompts[i];
+    }
+    std::vector<std::vector<float>> batched = StepAll(*b, work);
+    for (int i = 0; i < 12; ++i) EXPECT_TRUE(BitEqual(batched[i], alone[i])) << i;
+    // One more token each, as a decode batch (graph path) and alone.
+    const std::vector<int32_t> next = RandomTokens(12, v, 77);
+    for (int i = 0; i < 12; ++i) work[i].tokens = absl::MakeConstSpan(&next[i], 1);
+    batched = StepAll(*b, work);
+    for (int i = 0; i < 12; ++i) {
+      ASSERT_TRUE(b->ResetSlot(10 + i).ok());
+      Feed(*b, 10 + i, prompts[i]);
+      EXPECT_TRUE(BitEqual(Feed(*b, 10 + i, absl::MakeConstSpan(&next[i], 1)), batched[i])) << i;
+    }
+  }
+}
+
+// Without the batch-invariant mode GEMMs round differently per batch size: outputs stay within
+// tolerance and greedy tokens agree at >= 99% of positions.
+TEST(CudaBackendTest, BatchCompositionBarelyMattersWithoutDeterministicMode) {
+  SKIP_WITHOUT_GPU();
+  const ModelConfig config = Small130mConfig();
+  std::unique_ptr<Backend> b = MakeCuda(MakeModel(config, DType::kF16), {48, false, "f32", 64});
+  ASSERT_NE(b, nullptr);
+  const int n = 16, steps = 24;
+  std::vector<std::vector<int32_t>> prompts;
+  for (int i = 0; i < n; ++i)
+    prompts.push_back(RandomTokens(3 + 5 * i, config.vocab_size, 900 + i));
+  // Alone: slots 0..15, generating greedily.
+  std::vector<std::vector<int32_t>> alone(n);
+  for (int i = 0; i < n; ++i) {
+    std::vector<float> l = Feed(*b, i, prompts[i]);
+    for (int s = 0; s < steps; ++s) {
+      alone[i].push_back(Argmax(l));
+      l = Feed(*b, i, absl::MakeConstSpan(&alone[i].back(), 1));
+    }
+  }
+  // Together: slots 16..31, one batch per step.
+  std::vector<SeqWork> work(n);
+  for (int i = 0; i < n; ++i) {
+    work[i].slot = 16 + i;
+    work[i].tokens = prompts[i];
+  }
+  std::vector<std::vector<float>> logits = StepAll(*b, work);
+  std::vector<std::vector<int32_t>> together(n);
+  std::vector<int32_t> last(n);
+  for (int s = 0; s < steps; ++s) {
+    for (int i = 0; i < n; ++i) {
+      together[i].push_back(Argmax(logits[i]));
+      last[i] = alone[i][s];  // teacher-forced on the alone run, so one flip does not cascade
+      work[i].tokens = absl::MakeConstSpan(&last[i], 1);
+    }
+    logits = StepAll(*b, work);
+  }
+  int agree = 0;
+  for (int i = 0; i < n; ++i) {
+    for (int s = 0; s < steps; ++s) agree += together[i][s] == alone[i][s];
+  }
+  EXPECT_GE(static_cast<double>(agree) / (n * steps), kBatchAgreement);
+
+  // Chunked prefill and prefill + decode stay within the half-precision tolerance.
+  const std::vector<int32_t> tokens = RandomTokens(70, config.vocab_size, 3);
+  const std::vector<float> whole = Feed(*b, 40, tokens);
+  EXPECT_LE(MaxRelative(FeedChunked(*b, 41, tokens, 17), whole), kF16LogitTolerance);
+  Feed(*b, 42, absl::MakeConstSpan(tokens.data(), 69));
+  EXPECT_LE(MaxRelative(Feed(*b, 42, absl::MakeConstSpan(tokens.data() + 69, 1)), whole),
+            kF16LogitTolerance);
+}
+
+TEST(CudaBackendTest, SlotSaveLoadCopyResetRoundTrips) {
+  SKIP_WITHOUT_GPU();
+  const ModelConfig config = TinyConfig();
+  for (const std::string& state : {std::string("f32"), std::string("bf16")}) {
+    SCOPED_TRACE(state);
+    CudaOptions o;
+    o.state_dtype = state;
+    std::unique_ptr<Backend> b = MakeCuda(MakeModel(config, DType::kF16), o);
+    ASSERT_NE(b, nullptr);
+    EXPECT_EQ(b->state_dtype(), state == "f32" ? DType::kF32 : DType::kBF16);
+    const std::vector<int32_t> prompt = RandomTokens(40, config.vocab_size, 8);
+    const std::vector<int32_t> more = RandomTokens(5, config.vocab_size, 9);
+    Feed(*b, 0, prompt);
+    std::unique_ptr<HostState> saved = b->AllocateHostState();
+    ASSERT_EQ(saved->size(), b->state_bytes());
+    ASSERT_TRUE(b->SaveSlot(0, saved.get()).ok());
+    ASSERT_TRUE(b->LoadSlot(3, *saved).ok());
+    ASSERT_TRUE(b->CopySlot(0, 4).ok());
+    const std::vector<float> a = Feed(*b, 0, more);
+    EXPECT_TRUE(BitEqual(Feed(*b, 3, more), a));
+    EXPECT_TRUE(BitEqual(Feed(*b, 4, more), a));
+    // The original evolves independently of its copies.
+    std::unique_ptr<HostState> after = b->AllocateHostState();
+    ASSERT_TRUE(b->SaveSlot(3, after.get()).ok());
+    EXPECT_NE(std::memcmp(after->data(), saved->data(), saved->size()), 0);
+    // Reset gives a fresh sequence.
+    ASSERT_TRUE(b->ResetSlot(0).ok());
+    EXPECT_TRUE(BitEqual(Feed(*b, 0, prompt), Feed(*b, 5, prompt)));
+    // Mismatched host states are refused.
+    HeapHostState wrong(DType::kF16, b->state_bytes());
+    EXPECT_EQ(b->LoadSlot(1, wrong).code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_EQ(b->SaveSlot(99, saved.get()).code(), absl::StatusCode::kInvalidArgument);
+  }
+}
+
+// States have the CPU backend's layout (f32): a state moves between backends and continues.
+TEST(CudaBackendTest, StatesMoveBetweenCpuAndCuda) {
+  SKIP_WITHOUT_GPU();
+  const ModelConfig config = TinyConfig();
+  std::unique_ptr<Backend> cpu = MakeCpu(MakeModel(config, DType::kF16));
+  std::unique_ptr<Backend> cuda = MakeCuda(MakeModel(config, DType::kF16));
+  const std::vector<int32_t> prompt = RandomTokens(30, config.vocab_size, 12);
+  const std::vector<int32_t> more = RandomTokens(4, config.vocab_size, 13);
+  Feed(*cpu, 0, prompt);
+  std::unique_ptr<HostState> h = cpu->AllocateHostState();
+  ASSERT_TRUE(cpu->SaveSlot(0, h.get()).ok());
+  std::unique_ptr<HostState> g = cuda->AllocateHostState();
+  ASSERT_EQ(g->size(), h->size());
+  std::memcpy(g->data(), h->data(), h->size());
+  ASSERT_TRUE(cuda->LoadSlot(0, *g).ok());
+  EXPECT_LE(MaxRelative(Feed(*cuda, 0, more), Feed(*cpu, 0, more)), kF16LogitTolerance);
+}
+
+// A graph replay computes exactly what the same step run eagerly computes.
+TEST(CudaBackendTest, GraphReplayEqualsEagerRun) {
+  SKIP_WITHOUT_GPU();
+  const ModelConfig config = TinyConfig();
+  std::unique_ptr<Backend> b = MakeCuda(MakeModel(config, DType::kF16));
+  ASSERT_NE(b, nullptr);
+  const int n = 5;  // padded to the bucket of 8
+  std::vector<std::vector<int32_t>> prompts;
+  for (int i = 0; i < n; ++i) {
+    prompts.push_back(RandomTokens(10 + i, config.vocab_size, 60 + i));
+    Feed(*b, i, prompts[i]);
+    Feed(*b, 8 + i, prompts[i]);
+  }
+  const std::vector<int32_t> next = RandomTokens(n, config.vocab_size, 61);
+  std::vector<SeqWork> graph_work(n), eager_work(n);
+  for (int i = 0; i < n; ++i) {
+    graph_work[i].slot = i;
+    eager_work[i].slot = 8 + i;
+    graph_work[i].tokens = eager_work[i].tokens = absl::MakeConstSpan(&next[i], 1);
+    graph_work[i].want_logits = eager_work[i].want_logits = true;
+    graph_work[i].sample = eager_work[i].sample = true;
+    graph_work[i].sampling.temperature = eager_work[i].sampling.temperature = 0.9f;
+    graph_work[i].sampling.seed = eager_work[i].sampling.seed = 1000 + i;
+    graph_work[i].top_logprobs = eager_work[i].top_logprobs = 3;
+  }
+  std::vector<SeqResult> graph_results(n), eager_results(n);
+  ASSERT_TRUE(b->Step(graph_work, absl::MakeSpan(graph_results)).ok());
+  absl::StatusOr<std::vector<CudaKernelTime>> times =
+      ProfileCudaStep(*b, eager_work, absl::MakeSpan(eager_results));
+  ASSERT_TRUE(times.ok()) << times.status();
+  EXPECT_FALSE(times->empty());
+  for (int i = 0; i < n; ++i) {
+    EXPECT_TRUE(BitEqual(graph_results[i].logits, eager_results[i].logits)) << i;
+    EXPECT_EQ(graph_results[i].token, eager_results[i].token);
+    EXPECT_EQ(graph_results[i].top.size(), 3u);
+  }
+}
+
+// Tokens sampled on the device are the ones the host sampler draws from the same logits.
+TEST(CudaBackendTest, DeviceSamplingMatchesHostSamplerOnItsLogits) {
+  SKIP_WITHOUT_GPU();
+  const ModelConfig config = Small130mConfig();
+  std::unique_ptr<Backend> b = MakeCuda(MakeModel(config, DType::kF16));
+  ASSERT_NE(b, nullptr);
+  const std::vector<int32_t> penalty = RandomTokens(20, config.vocab_size, 1);
+  std::vector<SeqWork> work(6);
+  std::vector<std::vector<int32_t>> prompts(6);
+  for (int i = 0; i < 6; ++i) {
+    prompts[i] = RandomTokens(5 + i, config.vocab_size, 300 + i);
+    work[i].slot = i;
+    work[i].tokens = prompts[i];
+    work[i].sample = true;
+    work[i].want_logits = true;
+    work[i].sampling.temperature = 0.7f + 0.1f * i;
+    work[i].sampling.top_k = i % 2 == 0 ? 50 : 0;
+    work[i].sampling.top_p = i >= 3 ? 0.9f : 1.0f;
+    work[i].sampling.min_p = i == 5 ? 0.05f : 0.0f;
+    work[i].sampling.repetition_penalty = i == 4 ? 1.3f : 1.0f;
+    work[i].sampling.seed = 42 + i;
+    work[i].sample_position = 3;
+    work[i].penalty_tokens = penalty;
+    work[i].top_logprobs = 4;
+  }
+  std::vector<SeqResult> results(6);
+  ASSERT_TRUE(b->Step(work, absl::MakeSpan(results)).ok());
+  Sampler sampler;
+  for (int i = 0; i < 6; ++i) {
+    SampleOutput want;
+    ASSERT_TRUE(sampler
+                    .Sample(results[i].logits, work[i].sampling, work[i].sample_position,
+                            work[i].penalty_tokens, 4, &want)
+                    .ok());
+    EXPECT_EQ(results[i].token, want.token) << i;
+    EXPECT_NEAR(results[i].logprob, want.logprob, 1e-5);
+    ASSERT_EQ(results[i].top.size(), want.top.size());
+    for (size_t k = 0; k < want.top.size(); ++k)
+      EXPECT_EQ(results[i].top[k].token, want.top[k].token);
+  }
+}
+
+// A prompt longer than one prefill pass (8192 tokens) is processed in several passes.
+TEST(CudaBackendTest, PromptsLongerThanOnePass) {
+  SKIP_WITHOUT_GPU();
+  const ModelConfig config = TinyConfig();
+  std::unique_ptr<Backend> cpu = MakeCpu(MakeModel(config, DType::kF16));
+  std::unique_ptr<Backend> cuda = MakeCuda(MakeModel(config, DType::kF16));
+  const std::vector<int32_t> prompt = RandomTokens(9000, config.vocab_size, 21);
+  EXPECT_LE(MaxRelative(Feed(*cuda, 0, prompt), Feed(*cpu, 0, prompt)), kF16LogitTolerance);
+}
+
+TEST(CudaBackendTest, Bf16StatesStayClose) {
+  SKIP_WITHOUT_GPU();
+  const ModelConfig config = Small130mConfig();
+  CudaOptions bf;
+  bf.state_dtype = "bf16";
+  std::unique_ptr<Backend> f32 = MakeCuda(MakeModel(config, DType::kF16));
+  std::unique_ptr<Backend> b16 = MakeCuda(MakeModel(config, DType::kF16), bf);
+  ASSERT_NE(b16, nullptr);
+  EXPECT_EQ(b16->state_bytes() * 2, f32->state_bytes());
+  const std::vector<int32_t> prompt = RandomTokens(50, config.vocab_size, 31);
+  const std::vector<int32_t> more = RandomTokens(8, config.vocab_size, 32);
+  Feed(*f32, 0, prompt);
+  Feed(*b16, 0, prompt);
+  for (int32_t t : more) {
+    const std::vector<int32_t> one = {t};
+    EXPECT_LE(MaxRelative(Feed(*b16, 0, one), Feed(*f32, 0, one)), kBF16LogitTolerance);
+  }
+}
+
+TEST(CudaBackendTest, BadInputsAreRefusedWithReasons) {
+  SKIP_WITHOUT_GPU();
+  const ModelConfig config = TinyConfig();
+  std::unique_ptr<Backend> b = MakeCuda(MakeModel(config, DType::kF16), {4, false, "f32", 8});
+  ASSERT_NE(b, nullptr);
+  const std::vector<int32_t> ok = {1, 2, 3};
+  const std::vector<int32_t> bad = {1, config.vocab_size};
+  auto step = [&](std::vector<SeqWork> work) {
+    std::vector<SeqResult> r(work.size());
+    return b->Step(work, absl::MakeSpan(r));
+  };
+  SeqWork w;
+  w.slot = 4;
+  w.tokens = ok;
+  EXPECT_EQ(step({w}).code(), absl::StatusCode::kInvalidArgument);  // slot out of range
+  w.slot = 0;
+  EXPECT_EQ(step({w, w}).code(), absl::StatusCode::kInvalidArgument);  // slot twice
+  w.tokens = bad;
+  EXPECT_EQ(step({w}).code(), absl::StatusCode::kInvalidArgument);  // token out of range
+  w.tokens = {};
+  EXPECT_EQ(step({w}).code(), absl::StatusCode::kInvalidArgument);  // no tokens
+  w.tokens = ok;
+  w.sample = true;
+  w.sampling.top_p = 0.0f;
+  EXPECT_EQ(step({w}).code(), absl::StatusCode::kInvalidArgument);  // bad sampling
+  w.sampling.top_p = 1.0f;
+  std::vector<SeqWork> many(9, w);
+  for (int i = 0; i < 9; ++i) many[i].slot = i % 4;
+  EXPECT_EQ(step(many).code(), absl::StatusCode::kInvalidArgument);  // beyond max_batch
+  EXPECT_TRUE(step({w}).ok());
+
+  // Out of device memory at startup is a clear error, not a crash.
+  BackendOptions options;
+  options.kind = "cuda";
+  options.num_slots = 1 << 30;
+  LoadedModel m = MakeModel(SyntheticConfig("130m").value(), DType::kF16);
+  absl::StatusOr<std::unique_ptr<Backend>> huge = CreateCudaBackend(options, m);
+  EXPECT_EQ(huge.status().code(), absl::StatusCode::kResourceExhausted) << huge.status();
+  options.num_slots = 0;
+  options.device = CudaDeviceCount();
+  LoadedModel m2 = MakeModel(config, DType::kF16);
+  EXPECT_EQ(CreateCudaBackend(options, m2).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(CudaBackendTest, SlotCountComesFromFreeMemory) {
+  SKIP_WITHOUT_GPU();
+  BackendOptions options;
+  options.kind = "cuda";
+  options.num_slots = 0;
+  options.gpu_memory_fraction = 0.01;
+  LoadedModel m = MakeModel(SyntheticConfig("130m").value(), DType::kF16);
+  absl::StatusOr<std::unique_ptr<Backend>> b = CreateCudaBackend(options, m);
+  ASSERT_TRUE(b.ok()) << b.status();
+  EXPECT_GE((*b)->num_slots(), 1);
+  EXPECT_LE((*b)->num_slots(), 4096);
+}
+
+}  // namespace
+}  // namespace mamba
