@@ -1,0 +1,300 @@
+// mamba-serve: the gRPC server for Mamba language models.
+//
+// Prints exactly one line to stdout once the model is loaded and the server is ready:
+//   mamba-serve listening grpc=HOST:PORT metrics=HOST:PORT
+// Everything else (JSON log lines) goes to stderr. SIGTERM or SIGINT drains and exits with 0.
+#include <signal.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/time/time.h"
+#include "google/protobuf/stubs/logging.h"
+#include "server/mamba_server.h"
+#include "server/metrics/request_log.h"
+
+// Model and device.
+ABSL_FLAG(std::string, model, "",
+          "Checkpoint folder (config.json + model.safetensors) or synthetic:NAME (tiny, 130m, "
+          "370m, 790m, 1.4b, 2.8b); empty = the embedded default model");
+ABSL_FLAG(std::string, tokenizer, "",
+          "tokenizer.json; empty = the one beside the model (byte-level when there is none)");
+ABSL_FLAG(std::string, backend, "auto", "auto | cpu | cuda (auto: cuda when a GPU is usable)");
+ABSL_FLAG(int32_t, device, 0, "GPU index (cuda backend)");
+ABSL_FLAG(std::string, dtype, "auto", "Weight dtype: auto | f32 | f16 | bf16");
+ABSL_FLAG(std::string, state_dtype, "f32", "Recurrent state dtype: f32 | bf16 (cuda only)");
+ABSL_FLAG(double, gpu_memory_fraction, 0.9,
+          "Fraction of the GPU memory left after the weights that state slots may use, in (0, 1]");
+ABSL_FLAG(int32_t, num_slots, 0, "State slots; 0 = the backend's choice (from memory on cuda)");
+ABSL_FLAG(int32_t, cpu_threads, 0, "CPU backend threads; 0 = all cores");
+ABSL_FLAG(uint64_t, seed, 0,
+          "Seed of synthetic weights; with --deterministic also of default sampling seeds");
+ABSL_FLAG(bool, deterministic, false,
+          "Batch-invariant kernels (cuda) and reproducible default sampling seeds");
+
+// Network.
+ABSL_FLAG(std::string, host, "0.0.0.0", "Interface the gRPC port binds ('::' for IPv6)");
+ABSL_FLAG(int32_t, port, 50051, "gRPC port; 0 picks a free one");
+ABSL_FLAG(std::string, metrics_host, "", "Interface of the metrics port; empty = --host");
+ABSL_FLAG(int32_t, metrics_port, 8080,
+          "HTTP port of /metrics, /healthz and /readyz; 0 picks a free one, -1 serves none");
+ABSL_FLAG(int32_t, max_receive_message_bytes, 64 << 20,
+          "Largest request accepted, in bytes (ImportSession carries a whole session state)");
+ABSL_FLAG(int32_t, stream_threads, 0,
+          "Threads that send generated tokens to clients; 0 = a quarter of the cores (1 to 8)");
+
+// Requests and sessions.
+ABSL_FLAG(int32_t, max_prompt_tokens, 16384, "Most input tokens one request may carry");
+ABSL_FLAG(int32_t, max_new_tokens, 4096, "Largest max_tokens a request may ask for");
+ABSL_FLAG(int32_t, max_sessions, 10000, "Most sessions alive at once");
+ABSL_FLAG(int32_t, session_ttl_seconds, 1800, "Idle time after which a session expires (default)");
+ABSL_FLAG(double, host_state_memory_gb, 4.0,
+          "Host memory for idle sessions moved off the GPU, in GB; past it the oldest are dropped");
+
+// Scheduler.
+ABSL_FLAG(int32_t, max_running, 256, "Sequences advanced together in one step (<= slots)");
+ABSL_FLAG(int32_t, max_queue, 1024, "Requests waiting for admission; beyond: RESOURCE_EXHAUSTED");
+ABSL_FLAG(int32_t, max_prefill_tokens_per_step, 2048,
+          "Prompt tokens processed per step, so long prompts never stall running streams");
+ABSL_FLAG(int32_t, max_unread_tokens, 256,
+          "A stream whose client is further behind than this is paused until it catches up");
+
+// Lifecycle and logs.
+ABSL_FLAG(int32_t, drain_seconds, 30,
+          "On SIGTERM/SIGINT, how long running streams may continue before they are cancelled");
+ABSL_FLAG(std::string, log_level, "info", "debug | info | warning | error");
+
+namespace {
+
+using mamba::server::MambaServer;
+using mamba::server::ServerOptions;
+
+mamba::metrics::Logger& Logger() { return mamba::metrics::DefaultLogger(); }
+
+absl::Status OneOf(const std::string& flag, const std::string& value,
+                   const std::vector<std::string>& allowed) {
+  for (const std::string& a : allowed) {
+    if (value == a) return absl::OkStatus();
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("--", flag, "=", value, " is not allowed; use ", absl::StrJoin(allowed, " | ")));
+}
+
+absl::Status AtLeast(const std::string& flag, int64_t value, int64_t min) {
+  if (value >= min) return absl::OkStatus();
+  return absl::InvalidArgumentError(
+      absl::StrCat("--", flag, "=", value, " is out of range; allowed: >= ", min));
+}
+
+absl::Status FirstError(std::initializer_list<absl::Status> statuses) {
+  for (const absl::Status& s : statuses) {
+    if (!s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<ServerOptions> OptionsFromFlags() {
+  ServerOptions o;
+  o.host = absl::GetFlag(FLAGS_host);
+  o.port = absl::GetFlag(FLAGS_port);
+  o.metrics_host = absl::GetFlag(FLAGS_metrics_host);
+  o.metrics_port = absl::GetFlag(FLAGS_metrics_port);
+  o.max_receive_message_bytes = absl::GetFlag(FLAGS_max_receive_message_bytes);
+  o.stream_threads = absl::GetFlag(FLAGS_stream_threads);
+  o.limits.max_prompt_tokens = absl::GetFlag(FLAGS_max_prompt_tokens);
+  o.limits.max_new_tokens = absl::GetFlag(FLAGS_max_new_tokens);
+  o.drain_timeout = absl::Seconds(absl::GetFlag(FLAGS_drain_seconds));
+  o.deterministic_seeds = absl::GetFlag(FLAGS_deterministic);
+
+  mamba::EngineOptions& e = o.engine;
+  e.model = absl::GetFlag(FLAGS_model);
+  e.tokenizer = absl::GetFlag(FLAGS_tokenizer);
+  e.backend = absl::GetFlag(FLAGS_backend);
+  e.device = absl::GetFlag(FLAGS_device);
+  e.dtype = absl::GetFlag(FLAGS_dtype);
+  e.state_dtype = absl::GetFlag(FLAGS_state_dtype);
+  e.gpu_memory_fraction = absl::GetFlag(FLAGS_gpu_memory_fraction);
+  e.cpu_threads = absl::GetFlag(FLAGS_cpu_threads);
+  e.num_slots = absl::GetFlag(FLAGS_num_slots);
+  e.seed = absl::GetFlag(FLAGS_seed);
+  e.deterministic = absl::GetFlag(FLAGS_deterministic);
+  e.max_running = absl::GetFlag(FLAGS_max_running);
+  e.max_queue = absl::GetFlag(FLAGS_max_queue);
+  e.max_prefill_tokens_per_step = absl::GetFlag(FLAGS_max_prefill_tokens_per_step);
+  e.max_unread_tokens = absl::GetFlag(FLAGS_max_unread_tokens);
+  e.max_sessions = absl::GetFlag(FLAGS_max_sessions);
+  e.session_ttl = absl::Seconds(absl::GetFlag(FLAGS_session_ttl_seconds));
+  e.host_state_memory_gb = absl::GetFlag(FLAGS_host_state_memory_gb);
+
+  absl::Status valid = FirstError({
+      OneOf("backend", e.backend, {"auto", "cpu", "cuda"}),
+      OneOf("dtype", e.dtype, {"auto", "f32", "f16", "bf16"}),
+      OneOf("state_dtype", e.state_dtype, {"f32", "bf16"}),
+      AtLeast("device", e.device, 0),
+      AtLeast("num_slots", e.num_slots, 0),
+      AtLeast("cpu_threads", e.cpu_threads, 0),
+      AtLeast("max_running", e.max_running, 1),
+      AtLeast("max_queue", e.max_queue, 0),
+      AtLeast("max_prefill_tokens_per_step", e.max_prefill_tokens_per_step, 1),
+      AtLeast("max_unread_tokens", e.max_unread_tokens, 1),
+      AtLeast("max_sessions", e.max_sessions, 0),
+      AtLeast("session_ttl_seconds", absl::GetFlag(FLAGS_session_ttl_seconds), 1),
+      AtLeast("max_prompt_tokens", o.limits.max_prompt_tokens, 1),
+      AtLeast("max_new_tokens", o.limits.max_new_tokens, 1),
+      AtLeast("drain_seconds", absl::GetFlag(FLAGS_drain_seconds), 0),
+      AtLeast("stream_threads", o.stream_threads, 0),
+      AtLeast("port", o.port, 0),
+      AtLeast("metrics_port", o.metrics_port, -1),
+      AtLeast("max_receive_message_bytes", o.max_receive_message_bytes, 1024),
+  });
+  if (!valid.ok()) return valid;
+  if (!(e.gpu_memory_fraction > 0.0 && e.gpu_memory_fraction <= 1.0)) {
+    return absl::InvalidArgumentError(absl::StrCat("--gpu_memory_fraction=", e.gpu_memory_fraction,
+                                                   " is out of range; allowed: (0, 1]"));
+  }
+  if (!(e.host_state_memory_gb >= 0.0)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--host_state_memory_gb=", e.host_state_memory_gb, " is out of range; allowed: >= 0"));
+  }
+  if (o.port > 65535 || o.metrics_port > 65535) {
+    return absl::InvalidArgumentError("ports must be at most 65535");
+  }
+  return o;
+}
+
+// protobuf reports a string field with invalid UTF-8 at parse time; the service already answers
+// such requests with INVALID_ARGUMENT, so these reports are debug noise, not errors.
+void ProtobufLogHandler(google::protobuf::LogLevel level, const char* filename, int line,
+                        const std::string& message) {
+  const bool noise = message.find("invalid UTF-8") != std::string::npos;
+  const mamba::metrics::LogLevel ours =
+      noise ? mamba::metrics::LogLevel::kDebug
+            : (level >= google::protobuf::LOGLEVEL_ERROR ? mamba::metrics::LogLevel::kError
+                                                         : mamba::metrics::LogLevel::kWarning);
+  Logger().Log(ours, "protobuf", {{"file", filename}, {"line", line}, {"message", message}});
+}
+
+// Receives SIGTERM/SIGINT synchronously (they are blocked in every thread), so no work happens
+// in a signal handler. The first signal starts the drain; a second one exits at once.
+class SignalWatcher {
+ public:
+  explicit SignalWatcher(const sigset_t& signals) : signals_(signals) {
+    thread_ = std::thread([this] { Run(); });
+  }
+  ~SignalWatcher() {
+    done_.store(true);
+    thread_.join();
+  }
+
+  // While true, a signal exits the process at once (nothing has been served yet).
+  void set_exit_immediately(bool v) { exit_immediately_.store(v); }
+
+  void Wait() {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [this] { return signalled_; });
+  }
+
+ private:
+  void Run() {
+    const timespec poll = {0, 200 * 1000 * 1000};
+    int received = 0;
+    while (!done_.load()) {
+      siginfo_t info;
+      const int sig = sigtimedwait(&signals_, &info, &poll);
+      if (sig < 0) continue;  // timeout or EINTR
+      ++received;
+      if (exit_immediately_.load() || received > 1) {
+        Logger().Info("signal received: exiting now", {{"signal", strsignal(sig)}});
+        std::fflush(stdout);
+        std::_Exit(received > 1 ? 1 : 0);
+      }
+      Logger().Info("signal received: draining", {{"signal", strsignal(sig)}});
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        signalled_ = true;
+      }
+      cv_.notify_all();
+    }
+  }
+
+  const sigset_t signals_;
+  std::atomic<bool> done_{false};
+  std::atomic<bool> exit_immediately_{true};
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool signalled_ = false;
+  std::thread thread_;
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // Block the shutdown signals before any thread starts, so every thread inherits the mask and
+  // only the watcher receives them.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  absl::SetProgramUsageMessage(
+      "Serves a Mamba language model over gRPC (mambaserve.v1).\n"
+      "  mamba-serve --model=synthetic:tiny --port=0 --metrics_port=0");
+  std::vector<char*> rest = absl::ParseCommandLine(argc, argv);
+  if (rest.size() > 1) {
+    std::fprintf(stderr, "mamba-serve: unexpected argument '%s' (flags look like --name=value)\n",
+                 rest[1]);
+    return 2;
+  }
+  absl::StatusOr<mamba::metrics::LogLevel> level =
+      mamba::metrics::ParseLogLevel(absl::GetFlag(FLAGS_log_level));
+  if (!level.ok()) {
+    std::fprintf(stderr, "mamba-serve: --log_level: %s\n",
+                 std::string(level.status().message()).c_str());
+    return 2;
+  }
+  Logger().set_level(*level);
+  google::protobuf::SetLogHandler(&ProtobufLogHandler);
+
+  absl::StatusOr<ServerOptions> options = OptionsFromFlags();
+  if (!options.ok()) {
+    std::fprintf(stderr, "mamba-serve: %s\n", std::string(options.status().message()).c_str());
+    return 2;
+  }
+
+  SignalWatcher watcher(signals);
+  absl::StatusOr<std::unique_ptr<MambaServer>> server = MambaServer::Start(*std::move(options));
+  if (!server.ok()) {
+    Logger().Error("could not start", {{"error", std::string(server.status().message())}});
+    return 1;
+  }
+  absl::Status loaded = (*server)->LoadModel();
+  if (!loaded.ok()) {
+    Logger().Error("could not load the model", {{"error", std::string(loaded.message())}});
+    (*server)->Shutdown();
+    return 1;
+  }
+  watcher.set_exit_immediately(false);
+  std::printf("mamba-serve listening grpc=%s metrics=%s\n", (*server)->address().c_str(),
+              (*server)->metrics_address().c_str());
+  std::fflush(stdout);
+
+  watcher.Wait();
+  (*server)->Shutdown();
+  server->reset();
+  Logger().Info("stopped");
+  return 0;
+}

@@ -1,0 +1,220 @@
+#include "server/mamba_server.h"
+
+#include <algorithm>
+#include <thread>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "grpcpp/ext/proto_server_reflection_plugin.h"
+#include "grpcpp/security/server_credentials.h"
+#include "grpcpp/server_builder.h"
+#include "server/generation_service.h"
+#include "server/metrics/process_metrics.h"
+#include "server/metrics/request_log.h"
+#include "server/model_service.h"
+#include "server/session_service.h"
+
+namespace mamba::server {
+namespace {
+
+// After the drain, cancelled streams get this long to deliver their last message before they
+// are ended without it.
+constexpr absl::Duration kCancelGrace = absl::Seconds(5);
+// Unary calls waiting on the engine get this long at shutdown.
+constexpr absl::Duration kEngineCallGrace = absl::Seconds(5);
+
+int DefaultStreamThreads() {
+  const int cores = static_cast<int>(std::thread::hardware_concurrency());
+  return std::clamp(cores / 4, 1, 8);
+}
+
+int ToMillis(absl::Duration d) {
+  return static_cast<int>(std::min<int64_t>(absl::ToInt64Milliseconds(d), INT32_MAX));
+}
+
+metrics::Logger& Logger() { return metrics::DefaultLogger(); }
+
+}  // namespace
+
+std::string JoinHostPort(const std::string& host, int port) {
+  if (host.find(':') != std::string::npos && host.front() != '[') {
+    return absl::StrCat("[", host, "]:", port);
+  }
+  return absl::StrCat(host, ":", port);
+}
+
+MambaServer::MambaServer(ServerOptions options)
+    : options_(std::move(options)),
+      state_(options_.limits,
+             options_.stream_threads > 0 ? options_.stream_threads : DefaultStreamThreads(),
+             options_.deterministic_seeds, options_.engine.seed) {}
+
+void MambaServer::ReportCall(const metrics::RequestRecord& record) const {
+  metrics_->RecordRpc(record.method, record.code);
+  metrics::LogRequest(Logger(), record);
+}
+
+absl::StatusOr<std::unique_ptr<MambaServer>> MambaServer::Start(ServerOptions options) {
+  if (options.port < 0 || options.port > 65535) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "port ", options.port, " is out of range; allowed: 0 (any free port) to 65535"));
+  }
+  if (options.metrics_port > 65535) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("metrics port ", options.metrics_port,
+                     " is out of range; allowed: 0 (any free port) to 65535, or -1 for none"));
+  }
+  if (options.limits.max_prompt_tokens < 1 || options.limits.max_new_tokens < 1) {
+    return absl::InvalidArgumentError("max_prompt_tokens and max_new_tokens must be at least 1");
+  }
+  if (options.max_receive_message_bytes < 1024) {
+    return absl::InvalidArgumentError(absl::StrCat("max_receive_message_bytes ",
+                                                   options.max_receive_message_bytes,
+                                                   " is too small; allowed: >= 1024"));
+  }
+  std::unique_ptr<MambaServer> server(new MambaServer(std::move(options)));
+  MambaServer* s = server.get();
+  const ServerOptions& opts = s->options_;
+
+  absl::Status registered = metrics::RegisterProcessMetrics(&s->registry_);
+  if (!registered.ok()) return registered;
+  absl::StatusOr<std::unique_ptr<metrics::ServingMetrics>> serving_metrics =
+      metrics::ServingMetrics::Create(&s->registry_, &Logger());
+  if (!serving_metrics.ok()) return serving_metrics.status();
+  s->metrics_ = *std::move(serving_metrics);
+  s->state_.set_call_observer([s](const metrics::RequestRecord& r) { s->ReportCall(r); });
+
+  if (opts.metrics_port >= 0) {
+    metrics::MetricsHttpOptions http;
+    http.host = opts.metrics_host.empty() ? opts.host : opts.metrics_host;
+    http.port = opts.metrics_port;
+    ServingState* state = &s->state_;
+    http.ready = [state] { return state->phase() == ServingPhase::kServing; };
+    absl::StatusOr<std::unique_ptr<metrics::MetricsHttpServer>> endpoint =
+        metrics::MetricsHttpServer::Start(&s->registry_, std::move(http));
+    if (!endpoint.ok()) return endpoint.status();
+    s->metrics_http_ = *std::move(endpoint);
+  }
+
+  s->generation_service_ = std::make_unique<GenerationService>(&s->state_);
+  s->session_service_ = std::make_unique<SessionService>(&s->state_);
+  s->model_service_ = std::make_unique<ModelService>(&s->state_);
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  // The credentials are where TLS plugs in.
+  builder.AddListeningPort(JoinHostPort(opts.host, opts.port), grpc::InsecureServerCredentials(),
+                           &s->port_);
+  // Without this a second server could bind the same port (SO_REUSEPORT) and silently take a
+  // share of the connections.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+  builder.SetMaxReceiveMessageSize(opts.max_receive_message_bytes);
+  builder.SetMaxSendMessageSize(-1);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, ToMillis(opts.keepalive_time));
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, ToMillis(opts.keepalive_timeout));
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  // Clients may ping every 10 s (the usual client keepalive minimum) without being cut off.
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 10000);
+  builder.RegisterService(s->generation_service_.get());
+  builder.RegisterService(s->session_service_.get());
+  builder.RegisterService(s->model_service_.get());
+  s->server_ = builder.BuildAndStart();
+  if (s->server_ == nullptr || s->port_ == 0) {
+    return absl::UnavailableError(
+        absl::StrCat("could not listen on ", JoinHostPort(opts.host, opts.port),
+                     " (address in use, or not an address of this machine)"));
+  }
+  grpc::HealthCheckServiceInterface* health = s->server_->GetHealthCheckService();
+  health->SetServingStatus(kLivenessService, true);
+  health->SetServingStatus(kReadinessService, false);
+  health->SetServingStatus("", false);
+  return server;
+}
+
+MambaServer::~MambaServer() { Shutdown(); }
+
+absl::Status MambaServer::LoadModel() {
+  if (engine_ != nullptr) return absl::FailedPreconditionError("the model is already loaded");
+  if (draining()) return absl::UnavailableError("server is shutting down");
+  const absl::Time start = absl::Now();
+  absl::StatusOr<std::unique_ptr<Engine>> engine = Engine::Create(options_.engine, metrics_.get());
+  if (!engine.ok()) return engine.status();
+  engine_ = *std::move(engine);
+  const ModelInfo& info = engine_->model_info();
+  Logger().Info("model loaded", {{"model", info.name},
+                                 {"config", info.config.Summary()},
+                                 {"backend", info.backend},
+                                 {"device", info.device},
+                                 {"weight_dtype", info.weight_dtype},
+                                 {"state_dtype", info.state_dtype},
+                                 {"slots", info.num_slots},
+                                 {"seconds", absl::ToDoubleSeconds(absl::Now() - start)}});
+  absl::Status info_set = metrics_->SetModelInfo(info);
+  if (!info_set.ok()) {
+    Logger().Warning("model metrics not set", {{"error", std::string(info_set.message())}});
+  }
+  Engine* e = engine_.get();
+  metrics_->SetStatsSource([e] { return e->Stats(); });
+  state_.SetEngine(e);
+  if (draining()) return absl::UnavailableError("server is shutting down");
+  grpc::HealthCheckServiceInterface* health = server_->GetHealthCheckService();
+  health->SetServingStatus(kReadinessService, true);
+  health->SetServingStatus("", true);
+  return absl::OkStatus();
+}
+
+bool MambaServer::draining() const {
+  const ServingPhase phase = state_.phase();
+  return phase == ServingPhase::kDraining || phase == ServingPhase::kStopped;
+}
+
+void MambaServer::Shutdown() {
+  std::call_once(shutdown_once_, [this] {
+    state_.BeginDrain();
+    grpc::HealthCheckServiceInterface* health =
+        server_ != nullptr ? server_->GetHealthCheckService() : nullptr;
+    if (health != nullptr) {
+      health->SetServingStatus(kReadinessService, false);
+      health->SetServingStatus("", false);
+    }
+    const int64_t running = state_.active_generations();
+    if (running > 0) {
+      Logger().Info("draining", {{"streams", running},
+                                 {"drain_seconds", absl::ToDoubleSeconds(options_.drain_timeout)}});
+    }
+    if (!state_.WaitForNoGenerations(absl::Now() + options_.drain_timeout)) {
+      auto calls = state_.ActiveGenerations();
+      Logger().Info("drain time is up: cancelling streams", {{"streams", calls.size()}});
+      for (const auto& call : calls) call->CancelGeneration();
+      calls.clear();
+      if (!state_.WaitForNoGenerations(absl::Now() + kCancelGrace)) {
+        calls = state_.ActiveGenerations();
+        Logger().Warning("streams did not end after cancellation; ending them now",
+                         {{"streams", calls.size()}});
+        for (const auto& call : calls) {
+          call->ForceFinish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "server is shutting down"));
+        }
+        calls.clear();
+        state_.WaitForNoGenerations(absl::Now() + kCancelGrace);
+      }
+    }
+    if (engine_ != nullptr) {
+      state_.WaitForNoEngineCalls(absl::Now() + kEngineCallGrace);
+      // Ends whatever is still pending in the engine (session callbacks included).
+      engine_->Shutdown();
+      state_.WaitForNoEngineCalls(absl::Now() + kEngineCallGrace);
+    }
+    if (health != nullptr) health->Shutdown();
+    if (server_ != nullptr) {
+      server_->Shutdown(absl::ToChronoTime(absl::Now() + absl::Seconds(1)));
+    }
+    if (metrics_http_ != nullptr) metrics_http_->Stop();
+    if (metrics_ != nullptr) metrics_->SetStatsSource(nullptr);
+    state_.Stop();
+    engine_.reset();
+  });
+}
+
+}  // namespace mamba::server

@@ -1,0 +1,234 @@
+#include "server/session_service.h"
+
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "server/proto_translation.h"
+#include "server/request_validation.h"
+#include "server/unary_call.h"
+
+namespace mamba::server {
+namespace {
+
+namespace v1 = ::mambaserve::v1;
+
+// The x-session-id metadata ("" when absent).
+std::string_view SessionMetadata(const grpc::CallbackServerContext& context) {
+  const auto& metadata = context.client_metadata();
+  auto it = metadata.find("x-session-id");
+  if (it == metadata.end()) return {};
+  return std::string_view(it->second.data(), it->second.size());
+}
+
+absl::Duration Ttl(uint32_t seconds) {
+  return seconds == 0 ? absl::ZeroDuration() : absl::Seconds(static_cast<int64_t>(seconds));
+}
+
+// The engine callback that finishes a call answering with a Session.
+Engine::SessionCallback FinishWithSession(UnaryCall call) {
+  call.state->BeginEngineCall();
+  return [call = std::move(call)](absl::StatusOr<SessionInfo> info) mutable {
+    ServingState* state = call.state;
+    if (!info.ok()) {
+      call.Finish(info.status(), nullptr);
+    } else {
+      v1::Session session;
+      FillSession(*info, &session);
+      call.session_id = info->session_id;
+      call.Finish(absl::OkStatus(), &session);
+    }
+    state->EndEngineCall();
+  };
+}
+
+}  // namespace
+
+grpc::ServerUnaryReactor* SessionService::CreateSession(grpc::CallbackServerContext* context,
+                                                        const grpc::ByteBuffer* request,
+                                                        grpc::ByteBuffer* response) {
+  UnaryCall call{state_, context->DefaultReactor(), response, "CreateSession", absl::Now(), ""};
+  v1::CreateSessionRequest proto;
+  Engine* engine = BeginUnaryCall(call, request, &proto);
+  if (engine == nullptr) return call.reactor;
+  absl::StatusOr<std::string> id =
+      RequestedSessionId(proto.session_id(), SessionMetadata(*context));
+  if (!id.ok()) {
+    call.Finish(id.status(), nullptr);
+    return call.reactor;
+  }
+  call.session_id = *id;
+  absl::StatusOr<std::vector<int32_t>> prompt =
+      SessionPrompt(proto, state_->limits(), state_->model_limits());
+  if (!prompt.ok()) {
+    call.Finish(prompt.status(), nullptr);
+    return call.reactor;
+  }
+  engine->CreateSession(state_->TenantOf(*context), *std::move(prompt), Ttl(proto.ttl_seconds()),
+                        FinishWithSession(call), *id);
+  return call.reactor;
+}
+
+grpc::ServerUnaryReactor* SessionService::GetSession(grpc::CallbackServerContext* context,
+                                                     const grpc::ByteBuffer* request,
+                                                     grpc::ByteBuffer* response) {
+  UnaryCall call{state_, context->DefaultReactor(), response, "GetSession", absl::Now(), ""};
+  v1::GetSessionRequest proto;
+  Engine* engine = BeginUnaryCall(call, request, &proto);
+  if (engine == nullptr) return call.reactor;
+  call.session_id = proto.session_id();
+  absl::Status valid = ValidateSessionId(proto.session_id());
+  if (!valid.ok()) {
+    call.Finish(valid, nullptr);
+    return call.reactor;
+  }
+  absl::StatusOr<SessionInfo> info =
+      engine->GetSession(state_->TenantOf(*context), proto.session_id());
+  if (!info.ok()) {
+    call.Finish(info.status(), nullptr);
+    return call.reactor;
+  }
+  v1::Session session;
+  FillSession(*info, &session);
+  call.Finish(absl::OkStatus(), &session);
+  return call.reactor;
+}
+
+grpc::ServerUnaryReactor* SessionService::ForkSession(grpc::CallbackServerContext* context,
+                                                      const grpc::ByteBuffer* request,
+                                                      grpc::ByteBuffer* response) {
+  UnaryCall call{state_, context->DefaultReactor(), response, "ForkSession", absl::Now(), ""};
+  v1::ForkSessionRequest proto;
+  Engine* engine = BeginUnaryCall(call, request, &proto);
+  if (engine == nullptr) return call.reactor;
+  call.session_id = proto.session_id();
+  absl::Status valid = ValidateSessionId(proto.session_id());
+  if (!valid.ok()) {
+    call.Finish(valid, nullptr);
+    return call.reactor;
+  }
+  engine->ForkSession(state_->TenantOf(*context), proto.session_id(), Ttl(proto.ttl_seconds()),
+                      FinishWithSession(call));
+  return call.reactor;
+}
+
+grpc::ServerUnaryReactor* SessionService::CloseSession(grpc::CallbackServerContext* context,
+                                                       const grpc::ByteBuffer* request,
+                                                       grpc::ByteBuffer* response) {
+  UnaryCall call{state_, context->DefaultReactor(), response, "CloseSession", absl::Now(), ""};
+  v1::CloseSessionRequest proto;
+  Engine* engine = BeginUnaryCall(call, request, &proto);
+  if (engine == nullptr) return call.reactor;
+  call.session_id = proto.session_id();
+  absl::Status valid = ValidateSessionId(proto.session_id());
+  if (!valid.ok()) {
+    call.Finish(valid, nullptr);
+    return call.reactor;
+  }
+  state_->BeginEngineCall();
+  engine->CloseSession(state_->TenantOf(*context), proto.session_id(), [call](absl::Status status) {
+    ServingState* state = call.state;
+    v1::CloseSessionResponse empty;
+    call.Finish(status, &empty);
+    state->EndEngineCall();
+  });
+  return call.reactor;
+}
+
+grpc::ServerUnaryReactor* SessionService::ListSessions(grpc::CallbackServerContext* context,
+                                                       const grpc::ByteBuffer* request,
+                                                       grpc::ByteBuffer* response) {
+  UnaryCall call{state_, context->DefaultReactor(), response, "ListSessions", absl::Now(), ""};
+  v1::ListSessionsRequest proto;
+  Engine* engine = BeginUnaryCall(call, request, &proto);
+  if (engine == nullptr) return call.reactor;
+  absl::StatusOr<int32_t> page_size = ValidatePageSize(proto.page_size(), state_->limits());
+  if (!page_size.ok()) {
+    call.Finish(page_size.status(), nullptr);
+    return call.reactor;
+  }
+  absl::StatusOr<SessionPage> page =
+      engine->ListSessions(state_->TenantOf(*context), *page_size, proto.page_token());
+  if (!page.ok()) {
+    call.Finish(page.status(), nullptr);
+    return call.reactor;
+  }
+  v1::ListSessionsResponse out;
+  out.mutable_sessions()->Reserve(static_cast<int>(page->sessions.size()));
+  for (const SessionInfo& info : page->sessions) FillSession(info, out.add_sessions());
+  out.set_next_page_token(page->next_page_token);
+  out.set_total_size(page->total);
+  call.Finish(absl::OkStatus(), &out);
+  return call.reactor;
+}
+
+grpc::ServerUnaryReactor* SessionService::ExportSession(grpc::CallbackServerContext* context,
+                                                        const grpc::ByteBuffer* request,
+                                                        grpc::ByteBuffer* response) {
+  UnaryCall call{state_, context->DefaultReactor(), response, "ExportSession", absl::Now(), ""};
+  v1::ExportSessionRequest proto;
+  Engine* engine = BeginUnaryCall(call, request, &proto);
+  if (engine == nullptr) return call.reactor;
+  call.session_id = proto.session_id();
+  absl::Status valid = ValidateSessionId(proto.session_id());
+  if (!valid.ok()) {
+    call.Finish(valid, nullptr);
+    return call.reactor;
+  }
+  const std::string tenant = state_->TenantOf(*context);
+  // The token count comes from the session's description; an export captures an idle
+  // session, so the count matches the exported state.
+  absl::StatusOr<SessionInfo> info = engine->GetSession(tenant, proto.session_id());
+  if (!info.ok()) {
+    call.Finish(info.status(), nullptr);
+    return call.reactor;
+  }
+  const int64_t tokens = info->tokens;
+  const std::string identity = engine->model_info().identity;
+  state_->BeginEngineCall();
+  engine->ExportSession(tenant, proto.session_id(),
+                        [call, tokens, identity](absl::StatusOr<std::string> bytes) mutable {
+                          ServingState* state = call.state;
+                          if (!bytes.ok()) {
+                            call.Finish(bytes.status(), nullptr);
+                          } else {
+                            v1::ExportSessionResponse out;
+                            out.set_state(*std::move(bytes));
+                            out.set_model_identity(identity);
+                            out.set_tokens(tokens);
+                            call.Finish(absl::OkStatus(), &out);
+                          }
+                          state->EndEngineCall();
+                        });
+  return call.reactor;
+}
+
+grpc::ServerUnaryReactor* SessionService::ImportSession(grpc::CallbackServerContext* context,
+                                                        const grpc::ByteBuffer* request,
+                                                        grpc::ByteBuffer* response) {
+  UnaryCall call{state_, context->DefaultReactor(), response, "ImportSession", absl::Now(), ""};
+  v1::ImportSessionRequest proto;
+  Engine* engine = BeginUnaryCall(call, request, &proto);
+  if (engine == nullptr) return call.reactor;
+  absl::StatusOr<std::string> id =
+      RequestedSessionId(proto.session_id(), SessionMetadata(*context));
+  if (!id.ok()) {
+    call.Finish(id.status(), nullptr);
+    return call.reactor;
+  }
+  call.session_id = *id;
+  if (proto.state().empty()) {
+    call.Finish(
+        absl::InvalidArgumentError("state is empty; send the bytes an ExportSession call returned"),
+        nullptr);
+    return call.reactor;
+  }
+  engine->ImportSession(state_->TenantOf(*context), std::move(*proto.mutable_state()),
+                        Ttl(proto.ttl_seconds()), FinishWithSession(call), *id);
+  return call.reactor;
+}
+
+}  // namespace mamba::server

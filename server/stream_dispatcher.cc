@@ -1,0 +1,59 @@
+#include "server/stream_dispatcher.h"
+
+#include <utility>
+
+namespace mamba::server {
+
+StreamDispatcher::StreamDispatcher(int threads) {
+  if (threads < 1) threads = 1;
+  threads_.reserve(threads);
+  for (int i = 0; i < threads; ++i) threads_.emplace_back([this] { Run(); });
+}
+
+StreamDispatcher::~StreamDispatcher() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  for (std::thread& t : threads_) t.join();
+}
+
+void StreamDispatcher::Post(std::shared_ptr<ReadyTarget> target) {
+  bool wake;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    queue_.push_back(std::move(target));
+    // A busy thread picks the entry up when it loops; only sleeping threads need a wake-up,
+    // which saves a futex call per token when the dispatcher keeps up.
+    wake = idle_ > 0;
+  }
+  if (wake) cv_.notify_one();
+}
+
+uint64_t StreamDispatcher::dispatched() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return dispatched_;
+}
+
+void StreamDispatcher::Run() {
+  std::unique_lock<std::mutex> lock(mu_);
+  while (true) {
+    if (queue_.empty()) {
+      if (stopping_) return;
+      ++idle_;
+      cv_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
+      --idle_;
+      continue;
+    }
+    std::shared_ptr<ReadyTarget> target = std::move(queue_.front());
+    queue_.pop_front();
+    lock.unlock();
+    target->OnReady();
+    target.reset();  // may destroy the target; do it outside the lock
+    lock.lock();
+    ++dispatched_;
+  }
+}
+
+}  // namespace mamba::server

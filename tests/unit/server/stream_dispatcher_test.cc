@@ -1,0 +1,78 @@
+#include "server/stream_dispatcher.h"
+
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include "gtest/gtest.h"
+
+namespace mamba::server {
+namespace {
+
+class CountingTarget : public ReadyTarget {
+ public:
+  void OnReady() override {
+    const std::thread::id self = std::this_thread::get_id();
+    if (self == creator_) ran_on_caller_thread.store(true);
+    count.fetch_add(1);
+  }
+  std::atomic<int> count{0};
+  std::atomic<bool> ran_on_caller_thread{false};
+
+ private:
+  const std::thread::id creator_ = std::this_thread::get_id();
+};
+
+TEST(StreamDispatcherTest, RunsEveryPostOffTheCallersThread) {
+  auto target = std::make_shared<CountingTarget>();
+  {
+    StreamDispatcher dispatcher(2);
+    EXPECT_EQ(dispatcher.threads(), 2);
+    for (int i = 0; i < 1000; ++i) dispatcher.Post(target);
+  }  // the destructor runs what is queued
+  EXPECT_EQ(target->count.load(), 1000);
+  EXPECT_FALSE(target->ran_on_caller_thread.load());
+}
+
+TEST(StreamDispatcherTest, ManyProducersAndIdleWakeUps) {
+  StreamDispatcher dispatcher(3);
+  auto target = std::make_shared<CountingTarget>();
+  std::vector<std::thread> producers;
+  for (int p = 0; p < 4; ++p) {
+    producers.emplace_back([&] {
+      for (int i = 0; i < 500; ++i) {
+        dispatcher.Post(target);
+        // Let the dispatcher go idle now and then, so that wake-ups are exercised too.
+        if (i % 100 == 0) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+      }
+    });
+  }
+  for (std::thread& t : producers) t.join();
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (target->count.load() < 2000 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  EXPECT_EQ(target->count.load(), 2000);
+  EXPECT_EQ(dispatcher.dispatched(), 2000u);
+}
+
+TEST(StreamDispatcherTest, KeepsTargetsAliveUntilTheyRan) {
+  std::weak_ptr<CountingTarget> weak;
+  {
+    StreamDispatcher dispatcher(1);
+    auto target = std::make_shared<CountingTarget>();
+    weak = target;
+    dispatcher.Post(std::move(target));
+  }
+  EXPECT_TRUE(weak.expired());  // ran, then released by the dispatcher
+}
+
+TEST(StreamDispatcherTest, AtLeastOneThread) {
+  StreamDispatcher dispatcher(0);
+  EXPECT_EQ(dispatcher.threads(), 1);
+}
+
+}  // namespace
+}  // namespace mamba::server
