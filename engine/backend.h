@@ -81,6 +81,13 @@ class Backend {
   // Copies the state of slot `from` over slot `to`.
   virtual absl::Status CopySlot(int32_t from, int32_t to) = 0;
 
+  // Device memory in use and in total, in bytes (both 0 for the CPU backend). May be called from
+  // any thread, concurrently with the owning thread's calls.
+  virtual void DeviceMemory(int64_t* used, int64_t* total) const {
+    *used = 0;
+    *total = 0;
+  }
+
   // Allocates host memory for one slot's state (pinned where the backend benefits from it).
   virtual std::unique_ptr<HostState> AllocateHostState() = 0;
   // Copies a slot's state to host memory / from host memory into a slot.

@@ -148,6 +148,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
   info.identity = model.identity;
   info.config = model.config;
   info.num_parameters = model.config.NumParameters();
+  info.warnings = model.warnings;
   info.tokenizer_vocab_size = engine->tokenizer_->vocab_size();
   info.tokenizer_kind = engine->tokenizer_->kind();
   info.eos_token_id = engine->tokenizer_->eos_id();

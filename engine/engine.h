@@ -67,6 +67,8 @@ struct ModelInfo {
   int32_t tokenizer_vocab_size = 0;
   std::string tokenizer_kind;  // bpe | byte
   std::optional<int32_t> eos_token_id;
+  // Things the loader noticed but accepted (e.g. unexpected tensors it ignored); log them.
+  std::vector<std::string> warnings;
 };
 
 // The consumer's handle on a running generation. Created by Engine::Submit; the engine pushes
@@ -217,6 +219,8 @@ class Engine {
                      SessionCallback done, const std::string& requested_id = "");
 
   EngineStats Stats() const;
+  // Device memory in use and in total (bytes; zeros on the CPU backend). Any thread.
+  void DeviceMemory(int64_t* used, int64_t* total) const { backend_->DeviceMemory(used, total); }
 
   // Stops admitting work, cancels every running generation and stops the scheduler. Idempotent.
   void Shutdown();

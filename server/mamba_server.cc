@@ -155,8 +155,18 @@ absl::Status MambaServer::LoadModel() {
   if (!info_set.ok()) {
     Logger().Warning("model metrics not set", {{"error", std::string(info_set.message())}});
   }
+  for (const std::string& warning : info.warnings) {
+    Logger().Warning("model loaded with a warning", {{"warning", warning}});
+  }
   Engine* e = engine_.get();
   metrics_->SetStatsSource([e] { return e->Stats(); });
+  if (info.backend == "cuda") {
+    metrics_->SetGpuMemorySource([e]() -> absl::StatusOr<metrics::GpuMemoryInfo> {
+      metrics::GpuMemoryInfo m;
+      e->DeviceMemory(&m.used_bytes, &m.total_bytes);
+      return m;
+    });
+  }
   state_.SetEngine(e);
   if (draining()) return absl::UnavailableError("server is shutting down");
   grpc::HealthCheckServiceInterface* health = server_->GetHealthCheckService();

@@ -95,6 +95,7 @@ class CudaBackend final : public Backend {
   std::unique_ptr<HostState> AllocateHostState() override;
   absl::Status SaveSlot(int32_t slot, HostState* out) override;
   absl::Status LoadSlot(int32_t slot, const HostState& in) override;
+  void DeviceMemory(int64_t* used, int64_t* total) const override;
 
   absl::StatusOr<std::vector<CudaKernelTime>> Profile(absl::Span<const SeqWork> work,
                                                       absl::Span<SeqResult> results);
@@ -652,6 +653,16 @@ absl::Status CudaBackend::CopySlot(int32_t from, int32_t to) {
                                              cudaMemcpyDeviceToDevice, stream_),
                              "copying a slot");
   return Sync("copying a slot");
+}
+
+void CudaBackend::DeviceMemory(int64_t* used, int64_t* total) const {
+  size_t free_bytes = 0, total_bytes = 0;
+  *used = *total = 0;
+  // cudaMemGetInfo reports on the calling thread's current device.
+  if (cudaSetDevice(device_index_) != cudaSuccess) return;
+  if (cudaMemGetInfo(&free_bytes, &total_bytes) != cudaSuccess) return;
+  *used = static_cast<int64_t>(total_bytes - free_bytes);
+  *total = static_cast<int64_t>(total_bytes);
 }
 
 std::unique_ptr<HostState> CudaBackend::AllocateHostState() {
