@@ -1,0 +1,429 @@
+// mamba-bench: prefill and decode throughput of one backend on one model, each beside the memory
+// bandwidth floor (PERF.md): a decode step must read every weight once, so no implementation can
+// step faster than weight bytes / bandwidth.
+//
+//   mamba-bench --model=synthetic:130m --backend=cpu --dtype=fp16 [--batch=1,8] [--prefill=512]
+//               [--steps=N] [--json=FILE]
+//   mamba-bench --model=synthetic:130m --backend=cuda [--bandwidth_gbps=3000] [--breakdown]
+//   mamba-bench --backend=cuda --scan_kernel
+//
+// CPU: the bandwidth is measured here (one large memcpy, reads + writes counted, as PERF.md
+// measures the GPU's; all-core copy and read figures are printed beside it) and the floor is
+// weight bytes / bandwidth; "W GB/s" is the rate at which a step actually streamed the weights.
+// CUDA: the bandwidth is --bandwidth_gbps (PERF.md's measured 3000 GB/s for an H100) and the floor
+// adds each sequence's state traffic: W + B * (2 * SSM state + 2 * conv state + logits). Inputs are
+// random tokens; every figure is the median of several timed runs after warm-up.
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <memory>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/status/status.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "engine/backend.h"
+#include "engine/backend_factory.h"
+#include "engine/model_loader.h"
+#if defined(MAMBA_HAVE_CUDA) && defined(MAMBA_BENCH_CUDA_HOOKS)
+#include "bench/engine/cuda_bench.h"
+#endif
+
+ABSL_FLAG(std::string, model, "synthetic:130m", "checkpoint folder or synthetic:NAME");
+ABSL_FLAG(std::string, backend, "cpu", "cpu | cuda | auto");
+ABSL_FLAG(std::string, dtype, "",
+          "weight dtype to convert to at load (f32, f16, bf16); empty "
+          "keeps the checkpoint's");
+ABSL_FLAG(std::string, batch, "",
+          "decode batch sizes, comma-separated (default cpu 1,8; cuda "
+          "1,16,64,256); 0 skips decode");
+ABSL_FLAG(std::string, prefill, "",
+          "prefill lengths, comma-separated (default cpu 512; cuda "
+          "512,2048,8192); 0 skips prefill");
+ABSL_FLAG(int32_t, steps, 0, "timed decode steps per batch size (default cpu 20, cuda 200)");
+ABSL_FLAG(int32_t, warmup, 3, "untimed decode steps before timing");
+ABSL_FLAG(int32_t, prefill_runs, 3, "timed prefill runs per length (after one warm-up run)");
+ABSL_FLAG(int32_t, threads, 0, "cpu threads (0: every core)");
+ABSL_FLAG(std::string, state_dtype, "f32", "recurrent state dtype: f32 | bf16 (cuda)");
+ABSL_FLAG(bool, deterministic, false,
+          "cuda: batch-invariant kernels (a sequence's tokens do not depend on its batch)");
+ABSL_FLAG(double, bandwidth_gbps, 0.0,
+          "memory bandwidth for the floor in GB/s (0: measure on "
+          "cpu; 3000 for cuda)");
+ABSL_FLAG(uint64_t, seed, 0, "synthetic weights and random input tokens");
+ABSL_FLAG(std::string, json, "", "also write every figure to this JSON file");
+ABSL_FLAG(bool, scan_kernel, false, "cuda: time the fused selective-scan kernel alone");
+ABSL_FLAG(bool, breakdown, false, "cuda: per-kernel time breakdown of a decode step and prefill");
+
+namespace mamba::bench {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double Seconds(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration<double>(b - a).count();
+}
+
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 == 1 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+absl::StatusOr<std::vector<int>> ParseList(const std::string& text, const char* flag) {
+  std::vector<int> out;
+  for (absl::string_view part : absl::StrSplit(text, ',', absl::SkipEmpty())) {
+    int v = 0;
+    if (!absl::SimpleAtoi(part, &v) || v < 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--", flag, ": '", std::string(part), "' is not a non-negative integer"));
+    }
+    if (v > 0) out.push_back(v);
+  }
+  return out;
+}
+
+struct HostBandwidth {
+  double copy = 0.0;            // one memcpy, reads + writes (the floor's bandwidth)
+  double copy_all_cores = 0.0;  // every thread copying its share, reads + writes
+  double read_all_cores = 0.0;  // every thread reading its share (what decode does)
+};
+
+// This machine's memory bandwidth over 512 MiB buffers (far beyond the caches), best of 5 runs
+// each. The copy figure is one large memcpy with bytes read + bytes written counted, as PERF.md
+// measures the GPU's; the all-core figures show how much both cores move together.
+HostBandwidth MeasureHostBandwidth(int threads) {
+  const size_t bytes = size_t{512} << 20;
+  std::vector<uint64_t> src(bytes / 8), dst(bytes / 8);
+  for (size_t i = 0; i < src.size(); ++i) src[i] = i * 0x9E3779B97F4A7C15ull;
+  std::memset(dst.data(), 1, bytes);
+  const size_t share = src.size() / threads;
+  // Runs body(first element, count) on every thread over its share; returns seconds.
+  auto on_all_threads = [&](auto&& body) {
+    const auto t0 = Clock::now();
+    std::vector<std::thread> pool;
+    for (int t = 1; t < threads; ++t) pool.emplace_back([&, t] { body(t * share, share); });
+    body(0, share);
+    for (std::thread& t : pool) t.join();
+    return Seconds(t0, Clock::now());
+  };
+  const double moved = static_cast<double>(share * threads * 8);
+  HostBandwidth bw;
+  std::vector<uint64_t> sinks(threads, 0);
+  for (int run = 0; run < 5; ++run) {
+    const auto t0 = Clock::now();
+    std::memcpy(dst.data(), src.data(), bytes);
+    bw.copy = std::max(bw.copy, 2.0 * static_cast<double>(bytes) / Seconds(t0, Clock::now()));
+    const double copy_s = on_all_threads([&](size_t begin, size_t count) {
+      std::memcpy(dst.data() + begin, src.data() + begin, count * 8);
+    });
+    bw.copy_all_cores = std::max(bw.copy_all_cores, 2.0 * moved / copy_s);
+    const double read_s = on_all_threads([&](size_t begin, size_t count) {
+      uint64_t a = 0, b = 0, c = 0, d = 0;
+      const uint64_t* p = src.data() + begin;
+      for (size_t i = 0; i + 4 <= count; i += 4) {
+        a ^= p[i];
+        b ^= p[i + 1];
+        c ^= p[i + 2];
+        d ^= p[i + 3];
+      }
+      sinks[begin / share] ^= a ^ b ^ c ^ d;
+    });
+    bw.read_all_cores = std::max(bw.read_all_cores, moved / read_s);
+  }
+  uint64_t sink = 0;
+  for (uint64_t v : sinks) sink ^= v;
+  if (sink == 1) std::printf(" ");  // keeps the reads from being optimized away
+  return bw;
+}
+
+// `s` as a JSON string literal.
+std::string JsonString(const std::string& s) {
+  std::string out = "\"";
+  for (char c : s) {
+    if (c == '"' || c == '\\') out += '\\';
+    if (static_cast<unsigned char>(c) >= 0x20) out += c;
+  }
+  return out + "\"";
+}
+
+std::vector<int32_t> RandomTokens(int n, int32_t vocab, uint64_t* state) {
+  std::vector<int32_t> t(n);
+  for (int i = 0; i < n; ++i) {
+    *state = *state * 6364136223846793005ull + 1442695040888963407ull;
+    t[i] = static_cast<int32_t>((*state >> 33) % static_cast<uint64_t>(vocab));
+  }
+  return t;
+}
+
+struct DecodeResult {
+  int batch;
+  double step_s;
+  double tokens_per_s;
+  double floor_s;
+};
+
+struct PrefillResult {
+  int tokens;
+  double seconds;
+  double tokens_per_s;
+};
+
+// One prefill of `n` tokens into a fresh slot, last logits included.
+absl::StatusOr<PrefillResult> BenchPrefill(Backend& b, int n, int runs, uint64_t* rng) {
+  std::vector<double> times;
+  for (int run = -1; run < runs; ++run) {  // run -1 warms up
+    const std::vector<int32_t> tokens = RandomTokens(n, b.config().vocab_size, rng);
+    absl::Status s = b.ResetSlot(0);
+    if (!s.ok()) return s;
+    SeqWork w;
+    w.slot = 0;
+    w.tokens = tokens;
+    w.sample = true;
+    SeqResult r;
+    const auto t0 = Clock::now();
+    s = b.Step(absl::MakeConstSpan(&w, 1), absl::MakeSpan(&r, 1));
+    const double dt = Seconds(t0, Clock::now());
+    if (!s.ok()) return s;
+    if (run >= 0) times.push_back(dt);
+  }
+  const double med = Median(times);
+  return PrefillResult{n, med, n / med};
+}
+
+// `batch` sequences (prefilled with 16 random tokens each) decode together, one random input
+// token each per step, with the output head and a greedy sample per sequence.
+absl::StatusOr<DecodeResult> BenchDecode(Backend& b, int batch, int warmup, int steps,
+                                         uint64_t* rng) {
+  if (batch > b.num_slots()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("batch ", batch, " exceeds the backend's ", b.num_slots(), " slots"));
+  }
+  const int32_t vocab = b.config().vocab_size;
+  std::vector<std::vector<int32_t>> prompts;
+  std::vector<int32_t> next(batch);
+  std::vector<SeqWork> work(batch);
+  std::vector<SeqResult> results(batch);
+  for (int i = 0; i < batch; ++i) {
+    absl::Status s = b.ResetSlot(i);
+    if (!s.ok()) return s;
+    prompts.push_back(RandomTokens(16, vocab, rng));
+    work[i].slot = i;
+    work[i].tokens = prompts[i];
+    work[i].sample = true;
+  }
+  absl::Status s = b.Step(work, absl::MakeSpan(results));
+  if (!s.ok()) return s;
+  std::vector<double> times;
+  for (int step = 0; step < warmup + steps; ++step) {
+    const std::vector<int32_t> inputs = RandomTokens(batch, vocab, rng);
+    for (int i = 0; i < batch; ++i) {
+      next[i] = inputs[i];
+      work[i].tokens = absl::MakeConstSpan(&next[i], 1);
+      work[i].sample_position = static_cast<uint64_t>(step);
+    }
+    const auto t0 = Clock::now();
+    s = b.Step(work, absl::MakeSpan(results));
+    const double dt = Seconds(t0, Clock::now());
+    if (!s.ok()) return s;
+    if (step >= warmup) times.push_back(dt);
+  }
+  const double med = Median(times);
+  return DecodeResult{batch, med, batch / med, 0.0};
+}
+
+absl::Status Run() {
+  const std::string backend_kind = absl::GetFlag(FLAGS_backend);
+  const bool cuda = backend_kind == "cuda" || (backend_kind == "auto" && CudaAvailable());
+  std::string json = "{";
+
+  if (absl::GetFlag(FLAGS_scan_kernel)) {
+#if defined(MAMBA_HAVE_CUDA) && defined(MAMBA_BENCH_CUDA_HOOKS)
+    absl::StatusOr<std::string> r = RunScanKernelBench();
+    if (!r.ok()) return r.status();
+    json += absl::StrCat("\"scan_kernel\": ", *r);
+    if (!absl::GetFlag(FLAGS_json).empty()) {
+      std::ofstream(absl::GetFlag(FLAGS_json)) << json << "}\n";
+    }
+    return absl::OkStatus();
+#else
+    return absl::FailedPreconditionError("--scan_kernel needs a build with CUDA");
+#endif
+  }
+
+  LoadOptions load;
+  load.seed = absl::GetFlag(FLAGS_seed);
+  if (!absl::GetFlag(FLAGS_dtype).empty()) {
+    absl::StatusOr<DType> d = ParseDType(absl::GetFlag(FLAGS_dtype));
+    if (!d.ok()) return d.status();
+    load.dtype = *d;
+  }
+  const auto load_start = Clock::now();
+  absl::StatusOr<LoadedModel> model = LoadModel(absl::GetFlag(FLAGS_model), load);
+  if (!model.ok()) return model.status();
+  const double load_s = Seconds(load_start, Clock::now());
+  const ModelConfig config = model->config;
+  const std::string model_name = model->name;
+
+  absl::StatusOr<std::vector<int>> batches =
+      ParseList(absl::GetFlag(FLAGS_batch).empty() ? (cuda ? "1,16,64,256" : "1,8")
+                                                   : absl::GetFlag(FLAGS_batch),
+                "batch");
+  if (!batches.ok()) return batches.status();
+  absl::StatusOr<std::vector<int>> prefills =
+      ParseList(absl::GetFlag(FLAGS_prefill).empty() ? (cuda ? "512,2048,8192" : "512")
+                                                     : absl::GetFlag(FLAGS_prefill),
+                "prefill");
+  if (!prefills.ok()) return prefills.status();
+  const int steps = absl::GetFlag(FLAGS_steps) > 0 ? absl::GetFlag(FLAGS_steps) : (cuda ? 200 : 20);
+
+  BackendOptions options;
+  options.kind = backend_kind;
+  options.cpu_threads = absl::GetFlag(FLAGS_threads);
+  options.state_dtype = absl::GetFlag(FLAGS_state_dtype);
+  options.deterministic = absl::GetFlag(FLAGS_deterministic);
+  int max_batch = 1;
+  for (int b : *batches) max_batch = std::max(max_batch, b);
+  options.num_slots = std::max(max_batch, 1);
+  options.max_batch = std::max(max_batch, 1);
+  absl::StatusOr<std::unique_ptr<Backend>> backend = CreateBackend(options, *model);
+  if (!backend.ok()) return backend.status();
+  Backend& b = **backend;
+
+  const int threads = absl::GetFlag(FLAGS_threads) > 0
+                          ? absl::GetFlag(FLAGS_threads)
+                          : std::max(1u, std::thread::hardware_concurrency());
+  double bandwidth = absl::GetFlag(FLAGS_bandwidth_gbps) * 1e9;
+  std::string bandwidth_source = "--bandwidth_gbps";
+  HostBandwidth host;
+  if (!cuda) host = MeasureHostBandwidth(threads);
+  if (bandwidth <= 0.0) {
+    if (cuda) {
+      bandwidth = 3000e9;
+      bandwidth_source = "PERF.md H100 device-to-device copy";
+    } else {
+      bandwidth = host.copy;
+      bandwidth_source = "measured: one memcpy of 512 MiB, reads + writes, best of 5";
+    }
+  }
+  const double weight_bytes = static_cast<double>(b.weight_bytes());
+  // Per sequence and step: the SSM state read and written, the conv state read and written, and
+  // the logits written (fp32 state and logits).
+  const double state_bytes_per_seq = 2.0 * config.n_layer *
+                                         (static_cast<double>(config.SsmStateElementsPerLayer()) +
+                                          static_cast<double>(config.ConvStateElementsPerLayer())) *
+                                         (b.state_dtype() == DType::kF32 ? 4.0 : 2.0) +
+                                     4.0 * config.vocab_size;
+
+  std::printf("model      %s (%s, %.1fM parameters), loaded in %.1f s\n", model_name.c_str(),
+              config.Summary().c_str(), config.NumParameters() / 1e6, load_s);
+  std::printf("backend    %s: %s\n", b.name().c_str(), b.device().c_str());
+  std::printf("weights    %s, %.1f MB\n", std::string(DTypeName(b.weight_dtype())).c_str(),
+              weight_bytes / 1e6);
+  std::printf("bandwidth  %.1f GB/s (%s)\n", bandwidth / 1e9, bandwidth_source.c_str());
+  if (!cuda) {
+    std::printf("           all %d threads: copy %.1f GB/s (reads + writes), read-only %.1f GB/s\n",
+                threads, host.copy_all_cores / 1e9, host.read_all_cores / 1e9);
+  }
+  std::printf("floor      %s / bandwidth\n",
+              cuda ? "(W + B * (2 SSM + 2 conv state + logits bytes))" : "weight bytes");
+  json += absl::StrFormat(
+      "\"model\": %s, \"backend\": %s, \"device\": %s, \"dtype\": %s, \"weight_bytes\": %.0f, "
+      "\"bandwidth_gbps\": %.2f, \"bandwidth_source\": %s, \"threads\": %d",
+      JsonString(model_name), JsonString(b.name()), JsonString(b.device()),
+      JsonString(std::string(DTypeName(b.weight_dtype()))), weight_bytes, bandwidth / 1e9,
+      JsonString(bandwidth_source), threads);
+  if (!cuda) {
+    json += absl::StrFormat(", \"copy_all_cores_gbps\": %.2f, \"read_all_cores_gbps\": %.2f",
+                            host.copy_all_cores / 1e9, host.read_all_cores / 1e9);
+  }
+
+  uint64_t rng = absl::GetFlag(FLAGS_seed) * 0x9E3779B97F4A7C15ull + 12345;
+  std::vector<std::string> prefill_json;
+  for (int n : *prefills) {
+    absl::StatusOr<PrefillResult> r = BenchPrefill(b, n, absl::GetFlag(FLAGS_prefill_runs), &rng);
+    if (!r.ok()) return r.status();
+    std::printf("prefill    %6d tokens: %9.1f ms  %9.1f tok/s\n", n, r->seconds * 1e3,
+                r->tokens_per_s);
+    prefill_json.push_back(absl::StrFormat("{\"tokens\": %d, \"ms\": %.3f, \"tokens_per_s\": %.2f}",
+                                           n, r->seconds * 1e3, r->tokens_per_s));
+  }
+  json += absl::StrCat(", \"prefill\": [", absl::StrJoin(prefill_json, ", "), "]");
+
+  std::vector<std::string> decode_json;
+  double batch1_tps = 0.0;
+  if (!batches->empty()) {
+    std::printf("decode     %5s %12s %12s %14s %9s %9s\n", "batch", "us/step", "tok/s",
+                "floor us/step", "of floor", "W GB/s");
+  }
+  for (int batch : *batches) {
+    absl::StatusOr<DecodeResult> r =
+        BenchDecode(b, batch, absl::GetFlag(FLAGS_warmup), steps, &rng);
+    if (!r.ok()) return r.status();
+    const double floor_bytes = weight_bytes + (cuda ? batch * state_bytes_per_seq : 0.0);
+    r->floor_s = floor_bytes / bandwidth;
+    if (batch == 1) batch1_tps = r->tokens_per_s;
+    std::printf("           %5d %12.1f %12.1f %14.1f %8.1f%% %9.1f", batch, r->step_s * 1e6,
+                r->tokens_per_s, r->floor_s * 1e6, 100.0 * r->floor_s / r->step_s,
+                weight_bytes / r->step_s / 1e9);
+    if (batch > 1 && batch1_tps > 0.0) {
+      std::printf("   %.2fx batch 1", r->tokens_per_s / batch1_tps);
+    }
+    std::printf("\n");
+    decode_json.push_back(absl::StrFormat(
+        "{\"batch\": %d, \"us_per_step\": %.2f, \"tokens_per_s\": %.2f, \"floor_us_per_step\": "
+        "%.2f, \"fraction_of_floor\": %.4f, \"steps\": %d}",
+        batch, r->step_s * 1e6, r->tokens_per_s, r->floor_s * 1e6, r->floor_s / r->step_s, steps));
+  }
+  json += absl::StrCat(", \"decode\": [", absl::StrJoin(decode_json, ", "), "]");
+
+  if (absl::GetFlag(FLAGS_breakdown)) {
+#if defined(MAMBA_HAVE_CUDA) && defined(MAMBA_BENCH_CUDA_HOOKS)
+    if (!cuda) return absl::FailedPreconditionError("--breakdown needs --backend=cuda");
+    absl::StatusOr<std::string> r = RunCudaBreakdown(b, batches->empty() ? 1 : batches->back(),
+                                                     prefills->empty() ? 512 : prefills->front());
+    if (!r.ok()) return r.status();
+    json += absl::StrCat(", \"breakdown\": ", *r);
+#else
+    return absl::FailedPreconditionError("--breakdown needs a build with CUDA");
+#endif
+  }
+  json += "}\n";
+  if (!absl::GetFlag(FLAGS_json).empty()) {
+    std::ofstream out(absl::GetFlag(FLAGS_json));
+    out << json;
+    if (!out) {
+      return absl::UnavailableError(absl::StrCat("cannot write ", absl::GetFlag(FLAGS_json)));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+}  // namespace mamba::bench
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "Prefill and decode throughput of a Mamba backend against the memory bandwidth floor.\n"
+      "  mamba-bench --model=synthetic:130m --backend=cpu --dtype=fp16 --batch=1,8 "
+      "--prefill=512");
+  absl::ParseCommandLine(argc, argv);
+  const absl::Status s = mamba::bench::Run();
+  if (!s.ok()) {
+    std::fprintf(stderr, "mamba-bench: %s\n", std::string(s.message()).c_str());
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,41 @@
+// An independent, deliberately plain Mamba-1 forward pass in double precision, written from the
+// formulas in DESIGN.md (and HF transformers' slow path) with scalar loops over the weights' slow
+// element accessor. Tests compare the CPU backend against it, so that the backend is not only
+// compared with itself. Slow: for tiny models and a few layers of bigger ones.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "engine/model_config.h"
+#include "engine/model_weights.h"
+
+namespace mamba::testing {
+
+class ReferenceMamba {
+ public:
+  struct State {
+    // Same layout as the backend's HostState: conv [layer][d_inner][d_conv - 1] (oldest first),
+    // ssm [layer][d_inner][d_state].
+    std::vector<double> conv;
+    std::vector<double> ssm;
+  };
+
+  // `weights` must outlive this object.
+  ReferenceMamba(const ModelConfig& config, const ModelWeights& weights);
+
+  State NewState() const;
+  // Feeds `tokens` from `state` (updated) and returns the logits after the last one.
+  std::vector<double> Forward(State& state, const std::vector<int32_t>& tokens) const;
+
+ private:
+  // y[n] = sum_k w[n][k] x[k] (+ bias[n]).
+  std::vector<double> Linear(const TensorView& w, const TensorView& bias,
+                             const std::vector<double>& x) const;
+  std::vector<double> RmsNorm(const std::vector<double>& x, const TensorView& w) const;
+
+  ModelConfig c_;
+  const ModelWeights& w_;
+};
+
+}  // namespace mamba::testing
