@@ -748,6 +748,10 @@ def main(argv=None):
     # Save in fp16 with HF names; the saved config must load without mambapy.
     model.config.use_mambapy = False
     model.config.use_cache = True
+    # rescale_prenorm_residual is an initialisation rule, but transformers also applies it
+    # (out_proj / sqrt(num_hidden_layers)) to the weights from_pretrained loads: saved with it
+    # on, the checkpoint would load as a different model from the one trained.
+    model.config.rescale_prenorm_residual = False
     model.half()
     try:
         model.save_pretrained(args.out, safe_serialization=True)
