@@ -1,0 +1,89 @@
+// The machinery of `mamba-client load`: drives many concurrent Generate streams with gRPC's
+// asynchronous API and records what each request did. No thread per stream: a few threads poll
+// completion queues and run every stream's next step inline (no hand-off between threads per
+// message, which is what keeps the client's CPU cost per token low), and one timer thread paces
+// open-loop arrivals and session think times.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "client/load_stats.h"
+#include "client/load_workload.h"
+#include "grpcpp/channel.h"
+
+namespace mamba::client::load {
+
+// How one phase (a warmup, or one sweep point) loads the server.
+struct RunPlan {
+  enum class Mode {
+    kClosed,    // `concurrency` requests in flight; each ending starts the next
+    kOpen,      // arrivals at `rate` (gamma gaps with shape `burstiness`), at most
+                // `concurrency` in flight when it is > 0 (later arrivals wait for a free place)
+    kSessions,  // `sessions` sessions at once, each `turns` turns in sequence with
+                // `think_time` between them, then closed
+  };
+  Mode mode = Mode::kClosed;
+  int32_t concurrency = 1;
+  double rate = 0;
+  double burstiness = 1;
+  int32_t sessions = 0;
+  int32_t turns = 1;
+  absl::Duration think_time = absl::ZeroDuration();
+  // Bounds: no request starts after `max_requests` have started (0 = no bound) or once
+  // `duration` has passed since the phase began (zero = no bound). Started requests finish.
+  int64_t max_requests = 0;
+  absl::Duration duration = absl::ZeroDuration();
+  uint64_t seed = 0;  // of the arrival process and the session ids' order
+};
+
+// Where the load goes.
+struct LoadTarget {
+  // Requests and sessions are spread round-robin over these (a session stays on one).
+  std::vector<std::shared_ptr<grpc::Channel>> channels;
+  absl::Duration request_timeout = absl::ZeroDuration();  // per call; zero = none
+  // Threads polling completion queues (each its own queue; calls are spread over them).
+  int32_t poll_threads = 1;
+};
+
+// Counters a progress display may read while a phase runs.
+struct LiveCounters {
+  std::atomic<int64_t> sent{0};
+  std::atomic<int64_t> done{0};
+  std::atomic<int64_t> failed{0};
+  std::atomic<int64_t> tokens{0};
+};
+
+struct PhaseResult {
+  std::vector<RequestRecord> records;
+  PhaseMeasurements measured;
+};
+
+// Validates the plan (what is allowed is in the error).
+absl::Status ValidatePlan(const RunPlan& plan);
+
+// Runs one phase and blocks until every request and session call it started has ended. Failed
+// calls (RESOURCE_EXHAUSTED included) are recorded, not fatal. `live` may be null.
+absl::StatusOr<PhaseResult> RunPhase(const RunPlan& plan, const LoadTarget& target,
+                                     Workload& workload, LiveCounters* live);
+
+// A channel to `address` of its own (its own TCP connection: channels are not pooled), with no
+// message size limits.
+std::shared_ptr<grpc::Channel> OpenLoadChannel(const std::string& address, int index);
+
+// OK when every address `target` (a gRPC target: HOST:PORT, [V6]:PORT, dns:///HOST:PORT,
+// ipv4:/ipv6: lists, unix:PATH) resolves to is a loopback address; an error naming the offending
+// address otherwise, or when it cannot be resolved.
+absl::Status CheckLoopbackTarget(std::string_view target);
+
+// 32 lowercase hex digits from the system's CSPRNG: a client-chosen session id.
+std::string RandomSessionId();
+
+}  // namespace mamba::client::load
