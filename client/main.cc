@@ -3,6 +3,7 @@
 // Flags may come before or after the subcommand. A failed call prints the gRPC status code name
 // and message to stderr and exits 1; usage errors exit 2.
 #include <cstdio>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -42,7 +43,9 @@ std::string Usage() {
       "Usage: mamba-client SUBCOMMAND [ARGS] [--flags]\n";
   for (const Subcommand& s : kSubcommands)
     absl::StrAppend(&usage, "  ", s.name, " ", s.usage, "\n");
-  absl::StrAppend(&usage, "Common flags: --addr, --json, --timeout_seconds. --helpfull lists all.");
+  absl::StrAppend(&usage,
+                  "Common flags: --addr, --json, --timeout_seconds, --token, --tls, --tls_ca, "
+                  "--tls_cert, --tls_key, --tls_server_name. --helpfull lists all.");
   return usage;
 }
 
@@ -54,6 +57,13 @@ int main(int argc, char** argv) {
   if (positional.size() < 2) {
     std::fprintf(stderr, "%s\n", Usage().c_str());
     return mamba::client::kExitUsage;
+  }
+  // Connection flags are checked once here, so that a bad file or combination is a usage error
+  // before any call is made.
+  absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials =
+      mamba::client::ChannelCredentialsFromFlags();
+  if (!credentials.ok()) {
+    return mamba::client::ReportUsageError(std::string(credentials.status().message()));
   }
   const std::string name = positional[1];
   mamba::client::Args args(positional.begin() + 2, positional.end());

@@ -151,7 +151,20 @@ class GenerateCall final : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
     {
       std::lock_guard<std::mutex> lock(mu_);
       if (finishing_ || write_in_flight_ || !stream_) return;
-      if (!stream_->Read(&chunk)) return;  // on_ready will fire when more arrives
+      // Text without tokens (what the engine flushes as a generation ends: the held-back bytes
+      // of an incomplete character or of a possible stop string) rides with the next chunk. Keep
+      // reading until the stream is drained or a chunk can be sent: returning after such a chunk
+      // would leave the stream believing its consumer busy, so its end would never be signalled
+      // and the call would hang until its deadline.
+      while (true) {
+        if (!stream_->Read(&chunk)) return;  // on_ready will fire when more arrives
+        if (!held_text_.empty()) {
+          chunk.text.insert(0, held_text_);
+          held_text_.clear();
+        }
+        if (chunk.finished || !chunk.token_ids.empty()) break;
+        held_text_ = std::move(chunk.text);
+      }
       absl::Status encoded = absl::OkStatus();
       if (!chunk.token_ids.empty() || chunk.finished) {
         FillGenerateResponse(chunk, *tokenizer_, record_.request_id, &response_);
@@ -248,6 +261,7 @@ class GenerateCall final : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
   bool finishing_ = false;  // Finish or StartWriteAndFinish issued (or about to be)
   bool client_cancelled_ = false;
   std::unique_ptr<grpc::Status> forced_status_;
+  std::string held_text_;  // text read without tokens, sent with the next chunk
   // The message being written; not touched until the write completes.
   v1::GenerateResponse response_;
   grpc::ByteBuffer buffer_;
@@ -270,6 +284,8 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* GenerationService::Generate(
     return new RejectedGenerate(ToGrpcStatus(status));
   };
 
+  absl::StatusOr<std::string> tenant = state_->Authenticate(*context);
+  if (!tenant.ok()) return reject(tenant.status(), "");
   v1::GenerateRequest proto;
   absl::Status parsed = request == nullptr
                             ? absl::InvalidArgumentError("GenerateRequest payload is missing")
@@ -282,7 +298,7 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* GenerationService::Generate(
       proto, state_->limits(), state_->model_limits(), state_->NextDefaultSeed());
   if (!converted.ok()) return reject(converted.status(), proto.session_id());
   GenerationRequest generation = *std::move(converted);
-  generation.tenant = state_->TenantOf(*context);
+  generation.tenant = *std::move(tenant);
   generation.deadline = CallDeadline(*context);
 
   auto call = std::make_shared<GenerateCall>(state_, &(*engine)->tokenizer(), start,

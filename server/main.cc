@@ -2,7 +2,9 @@
 //
 // Prints exactly one line to stdout once the model is loaded and the server is ready:
 //   mamba-serve listening grpc=HOST:PORT metrics=HOST:PORT
-// Everything else (JSON log lines) goes to stderr. SIGTERM or SIGINT drains and exits with 0.
+// Everything else (JSON log lines) goes to stderr. SIGTERM or SIGINT drains and exits with 0;
+// SIGHUP re-reads --auth_tokens_file. Exit codes: 2 for bad flags, 1 when the server cannot start
+// (port, TLS or tokens file, model).
 #include <signal.h>
 
 #include <atomic>
@@ -10,6 +12,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -53,6 +56,15 @@ ABSL_FLAG(int32_t, metrics_port, 8080,
           "HTTP port of /metrics, /healthz and /readyz; 0 picks a free one, -1 serves none");
 ABSL_FLAG(int32_t, max_receive_message_bytes, 64 << 20,
           "Largest request accepted, in bytes (ImportSession carries a whole session state)");
+ABSL_FLAG(std::string, tls_cert, "",
+          "PEM certificate chain of the gRPC port; with --tls_key turns TLS on (both or neither)");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert");
+ABSL_FLAG(std::string, tls_client_ca, "",
+          "PEM CA bundle; when set (needs --tls_cert/--tls_key) clients must present a "
+          "certificate it signed");
+ABSL_FLAG(std::string, auth_tokens_file, "",
+          "File of `TOKEN TENANT` lines; when set every mambaserve.v1 call needs "
+          "`authorization: Bearer TOKEN` (health and reflection stay open). Re-read on SIGHUP");
 ABSL_FLAG(int32_t, stream_threads, 0,
           "Threads that send generated tokens to clients; 0 = a quarter of the cores (1 to 8)");
 
@@ -61,6 +73,10 @@ ABSL_FLAG(int32_t, max_prompt_tokens, 16384, "Most input tokens one request may 
 ABSL_FLAG(int32_t, max_new_tokens, 4096, "Largest max_tokens a request may ask for");
 ABSL_FLAG(int32_t, max_sessions, 10000, "Most sessions alive at once");
 ABSL_FLAG(int32_t, session_ttl_seconds, 1800, "Idle time after which a session expires (default)");
+ABSL_FLAG(int32_t, tenant_max_sessions, 0,
+          "Most sessions one tenant may hold at once; 0 = no per-tenant limit");
+ABSL_FLAG(int32_t, tenant_max_running, 0,
+          "Most requests one tenant may have queued or running at once; 0 = no per-tenant limit");
 ABSL_FLAG(double, host_state_memory_gb, 4.0,
           "Host memory for idle sessions moved off the GPU, in GB; past it the oldest are dropped");
 
@@ -118,6 +134,10 @@ absl::StatusOr<ServerOptions> OptionsFromFlags() {
   o.limits.max_new_tokens = absl::GetFlag(FLAGS_max_new_tokens);
   o.drain_timeout = absl::Seconds(absl::GetFlag(FLAGS_drain_seconds));
   o.deterministic_seeds = absl::GetFlag(FLAGS_deterministic);
+  o.tls.cert_file = absl::GetFlag(FLAGS_tls_cert);
+  o.tls.key_file = absl::GetFlag(FLAGS_tls_key);
+  o.tls.client_ca_file = absl::GetFlag(FLAGS_tls_client_ca);
+  o.auth_tokens_file = absl::GetFlag(FLAGS_auth_tokens_file);
 
   mamba::EngineOptions& e = o.engine;
   e.model = absl::GetFlag(FLAGS_model);
@@ -138,6 +158,8 @@ absl::StatusOr<ServerOptions> OptionsFromFlags() {
   e.max_sessions = absl::GetFlag(FLAGS_max_sessions);
   e.session_ttl = absl::Seconds(absl::GetFlag(FLAGS_session_ttl_seconds));
   e.host_state_memory_gb = absl::GetFlag(FLAGS_host_state_memory_gb);
+  e.tenant_max_sessions = absl::GetFlag(FLAGS_tenant_max_sessions);
+  e.tenant_max_running = absl::GetFlag(FLAGS_tenant_max_running);
 
   absl::Status valid = FirstError({
       OneOf("backend", e.backend, {"auto", "cpu", "cuda"}),
@@ -159,6 +181,9 @@ absl::StatusOr<ServerOptions> OptionsFromFlags() {
       AtLeast("port", o.port, 0),
       AtLeast("metrics_port", o.metrics_port, -1),
       AtLeast("max_receive_message_bytes", o.max_receive_message_bytes, 1024),
+      AtLeast("tenant_max_sessions", e.tenant_max_sessions, 0),
+      AtLeast("tenant_max_running", e.tenant_max_running, 0),
+      mamba::server::CheckTlsFileCombination(o.tls),
   });
   if (!valid.ok()) return valid;
   if (!(e.gpu_memory_fraction > 0.0 && e.gpu_memory_fraction <= 1.0)) {
@@ -187,8 +212,9 @@ void ProtobufLogHandler(google::protobuf::LogLevel level, const char* filename, 
   Logger().Log(ours, "protobuf", {{"file", filename}, {"line", line}, {"message", message}});
 }
 
-// Receives SIGTERM/SIGINT synchronously (they are blocked in every thread), so no work happens
-// in a signal handler. The first signal starts the drain; a second one exits at once.
+// Receives SIGTERM/SIGINT/SIGHUP synchronously (they are blocked in every thread), so no work
+// happens in a signal handler. The first SIGTERM/SIGINT starts the drain; a second one exits at
+// once. SIGHUP runs the reload action (when one is set) and nothing else.
 class SignalWatcher {
  public:
   explicit SignalWatcher(const sigset_t& signals) : signals_(signals) {
@@ -201,6 +227,12 @@ class SignalWatcher {
 
   // While true, a signal exits the process at once (nothing has been served yet).
   void set_exit_immediately(bool v) { exit_immediately_.store(v); }
+  // What SIGHUP does (runs on the watcher thread). Returns once no earlier action is running, so
+  // after set_reload(nullptr) what the old action used may go away.
+  void set_reload(std::function<void()> reload) {
+    std::lock_guard<std::mutex> lock(reload_mu_);
+    reload_ = std::move(reload);
+  }
 
   void Wait() {
     std::unique_lock<std::mutex> lock(mu_);
@@ -215,6 +247,15 @@ class SignalWatcher {
       siginfo_t info;
       const int sig = sigtimedwait(&signals_, &info, &poll);
       if (sig < 0) continue;  // timeout or EINTR
+      if (sig == SIGHUP) {
+        std::lock_guard<std::mutex> lock(reload_mu_);
+        if (reload_) {
+          reload_();
+        } else {
+          Logger().Info("SIGHUP ignored: nothing to reload");
+        }
+        continue;
+      }
       ++received;
       if (exit_immediately_.load() || received > 1) {
         Logger().Info("signal received: exiting now", {{"signal", strsignal(sig)}});
@@ -236,6 +277,8 @@ class SignalWatcher {
   std::mutex mu_;
   std::condition_variable cv_;
   bool signalled_ = false;
+  std::mutex reload_mu_;
+  std::function<void()> reload_;  // guarded by reload_mu_; runs under it
   std::thread thread_;
 };
 
@@ -248,6 +291,7 @@ int main(int argc, char** argv) {
   sigemptyset(&signals);
   sigaddset(&signals, SIGTERM);
   sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   absl::SetProgramUsageMessage(
@@ -281,9 +325,23 @@ int main(int argc, char** argv) {
     Logger().Error("could not start", {{"error", std::string(server.status().message())}});
     return 1;
   }
+  // Tokens may change while the model loads; SIGHUP works from here on.
+  if (!absl::GetFlag(FLAGS_auth_tokens_file).empty()) {
+    MambaServer* running = server->get();
+    watcher.set_reload([running] {
+      absl::Status reloaded = running->ReloadAuthTokens();
+      if (reloaded.ok()) {
+        Logger().Info("auth tokens reloaded", {{"file", running->options().auth_tokens_file}});
+      } else {
+        Logger().Error("auth tokens not reloaded; the previous tokens stay in use",
+                       {{"error", std::string(reloaded.message())}});
+      }
+    });
+  }
   absl::Status loaded = (*server)->LoadModel();
   if (!loaded.ok()) {
     Logger().Error("could not load the model", {{"error", std::string(loaded.message())}});
+    watcher.set_reload(nullptr);
     (*server)->Shutdown();
     return 1;
   }
@@ -293,6 +351,7 @@ int main(int argc, char** argv) {
   std::fflush(stdout);
 
   watcher.Wait();
+  watcher.set_reload(nullptr);
   (*server)->Shutdown();
   server->reset();
   Logger().Info("stopped");

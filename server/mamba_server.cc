@@ -73,6 +73,18 @@ absl::StatusOr<std::unique_ptr<MambaServer>> MambaServer::Start(ServerOptions op
                                                    options.max_receive_message_bytes,
                                                    " is too small; allowed: >= 1024"));
   }
+  absl::Status tls_combination = CheckTlsFileCombination(options.tls);
+  if (!tls_combination.ok()) return tls_combination;
+  absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> credentials =
+      ServerCredentialsFor(options.tls);
+  if (!credentials.ok()) return credentials.status();
+  std::shared_ptr<TokenAuthenticator> authenticator;
+  if (!options.auth_tokens_file.empty()) {
+    absl::StatusOr<std::unique_ptr<TokenAuthenticator>> loaded =
+        TokenAuthenticator::FromFile(options.auth_tokens_file);
+    if (!loaded.ok()) return loaded.status();
+    authenticator = *std::move(loaded);
+  }
   std::unique_ptr<MambaServer> server(new MambaServer(std::move(options)));
   MambaServer* s = server.get();
   const ServerOptions& opts = s->options_;
@@ -84,6 +96,8 @@ absl::StatusOr<std::unique_ptr<MambaServer>> MambaServer::Start(ServerOptions op
   if (!serving_metrics.ok()) return serving_metrics.status();
   s->metrics_ = *std::move(serving_metrics);
   s->state_.set_call_observer([s](const metrics::RequestRecord& r) { s->ReportCall(r); });
+  s->authenticator_ = authenticator;
+  s->state_.set_authenticator(std::move(authenticator));
 
   if (opts.metrics_port >= 0) {
     metrics::MetricsHttpOptions http;
@@ -104,9 +118,7 @@ absl::StatusOr<std::unique_ptr<MambaServer>> MambaServer::Start(ServerOptions op
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
-  // The credentials are where TLS plugs in.
-  builder.AddListeningPort(JoinHostPort(opts.host, opts.port), grpc::InsecureServerCredentials(),
-                           &s->port_);
+  builder.AddListeningPort(JoinHostPort(opts.host, opts.port), *std::move(credentials), &s->port_);
   // Without this a second server could bind the same port (SO_REUSEPORT) and silently take a
   // share of the connections.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
@@ -130,6 +142,12 @@ absl::StatusOr<std::unique_ptr<MambaServer>> MambaServer::Start(ServerOptions op
   health->SetServingStatus(kLivenessService, true);
   health->SetServingStatus(kReadinessService, false);
   health->SetServingStatus("", false);
+  Logger().Info(
+      "transport security",
+      {{"tls", opts.tls.enabled() ? "on" : "off"},
+       {"client_certificates", opts.tls.client_ca_file.empty() ? "not requested" : "required"},
+       {"auth", s->authenticator_ != nullptr ? "bearer tokens" : "off"},
+       {"auth_tokens", s->authenticator_ != nullptr ? s->authenticator_->size() : 0}});
   return server;
 }
 
@@ -173,6 +191,14 @@ absl::Status MambaServer::LoadModel() {
   health->SetServingStatus(kReadinessService, true);
   health->SetServingStatus("", true);
   return absl::OkStatus();
+}
+
+absl::Status MambaServer::ReloadAuthTokens() {
+  if (authenticator_ == nullptr) {
+    return absl::FailedPreconditionError(
+        "authentication is off (no --auth_tokens_file); nothing to reload");
+  }
+  return authenticator_->Reload();
 }
 
 bool MambaServer::draining() const {

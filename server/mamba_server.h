@@ -25,6 +25,8 @@
 #include "server/metrics/serving_metrics.h"
 #include "server/request_validation.h"
 #include "server/serving_state.h"
+#include "server/tls_credentials.h"
+#include "server/token_auth.h"
 
 namespace mamba::server {
 
@@ -56,6 +58,11 @@ struct ServerOptions {
   // Server-side keepalive: ping idle connections so dead peers free their streams.
   absl::Duration keepalive_time = absl::Seconds(60);
   absl::Duration keepalive_timeout = absl::Seconds(20);
+  // TLS on the gRPC port (off when the certificate and key are "").
+  TlsFiles tls;
+  // Bearer-token authentication from this file (see server/token_auth.h); "" = off, every call
+  // then belongs to the tenant "".
+  std::string auth_tokens_file;
 
   EngineOptions engine;
 };
@@ -65,7 +72,8 @@ std::string JoinHostPort(const std::string& host, int port);
 
 class MambaServer {
  public:
-  // Binds host:port and starts serving health checks. Fails when the address cannot be bound.
+  // Binds host:port and starts serving health checks. Fails when the address cannot be bound, or
+  // when a TLS or auth tokens file cannot be read or is invalid (the error names the file).
   static absl::StatusOr<std::unique_ptr<MambaServer>> Start(ServerOptions options);
   ~MambaServer();  // Shutdown()
   MambaServer(const MambaServer&) = delete;
@@ -95,6 +103,11 @@ class MambaServer {
   // True once Shutdown has begun.
   bool draining() const;
 
+  // Re-reads the auth tokens file (SIGHUP). On error the tokens in use stay as they were.
+  // FAILED_PRECONDITION when authentication is off.
+  absl::Status ReloadAuthTokens();
+  bool tls_enabled() const { return options_.tls.enabled(); }
+
  private:
   explicit MambaServer(ServerOptions options);
   void ReportCall(const metrics::RequestRecord& record) const;
@@ -103,6 +116,7 @@ class MambaServer {
   metrics::Registry registry_;
   std::unique_ptr<metrics::ServingMetrics> metrics_;  // the engine's observer: outlives it
   std::unique_ptr<metrics::MetricsHttpServer> metrics_http_;
+  std::shared_ptr<TokenAuthenticator> authenticator_;  // null when auth is off
   ServingState state_;
   std::unique_ptr<GenerationService> generation_service_;
   std::unique_ptr<SessionService> session_service_;

@@ -22,7 +22,7 @@ grpc::ServerUnaryReactor* ModelService::Tokenize(grpc::CallbackServerContext* co
                                                  grpc::ByteBuffer* response) {
   UnaryCall call{state_, context->DefaultReactor(), response, "Tokenize", absl::Now(), ""};
   v1::TokenizeRequest proto;
-  Engine* engine = BeginUnaryCall(call, request, &proto);
+  Engine* engine = BeginUnaryCall(call, *context, request, &proto);
   if (engine == nullptr) return call.reactor;
   absl::StatusOr<std::vector<int32_t>> ids =
       engine->tokenizer().Encode(proto.text(), proto.add_special_tokens());
@@ -43,7 +43,7 @@ grpc::ServerUnaryReactor* ModelService::Detokenize(grpc::CallbackServerContext* 
                                                    grpc::ByteBuffer* response) {
   UnaryCall call{state_, context->DefaultReactor(), response, "Detokenize", absl::Now(), ""};
   v1::DetokenizeRequest proto;
-  Engine* engine = BeginUnaryCall(call, request, &proto);
+  Engine* engine = BeginUnaryCall(call, *context, request, &proto);
   if (engine == nullptr) return call.reactor;
   absl::Status valid = ValidateDetokenizeRequest(proto, engine->tokenizer());
   if (!valid.ok()) {
@@ -67,7 +67,7 @@ grpc::ServerUnaryReactor* ModelService::GetModelInfo(grpc::CallbackServerContext
                                                      grpc::ByteBuffer* response) {
   UnaryCall call{state_, context->DefaultReactor(), response, "GetModelInfo", absl::Now(), ""};
   v1::GetModelInfoRequest proto;
-  Engine* engine = BeginUnaryCall(call, request, &proto);
+  Engine* engine = BeginUnaryCall(call, *context, request, &proto);
   if (engine == nullptr) return call.reactor;
   v1::ModelInfo out;
   FillModelInfo(engine->model_info(), state_->limits(), engine->options().max_sessions, &out);

@@ -65,8 +65,13 @@ ModelLimits ServingState::model_limits() const {
   return m;
 }
 
-std::string ServingState::TenantOf(const grpc::CallbackServerContext& /*context*/) const {
-  return "";
+absl::StatusOr<std::string> ServingState::Authenticate(
+    const grpc::CallbackServerContext& context) const {
+  if (authenticator_ == nullptr) return std::string();
+  const auto& metadata = context.client_metadata();
+  auto it = metadata.find("authorization");
+  if (it == metadata.end()) return authenticator_->Authenticate(std::nullopt);
+  return authenticator_->Authenticate(std::string_view(it->second.data(), it->second.size()));
 }
 
 uint64_t ServingState::NextDefaultSeed() {

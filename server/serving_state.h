@@ -17,12 +17,14 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "engine/engine.h"
 #include "grpcpp/server_context.h"
 #include "server/metrics/request_log.h"
 #include "server/request_validation.h"
 #include "server/stream_dispatcher.h"
+#include "server/token_auth.h"
 
 namespace mamba::server {
 
@@ -67,9 +69,15 @@ class ServingState {
   Engine* engine() const { return engine_.load(std::memory_order_acquire); }
   ModelLimits model_limits() const;
 
-  // The tenant a call acts for. Without authentication every call belongs to the same tenant,
-  // "" (the engine's "no tenant"); authentication will derive it from the call's credentials.
-  std::string TenantOf(const grpc::CallbackServerContext& context) const;
+  // Authenticates a call and returns the tenant it acts for. Without an authenticator every call
+  // belongs to the same tenant, "" (the engine's "no tenant"); with one, the call's bearer token
+  // names the tenant, and a missing or unknown token is UNAUTHENTICATED. Services call this
+  // before any other work on the request.
+  absl::StatusOr<std::string> Authenticate(const grpc::CallbackServerContext& context) const;
+  // Turns bearer-token authentication on (null: off). Set before serving.
+  void set_authenticator(std::shared_ptr<const TokenAuthenticator> authenticator) {
+    authenticator_ = std::move(authenticator);
+  }
 
   // Seed for a request that did not choose one: random, or with deterministic seeds a sequence
   // derived from --seed (reproducible runs in tests and benchmarks).
@@ -102,6 +110,7 @@ class ServingState {
   std::atomic<ServingPhase> phase_{ServingPhase::kLoading};
   std::atomic<Engine*> engine_{nullptr};
   CallObserver call_observer_;
+  std::shared_ptr<const TokenAuthenticator> authenticator_;
 
   mutable std::mutex mu_;
   std::condition_variable idle_cv_;

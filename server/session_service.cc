@@ -52,7 +52,7 @@ grpc::ServerUnaryReactor* SessionService::CreateSession(grpc::CallbackServerCont
                                                         grpc::ByteBuffer* response) {
   UnaryCall call{state_, context->DefaultReactor(), response, "CreateSession", absl::Now(), ""};
   v1::CreateSessionRequest proto;
-  Engine* engine = BeginUnaryCall(call, request, &proto);
+  Engine* engine = BeginUnaryCall(call, *context, request, &proto);
   if (engine == nullptr) return call.reactor;
   absl::StatusOr<std::string> id =
       RequestedSessionId(proto.session_id(), SessionMetadata(*context));
@@ -67,7 +67,7 @@ grpc::ServerUnaryReactor* SessionService::CreateSession(grpc::CallbackServerCont
     call.Finish(prompt.status(), nullptr);
     return call.reactor;
   }
-  engine->CreateSession(state_->TenantOf(*context), *std::move(prompt), Ttl(proto.ttl_seconds()),
+  engine->CreateSession(call.tenant, *std::move(prompt), Ttl(proto.ttl_seconds()),
                         FinishWithSession(call), *id);
   return call.reactor;
 }
@@ -77,7 +77,7 @@ grpc::ServerUnaryReactor* SessionService::GetSession(grpc::CallbackServerContext
                                                      grpc::ByteBuffer* response) {
   UnaryCall call{state_, context->DefaultReactor(), response, "GetSession", absl::Now(), ""};
   v1::GetSessionRequest proto;
-  Engine* engine = BeginUnaryCall(call, request, &proto);
+  Engine* engine = BeginUnaryCall(call, *context, request, &proto);
   if (engine == nullptr) return call.reactor;
   call.session_id = proto.session_id();
   absl::Status valid = ValidateSessionId(proto.session_id());
@@ -85,8 +85,7 @@ grpc::ServerUnaryReactor* SessionService::GetSession(grpc::CallbackServerContext
     call.Finish(valid, nullptr);
     return call.reactor;
   }
-  absl::StatusOr<SessionInfo> info =
-      engine->GetSession(state_->TenantOf(*context), proto.session_id());
+  absl::StatusOr<SessionInfo> info = engine->GetSession(call.tenant, proto.session_id());
   if (!info.ok()) {
     call.Finish(info.status(), nullptr);
     return call.reactor;
@@ -102,7 +101,7 @@ grpc::ServerUnaryReactor* SessionService::ForkSession(grpc::CallbackServerContex
                                                       grpc::ByteBuffer* response) {
   UnaryCall call{state_, context->DefaultReactor(), response, "ForkSession", absl::Now(), ""};
   v1::ForkSessionRequest proto;
-  Engine* engine = BeginUnaryCall(call, request, &proto);
+  Engine* engine = BeginUnaryCall(call, *context, request, &proto);
   if (engine == nullptr) return call.reactor;
   call.session_id = proto.session_id();
   absl::Status valid = ValidateSessionId(proto.session_id());
@@ -110,7 +109,7 @@ grpc::ServerUnaryReactor* SessionService::ForkSession(grpc::CallbackServerContex
     call.Finish(valid, nullptr);
     return call.reactor;
   }
-  engine->ForkSession(state_->TenantOf(*context), proto.session_id(), Ttl(proto.ttl_seconds()),
+  engine->ForkSession(call.tenant, proto.session_id(), Ttl(proto.ttl_seconds()),
                       FinishWithSession(call));
   return call.reactor;
 }
@@ -120,7 +119,7 @@ grpc::ServerUnaryReactor* SessionService::CloseSession(grpc::CallbackServerConte
                                                        grpc::ByteBuffer* response) {
   UnaryCall call{state_, context->DefaultReactor(), response, "CloseSession", absl::Now(), ""};
   v1::CloseSessionRequest proto;
-  Engine* engine = BeginUnaryCall(call, request, &proto);
+  Engine* engine = BeginUnaryCall(call, *context, request, &proto);
   if (engine == nullptr) return call.reactor;
   call.session_id = proto.session_id();
   absl::Status valid = ValidateSessionId(proto.session_id());
@@ -129,7 +128,7 @@ grpc::ServerUnaryReactor* SessionService::CloseSession(grpc::CallbackServerConte
     return call.reactor;
   }
   state_->BeginEngineCall();
-  engine->CloseSession(state_->TenantOf(*context), proto.session_id(), [call](absl::Status status) {
+  engine->CloseSession(call.tenant, proto.session_id(), [call](absl::Status status) {
     ServingState* state = call.state;
     v1::CloseSessionResponse empty;
     call.Finish(status, &empty);
@@ -143,7 +142,7 @@ grpc::ServerUnaryReactor* SessionService::ListSessions(grpc::CallbackServerConte
                                                        grpc::ByteBuffer* response) {
   UnaryCall call{state_, context->DefaultReactor(), response, "ListSessions", absl::Now(), ""};
   v1::ListSessionsRequest proto;
-  Engine* engine = BeginUnaryCall(call, request, &proto);
+  Engine* engine = BeginUnaryCall(call, *context, request, &proto);
   if (engine == nullptr) return call.reactor;
   absl::StatusOr<int32_t> page_size = ValidatePageSize(proto.page_size(), state_->limits());
   if (!page_size.ok()) {
@@ -151,7 +150,7 @@ grpc::ServerUnaryReactor* SessionService::ListSessions(grpc::CallbackServerConte
     return call.reactor;
   }
   absl::StatusOr<SessionPage> page =
-      engine->ListSessions(state_->TenantOf(*context), *page_size, proto.page_token());
+      engine->ListSessions(call.tenant, *page_size, proto.page_token());
   if (!page.ok()) {
     call.Finish(page.status(), nullptr);
     return call.reactor;
@@ -170,7 +169,7 @@ grpc::ServerUnaryReactor* SessionService::ExportSession(grpc::CallbackServerCont
                                                         grpc::ByteBuffer* response) {
   UnaryCall call{state_, context->DefaultReactor(), response, "ExportSession", absl::Now(), ""};
   v1::ExportSessionRequest proto;
-  Engine* engine = BeginUnaryCall(call, request, &proto);
+  Engine* engine = BeginUnaryCall(call, *context, request, &proto);
   if (engine == nullptr) return call.reactor;
   call.session_id = proto.session_id();
   absl::Status valid = ValidateSessionId(proto.session_id());
@@ -178,7 +177,7 @@ grpc::ServerUnaryReactor* SessionService::ExportSession(grpc::CallbackServerCont
     call.Finish(valid, nullptr);
     return call.reactor;
   }
-  const std::string tenant = state_->TenantOf(*context);
+  const std::string tenant = call.tenant;
   // The token count comes from the session's description; an export captures an idle
   // session, so the count matches the exported state.
   absl::StatusOr<SessionInfo> info = engine->GetSession(tenant, proto.session_id());
@@ -211,7 +210,7 @@ grpc::ServerUnaryReactor* SessionService::ImportSession(grpc::CallbackServerCont
                                                         grpc::ByteBuffer* response) {
   UnaryCall call{state_, context->DefaultReactor(), response, "ImportSession", absl::Now(), ""};
   v1::ImportSessionRequest proto;
-  Engine* engine = BeginUnaryCall(call, request, &proto);
+  Engine* engine = BeginUnaryCall(call, *context, request, &proto);
   if (engine == nullptr) return call.reactor;
   absl::StatusOr<std::string> id =
       RequestedSessionId(proto.session_id(), SessionMetadata(*context));
@@ -226,8 +225,8 @@ grpc::ServerUnaryReactor* SessionService::ImportSession(grpc::CallbackServerCont
         nullptr);
     return call.reactor;
   }
-  engine->ImportSession(state_->TenantOf(*context), std::move(*proto.mutable_state()),
-                        Ttl(proto.ttl_seconds()), FinishWithSession(call), *id);
+  engine->ImportSession(call.tenant, std::move(*proto.mutable_state()), Ttl(proto.ttl_seconds()),
+                        FinishWithSession(call), *id);
   return call.reactor;
 }
 

@@ -1,5 +1,8 @@
 #include "server/unary_call.h"
 
+#include <string>
+#include <utility>
+
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "server/status_mapping.h"
@@ -23,8 +26,14 @@ void UnaryCall::Finish(const absl::Status& status,
   reactor->Finish(ToGrpcStatus(final_status));
 }
 
-Engine* BeginUnaryCall(const UnaryCall& call, const grpc::ByteBuffer* bytes,
-                       google::protobuf::Message* request) {
+Engine* BeginUnaryCall(UnaryCall& call, const grpc::CallbackServerContext& context,
+                       const grpc::ByteBuffer* bytes, google::protobuf::Message* request) {
+  absl::StatusOr<std::string> tenant = call.state->Authenticate(context);
+  if (!tenant.ok()) {
+    call.Finish(tenant.status(), nullptr);
+    return nullptr;
+  }
+  call.tenant = *std::move(tenant);
   absl::Status parsed = bytes == nullptr
                             ? absl::InvalidArgumentError(absl::StrCat(
                                   request->GetDescriptor()->full_name(), " payload is missing"))

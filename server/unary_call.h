@@ -21,15 +21,17 @@ struct UnaryCall {
   const char* method;
   absl::Time start;
   std::string session_id;
+  std::string tenant;  // set by BeginUnaryCall once the call is authenticated
 
   // Finishes with `status`; on OK, `response` is serialized first (a serialization failure
   // becomes INTERNAL). Call exactly once.
   void Finish(const absl::Status& status, const google::protobuf::Message* response) const;
 };
 
-// Parses `bytes` into `request` and checks that the server takes new calls. Returns the engine,
-// or finishes `call` with the reason and returns null.
-Engine* BeginUnaryCall(const UnaryCall& call, const grpc::ByteBuffer* bytes,
-                       google::protobuf::Message* request);
+// Authenticates the call (setting call.tenant) before anything else, then parses `bytes` into
+// `request` and checks that the server takes new calls. Returns the engine, or finishes `call`
+// with the reason and returns null.
+Engine* BeginUnaryCall(UnaryCall& call, const grpc::CallbackServerContext& context,
+                       const grpc::ByteBuffer* bytes, google::protobuf::Message* request);
 
 }  // namespace mamba::server
