@@ -9,6 +9,12 @@ elseif(MAMBA_SANITIZE STREQUAL "thread")
   add_compile_options($<$<COMPILE_LANGUAGE:CXX>:-fsanitize=thread>
                       $<$<COMPILE_LANGUAGE:CXX>:-fno-omit-frame-pointer>)
   add_link_options(-fsanitize=thread)
+  # The distribution's Abseil is not built with TSan, so its locks are invisible to it and every
+  # access they guard would look like a race; this shim, linked into everything built after this
+  # point, reports their happens-before edges to TSan (see the file).
+  add_library(mamba_tsan_absl_sync OBJECT ${CMAKE_SOURCE_DIR}/tests/sanitizers/tsan_absl_sync.cc)
+  target_link_libraries(mamba_tsan_absl_sync PUBLIC absl::synchronization ${CMAKE_DL_LIBS})
+  link_libraries(mamba_tsan_absl_sync)
 elseif(NOT MAMBA_SANITIZE STREQUAL "")
   message(FATAL_ERROR "MAMBA_SANITIZE must be '', 'address' or 'thread', not '${MAMBA_SANITIZE}'")
 endif()

@@ -149,7 +149,6 @@ void SessionStore::RemoveLocked(const Lock& held, const std::string& id, bool ev
   if (it == sessions_.end()) return;
   auto pt = per_tenant_.find(it->second->tenant);
   if (pt != per_tenant_.end() && --pt->second <= 0) per_tenant_.erase(pt);
-  sessions_.erase(it);
   if (evicted) {
     if (evicted_.size() >= kMaxRememberedEvictions) {
       // Forget the oldest evictions first.
@@ -159,6 +158,8 @@ void SessionStore::RemoveLocked(const Lock& held, const std::string& id, bool ev
     }
     evicted_[id] = absl::Now();
   }
+  // Last: `id` may be the session's own (the scheduler passes s.id), and the erase can destroy it.
+  sessions_.erase(it);
 }
 
 SessionInfo SessionStore::Info(const Session& s) const {

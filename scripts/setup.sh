@@ -5,6 +5,7 @@
 #   scripts/setup.sh                 install + build
 #   MAMBA_SETUP_NO_BUILD=1 scripts/setup.sh   install only (the container's build stage uses this)
 #   CMAKE_ARGS="-DMAMBA_CUDA=OFF" scripts/setup.sh
+#   BUILD_TARGETS="scheduler_test server_test" scripts/setup.sh   only those targets
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,11 +13,13 @@ cd "$(dirname "$0")/.."
 PACKAGES=(
   build-essential cmake ninja-build pkg-config ccache git
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
-  libabsl-dev nlohmann-json3-dev libcpp-httplib-dev libicu-dev
+  libabsl-dev nlohmann-json3-dev libcpp-httplib-dev libicu-dev zlib1g-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   # Tests: a second gRPC implementation, Prometheus + promtool, nginx, yamllint, clang (fuzzers).
   python3 python3-grpcio python3-protobuf python3-yaml prometheus nginx-light yamllint clang
   libclang-rt-14-dev
+  # TLS and auth: OpenSSL headers (token digests, PEM checks) and the openssl CLI (test certificates).
+  libssl-dev openssl
 )
 # Ubuntu 24.04 (the container's build stage) names two of them differently.
 if [ "$(. /etc/os-release 2>/dev/null && echo "${ID:-}")" = ubuntu ]; then
@@ -56,4 +59,6 @@ JOBS=${JOBS:-$(nproc)}
 # shellcheck disable=SC2086
 cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=${BUILD_TYPE:-RelWithDebInfo} \
   -DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_CUDA_COMPILER_LAUNCHER=ccache ${CMAKE_ARGS:-} >/dev/null
-cmake --build "$BUILD_DIR" -j "$JOBS"
+# BUILD_TARGETS (space-separated) builds only those targets and what they need.
+# shellcheck disable=SC2086
+cmake --build "$BUILD_DIR" -j "$JOBS" ${BUILD_TARGETS:+--target $BUILD_TARGETS}

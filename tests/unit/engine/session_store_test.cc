@@ -89,5 +89,27 @@ TEST(SessionStoreTest, ListsPagesOfOneTenant) {
   EXPECT_EQ(store.List("a", 10, "nonsense").status().code(), absl::StatusCode::kInvalidArgument);
 }
 
+// Regression, found by the TSan run of scheduler_test: removing a session by a reference to its
+// own id read the id after erasing the store's (last) reference had freed it. Sanitizer builds
+// report the use-after-free; every build checks that the eviction is remembered under its id.
+TEST(SessionStoreTest, RemoveByTheSessionsOwnIdRemembersTheEviction) {
+  SessionStore store(/*max_sessions=*/4, /*tenant_max_sessions=*/4, absl::Minutes(1));
+  Session* session = nullptr;
+  {
+    auto created = store.Create("t", absl::ZeroDuration(), false);
+    ASSERT_TRUE(created.ok());
+    session = created->get();
+  }  // now the store holds the only reference
+  const std::string id = session->id;
+  {
+    SessionStore::Lock lock = store.Acquire();
+    store.RemoveLocked(lock, session->id, /*evicted=*/true);
+  }
+  const absl::Status status = store.Find("t", id).status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kNotFound);
+  EXPECT_NE(std::string(status.message()).find("was evicted"), std::string::npos) << status;
+  EXPECT_EQ(store.size(), 0);
+}
+
 }  // namespace
 }  // namespace mamba

@@ -10,7 +10,7 @@ namespace {
 
 // Feeds `pieces` one by one; returns everything emitted (including the flush when no stop hit)
 // and whether a stop string was hit.
-std::pair<std::string, bool> Run(std::vector<std::string> stops, std::vector<std::string> pieces) {
+std::pair<std::string, bool> Feed(std::vector<std::string> stops, std::vector<std::string> pieces) {
   StopMatcher m(std::move(stops));
   std::string out;
   for (const std::string& p : pieces) {
@@ -41,7 +41,7 @@ TEST(StopMatcherTest, Table) {
       {{""}, {"empty stop strings are ignored"}, "empty stop strings are ignored", false},
   };
   for (const Case& c : cases) {
-    auto [got, hit] = Run(c.stops, c.pieces);
+    auto [got, hit] = Feed(c.stops, c.pieces);
     EXPECT_EQ(got, c.want) << "pieces[0]=" << c.pieces[0];
     EXPECT_EQ(hit, c.want_hit) << "pieces[0]=" << c.pieces[0];
   }

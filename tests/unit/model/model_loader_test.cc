@@ -494,9 +494,9 @@ std::vector<CorruptCase> CorruptCases() {
       {"index nested too deep",
        [](SmallCheckpoint& ck) {
          fs::remove(ck.dir.File("model.safetensors"));
-         testing::WriteText(
-             ck.dir.File("model.safetensors.index.json"),
-             R"({"weight_map": )" + std::string(200000, '{') + std::string(200000, '}') + "}");
+         testing::WriteText(ck.dir.File("model.safetensors.index.json"),
+                            R"({"weight_map": {"backbone.norm_f.weight": )" +
+                                std::string(200000, '[') + std::string(200000, ']') + "}}");
        },
        kDataLoss,
        {"model.safetensors.index.json", "nested more than 64 levels deep"}},
