@@ -39,11 +39,13 @@ class CublasLtGemm {
   CublasLtGemm& operator=(const CublasLtGemm&) = delete;
 
   // Chooses and caches the algorithm for args' shape, dtypes, strides and pointer alignment:
-  // the heuristic's first choice, or for small m (decode shapes, where cuBLASLt's heuristic
-  // often picks a kernel with too few blocks) the fastest of its top candidates, timed on
-  // `stream` with the arguments' own buffers (their contents are overwritten). Run calls it as
-  // needed; call it before capturing a graph (during a capture it only consults the heuristic).
-  absl::Status Prepare(const GemmArgs& args, cudaStream_t stream);
+  // the heuristic's first choice, or with `autotune` and small m (decode shapes, where
+  // cuBLASLt's heuristic often picks a kernel with too few blocks) the fastest of its top
+  // candidates, timed on `stream` with the arguments' own buffers (their contents are
+  // overwritten; a heuristic plan of the same shape is replaced). Run prepares unseen shapes
+  // without timing; call this before capturing a graph (during a capture it only consults the
+  // heuristic).
+  absl::Status Prepare(const GemmArgs& args, cudaStream_t stream, bool autotune = true);
 
   // D = A . W^T (fp32 accumulation) on `stream`. Graph-capturable once prepared.
   absl::Status Run(const GemmArgs& args, cudaStream_t stream);

@@ -22,6 +22,7 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -37,6 +38,7 @@
 #include "engine/backend.h"
 #include "engine/backend_factory.h"
 #include "engine/model_loader.h"
+#include "engine/status_macros.h"
 #if defined(MAMBA_HAVE_CUDA) && defined(MAMBA_BENCH_CUDA_HOOKS)
 #include "bench/engine/cuda_bench.h"
 #endif
@@ -64,6 +66,9 @@ ABSL_FLAG(double, bandwidth_gbps, 0.0,
           "cpu; 3000 for cuda)");
 ABSL_FLAG(uint64_t, seed, 0, "synthetic weights and random input tokens");
 ABSL_FLAG(std::string, json, "", "also write every figure to this JSON file");
+ABSL_FLAG(std::string, mixed, "",
+          "mixed steps D:P:L[,...]: D decode rows plus P prompts of L tokens in one step, timed "
+          "against the same decode rows alone and the same prompts alone");
 ABSL_FLAG(bool, scan_kernel, false, "cuda: time the fused selective-scan kernel alone");
 ABSL_FLAG(bool, breakdown, false, "cuda: per-kernel time breakdown of a decode step and prefill");
 
@@ -244,6 +249,68 @@ absl::StatusOr<DecodeResult> BenchDecode(Backend& b, int batch, int warmup, int 
   return DecodeResult{batch, med, batch / med, 0.0};
 }
 
+// A step that mixes `decode` one-token rows with `prompts` prompts of `length` tokens (what the
+// scheduler sends while requests arrive), and the two halves on their own. Median seconds of
+// `runs` timed steps each, after one untimed one; the prompt slots are reset before every step.
+struct MixedResult {
+  double mixed_s, decode_only_s, prefill_only_s;
+};
+
+absl::StatusOr<MixedResult> BenchMixed(Backend& b, int decode, int prompts, int length, int runs,
+                                       uint64_t* rng) {
+  if (decode + prompts > b.num_slots()) {
+    return absl::InvalidArgumentError(absl::StrCat("mixed ", decode, ":", prompts, ":", length,
+                                                   " needs ", decode + prompts, " slots; the "
+                                                   "backend has ", b.num_slots()));
+  }
+  const int32_t vocab = b.config().vocab_size;
+  std::vector<std::vector<int32_t>> prompt_tokens;
+  for (int i = 0; i < prompts; ++i) prompt_tokens.push_back(RandomTokens(length, vocab, rng));
+  std::vector<int32_t> next = RandomTokens(std::max(decode, 1), vocab, rng);
+  std::vector<std::vector<int32_t>> primes;
+  for (int i = 0; i < decode; ++i) primes.push_back(RandomTokens(16, vocab, rng));
+  auto time_steps = [&](bool with_decode, bool with_prompts) -> absl::StatusOr<double> {
+    std::vector<double> times;
+    for (int run = 0; run <= runs; ++run) {
+      std::vector<SeqWork> work;
+      for (int i = 0; with_prompts && i < prompts; ++i) {
+        MAMBA_RETURN_IF_ERROR(b.ResetSlot(decode + i));
+        SeqWork w;
+        w.slot = decode + i;
+        w.tokens = prompt_tokens[i];
+        w.sample = true;
+        work.push_back(w);
+      }
+      for (int i = 0; with_decode && i < decode; ++i) {
+        SeqWork w;
+        w.slot = i;
+        w.tokens = absl::MakeConstSpan(&next[i], 1);
+        w.sample = true;
+        w.sample_position = static_cast<uint64_t>(run);
+        work.push_back(w);
+      }
+      std::vector<SeqResult> results(work.size());
+      const auto t0 = Clock::now();
+      MAMBA_RETURN_IF_ERROR(b.Step(work, absl::MakeSpan(results)));
+      if (run > 0) times.push_back(Seconds(t0, Clock::now()));
+    }
+    return Median(times);
+  };
+  for (int i = 0; i < decode; ++i) {
+    MAMBA_RETURN_IF_ERROR(b.ResetSlot(i));
+    SeqWork w;
+    w.slot = i;
+    w.tokens = primes[i];
+    SeqResult r;
+    MAMBA_RETURN_IF_ERROR(b.Step(absl::MakeConstSpan(&w, 1), absl::MakeSpan(&r, 1)));
+  }
+  MixedResult r{};
+  MAMBA_ASSIGN_OR_RETURN(r.mixed_s, time_steps(true, true));
+  MAMBA_ASSIGN_OR_RETURN(r.decode_only_s, time_steps(true, false));
+  MAMBA_ASSIGN_OR_RETURN(r.prefill_only_s, time_steps(false, true));
+  return r;
+}
+
 absl::Status Run() {
   const std::string backend_kind = absl::GetFlag(FLAGS_backend);
   const bool cuda = backend_kind == "cuda" || (backend_kind == "auto" && CudaAvailable());
@@ -296,6 +363,21 @@ absl::Status Run() {
   options.deterministic = absl::GetFlag(FLAGS_deterministic);
   int max_batch = 1;
   for (int b : *batches) max_batch = std::max(max_batch, b);
+  std::vector<std::tuple<int, int, int>> mixed;  // decode rows, prompts, prompt length
+  if (!absl::GetFlag(FLAGS_mixed).empty()) {
+    for (absl::string_view spec : absl::StrSplit(absl::GetFlag(FLAGS_mixed), ',')) {
+      std::vector<std::string> parts = absl::StrSplit(spec, ':');
+      int d = 0, p = 0, l = 0;
+      if (parts.size() != 3 || !absl::SimpleAtoi(parts[0], &d) || !absl::SimpleAtoi(parts[1], &p) ||
+          !absl::SimpleAtoi(parts[2], &l) || d < 0 || p < 1 || l < 1) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "--mixed entry '", std::string(spec), "' is invalid; expected D:P:L with D >= 0, "
+            "P >= 1, L >= 1 (decode rows, prompts, prompt length)"));
+      }
+      mixed.emplace_back(d, p, l);
+      max_batch = std::max(max_batch, d + p);
+    }
+  }
   options.num_slots = std::max(max_batch, 1);
   options.max_batch = std::max(max_batch, 1);
   absl::StatusOr<std::unique_ptr<Backend>> backend = CreateBackend(options, *model);
@@ -388,6 +470,23 @@ absl::Status Run() {
         batch, r->step_s * 1e6, r->tokens_per_s, r->floor_s * 1e6, r->floor_s / r->step_s, steps));
   }
   json += absl::StrCat(", \"decode\": [", absl::StrJoin(decode_json, ", "), "]");
+
+  if (!absl::GetFlag(FLAGS_mixed).empty()) {
+    std::printf("mixed      %5s %7s %6s %12s %14s %15s\n", "decode", "prompts", "length",
+                "mixed ms", "decode-only ms", "prompts-only ms");
+    std::vector<std::string> mixed_json;
+    for (const auto& [d, p, l] : mixed) {
+      absl::StatusOr<MixedResult> r = BenchMixed(b, d, p, l, std::max(steps / 10, 5), &rng);
+      if (!r.ok()) return r.status();
+      std::printf("           %5d %7d %6d %12.3f %14.3f %15.3f\n", d, p, l, r->mixed_s * 1e3,
+                  r->decode_only_s * 1e3, r->prefill_only_s * 1e3);
+      mixed_json.push_back(absl::StrFormat(
+          "{\"decode\": %d, \"prompts\": %d, \"length\": %d, \"mixed_ms\": %.3f, "
+          "\"decode_only_ms\": %.3f, \"prompts_only_ms\": %.3f}",
+          d, p, l, r->mixed_s * 1e3, r->decode_only_s * 1e3, r->prefill_only_s * 1e3));
+    }
+    json += absl::StrCat(", \"mixed\": [", absl::StrJoin(mixed_json, ", "), "]");
+  }
 
   if (absl::GetFlag(FLAGS_breakdown)) {
 #if defined(MAMBA_HAVE_CUDA) && defined(MAMBA_BENCH_CUDA_HOOKS)
