@@ -306,7 +306,9 @@ absl::StatusOr<MixedResult> BenchMixed(Backend& b, int decode, int prompts, int 
   }
   MixedResult r{};
   MAMBA_ASSIGN_OR_RETURN(r.mixed_s, time_steps(true, true));
-  MAMBA_ASSIGN_OR_RETURN(r.decode_only_s, time_steps(true, false));
+  if (decode > 0) {
+    MAMBA_ASSIGN_OR_RETURN(r.decode_only_s, time_steps(true, false));
+  }
   MAMBA_ASSIGN_OR_RETURN(r.prefill_only_s, time_steps(false, true));
   return r;
 }
