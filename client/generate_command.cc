@@ -104,19 +104,7 @@ absl::StatusOr<v1::GenerateRequest> RequestFromFlags() {
   request.set_session_id(absl::GetFlag(FLAGS_session));
   request.set_request_id(absl::GetFlag(FLAGS_request_id));
 
-  v1::SamplingParams* sampling = request.mutable_sampling();
-  sampling->set_temperature(static_cast<float>(absl::GetFlag(FLAGS_temperature)));
-  sampling->set_top_k(absl::GetFlag(FLAGS_top_k));
-  if (absl::GetFlag(FLAGS_top_p) != 1.0) {
-    sampling->set_top_p(static_cast<float>(absl::GetFlag(FLAGS_top_p)));
-  }
-  sampling->set_min_p(static_cast<float>(absl::GetFlag(FLAGS_min_p)));
-  if (absl::GetFlag(FLAGS_repetition_penalty) != 1.0) {
-    sampling->set_repetition_penalty(static_cast<float>(absl::GetFlag(FLAGS_repetition_penalty)));
-  }
-  if (absl::GetFlag(FLAGS_seed) >= 0) {
-    sampling->set_seed(static_cast<uint64_t>(absl::GetFlag(FLAGS_seed)));
-  }
+  SamplingFromFlags(request.mutable_sampling());
 
   v1::StoppingCriteria* stopping = request.mutable_stopping();
   // Out-of-range values are sent as given: the server's message says what is allowed.
@@ -140,6 +128,21 @@ absl::StatusOr<v1::GenerateRequest> RequestFromFlags() {
 }
 
 }  // namespace
+
+void SamplingFromFlags(v1::SamplingParams* sampling) {
+  sampling->set_temperature(static_cast<float>(absl::GetFlag(FLAGS_temperature)));
+  sampling->set_top_k(absl::GetFlag(FLAGS_top_k));
+  if (absl::GetFlag(FLAGS_top_p) != 1.0) {
+    sampling->set_top_p(static_cast<float>(absl::GetFlag(FLAGS_top_p)));
+  }
+  sampling->set_min_p(static_cast<float>(absl::GetFlag(FLAGS_min_p)));
+  if (absl::GetFlag(FLAGS_repetition_penalty) != 1.0) {
+    sampling->set_repetition_penalty(static_cast<float>(absl::GetFlag(FLAGS_repetition_penalty)));
+  }
+  if (absl::GetFlag(FLAGS_seed) >= 0) {
+    sampling->set_seed(static_cast<uint64_t>(absl::GetFlag(FLAGS_seed)));
+  }
+}
 
 int RunGenerate(const Args& args) {
   if (!args.empty())

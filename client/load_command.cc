@@ -203,19 +203,7 @@ absl::StatusOr<LoadConfig> ConfigFromFlags() {
   const bool effective_ignore_eos = synthetic ? !honor_eos : ignore_eos;
 
   v1::GenerateRequest& base = w.base;
-  v1::SamplingParams* sampling = base.mutable_sampling();
-  sampling->set_temperature(static_cast<float>(absl::GetFlag(FLAGS_temperature)));
-  sampling->set_top_k(absl::GetFlag(FLAGS_top_k));
-  if (absl::GetFlag(FLAGS_top_p) != 1.0) {
-    sampling->set_top_p(static_cast<float>(absl::GetFlag(FLAGS_top_p)));
-  }
-  sampling->set_min_p(static_cast<float>(absl::GetFlag(FLAGS_min_p)));
-  if (absl::GetFlag(FLAGS_repetition_penalty) != 1.0) {
-    sampling->set_repetition_penalty(static_cast<float>(absl::GetFlag(FLAGS_repetition_penalty)));
-  }
-  if (absl::GetFlag(FLAGS_seed) >= 0) {
-    sampling->set_seed(static_cast<uint64_t>(absl::GetFlag(FLAGS_seed)));
-  }
+  SamplingFromFlags(base.mutable_sampling());
   v1::StoppingCriteria* stopping = base.mutable_stopping();
   MAMBA_ASSIGN_OR_RETURN(std::vector<std::string> stops,
                     ParseStringList(absl::GetFlag(FLAGS_stop), "stop"));

@@ -6,12 +6,17 @@
 #include <string>
 #include <vector>
 
+#include "mambaserve/v1/generation.pb.h"
+
 namespace mamba::client {
 
 using Args = std::vector<std::string>;
 
 // generate_command.cc
 int RunGenerate(const Args& args);
+// Fills `sampling` from --temperature, --top_k, --top_p, --min_p, --repetition_penalty and
+// --seed (fields at their "off" value are left unset); `generate` and `load` share it.
+void SamplingFromFlags(::mambaserve::v1::SamplingParams* sampling);
 // session_command.cc: create | get | fork | close | list | export | import
 int RunSession(const Args& args);
 // tokenize_command.cc

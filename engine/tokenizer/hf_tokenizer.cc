@@ -23,6 +23,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
+#include "engine/json_nesting.h"
 #include "engine/status_macros.h"
 #include "engine/tokenizer/added_vocabulary.h"
 #include "engine/tokenizer/bpe_model.h"
@@ -50,7 +51,7 @@ using tokenizer_internal::SplitBehavior;
 // Bounds that keep a hostile file from exhausting memory or stack. Real vocabularies have at
 // most a few hundred thousand tokens, a few hundred bytes long.
 constexpr size_t kMaxJsonBytes = size_t{512} << 20;
-constexpr int kMaxJsonDepth = 64;
+constexpr int kMaxJsonDepth = kMaxJsonNesting;
 constexpr int64_t kMaxTokenId = (int64_t{1} << 24) - 1;
 constexpr size_t kMaxTokenBytes = size_t{1} << 16;
 constexpr size_t kMaxAddedTokens = size_t{1} << 20;
@@ -145,32 +146,6 @@ class JsonReader {
  private:
   std::string_view source_;
 };
-
-// Nesting depth of a JSON text, counted without parsing it, so that deep nesting is refused
-// before the (recursive) DOM is built or destroyed.
-bool JsonNestingWithin(std::string_view json, int max_depth) {
-  int depth = 0;
-  bool in_string = false;
-  for (size_t i = 0; i < json.size(); ++i) {
-    const char c = json[i];
-    if (in_string) {
-      if (c == '\\') {
-        ++i;
-      } else if (c == '"') {
-        in_string = false;
-      }
-      continue;
-    }
-    if (c == '"') {
-      in_string = true;
-    } else if (c == '[' || c == '{') {
-      if (++depth > max_depth) return false;
-    } else if (c == ']' || c == '}') {
-      --depth;
-    }
-  }
-  return true;
-}
 
 // ---------------------------------------------------------------------------------------------
 // Components.
