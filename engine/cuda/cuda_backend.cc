@@ -261,6 +261,14 @@ absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(const BackendOp
       FormatBytes(b->pool_.state_bytes()).c_str(), std::string(DTypeName(*state_dtype)).c_str(),
       FormatBytes(b->model_->workspace_bytes()).c_str(), static_cast<long long>(tokens),
       options.max_batch, options.deterministic ? ", batch-invariant kernels" : "");
+  // Capture every decode bucket now, not when load first reaches it: a bucket met under load
+  // times its GEMMs and captures its graph inside a step, stalling every stream (a cold server
+  // showed a 200 ms TTFT p90 at 256 streams on the H100).
+  for (int32_t bucket = 1;; bucket *= 2) {
+    const int32_t size = std::min(bucket, b->max_batch_);
+    MAMBA_RETURN_IF_ERROR(b->DecodeGraph(size).status());
+    if (size >= b->max_batch_) break;
+  }
   // The backend owns the model now; the host copy of the weights is no longer needed.
   model.weights = ModelWeights();
   return b;
