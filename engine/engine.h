@@ -188,6 +188,8 @@ class Engine {
   // tenant is at its limit, NOT_FOUND for an unknown, expired or evicted session,
   // FAILED_PRECONDITION when the session is busy, INVALID_ARGUMENT for out-of-range tokens.
   // `on_ready` is called (from an engine thread, without locks held) when output is available.
+  // It can run after the consumer has read the final chunk, so whatever it touches must be kept
+  // alive by the callback itself (shared or weak ownership), not by the consumer's scope.
   absl::StatusOr<std::shared_ptr<GenerationStream>> Submit(GenerationRequest request,
                                                            std::function<void()> on_ready);
 

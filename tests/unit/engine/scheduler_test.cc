@@ -4,6 +4,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <future>
+#include <memory>
 #include <mutex>
 #include <random>
 #include <thread>
@@ -22,25 +23,32 @@ struct Collected {
   std::vector<absl::Time> token_times;
 };
 
+// Wakes a reader when its stream has output. The engine may call the callback after the reader
+// has taken the final chunk and moved on (it runs outside the stream's lock), so the callback
+// shares ownership of what it touches.
 class Waiter {
  public:
   std::function<void()> Callback() {
-    return [this] {
-      std::lock_guard<std::mutex> l(mu_);
-      ++signals_;
-      cv_.notify_all();
+    return [state = state_] {
+      std::lock_guard<std::mutex> l(state->mu);
+      ++state->signals;
+      state->cv.notify_all();
     };
   }
   void Wait(int64_t* seen) {
-    std::unique_lock<std::mutex> l(mu_);
-    cv_.wait_for(l, std::chrono::milliseconds(50), [&] { return signals_ != *seen; });
-    *seen = signals_;
+    State& s = *state_;
+    std::unique_lock<std::mutex> l(s.mu);
+    s.cv.wait_for(l, std::chrono::milliseconds(50), [&] { return s.signals != *seen; });
+    *seen = s.signals;
   }
 
  private:
-  std::mutex mu_;
-  std::condition_variable cv_;
-  int64_t signals_ = 0;
+  struct State {
+    std::mutex mu;
+    std::condition_variable cv;
+    int64_t signals = 0;
+  };
+  std::shared_ptr<State> state_ = std::make_shared<State>();
 };
 
 Collected Drain(GenerationStream& stream, Waiter& waiter) {
