@@ -79,8 +79,10 @@ class TimerThread {
         cv_.wait(lock);
         continue;
       }
-      if (queue_.top().when > Clock::now()) {
-        cv_.wait_until(lock, queue_.top().when);
+      if (const Clock::time_point due = queue_.top().when; due > Clock::now()) {
+        // By value: wait_until keeps reading its deadline while the lock is released, and an
+        // At() meanwhile can reallocate the queue under a reference to its top (found by ASan).
+        cv_.wait_until(lock, due);
         continue;
       }
       std::function<void()> fn = std::move(const_cast<Entry&>(queue_.top()).fn);
