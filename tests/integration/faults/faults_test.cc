@@ -465,9 +465,11 @@ TEST_F(FaultTest, BurstFarPastCapacityIsRefusedCleanly) {
   }
   for (std::thread& t : threads) t.join();
   EXPECT_TRUE(codes.OnlyOf({"OK", "RESOURCE_EXHAUSTED"}));
-  // Two run and four wait at any time: at least those six are served in full, and a burst of
-  // forty arriving together cannot all fit.
-  EXPECT_GE(codes.count("OK"), 6);
+  // Two run and four wait at any time, and a burst of forty arriving together cannot all fit.
+  // At least the four the queue holds are served in full; six only when the scheduler moved the
+  // first two from the queue to running before the rest of the burst arrived (on a loaded
+  // machine it may not have: seen with ctest -j2).
+  EXPECT_GE(codes.count("OK"), 4);
   EXPECT_GT(codes.count("RESOURCE_EXHAUSTED"), 0);
   EXPECT_EQ(full_length.load(), codes.count("OK"));
   EXPECT_THAT(refusal, HasSubstr("queue"));
