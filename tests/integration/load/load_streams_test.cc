@@ -27,8 +27,10 @@ TEST(LoadStreamsTest, TwoThousandConcurrentStreams) {
   const json& p = report["points"][0];
   EXPECT_EQ(p["requests"]["sent"], 2000);
   EXPECT_EQ(p["requests"]["succeeded"], 2000) << p["requests"].dump();
-  // All 2,000 open at once: each lasts 48 steps, and the first finish long after the last start.
-  EXPECT_EQ(p["client"]["max_in_flight"], 2000);
+  // (Nearly) all 2,000 open at once: each lasts 48 steps, so the first finish after the last
+  // start unless the machine is loaded (under ctest -j2 a stream or two sometimes ends just
+  // before the last of the 2,000 is launched).
+  EXPECT_GE(p["client"]["max_in_flight"].get<int>(), 1980);
   EXPECT_EQ(p["tokens"]["output"], 2000 * 48);
   EXPECT_EQ(p["tokens"]["usage_mismatches"], 0);
   const auto metrics = ScrapeMetrics((*process)->metrics_address());
