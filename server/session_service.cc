@@ -47,6 +47,26 @@ Engine::SessionCallback FinishWithSession(UnaryCall call) {
 
 }  // namespace
 
+namespace {
+
+// BeginUnaryCall for a request that names an existing session: also records the id for the
+// request log and validates it. Returns the engine, or null once `call` has been finished.
+template <typename Request>
+Engine* BeginSessionCall(UnaryCall& call, const grpc::CallbackServerContext& context,
+                         const grpc::ByteBuffer* request, Request* proto) {
+  Engine* engine = BeginUnaryCall(call, context, request, proto);
+  if (engine == nullptr) return nullptr;
+  call.session_id = proto->session_id();
+  const absl::Status valid = ValidateSessionId(proto->session_id());
+  if (!valid.ok()) {
+    call.Finish(valid, nullptr);
+    return nullptr;
+  }
+  return engine;
+}
+
+}  // namespace
+
 grpc::ServerUnaryReactor* SessionService::CreateSession(grpc::CallbackServerContext* context,
                                                         const grpc::ByteBuffer* request,
                                                         grpc::ByteBuffer* response) {
@@ -77,14 +97,8 @@ grpc::ServerUnaryReactor* SessionService::GetSession(grpc::CallbackServerContext
                                                      grpc::ByteBuffer* response) {
   UnaryCall call{state_, context->DefaultReactor(), response, "GetSession", absl::Now(), ""};
   v1::GetSessionRequest proto;
-  Engine* engine = BeginUnaryCall(call, *context, request, &proto);
+  Engine* engine = BeginSessionCall(call, *context, request, &proto);
   if (engine == nullptr) return call.reactor;
-  call.session_id = proto.session_id();
-  absl::Status valid = ValidateSessionId(proto.session_id());
-  if (!valid.ok()) {
-    call.Finish(valid, nullptr);
-    return call.reactor;
-  }
   absl::StatusOr<SessionInfo> info = engine->GetSession(call.tenant, proto.session_id());
   if (!info.ok()) {
     call.Finish(info.status(), nullptr);
@@ -101,14 +115,8 @@ grpc::ServerUnaryReactor* SessionService::ForkSession(grpc::CallbackServerContex
                                                       grpc::ByteBuffer* response) {
   UnaryCall call{state_, context->DefaultReactor(), response, "ForkSession", absl::Now(), ""};
   v1::ForkSessionRequest proto;
-  Engine* engine = BeginUnaryCall(call, *context, request, &proto);
+  Engine* engine = BeginSessionCall(call, *context, request, &proto);
   if (engine == nullptr) return call.reactor;
-  call.session_id = proto.session_id();
-  absl::Status valid = ValidateSessionId(proto.session_id());
-  if (!valid.ok()) {
-    call.Finish(valid, nullptr);
-    return call.reactor;
-  }
   engine->ForkSession(call.tenant, proto.session_id(), Ttl(proto.ttl_seconds()),
                       FinishWithSession(call));
   return call.reactor;
@@ -119,14 +127,8 @@ grpc::ServerUnaryReactor* SessionService::CloseSession(grpc::CallbackServerConte
                                                        grpc::ByteBuffer* response) {
   UnaryCall call{state_, context->DefaultReactor(), response, "CloseSession", absl::Now(), ""};
   v1::CloseSessionRequest proto;
-  Engine* engine = BeginUnaryCall(call, *context, request, &proto);
+  Engine* engine = BeginSessionCall(call, *context, request, &proto);
   if (engine == nullptr) return call.reactor;
-  call.session_id = proto.session_id();
-  absl::Status valid = ValidateSessionId(proto.session_id());
-  if (!valid.ok()) {
-    call.Finish(valid, nullptr);
-    return call.reactor;
-  }
   state_->BeginEngineCall();
   engine->CloseSession(call.tenant, proto.session_id(), [call](absl::Status status) {
     ServingState* state = call.state;
@@ -169,14 +171,8 @@ grpc::ServerUnaryReactor* SessionService::ExportSession(grpc::CallbackServerCont
                                                         grpc::ByteBuffer* response) {
   UnaryCall call{state_, context->DefaultReactor(), response, "ExportSession", absl::Now(), ""};
   v1::ExportSessionRequest proto;
-  Engine* engine = BeginUnaryCall(call, *context, request, &proto);
+  Engine* engine = BeginSessionCall(call, *context, request, &proto);
   if (engine == nullptr) return call.reactor;
-  call.session_id = proto.session_id();
-  absl::Status valid = ValidateSessionId(proto.session_id());
-  if (!valid.ok()) {
-    call.Finish(valid, nullptr);
-    return call.reactor;
-  }
   const std::string tenant = call.tenant;
   // The token count comes from the session's description; an export captures an idle
   // session, so the count matches the exported state.
