@@ -35,36 +35,22 @@ import nginx_proxy  # noqa: E402
 _SKIP = 77
 try:
     import grpc
-    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+    import google.protobuf  # noqa: F401  (the descriptor-set loader below needs it)
 except ImportError as e:  # pragma: no cover - setup.sh installs both
     print(f"live_replicas_test needs Python's grpc and protobuf modules ({e}): install "
           "python3-grpcio and python3-protobuf (scripts/setup.sh does) and run with the system "
           "python3", file=sys.stderr)
     sys.exit(_SKIP)
 
+# The server tests' descriptor-set loader (message classes built at run time, no generated code).
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "server"))
+from python_client_test import load_messages  # noqa: E402
+
 ARGS = None
 _GENERATE = "/mambaserve.v1.Generation/Generate"
 _SESSIONS = "/mambaserve.v1.Sessions/"
 _CHANNEL_OPTIONS = [("grpc.enable_http_proxy", 0)]
 _TIMEOUT_S = 30
-
-
-def load_messages(path):
-    """Message classes built at run time from a protoc descriptor set (no generated code)."""
-    with open(path, "rb") as f:
-        files = descriptor_pb2.FileDescriptorSet.FromString(f.read())
-    pool = descriptor_pool.DescriptorPool()
-    for f in files.file:
-        pool.Add(f)
-    factory = message_factory.MessageFactory(pool)
-
-    def message(name):
-        descriptor = pool.FindMessageTypeByName(name)
-        if hasattr(message_factory, "GetMessageClass"):
-            return message_factory.GetMessageClass(descriptor)
-        return factory.GetPrototype(descriptor)
-
-    return message
 
 
 class Replica:
