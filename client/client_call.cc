@@ -93,14 +93,19 @@ void AddChannelArgumentsFromFlags(grpc::ChannelArguments* args) {
 }
 
 std::shared_ptr<grpc::Channel> OpenChannel() {
-  absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials =
-      ChannelCredentialsFromFlags();
-  if (!credentials.ok()) std::exit(ReportUsageError(std::string(credentials.status().message())));
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(-1);
   args.SetMaxSendMessageSize(-1);
+  return OpenChannel(absl::GetFlag(FLAGS_addr), std::move(args));
+}
+
+std::shared_ptr<grpc::Channel> OpenChannel(const std::string& address,
+                                           grpc::ChannelArguments args) {
+  absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials =
+      ChannelCredentialsFromFlags();
+  if (!credentials.ok()) std::exit(ReportUsageError(std::string(credentials.status().message())));
   AddChannelArgumentsFromFlags(&args);
-  return grpc::CreateCustomChannel(absl::GetFlag(FLAGS_addr), *std::move(credentials), args);
+  return grpc::CreateCustomChannel(address, *std::move(credentials), args);
 }
 
 void AddAuthMetadata(grpc::ClientContext* context) {

@@ -47,6 +47,9 @@ void AddChannelArgumentsFromFlags(grpc::ChannelArguments* args);
 // carries a whole state), so the receive limit is lifted. Exits with kExitUsage when the
 // credentials cannot be built (main() checked them already, so only a file that vanished since).
 std::shared_ptr<grpc::Channel> OpenChannel();
+// The same for `address`, with `args` (the flags' arguments are added to them).
+std::shared_ptr<grpc::Channel> OpenChannel(const std::string& address,
+                                           grpc::ChannelArguments args);
 
 // Adds `authorization: Bearer TOKEN` when --token is set.
 void AddAuthMetadata(grpc::ClientContext* context);

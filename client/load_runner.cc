@@ -25,7 +25,6 @@
 #include "client/client_call.h"
 #include "grpcpp/completion_queue.h"
 #include "grpcpp/create_channel.h"
-#include "grpcpp/security/credentials.h"
 #include "grpcpp/support/channel_arguments.h"
 #include "mambaserve/v1/generation.grpc.pb.h"
 #include "mambaserve/v1/sessions.grpc.pb.h"
@@ -705,13 +704,8 @@ std::shared_ptr<grpc::Channel> OpenLoadChannel(const std::string& address, int i
   // retry machinery (a retried generation would be a different request anyway).
   args.SetInt(GRPC_ARG_ENABLE_RETRIES, 0);
   args.SetInt(GRPC_ARG_MINIMAL_STACK, 1);
-  // The same transport security and server-name override as every other subcommand (main()
-  // has checked the flags already).
-  AddChannelArgumentsFromFlags(&args);
-  absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials =
-      ChannelCredentialsFromFlags();
-  return grpc::CreateCustomChannel(
-      address, credentials.ok() ? *credentials : grpc::InsecureChannelCredentials(), args);
+  // The same transport security and server-name override as every other subcommand.
+  return OpenChannel(address, std::move(args));
 }
 
 absl::Status CheckLoopbackTarget(std::string_view target) {
