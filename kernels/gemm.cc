@@ -109,6 +109,37 @@ absl::Status LaunchSkinnyGemm(const GemmArgs& args, cudaStream_t stream) {
   return CheckLaunch("skinny_gemm", stream);
 }
 
+absl::Status LaunchSkinnyGemmConv(const GemmArgs& args, const CausalConv1dParams& conv,
+                                  KernelDType state, cudaStream_t stream) {
+  absl::Status s = CheckGemmArgs(args);
+  if (!s.ok()) return s;
+  if (!SkinnyGemmSupported(args) || args.d_dtype != args.ab_dtype) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "skinny_gemm_conv: needs a skinny-supported product (m <= ", kSkinnyGemmMaxM,
+        ") with output in the input dtype (m ", args.m, ", k ", args.k, ")"));
+  }
+  if (conv.dim < 1 || conv.dim > args.n || conv.num_seqs != args.m ||
+      conv.total_tokens != args.m || conv.width < 1 || conv.width > kConvMaxWidth ||
+      conv.weight == nullptr || conv.slots == nullptr || conv.state == nullptr ||
+      conv.out == nullptr || conv.out_row_stride < conv.dim ||
+      conv.state_slot_stride < conv.dim * (conv.width - 1)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "skinny_gemm_conv: conv of ", conv.dim, " channels, width ", conv.width, ", ",
+        conv.num_seqs, " rows does not fit the product (n ", args.n, ", m ", args.m,
+        "); weight, slots, state and out are required"));
+  }
+  if (state != KernelDType::kF32 && state != KernelDType::kBF16) {
+    return absl::InvalidArgumentError(absl::StrCat("skinny_gemm_conv: state dtype ",
+                                                   KernelDTypeName(state),
+                                                   " unsupported; allowed: f32, bf16"));
+  }
+  cudaError_t err = args.ab_dtype == KernelDType::kF16
+                        ? RunSkinnyGemmConvF16(args, conv, state, stream)
+                        : RunSkinnyGemmConvBF16(args, conv, state, stream);
+  if (err != cudaSuccess) return CudaStatus(err, "skinny_gemm_conv launch");
+  return CheckLaunch("skinny_gemm_conv", stream);
+}
+
 struct CublasLtGemm::Plan {
   cublasLtMatmulDesc_t op = nullptr;
   cublasLtMatrixLayout_t a = nullptr;  // W viewed column-major (k x n)

@@ -12,6 +12,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "kernels/causal_conv1d_params.h"
 #include "kernels/gemm_args.h"
 
 namespace mamba::kernels {
@@ -27,6 +28,12 @@ absl::Status LaunchBatchInvariantGemm(const GemmArgs& args, cudaStream_t stream)
 bool SkinnyGemmSupported(const GemmArgs& args);
 // D = A . W^T for few rows: one warp per output column, W streamed once.
 absl::Status LaunchSkinnyGemm(const GemmArgs& args, cudaStream_t stream);
+// Decode in_proj with the conv update fused into its epilogue: the x half of the output
+// (columns < conv.dim) goes through the conv of conv.slots' states into conv.out (and is not
+// stored in args.d); the rest is stored as usual. conv.x is ignored (the product is the input).
+// One launch instead of two, the same bits as LaunchSkinnyGemm + LaunchCausalConv1dDecode.
+absl::Status LaunchSkinnyGemmConv(const GemmArgs& args, const CausalConv1dParams& conv,
+                                  KernelDType state, cudaStream_t stream);
 
 // A cuBLASLt handle, its workspace, and the algorithm chosen for every shape seen so far.
 // Not thread-safe (one per backend, used by its scheduler thread).

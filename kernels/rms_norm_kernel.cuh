@@ -1,6 +1,7 @@
 // RMSNorm kernel body (see rms_norm_params.h). Included by the per-dtype instantiation files.
 #pragma once
 
+#include "kernels/dependent_launch.cuh"
 #include "kernels/device_math.cuh"
 #include "kernels/rms_norm_params.h"
 #include "kernels/static_switch.h"
@@ -73,6 +74,9 @@ __global__ void __launch_bounds__(kRmsNormThreads) RmsNormKernel(RmsNormParams p
   __shared__ float warp_sums[Traits::kThreads / 32];
   __shared__ float row_scale;
 
+  // Everything below reads the previous kernel's output (or, for the embedding, a step input).
+  WaitForPriorKernels();
+  AllowDependentKernels();
   const int64_t row = blockIdx.x;
   const int64_t src = params.row_index != nullptr ? params.row_index[row] : row;
   const int tid = threadIdx.x;
@@ -153,10 +157,12 @@ cudaError_t RunRmsNorm(const RmsNormParams& params, cudaStream_t stream) {
                    aligned(params.embedding, 8) && aligned(params.weight, 16) &&
                    aligned(params.out, 8);
   const dim3 grid(static_cast<unsigned>(params.rows));
-  BOOL_SWITCH(vec, kVec, [&] {
-    RmsNormKernel<T, kVec ? 4 : 1><<<grid, kRmsNormThreads, 0, stream>>>(params);
+  // The embedding variant starts a step (after host copies); the others follow a kernel.
+  const bool dependent = params.tokens == nullptr;
+  return BOOL_SWITCH(vec, kVec, [&] {
+    return LaunchKernel(RmsNormKernel<T, kVec ? 4 : 1>, grid, dim3(kRmsNormThreads), 0, stream,
+                        dependent, params);
   });
-  return cudaGetLastError();
 }
 
 }  // namespace mamba::kernels

@@ -3,6 +3,7 @@
 #include <cfloat>
 #include <cstdint>
 
+#include "kernels/dependent_launch.cuh"
 #include "kernels/sampling_params.h"
 
 namespace mamba::kernels {
@@ -456,6 +457,8 @@ class RowSampler {
 __global__ void __launch_bounds__(kThreads) SamplingKernel(SamplingLaunch launch) {
   extern __shared__ uint32_t bitmap[];
   __shared__ Shared sm;
+  WaitForPriorKernels();  // the logits come from the previous kernel (the head GEMM)
+  AllowDependentKernels();
   const int64_t row = blockIdx.x;
   if (launch.row_params[row].sample == 0) return;
   RowSampler sampler(launch, sm, bitmap, row);
@@ -479,8 +482,8 @@ cudaError_t RunSampling(const SamplingLaunch& launch, cudaStream_t stream) {
                              static_cast<int>(bitmap_bytes));
     if (err != cudaSuccess) return err;
   }
-  SamplingKernel<<<static_cast<unsigned>(launch.rows), kThreads, bitmap_bytes, stream>>>(launch);
-  return cudaGetLastError();
+  return LaunchKernel(SamplingKernel, dim3(static_cast<unsigned>(launch.rows)), dim3(kThreads),
+                      bitmap_bytes, stream, /*dependent=*/true, launch);
 }
 
 cudaError_t RunSampleUniformValues(const uint64_t* seeds, const uint64_t* positions, double* out,

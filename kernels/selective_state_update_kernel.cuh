@@ -1,6 +1,7 @@
 // Fused decode state update (see selective_state_update_params.h).
 #pragma once
 
+#include "kernels/dependent_launch.cuh"
 #include "kernels/device_math.cuh"
 #include "kernels/selective_state_update_params.h"
 #include "kernels/static_switch.h"
@@ -93,7 +94,8 @@ __global__ void __launch_bounds__(Traits::kThreads)
   const int64_t ec = channel_ok ? e : p.dim - 1;
   const int valid = static_cast<int>(MaxI64(0, MinI64(kSPT, p.dstate - n0)));
 
-  // The states first: they are the dominant traffic.
+  // The states first: they are the dominant traffic, and only this kernel touches the layer's
+  // states in a step, so they are read before waiting for the previous kernel.
   float h[kRows][kSPT];
   S* state[kRows];
 #pragma unroll
@@ -105,6 +107,29 @@ __global__ void __launch_bounds__(Traits::kThreads)
       LoadStates<kSPT>(state[r], h[r], channel_ok ? valid : 0, vec_state);
     }
   }
+
+  // The block's dt_proj rows and per-channel constants: weights, also independent of the
+  // previous kernel.
+  const int rank = static_cast<int>(p.dt_rank);
+  float* w_sm = low_sm + kRows * rank;  // [kCh][rank + 1]: the block's dt_proj rows, widened
+  if constexpr (Traits::kLowRank) {
+    // The tile of dt_proj rows is contiguous in memory: coalesced, once per block for all rows.
+    const T* w_tile = static_cast<const T*>(p.dt_proj_weight) + e0 * rank;
+    const int w_elems = static_cast<int>(MinI64(kCh, p.dim - e0)) * rank;
+    for (int i = tid; i < kCh * rank; i += Traits::kThreads) {
+      const int c = i / rank, k = i % rank;
+      w_sm[c * (rank + 1) + k] = i < w_elems ? ToFloat(w_tile[i]) : 0.0f;
+    }
+  }
+  float a2[kSPT];
+#pragma unroll
+  for (int s = 0; s < kSPT; ++s) a2[s] = s < valid ? p.a2[ec * p.dstate + n0 + s] : 0.0f;
+  const float dt_bias = p.dt_bias[ec];
+  const float dskip = p.d[ec];
+
+  // Everything below reads the previous kernels' outputs (x, z, dt or its low-rank input, B, C).
+  WaitForPriorKernels();
+  AllowDependentKernels();
 
   const T* tb = static_cast<const T*>(p.b);
   const T* tc = static_cast<const T*>(p.c);
@@ -127,8 +152,6 @@ __global__ void __launch_bounds__(Traits::kThreads)
       sm_dt[r][c] = in ? ToFloat(static_cast<const T*>(p.dt)[row * p.dt_row_stride + ei]) : 0.0f;
     }
   }
-  const int rank = static_cast<int>(p.dt_rank);
-  float* w_sm = low_sm + kRows * rank;  // [kCh][rank + 1]: the block's dt_proj rows, widened
   if constexpr (Traits::kLowRank) {
     for (int i = tid; i < kRows * rank; i += Traits::kThreads) {
       const int r = i / rank, k = i % rank;
@@ -136,20 +159,7 @@ __global__ void __launch_bounds__(Traits::kThreads)
           r < rows ? ToFloat(static_cast<const T*>(p.dt_low)[(row0 + r) * p.dt_low_row_stride + k])
                    : 0.0f;
     }
-    // The tile of dt_proj rows is contiguous in memory: coalesced, once per block for all rows.
-    const T* w_tile = static_cast<const T*>(p.dt_proj_weight) + e0 * rank;
-    const int w_elems = static_cast<int>(MinI64(kCh, p.dim - e0)) * rank;
-    for (int i = tid; i < kCh * rank; i += Traits::kThreads) {
-      const int c = i / rank, k = i % rank;
-      w_sm[c * (rank + 1) + k] = i < w_elems ? ToFloat(w_tile[i]) : 0.0f;
-    }
   }
-
-  float a2[kSPT];
-#pragma unroll
-  for (int s = 0; s < kSPT; ++s) a2[s] = s < valid ? p.a2[ec * p.dstate + n0 + s] : 0.0f;
-  const float dt_bias = p.dt_bias[ec];
-  const float dskip = p.d[ec];
   const int cl = tid / kLanes;
 
   // dt before bias for every row: from the low-rank projection (each lane a contiguous slice of
@@ -219,8 +229,8 @@ cudaError_t LaunchStateUpdateVariant(const SelectiveStateUpdateParams& p, cudaSt
   }
   const dim3 grid(static_cast<unsigned>((p.dim + Traits::kChannels - 1) / Traits::kChannels),
                   static_cast<unsigned>((p.batch + Traits::kRows - 1) / Traits::kRows));
-  SelectiveStateUpdateKernel<Traits><<<grid, Traits::kThreads, smem, stream>>>(p, vec_state);
-  return cudaGetLastError();
+  return LaunchKernel(SelectiveStateUpdateKernel<Traits>, grid, dim3(Traits::kThreads), smem,
+                      stream, /*dependent=*/true, p, vec_state);
 }
 
 template <typename T, typename S, bool kLowRank>

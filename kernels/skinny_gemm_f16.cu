@@ -7,4 +7,9 @@ cudaError_t RunSkinnyGemmF16(const GemmArgs& args, cudaStream_t stream) {
   return RunSkinnyGemm<__half>(args, stream);
 }
 
+cudaError_t RunSkinnyGemmConvF16(const GemmArgs& args, const CausalConv1dParams& conv,
+                                 KernelDType state, cudaStream_t stream) {
+  return RunSkinnyGemmConv<__half>(args, conv, state, stream);
+}
+
 }  // namespace mamba::kernels

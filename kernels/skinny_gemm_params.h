@@ -12,6 +12,7 @@
 
 #include <cuda_runtime_api.h>
 
+#include "kernels/causal_conv1d_params.h"
 #include "kernels/gemm_args.h"
 
 namespace mamba::kernels {
@@ -19,8 +20,16 @@ namespace mamba::kernels {
 inline constexpr int kSkinnyGemmMaxM = 4;
 inline constexpr int kSkinnyGemmWarps = 8;
 inline constexpr int64_t kSkinnyGemmSplitN = 2048;
+// 16-byte chunks of W per lane requested before waiting for the previous kernel (a lane's whole
+// share for k <= 2048 in the one-warp-per-column variant).
+inline constexpr int kSkinnyGemmPrefetch = 8;
 
 cudaError_t RunSkinnyGemmF16(const GemmArgs& args, cudaStream_t stream);
 cudaError_t RunSkinnyGemmBF16(const GemmArgs& args, cudaStream_t stream);
+// in_proj with the conv decode update fused (see LaunchSkinnyGemmConv in gemm.h).
+cudaError_t RunSkinnyGemmConvF16(const GemmArgs& args, const CausalConv1dParams& conv,
+                                 KernelDType state, cudaStream_t stream);
+cudaError_t RunSkinnyGemmConvBF16(const GemmArgs& args, const CausalConv1dParams& conv,
+                                  KernelDType state, cudaStream_t stream);
 
 }  // namespace mamba::kernels

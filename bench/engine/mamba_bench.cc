@@ -41,6 +41,7 @@
 #include "engine/status_macros.h"
 #if defined(MAMBA_HAVE_CUDA) && defined(MAMBA_BENCH_CUDA_HOOKS)
 #include "bench/engine/cuda_bench.h"
+#include "kernels/dependent_launch.h"
 #endif
 
 ABSL_FLAG(std::string, model, "synthetic:130m", "checkpoint folder or synthetic:NAME");
@@ -61,6 +62,9 @@ ABSL_FLAG(int32_t, threads, 0, "cpu threads (0: every core)");
 ABSL_FLAG(std::string, state_dtype, "f32", "recurrent state dtype: f32 | bf16 (cuda)");
 ABSL_FLAG(bool, deterministic, false,
           "cuda: batch-invariant kernels (a sequence's tokens do not depend on its batch)");
+ABSL_FLAG(bool, dependent_launch, true,
+          "cuda: launch decode kernels as programmatic dependents of the previous kernel "
+          "(sm_90+; false for A/B comparisons)");
 ABSL_FLAG(double, bandwidth_gbps, 0.0,
           "memory bandwidth for the floor in GB/s (0: measure on "
           "cpu; 3000 for cuda)");
@@ -363,6 +367,9 @@ absl::Status Run() {
   options.cpu_threads = absl::GetFlag(FLAGS_threads);
   options.state_dtype = absl::GetFlag(FLAGS_state_dtype);
   options.deterministic = absl::GetFlag(FLAGS_deterministic);
+#if defined(MAMBA_HAVE_CUDA) && defined(MAMBA_BENCH_CUDA_HOOKS)
+  mamba::kernels::SetDependentLaunch(absl::GetFlag(FLAGS_dependent_launch));
+#endif
   int max_batch = 1;
   for (int b : *batches) max_batch = std::max(max_batch, b);
   std::vector<std::tuple<int, int, int>> mixed;  // decode rows, prompts, prompt length

@@ -9,6 +9,7 @@
 #include "engine/status_macros.h"
 #include "kernels/causal_conv1d.h"
 #include "kernels/cuda_status.h"
+#include "kernels/gemm.h"
 #include "kernels/rms_norm.h"
 #include "kernels/sampling.h"
 #include "kernels/selective_scan.h"
@@ -352,9 +353,7 @@ absl::Status CudaModel::Forward(const ForwardBatch& b, const StatePool& pool, cu
     }
     MAMBA_RETURN_IF_ERROR(kernels::LaunchRmsNorm(norm, act, stream));
 
-    MAMBA_RETURN_IF_ERROR(mark("gemm in_proj"));
-    MAMBA_RETURN_IF_ERROR(Gemm(InProj(l, T), stream));
-
+    const kernels::GemmArgs in_proj = InProj(l, T);
     kernels::CausalConv1dParams conv;
     conv.num_seqs = b.seqs;
     conv.total_tokens = T;
@@ -371,10 +370,18 @@ absl::Status CudaModel::Forward(const ForwardBatch& b, const StatePool& pool, cu
     conv.slots = b.slots;
     conv.state = pool.conv(li);
     conv.state_slot_stride = pool.slot_stride();
-    if (b.decode) {
+    if (b.decode && !deterministic_ && kernels::SkinnyGemmSupported(in_proj)) {
+      // Few rows: the conv update rides in in_proj's epilogue (one launch fewer per layer).
+      MAMBA_RETURN_IF_ERROR(mark("gemm in_proj+conv1d update"));
+      MAMBA_RETURN_IF_ERROR(kernels::LaunchSkinnyGemmConv(in_proj, conv, st, stream));
+    } else if (b.decode) {
+      MAMBA_RETURN_IF_ERROR(mark("gemm in_proj"));
+      MAMBA_RETURN_IF_ERROR(Gemm(in_proj, stream));
       MAMBA_RETURN_IF_ERROR(mark("conv1d update"));
       MAMBA_RETURN_IF_ERROR(kernels::LaunchCausalConv1dDecode(conv, act, st, stream));
     } else {
+      MAMBA_RETURN_IF_ERROR(mark("gemm in_proj"));
+      MAMBA_RETURN_IF_ERROR(Gemm(in_proj, stream));
       MAMBA_RETURN_IF_ERROR(mark("conv1d"));
       MAMBA_RETURN_IF_ERROR(kernels::LaunchCausalConv1dPrefill(conv, act, st, stream));
     }

@@ -13,6 +13,8 @@
 #   scan       the fused scan kernel alone at PERF.md's shapes (mamba-bench --scan_kernel)
 #   bench130m  decode/prefill tables and the per-kernel breakdown for synthetic:130m
 #   bench1.4b  the same for synthetic:1.4b
+#   decode_ab  decode tables (batches 1, 16, 64, 256) for 130m and 1.4b with programmatic dependent
+#              launch on and off (mamba-bench --dependent_launch)
 #   profile    Nsight Compute (speed of light, occupancy, warp stalls, memory) of the decode state
 #              update, conv update and skinny GEMM (130m) and the prefill scan and conv (1.4b)
 # Environment: BUNDLE (the bundle folder), OUT (where logs go; default build-gpu-logs), STEP_TIMEOUT
@@ -107,6 +109,18 @@ for step in "${steps[@]}"; do
       cat "$OUT/$step.json" >>"$OUT/$step.log" 2>/dev/null && rm -f "$OUT/$step.json"
       grep -E '^prefill |^ +[0-9]+ +[0-9.]+ +[0-9.]+|decode step at|prefill of' "$OUT/$step.log" \
         | sed 's/^/   /' | tee -a "$summary"
+      ;;
+    decode_ab)
+      b=$(bench_bin)
+      if [ -z "$b" ]; then note "-- decode_ab: no mamba-bench in $BUNDLE/bin"; continue; fi
+      for model in 130m 1.4b; do
+        for dep in true false; do
+          run_step "decode_${model}_dep_$dep" "$b" --backend=cuda --model="synthetic:$model" \
+            --batch=1,16,64,256 --prefill=0 --dependent_launch="$dep"
+          grep -E '^ +[0-9]+ +[0-9.]+ +[0-9.]+' "$OUT/decode_${model}_dep_$dep.log" \
+            | sed 's/^/   /' | tee -a "$summary"
+        done
+      done
       ;;
     profile)
       b=$(bench_bin)

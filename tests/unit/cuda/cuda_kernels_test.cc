@@ -890,6 +890,102 @@ TEST(CudaGemmTest, CublasLtAndBatchInvariantMatchReference) {
   }
 }
 
+// Decode in_proj with the conv update in its epilogue gives the same bits as in_proj followed by
+// the conv decode kernel: the conv output, the shifted conv state and the z half (both skinny
+// variants: a block per column for narrow products, a warp per column for wide ones).
+TEST(CudaGemmTest, SkinnyInProjWithConvEqualsSeparateLaunchesBitwise) {
+  MAMBA_SKIP_WITHOUT_GPU();
+  const uint64_t seed = FreshSeed();
+  SCOPED_TRACE(absl::StrCat("seed ", seed));
+  std::mt19937_64 rng(seed);
+  struct Case {
+    int64_t m, dim, k;
+    int width;
+    bool biases;
+    KernelDType state;
+  };
+  const std::vector<Case> cases = {{1, 1536, 768, 4, false, KernelDType::kF32},
+                                   {4, 1536, 768, 4, true, KernelDType::kBF16},
+                                   {3, 40, 64, 3, true, KernelDType::kF32},
+                                   {2, 1100, 136, 2, false, KernelDType::kF32}};
+  for (KernelDType ab : kActs) {
+    for (const Case& c : cases) {
+      SCOPED_TRACE(absl::StrCat(KernelDTypeName(ab), " m ", c.m, " dim ", c.dim, " k ", c.k,
+                                " width ", c.width, " state ", KernelDTypeName(c.state)));
+      const int64_t n = 2 * c.dim, w1 = c.width - 1, num_slots = c.m + 2;
+      GemmProblem g{c.m, n, c.k, ab, ab};
+      g.Make(rng);
+      std::vector<int32_t> slots(num_slots);
+      std::iota(slots.begin(), slots.end(), 0);
+      std::shuffle(slots.begin(), slots.end(), rng);
+      slots.resize(c.m);
+      const bool bf16_state = c.state == KernelDType::kBF16;
+      const std::vector<float> state0 = Normal(rng, num_slots * c.dim * w1, 1.0f);
+      std::vector<float> state0_rounded = state0;
+      const std::vector<uint16_t> state0_bits = RoundToHalf(state0_rounded, KernelDType::kBF16);
+      DeviceArray<uint16_t> d_a(g.a_bits), d_w(g.w_bits);
+      DeviceArray<float> d_cw(Normal(rng, c.dim * c.width, 0.5f)), d_cb(Normal(rng, c.dim, 0.3f)),
+          d_xb(Normal(rng, c.dim, 0.3f));
+      DeviceArray<int32_t> d_slots(slots);
+      struct Result {
+        std::vector<uint16_t> xz, out;
+        std::vector<float> state;
+      };
+      auto run = [&](bool fused) {
+        DeviceArray<uint16_t> d_xz(c.m * n), d_out(c.m * c.dim);
+        DeviceArray<float> d_sf(bf16_state ? 1 : state0.size());
+        DeviceArray<uint16_t> d_sh(bf16_state ? state0_bits.size() : 1);
+        if (bf16_state) {
+          d_sh.Upload(state0_bits);
+        } else {
+          d_sf.Upload(state0);
+        }
+        d_xz.Poison();
+        d_out.Poison();
+        const kernels::GemmArgs args{c.m, n, c.k, d_a.get(), c.k, d_w.get(), c.k, d_xz.get(),
+                                     n,   ab, ab};
+        kernels::CausalConv1dParams conv;
+        conv.num_seqs = conv.total_tokens = c.m;
+        conv.dim = c.dim;
+        conv.width = c.width;
+        conv.x = d_xz.get();
+        conv.x_row_stride = n;
+        conv.x_bias = c.biases ? d_xb.get() : nullptr;
+        conv.weight = d_cw.get();
+        conv.bias = c.biases ? d_cb.get() : nullptr;
+        conv.out = d_out.get();
+        conv.out_row_stride = c.dim;
+        conv.slots = d_slots.get();
+        conv.state = bf16_state ? static_cast<void*>(d_sh.get()) : d_sf.get();
+        conv.state_slot_stride = c.dim * w1;
+        if (fused) {
+          absl::Status s = kernels::LaunchSkinnyGemmConv(args, conv, c.state, nullptr);
+          EXPECT_TRUE(s.ok()) << s;
+        } else {
+          absl::Status s = kernels::LaunchSkinnyGemm(args, nullptr);
+          EXPECT_TRUE(s.ok()) << s;
+          s = kernels::LaunchCausalConv1dDecode(conv, ab, c.state, nullptr);
+          EXPECT_TRUE(s.ok()) << s;
+        }
+        EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+        Result r{d_xz.Download(), d_out.Download(),
+                 bf16_state ? HalfToFloats(d_sh.Download(), KernelDType::kBF16)
+                            : d_sf.Download()};
+        return r;
+      };
+      const Result separate = run(false), fused = run(true);
+      EXPECT_EQ(fused.out, separate.out);
+      EXPECT_TRUE(BitEqual(fused.state, separate.state));
+      EXPECT_FALSE(AnyNan(HalfToFloats(fused.out, ab)));
+      for (int64_t row = 0; row < c.m; ++row) {  // the z half (the x half is not stored)
+        EXPECT_TRUE(std::equal(fused.xz.begin() + row * n + c.dim, fused.xz.begin() + (row + 1) * n,
+                               separate.xz.begin() + row * n + c.dim))
+            << "row " << row;
+      }
+    }
+  }
+}
+
 // A row's result from the batch-invariant kernel is the same bits whatever m is and wherever
 // the row sits.
 TEST(CudaGemmTest, BatchInvariantRowsDoNotDependOnM) {
