@@ -223,19 +223,56 @@ __global__ void __launch_bounds__(kConvThreads) CausalConv1dStateKernel(CausalCo
 }
 
 // One token per row: out = silu(conv over state + this input); the state shifts by one.
+// Decode grids of about one wave (few rows) run as programmatic dependents: the slot's conv state
+// and the taps are read before waiting for in_proj. Larger grids wait for in_proj to finish and
+// read everything together (measured faster there; see PreloadBeforeWait).
 template <typename T, typename S>
-__global__ void __launch_bounds__(kConvThreads) CausalConv1dDecodeKernel(CausalConv1dParams p) {
+__global__ void __launch_bounds__(kConvThreads)
+    CausalConv1dDecodeDependentKernel(CausalConv1dParams p) {
   const int64_t e = static_cast<int64_t>(blockIdx.x) * kConvThreads + threadIdx.x;
   const int64_t row = blockIdx.y;
   const bool active = e < p.dim;
-  // The layer's conv state and weights do not depend on the previous kernel (in_proj): read
-  // them before waiting for it.
   ConvDecodeChannel<S> ch;
   if (active) ch.Load(p, row, e);
   WaitForPriorKernels();
   AllowDependentKernels();
   if (!active) return;
   ch.template Finish<T>(p, row, e, ConvInput<T>(p, row, e));
+}
+
+// The same for larger grids, launched after in_proj has finished.
+template <typename T, typename S>
+__global__ void __launch_bounds__(kConvThreads) CausalConv1dDecodeKernel(CausalConv1dParams p) {
+  const int64_t e = static_cast<int64_t>(blockIdx.x) * kConvThreads + threadIdx.x;
+  const int64_t row = blockIdx.y;
+  if (e >= p.dim) return;
+  const int w1 = p.width - 1;
+  S* st = static_cast<S*>(p.state) + p.slots[row] * p.state_slot_stride + e * w1;
+  float hist[kConvMaxWidth - 1];
+#pragma unroll
+  for (int j = 0; j < kConvMaxWidth - 1; ++j) hist[j] = j < w1 ? ToFloat(st[j]) : 0.0f;
+  const float cur = ConvInput<T>(p, row, e);
+  float in[kConvTaps];
+#pragma unroll
+  for (int k = 0; k < kConvTaps - 1; ++k) {
+    const int d = kConvTaps - 1 - k;  // steps before the current token
+    float v = 0.0f;
+#pragma unroll
+    for (int j = 0; j < kConvMaxWidth - 1; ++j) {
+      if (d <= w1 && j == w1 - d) v = hist[j];
+    }
+    in[k] = v;
+  }
+  in[kConvTaps - 1] = cur;
+  float w[kConvTaps];
+#pragma unroll
+  for (int k = 0; k < kConvTaps; ++k) w[k] = ConvTap(p, e, k);
+  const float acc = ConvAccumulate(p.bias != nullptr ? p.bias[e] : 0.0f, w, in);
+  static_cast<T*>(p.out)[row * p.out_row_stride + e] = FromFloat<T>(Silu(acc));
+#pragma unroll
+  for (int j = 0; j < kConvMaxWidth - 1; ++j) {
+    if (j < w1) st[j] = FromFloat<S>(j + 1 < w1 ? hist[j + 1] : cur);
+  }
 }
 
 template <typename T, typename S>
@@ -263,8 +300,12 @@ cudaError_t RunCausalConv1dDecode(const CausalConv1dParams& p, cudaStream_t stre
   if (p.num_seqs == 0) return cudaSuccess;
   const dim3 grid(static_cast<unsigned>((p.dim + kConvThreads - 1) / kConvThreads),
                   static_cast<unsigned>(p.num_seqs));
-  return LaunchKernel(CausalConv1dDecodeKernel<T, S>, grid, dim3(kConvThreads), 0, stream,
-                      /*dependent=*/true, p);
+  if (PreloadBeforeWait(static_cast<int64_t>(grid.x) * grid.y)) {
+    return LaunchKernel(CausalConv1dDecodeDependentKernel<T, S>, grid, dim3(kConvThreads), 0,
+                        stream, /*dependent=*/true, p);
+  }
+  CausalConv1dDecodeKernel<T, S><<<grid, kConvThreads, 0, stream>>>(p);
+  return cudaGetLastError();
 }
 
 template <typename T>

@@ -62,7 +62,11 @@ __device__ __forceinline__ void StoreStates(S* p, const float (&h)[kSPT], int va
   }
 }
 
-template <typename Traits>
+// kDependent: launched as a programmatic dependent (grids of about one wave, i.e. few rows): the
+// states and the weights are read before waiting for the previous kernel, the per-row inputs
+// after. Otherwise everything is read together once the previous kernel has finished (measured
+// faster for large grids; see PreloadBeforeWait).
+template <typename Traits, bool kDependent>
 __global__ void __launch_bounds__(Traits::kThreads)
     SelectiveStateUpdateKernel(SelectiveStateUpdateParams p, bool vec_state) {
   using T = typename Traits::Input;
@@ -94,8 +98,8 @@ __global__ void __launch_bounds__(Traits::kThreads)
   const int64_t ec = channel_ok ? e : p.dim - 1;
   const int valid = static_cast<int>(MaxI64(0, MinI64(kSPT, p.dstate - n0)));
 
-  // The states first: they are the dominant traffic, and only this kernel touches the layer's
-  // states in a step, so they are read before waiting for the previous kernel.
+  // The states first: they are the dominant traffic (and only this kernel touches the layer's
+  // states in a step, so a dependent launch reads them before waiting for the previous kernel).
   float h[kRows][kSPT];
   S* state[kRows];
 #pragma unroll
@@ -108,57 +112,70 @@ __global__ void __launch_bounds__(Traits::kThreads)
     }
   }
 
-  // The block's dt_proj rows and per-channel constants: weights, also independent of the
-  // previous kernel.
   const int rank = static_cast<int>(p.dt_rank);
   float* w_sm = low_sm + kRows * rank;  // [kCh][rank + 1]: the block's dt_proj rows, widened
-  if constexpr (Traits::kLowRank) {
-    // The tile of dt_proj rows is contiguous in memory: coalesced, once per block for all rows.
-    const T* w_tile = static_cast<const T*>(p.dt_proj_weight) + e0 * rank;
-    const int w_elems = static_cast<int>(MinI64(kCh, p.dim - e0)) * rank;
-    for (int i = tid; i < kCh * rank; i += Traits::kThreads) {
-      const int c = i / rank, k = i % rank;
-      w_sm[c * (rank + 1) + k] = i < w_elems ? ToFloat(w_tile[i]) : 0.0f;
+  // The per-row inputs, staged in shared memory (they come from the previous kernels).
+  auto stage_rows = [&] {
+    const T* tb = static_cast<const T*>(p.b);
+    const T* tc = static_cast<const T*>(p.c);
+    for (int i = tid; i < kRows * kNPad; i += Traits::kThreads) {
+      const int r = i / kNPad, n = i % kNPad;
+      const bool in = r < rows && n < dstate;
+      sm_b[r][n] = in ? ToFloat(tb[(row0 + r) * p.b_row_stride + n]) : 0.0f;
+      sm_c[r][n] = in ? ToFloat(tc[(row0 + r) * p.c_row_stride + n]) : 0.0f;
     }
-  }
+    for (int i = tid; i < kRows * kCh; i += Traits::kThreads) {
+      const int r = i / kCh, c = i % kCh;
+      const int64_t ei = MinI64(e0 + c, p.dim - 1);
+      const bool in = r < rows;
+      const int64_t row = row0 + r;
+      sm_x[r][c] = in ? ToFloat(static_cast<const T*>(p.x)[row * p.x_row_stride + ei]) : 0.0f;
+      float zv = in ? ToFloat(static_cast<const T*>(p.z)[row * p.z_row_stride + ei]) : 0.0f;
+      if (p.z_bias != nullptr) zv = __fadd_rn(zv, p.z_bias[ei]);
+      sm_z[r][c] = zv;
+      if constexpr (!Traits::kLowRank) {
+        sm_dt[r][c] = in ? ToFloat(static_cast<const T*>(p.dt)[row * p.dt_row_stride + ei]) : 0.0f;
+      }
+    }
+    if constexpr (Traits::kLowRank) {
+      for (int i = tid; i < kRows * rank; i += Traits::kThreads) {
+        const int r = i / rank, k = i % rank;
+        low_sm[i] =
+            r < rows ? ToFloat(static_cast<const T*>(p.dt_low)[(row0 + r) * p.dt_low_row_stride + k])
+                     : 0.0f;
+      }
+    }
+  };
+  // The block's dt_proj rows (weights, widened into shared memory).
+  auto load_dt_proj = [&] {
+    if constexpr (Traits::kLowRank) {
+      // The tile of dt_proj rows is contiguous in memory: coalesced, once per block for all rows.
+      const T* w_tile = static_cast<const T*>(p.dt_proj_weight) + e0 * rank;
+      const int w_elems = static_cast<int>(MinI64(kCh, p.dim - e0)) * rank;
+      for (int i = tid; i < kCh * rank; i += Traits::kThreads) {
+        const int c = i / rank, k = i % rank;
+        w_sm[c * (rank + 1) + k] = i < w_elems ? ToFloat(w_tile[i]) : 0.0f;
+      }
+    }
+  };
   float a2[kSPT];
+  float dt_bias = 0.0f, dskip = 0.0f;
+  auto load_constants = [&] {
 #pragma unroll
-  for (int s = 0; s < kSPT; ++s) a2[s] = s < valid ? p.a2[ec * p.dstate + n0 + s] : 0.0f;
-  const float dt_bias = p.dt_bias[ec];
-  const float dskip = p.d[ec];
-
-  // Everything below reads the previous kernels' outputs (x, z, dt or its low-rank input, B, C).
-  WaitForPriorKernels();
-  AllowDependentKernels();
-
-  const T* tb = static_cast<const T*>(p.b);
-  const T* tc = static_cast<const T*>(p.c);
-  for (int i = tid; i < kRows * kNPad; i += Traits::kThreads) {
-    const int r = i / kNPad, n = i % kNPad;
-    const bool in = r < rows && n < dstate;
-    sm_b[r][n] = in ? ToFloat(tb[(row0 + r) * p.b_row_stride + n]) : 0.0f;
-    sm_c[r][n] = in ? ToFloat(tc[(row0 + r) * p.c_row_stride + n]) : 0.0f;
-  }
-  for (int i = tid; i < kRows * kCh; i += Traits::kThreads) {
-    const int r = i / kCh, c = i % kCh;
-    const int64_t ei = MinI64(e0 + c, p.dim - 1);
-    const bool in = r < rows;
-    const int64_t row = row0 + r;
-    sm_x[r][c] = in ? ToFloat(static_cast<const T*>(p.x)[row * p.x_row_stride + ei]) : 0.0f;
-    float zv = in ? ToFloat(static_cast<const T*>(p.z)[row * p.z_row_stride + ei]) : 0.0f;
-    if (p.z_bias != nullptr) zv = __fadd_rn(zv, p.z_bias[ei]);
-    sm_z[r][c] = zv;
-    if constexpr (!Traits::kLowRank) {
-      sm_dt[r][c] = in ? ToFloat(static_cast<const T*>(p.dt)[row * p.dt_row_stride + ei]) : 0.0f;
-    }
-  }
-  if constexpr (Traits::kLowRank) {
-    for (int i = tid; i < kRows * rank; i += Traits::kThreads) {
-      const int r = i / rank, k = i % rank;
-      low_sm[i] =
-          r < rows ? ToFloat(static_cast<const T*>(p.dt_low)[(row0 + r) * p.dt_low_row_stride + k])
-                   : 0.0f;
-    }
+    for (int s = 0; s < kSPT; ++s) a2[s] = s < valid ? p.a2[ec * p.dstate + n0 + s] : 0.0f;
+    dt_bias = p.dt_bias[ec];
+    dskip = p.d[ec];
+  };
+  if constexpr (kDependent) {
+    load_dt_proj();
+    load_constants();
+    WaitForPriorKernels();
+    AllowDependentKernels();
+    stage_rows();
+  } else {
+    stage_rows();
+    load_dt_proj();
+    load_constants();
   }
   const int cl = tid / kLanes;
 
@@ -222,15 +239,21 @@ cudaError_t LaunchStateUpdateVariant(const SelectiveStateUpdateParams& p, cudaSt
       kLowRank ? sizeof(float) * (Traits::kRows * p.dt_rank + Traits::kChannels * (p.dt_rank + 1))
                : 0;
   if (smem > 48 * 1024) {
-    const cudaError_t err =
-        cudaFuncSetAttribute(SelectiveStateUpdateKernel<Traits>,
-                             cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
-    if (err != cudaSuccess) return err;
+    for (auto kernel : {SelectiveStateUpdateKernel<Traits, true>,
+                        SelectiveStateUpdateKernel<Traits, false>}) {
+      const cudaError_t err = cudaFuncSetAttribute(
+          kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
+      if (err != cudaSuccess) return err;
+    }
   }
   const dim3 grid(static_cast<unsigned>((p.dim + Traits::kChannels - 1) / Traits::kChannels),
                   static_cast<unsigned>((p.batch + Traits::kRows - 1) / Traits::kRows));
-  return LaunchKernel(SelectiveStateUpdateKernel<Traits>, grid, dim3(Traits::kThreads), smem,
-                      stream, /*dependent=*/true, p, vec_state);
+  if (PreloadBeforeWait(static_cast<int64_t>(grid.x) * grid.y)) {
+    return LaunchKernel(SelectiveStateUpdateKernel<Traits, true>, grid, dim3(Traits::kThreads),
+                        smem, stream, /*dependent=*/true, p, vec_state);
+  }
+  SelectiveStateUpdateKernel<Traits, false><<<grid, Traits::kThreads, smem, stream>>>(p, vec_state);
+  return cudaGetLastError();
 }
 
 template <typename T, typename S, bool kLowRank>

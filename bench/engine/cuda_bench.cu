@@ -20,6 +20,7 @@
 #include "engine/cuda/cuda_backend.h"
 #include "engine/status_macros.h"
 #include "kernels/cuda_status.h"
+#include "kernels/dependent_launch.cuh"
 #include "kernels/selective_scan.h"
 
 namespace mamba::bench {
@@ -221,7 +222,74 @@ std::string BreakdownTable(const char* title, const std::vector<CudaKernelTime>&
   return table;
 }
 
+// One link of a chain of dependent kernels doing (almost) nothing: waits for its predecessor,
+// lets its successor start, and bumps a counter, so the chain has a real data dependency.
+__global__ void ProbeKernel(float* counter) {
+  kernels::WaitForPriorKernels();
+  kernels::AllowDependentKernels();
+  if (threadIdx.x == 0 && blockIdx.x == 0) counter[0] += 1.0f;
+}
+
 }  // namespace
+
+absl::StatusOr<std::string> RunLaunchProbe() {
+  // A decode step is a chain of dependent kernels; this measures what one link costs when the
+  // kernel itself does nothing: CUDA graph of kChain links, replayed, time per link.
+  constexpr int kChain = 240, kReplays = 50;
+  float* counter = nullptr;
+  MAMBA_CUDA_RETURN_IF_ERROR(cudaMalloc(&counter, sizeof(float)), "probe counter");
+  cudaStream_t stream = nullptr;
+  MAMBA_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "stream");
+  cudaEvent_t start = nullptr, stop = nullptr;
+  MAMBA_CUDA_RETURN_IF_ERROR(cudaEventCreate(&start), "event");
+  MAMBA_CUDA_RETURN_IF_ERROR(cudaEventCreate(&stop), "event");
+  std::string json = "[";
+  std::printf("launch probe: a graph of %d dependent empty kernels\n%8s %8s %10s %12s\n", kChain,
+              "blocks", "threads", "dependent", "us per link");
+  const bool pdl_policy = kernels::DependentLaunchEnabled();
+  bool first = true;
+  for (int blocks : {1, 132, 1056}) {
+    for (bool dependent : {false, true}) {
+      kernels::SetDependentLaunch(dependent);
+      cudaGraph_t graph = nullptr;
+      cudaGraphExec_t exec = nullptr;
+      MAMBA_CUDA_RETURN_IF_ERROR(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal),
+                                 "capture");
+      for (int i = 0; i < kChain; ++i) {
+        cudaError_t err = kernels::LaunchKernel(ProbeKernel, dim3(blocks), dim3(256), 0, stream,
+                                                /*dependent=*/i > 0, counter);
+        if (err != cudaSuccess) return kernels::CudaStatus(err, "probe launch");
+      }
+      MAMBA_CUDA_RETURN_IF_ERROR(cudaStreamEndCapture(stream, &graph), "capture end");
+      MAMBA_CUDA_RETURN_IF_ERROR(cudaGraphInstantiate(&exec, graph, 0), "instantiate");
+      for (int w = 0; w < 3; ++w) {
+        MAMBA_CUDA_RETURN_IF_ERROR(cudaGraphLaunch(exec, stream), "replay");
+      }
+      std::vector<float> ms(kReplays);
+      for (int r = 0; r < kReplays; ++r) {
+        MAMBA_CUDA_RETURN_IF_ERROR(cudaEventRecord(start, stream), "record");
+        MAMBA_CUDA_RETURN_IF_ERROR(cudaGraphLaunch(exec, stream), "replay");
+        MAMBA_CUDA_RETURN_IF_ERROR(cudaEventRecord(stop, stream), "record");
+        MAMBA_CUDA_RETURN_IF_ERROR(cudaEventSynchronize(stop), "sync");
+        MAMBA_CUDA_RETURN_IF_ERROR(cudaEventElapsedTime(&ms[r], start, stop), "elapsed");
+      }
+      std::sort(ms.begin(), ms.end());
+      const double us = ms[kReplays / 2] * 1e3 / kChain;
+      std::printf("%8d %8d %10s %12.2f\n", blocks, 256, dependent ? "yes" : "no", us);
+      json += absl::StrFormat("%s{\"blocks\":%d,\"dependent\":%s,\"us_per_link\":%.3f}",
+                              first ? "" : ",", blocks, dependent ? "true" : "false", us);
+      first = false;
+      cudaGraphExecDestroy(exec);
+      cudaGraphDestroy(graph);
+    }
+  }
+  kernels::SetDependentLaunch(pdl_policy);
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  cudaStreamDestroy(stream);
+  cudaFree(counter);
+  return json + "]";
+}
 
 absl::StatusOr<std::string> RunScanKernelBench() {
   const std::vector<ScanShape> shapes = {{1536, 2048, 16, 864.0},

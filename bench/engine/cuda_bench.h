@@ -14,6 +14,11 @@ namespace mamba::bench {
 // official kernel's published figures, with effective bandwidth.
 absl::StatusOr<std::string> RunScanKernelBench();
 
+// What one link of a chain of dependent kernels costs in a CUDA graph when the kernels do
+// nothing (1, 132 and 1056 blocks; with and without programmatic dependent launch): the floor
+// under a decode step made of many small kernels.
+absl::StatusOr<std::string> RunLaunchProbe();
+
 // Per-kernel breakdown (time per kernel family, share of the step) of one decode step at `batch`
 // and one prefill of `prefill_tokens` tokens on a CUDA backend.
 absl::StatusOr<std::string> RunCudaBreakdown(Backend& backend, int batch, int prefill_tokens);

@@ -74,6 +74,8 @@ ABSL_FLAG(std::string, mixed, "",
           "mixed steps D:P:L[,...]: D decode rows plus P prompts of L tokens in one step, timed "
           "against the same decode rows alone and the same prompts alone");
 ABSL_FLAG(bool, scan_kernel, false, "cuda: time the fused selective-scan kernel alone");
+ABSL_FLAG(bool, launch_probe, false,
+          "cuda: time a CUDA graph of dependent empty kernels (the cost of one link)");
 ABSL_FLAG(bool, breakdown, false, "cuda: per-kernel time breakdown of a decode step and prefill");
 
 namespace mamba::bench {
@@ -322,6 +324,18 @@ absl::Status Run() {
   const bool cuda = backend_kind == "cuda" || (backend_kind == "auto" && CudaAvailable());
   std::string json = "{";
 
+  if (absl::GetFlag(FLAGS_launch_probe)) {
+#if defined(MAMBA_HAVE_CUDA) && defined(MAMBA_BENCH_CUDA_HOOKS)
+    absl::StatusOr<std::string> r = RunLaunchProbe();
+    if (!r.ok()) return r.status();
+    if (!absl::GetFlag(FLAGS_json).empty()) {
+      std::ofstream(absl::GetFlag(FLAGS_json)) << "{\"launch_probe\": " << *r << "}\n";
+    }
+    return absl::OkStatus();
+#else
+    return absl::FailedPreconditionError("--launch_probe needs a build with CUDA");
+#endif
+  }
   if (absl::GetFlag(FLAGS_scan_kernel)) {
 #if defined(MAMBA_HAVE_CUDA) && defined(MAMBA_BENCH_CUDA_HOOKS)
     absl::StatusOr<std::string> r = RunScanKernelBench();
