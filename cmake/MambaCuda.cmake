@@ -13,6 +13,7 @@ if(NOT MAMBA_CUDA STREQUAL "OFF")
       set(CMAKE_CUDA_ARCHITECTURES "80;90a")
     endif()
     enable_language(CUDA)
+    mamba_strip_debug_info(CUDA)
     # CMake 3.25 knows no C++20 flag for nvcc (3.26 does); nvcc 12+ accepts -std=c++20.
     if(NOT CMAKE_CUDA20_STANDARD_COMPILE_OPTION)
       set(CMAKE_CUDA20_STANDARD_COMPILE_OPTION "-std=c++20")
