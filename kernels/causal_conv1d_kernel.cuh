@@ -223,9 +223,10 @@ __global__ void __launch_bounds__(kConvThreads) CausalConv1dStateKernel(CausalCo
 }
 
 // One token per row: out = silu(conv over state + this input); the state shifts by one.
-// Decode grids of about one wave (few rows) run as programmatic dependents: the slot's conv state
-// and the taps are read before waiting for in_proj. Larger grids wait for in_proj to finish and
-// read everything together (measured faster there; see PreloadBeforeWait).
+// Decode grids of about one wave (few rows) run as programmatic dependents: the taps (and, when
+// p.state_read_early, the slot's conv state) are read before waiting for in_proj. Larger grids
+// wait for in_proj to finish and read everything together (measured faster there; see
+// PreloadBeforeWait).
 template <typename T, typename S>
 __global__ void __launch_bounds__(kConvThreads)
     CausalConv1dDecodeDependentKernel(CausalConv1dParams p) {
@@ -233,10 +234,11 @@ __global__ void __launch_bounds__(kConvThreads)
   const int64_t row = blockIdx.y;
   const bool active = e < p.dim;
   ConvDecodeChannel<S> ch;
-  if (active) ch.Load(p, row, e);
+  if (active && p.state_read_early) ch.Load(p, row, e);
   WaitForPriorKernels();
   AllowDependentKernels();
   if (!active) return;
+  if (!p.state_read_early) ch.Load(p, row, e);
   ch.template Finish<T>(p, row, e, ConvInput<T>(p, row, e));
 }
 

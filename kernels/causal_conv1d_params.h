@@ -44,6 +44,10 @@ struct CausalConv1dParams {
   const int32_t* __restrict__ slots = nullptr;       // [num_seqs]
   void* __restrict__ state = nullptr;                // this layer's [dim][width - 1] at slot 0
   int64_t state_slot_stride = 0;                     // elements between consecutive slots
+  // Decode only: the kernel just before this one in the stream (in_proj, or the norm when the
+  // conv rides in in_proj) does not write these states, so a dependent launch may read them
+  // before waiting for it; otherwise they are read after it has finished.
+  bool state_read_early = false;
 };
 
 // Per activation dtype; `state_dtype` is f32 or bf16. The caller has checked `params`.

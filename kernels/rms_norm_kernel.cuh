@@ -74,6 +74,14 @@ __global__ void __launch_bounds__(kRmsNormThreads) RmsNormKernel(RmsNormParams p
   __shared__ float warp_sums[Traits::kThreads / 32];
   __shared__ float row_scale;
 
+  // The norm weight does not depend on the previous kernel: read it before waiting for it.
+  const int tid0 = threadIdx.x;
+  float wt[Traits::kIters][kWidth];
+#pragma unroll
+  for (int it = 0; it < Traits::kIters; ++it) {
+    const int64_t col = (static_cast<int64_t>(it) * Traits::kThreads + tid0) * kWidth;
+    if (col < params.dim) LoadF32<kWidth>(params.weight + col, wt[it]);
+  }
   // Everything below reads the previous kernel's output (or, for the embedding, a step input).
   WaitForPriorKernels();
   AllowDependentKernels();
@@ -134,11 +142,9 @@ __global__ void __launch_bounds__(kRmsNormThreads) RmsNormKernel(RmsNormParams p
   for (int it = 0; it < Traits::kIters; ++it) {
     const int64_t col = (static_cast<int64_t>(it) * Traits::kThreads + tid) * kWidth;
     if (col < dim) {
-      float w[kWidth];
-      LoadF32<kWidth>(params.weight + col, w);
       float o[kWidth];
 #pragma unroll
-      for (int i = 0; i < kWidth; ++i) o[i] = __fmul_rn(__fmul_rn(v[it][i], scale), w[i]);
+      for (int i = 0; i < kWidth; ++i) o[i] = __fmul_rn(__fmul_rn(v[it][i], scale), wt[it][i]);
       StoreRow<T, kWidth>(out + col, o);
     }
   }

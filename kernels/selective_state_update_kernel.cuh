@@ -62,11 +62,12 @@ __device__ __forceinline__ void StoreStates(S* p, const float (&h)[kSPT], int va
   }
 }
 
+// kEarlyState (dependent only): p.state_read_early, as a compile-time choice.
 // kDependent: launched as a programmatic dependent (grids of about one wave, i.e. few rows): the
 // states and the weights are read before waiting for the previous kernel, the per-row inputs
 // after. Otherwise everything is read together once the previous kernel has finished (measured
 // faster for large grids; see PreloadBeforeWait).
-template <typename Traits, bool kDependent>
+template <typename Traits, bool kDependent, bool kEarlyState>
 __global__ void __launch_bounds__(Traits::kThreads)
     SelectiveStateUpdateKernel(SelectiveStateUpdateParams p, bool vec_state) {
   using T = typename Traits::Input;
@@ -98,19 +99,22 @@ __global__ void __launch_bounds__(Traits::kThreads)
   const int64_t ec = channel_ok ? e : p.dim - 1;
   const int valid = static_cast<int>(MaxI64(0, MinI64(kSPT, p.dstate - n0)));
 
-  // The states first: they are the dominant traffic (and only this kernel touches the layer's
-  // states in a step, so a dependent launch reads them before waiting for the previous kernel).
+  // The states first: they are the dominant traffic (a dependent launch reads them before
+  // waiting for the previous kernel when that kernel does not write them: state_read_early).
   float h[kRows][kSPT];
   S* state[kRows];
+  auto load_states = [&] {
 #pragma unroll
-  for (int r = 0; r < kRows; ++r) {
-    state[r] = nullptr;
-    if (r < rows) {
-      state[r] =
-          static_cast<S*>(p.state) + p.slots[row0 + r] * p.state_slot_stride + ec * p.dstate + n0;
-      LoadStates<kSPT>(state[r], h[r], channel_ok ? valid : 0, vec_state);
+    for (int r = 0; r < kRows; ++r) {
+      state[r] = nullptr;
+      if (r < rows) {
+        state[r] = static_cast<S*>(p.state) + p.slots[row0 + r] * p.state_slot_stride +
+                   ec * p.dstate + n0;
+        LoadStates<kSPT>(state[r], h[r], channel_ok ? valid : 0, vec_state);
+      }
     }
-  }
+  };
+  if constexpr (!kDependent || kEarlyState) load_states();
 
   const int rank = static_cast<int>(p.dt_rank);
   float* w_sm = low_sm + kRows * rank;  // [kCh][rank + 1]: the block's dt_proj rows, widened
@@ -166,12 +170,86 @@ __global__ void __launch_bounds__(Traits::kThreads)
     dt_bias = p.dt_bias[ec];
     dskip = p.d[ec];
   };
+  // The dependent variant (few rows) is latency-bound: its per-row loads are all issued before
+  // any shared-memory store, one round trip instead of one per staging loop.
+  auto stage_rows_batched = [&] {
+    constexpr int kBcIters = (kRows * kNPad + Traits::kThreads - 1) / Traits::kThreads;
+    constexpr int kXzIters = (kRows * kCh + Traits::kThreads - 1) / Traits::kThreads;
+    constexpr int kLowBatch = 4;
+    const T* tb = static_cast<const T*>(p.b);
+    const T* tc = static_cast<const T*>(p.c);
+    float bv[kBcIters], cv[kBcIters], xv[kXzIters], zv[kXzIters], dv[kXzIters], lv[kLowBatch];
+#pragma unroll
+    for (int j = 0; j < kBcIters; ++j) {
+      const int i = tid + j * Traits::kThreads;
+      const int r = i / kNPad, n = i % kNPad;
+      const bool in = i < kRows * kNPad && r < rows && n < dstate;
+      bv[j] = in ? ToFloat(tb[(row0 + r) * p.b_row_stride + n]) : 0.0f;
+      cv[j] = in ? ToFloat(tc[(row0 + r) * p.c_row_stride + n]) : 0.0f;
+    }
+#pragma unroll
+    for (int j = 0; j < kXzIters; ++j) {
+      const int i = tid + j * Traits::kThreads;
+      const int r = i / kCh, c = i % kCh;
+      const int64_t ei = MinI64(e0 + c, p.dim - 1);
+      const bool in = i < kRows * kCh && r < rows;
+      const int64_t row = row0 + r;
+      xv[j] = in ? ToFloat(static_cast<const T*>(p.x)[row * p.x_row_stride + ei]) : 0.0f;
+      zv[j] = in ? ToFloat(static_cast<const T*>(p.z)[row * p.z_row_stride + ei]) : 0.0f;
+      if (p.z_bias != nullptr) zv[j] = __fadd_rn(zv[j], p.z_bias[ei]);
+      dv[j] = 0.0f;
+      if constexpr (!Traits::kLowRank) {
+        dv[j] = in ? ToFloat(static_cast<const T*>(p.dt)[row * p.dt_row_stride + ei]) : 0.0f;
+      }
+    }
+    // The first kLowBatch elements of this thread's share of dt_low (all of it for few rows).
+    const int low_total = Traits::kLowRank ? kRows * rank : 0;
+#pragma unroll
+    for (int u = 0; u < kLowBatch; ++u) {
+      const int i = tid + u * Traits::kThreads;
+      const int r = i / (rank > 0 ? rank : 1), k = i % (rank > 0 ? rank : 1);
+      lv[u] = i < low_total && r < rows
+                  ? ToFloat(static_cast<const T*>(p.dt_low)[(row0 + r) * p.dt_low_row_stride + k])
+                  : 0.0f;
+    }
+#pragma unroll
+    for (int j = 0; j < kBcIters; ++j) {
+      const int i = tid + j * Traits::kThreads;
+      if (i < kRows * kNPad) {
+        sm_b[i / kNPad][i % kNPad] = bv[j];
+        sm_c[i / kNPad][i % kNPad] = cv[j];
+      }
+    }
+#pragma unroll
+    for (int j = 0; j < kXzIters; ++j) {
+      const int i = tid + j * Traits::kThreads;
+      if (i < kRows * kCh) {
+        sm_x[i / kCh][i % kCh] = xv[j];
+        sm_z[i / kCh][i % kCh] = zv[j];
+        if constexpr (!Traits::kLowRank) sm_dt[i / kCh][i % kCh] = dv[j];
+      }
+    }
+    if constexpr (Traits::kLowRank) {
+#pragma unroll
+      for (int u = 0; u < kLowBatch; ++u) {
+        const int i = tid + u * Traits::kThreads;
+        if (i < low_total) low_sm[i] = lv[u];
+      }
+      for (int i = tid + kLowBatch * Traits::kThreads; i < low_total; i += Traits::kThreads) {
+        const int r = i / rank, k = i % rank;
+        low_sm[i] = r < rows ? ToFloat(static_cast<const T*>(
+                                   p.dt_low)[(row0 + r) * p.dt_low_row_stride + k])
+                             : 0.0f;
+      }
+    }
+  };
   if constexpr (kDependent) {
     load_dt_proj();
     load_constants();
     WaitForPriorKernels();
     AllowDependentKernels();
-    stage_rows();
+    if constexpr (!kEarlyState) load_states();
+    stage_rows_batched();
   } else {
     stage_rows();
     load_dt_proj();
@@ -239,8 +317,9 @@ cudaError_t LaunchStateUpdateVariant(const SelectiveStateUpdateParams& p, cudaSt
       kLowRank ? sizeof(float) * (Traits::kRows * p.dt_rank + Traits::kChannels * (p.dt_rank + 1))
                : 0;
   if (smem > 48 * 1024) {
-    for (auto kernel : {SelectiveStateUpdateKernel<Traits, true>,
-                        SelectiveStateUpdateKernel<Traits, false>}) {
+    for (auto kernel : {SelectiveStateUpdateKernel<Traits, true, true>,
+                        SelectiveStateUpdateKernel<Traits, true, false>,
+                        SelectiveStateUpdateKernel<Traits, false, false>}) {
       const cudaError_t err = cudaFuncSetAttribute(
           kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
       if (err != cudaSuccess) return err;
@@ -249,10 +328,13 @@ cudaError_t LaunchStateUpdateVariant(const SelectiveStateUpdateParams& p, cudaSt
   const dim3 grid(static_cast<unsigned>((p.dim + Traits::kChannels - 1) / Traits::kChannels),
                   static_cast<unsigned>((p.batch + Traits::kRows - 1) / Traits::kRows));
   if (PreloadBeforeWait(static_cast<int64_t>(grid.x) * grid.y)) {
-    return LaunchKernel(SelectiveStateUpdateKernel<Traits, true>, grid, dim3(Traits::kThreads),
-                        smem, stream, /*dependent=*/true, p, vec_state);
+    return LaunchKernel(p.state_read_early ? SelectiveStateUpdateKernel<Traits, true, true>
+                                           : SelectiveStateUpdateKernel<Traits, true, false>,
+                        grid, dim3(Traits::kThreads), smem, stream, /*dependent=*/true, p,
+                        vec_state);
   }
-  SelectiveStateUpdateKernel<Traits, false><<<grid, Traits::kThreads, smem, stream>>>(p, vec_state);
+  SelectiveStateUpdateKernel<Traits, false, false>
+      <<<grid, Traits::kThreads, smem, stream>>>(p, vec_state);
   return cudaGetLastError();
 }
 

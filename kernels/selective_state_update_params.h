@@ -54,6 +54,10 @@ struct SelectiveStateUpdateParams {
   const int32_t* __restrict__ slots = nullptr;  // [batch]
   void* __restrict__ state = nullptr;           // this layer's [dim][dstate] StateT at slot 0
   int64_t state_slot_stride = 0;
+  // The kernel just before this one in the stream does not write these states (true for a
+  // model's decode step: x_proj or dt_proj precede it). A dependent launch may then read the
+  // states before waiting for that kernel; otherwise they are read after it has finished.
+  bool state_read_early = false;
   void* __restrict__ out = nullptr;  // [batch, out_row_stride] T
   int64_t out_row_stride = 0;
 };

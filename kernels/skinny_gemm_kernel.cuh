@@ -43,13 +43,15 @@ __global__ void __launch_bounds__(kSkinnyGemmWarps * 32)
     const int64_t k = k_first + static_cast<int64_t>(i) * 256;
     if (k < k_end) pre[i] = *reinterpret_cast<const Vec8<T>*>(w + k);
   }
-  // The storing lane's conv state and taps (x-half columns), also independent of it.
+  // The storing lane's conv state and taps (x-half columns), also independent of it when the
+  // caller says the previous kernel does not write the state (conv.state_read_early).
   const bool storer = lane < m_rows && (!kSplitK || warp == 0);
   const bool conv_column = kConv != 0 && n < conv.dim;
   ConvDecodeChannel<ConvState> channel;
-  if (conv_column && storer) channel.Load(conv, lane, n);
+  if (conv_column && storer && conv.state_read_early) channel.Load(conv, lane, n);
   WaitForPriorKernels();
   AllowDependentKernels();
+  if (conv_column && storer && !conv.state_read_early) channel.Load(conv, lane, n);
 
   float acc[kMaxM];
 #pragma unroll

@@ -370,6 +370,9 @@ absl::Status CudaModel::Forward(const ForwardBatch& b, const StatePool& pool, cu
     conv.slots = b.slots;
     conv.state = pool.conv(li);
     conv.state_slot_stride = pool.slot_stride();
+    // In a decode step only this layer's conv touches its conv state, and norm or in_proj
+    // precede it: the state may be read before they finish.
+    conv.state_read_early = b.decode;
     if (b.decode && !deterministic_ && kernels::SkinnyGemmSupported(in_proj)) {
       // Few rows: the conv update rides in in_proj's epilogue (one launch fewer per layer).
       MAMBA_RETURN_IF_ERROR(mark("gemm in_proj+conv1d update"));
@@ -424,6 +427,7 @@ absl::Status CudaModel::Forward(const ForwardBatch& b, const StatePool& pool, cu
       u.slots = b.slots;
       u.state = pool.ssm(li);
       u.state_slot_stride = pool.slot_stride();
+      u.state_read_early = true;  // x_proj or dt_proj precede it; only it writes these states
       u.out = y_;
       u.out_row_stride = E;
       MAMBA_RETURN_IF_ERROR(mark("ssm state update"));

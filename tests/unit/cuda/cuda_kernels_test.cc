@@ -319,17 +319,20 @@ TEST(CudaConvTest, PrefillAndDecodeMatchReference) {
       EXPECT_LE(RelativeL2(state, ref_state),
                 c.state == KernelDType::kBF16 ? kHalfTolerance : 1e-6);
 
-      // Decode: one token per row.
-      ConvCase dc = c;
-      dc.lengths.assign(5, 1);
-      ConvProblem d{dc, act};
-      d.Make(rng);
-      d.Reference(&ref_out, &ref_state);
-      RunConv(d, /*decode=*/true, &out, &state);
-      EXPECT_FALSE(AnyNan(out));
-      EXPECT_LE(RelativeL2(out, ref_out), kHalfTolerance);
-      EXPECT_LE(RelativeL2(state, ref_state),
-                c.state == KernelDType::kBF16 ? kHalfTolerance : 1e-6);
+      // Decode: one token per row (few rows: the dependent-launched kernel; many: the plain one).
+      for (int rows : {5, 400}) {
+        SCOPED_TRACE(absl::StrCat("decode rows ", rows));
+        ConvCase dc = c;
+        dc.lengths.assign(rows, 1);
+        ConvProblem d{dc, act};
+        d.Make(rng);
+        d.Reference(&ref_out, &ref_state);
+        RunConv(d, /*decode=*/true, &out, &state);
+        EXPECT_FALSE(AnyNan(out));
+        EXPECT_LE(RelativeL2(out, ref_out), kHalfTolerance);
+        EXPECT_LE(RelativeL2(state, ref_state),
+                  c.state == KernelDType::kBF16 ? kHalfTolerance : 1e-6);
+      }
     }
   }
 }
@@ -723,6 +726,9 @@ TEST(CudaStateUpdateTest, MatchesReference) {
       {5, 64, 32, 8, true, false, KernelDType::kF32},
       {6, 64, 16, 8, true, false, KernelDType::kBF16},
       {3, 48, 64, 6, false, false, KernelDType::kBF16},
+      // Grids above two waves take the plain (not dependent-launched) kernel.
+      {300, 1536, 16, 48, false, true, KernelDType::kF32},
+      {300, 256, 16, 8, true, false, KernelDType::kBF16},
   };
   for (KernelDType act : kActs) {
     for (const Case& c : cases) {
