@@ -242,7 +242,9 @@ __global__ void __launch_bounds__(kConvThreads)
   ch.template Finish<T>(p, row, e, ConvInput<T>(p, row, e));
 }
 
-// The same for larger grids, launched after in_proj has finished.
+// The same for larger grids, launched after in_proj has finished. Written flat rather than
+// through ConvDecodeChannel: the struct form measured 40-65% slower for this kernel at batch 256
+// on the H100 (226 vs 319-369 us over 24 layers).
 template <typename T, typename S>
 __global__ void __launch_bounds__(kConvThreads) CausalConv1dDecodeKernel(CausalConv1dParams p) {
   const int64_t e = static_cast<int64_t>(blockIdx.x) * kConvThreads + threadIdx.x;

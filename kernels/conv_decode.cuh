@@ -19,10 +19,12 @@ __device__ __forceinline__ float ConvTap(const CausalConv1dParams& p, int64_t e,
 // p.out and shifts the state.
 template <typename S>
 struct ConvDecodeChannel {
-  S* state = nullptr;
-  float hist[kConvMaxWidth - 1] = {};
-  float w[kConvTaps] = {};
-  float bias = 0.0f;
+  // Set by Load(). No default initializers: with them the struct form was slower on the H100
+  // (130m batch 1: 444 vs 420 us/step).
+  S* state;
+  float hist[kConvMaxWidth - 1];
+  float w[kConvTaps];
+  float bias;
 
   __device__ __forceinline__ void Load(const CausalConv1dParams& p, int64_t row, int64_t e) {
     const int w1 = p.width - 1;

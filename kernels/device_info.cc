@@ -6,22 +6,37 @@
 #include <atomic>
 
 namespace mamba::kernels {
+namespace {
 
-int CurrentDeviceSmCount() {
-  static std::array<std::atomic<int>, 64> cache{};
+// A positive attribute of the current device, cached per device in `cache` (0: not read yet);
+// `fallback` when it cannot be read.
+int CachedAttribute(std::array<std::atomic<int>, 64>& cache, cudaDeviceAttr attribute,
+                    int fallback) {
   int device = 0;
-  if (cudaGetDevice(&device) != cudaSuccess || device < 0) return 1;
-  if (device < static_cast<int>(cache.size())) {
+  if (cudaGetDevice(&device) != cudaSuccess || device < 0) return fallback;
+  const bool cacheable = device < static_cast<int>(cache.size());
+  if (cacheable) {
     const int cached = cache[device].load(std::memory_order_relaxed);
     if (cached > 0) return cached;
   }
-  int sms = 0;
-  if (cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess ||
-      sms <= 0) {
-    return 1;
+  int value = 0;
+  if (cudaDeviceGetAttribute(&value, attribute, device) != cudaSuccess || value <= 0) {
+    return fallback;
   }
-  if (device < static_cast<int>(cache.size())) cache[device].store(sms, std::memory_order_relaxed);
-  return sms;
+  if (cacheable) cache[device].store(value, std::memory_order_relaxed);
+  return value;
+}
+
+}  // namespace
+
+int CurrentDeviceSmCount() {
+  static std::array<std::atomic<int>, 64> cache{};
+  return CachedAttribute(cache, cudaDevAttrMultiProcessorCount, 1);
+}
+
+int CurrentDeviceComputeMajor() {
+  static std::array<std::atomic<int>, 64> cache{};
+  return CachedAttribute(cache, cudaDevAttrComputeCapabilityMajor, 0);
 }
 
 }  // namespace mamba::kernels

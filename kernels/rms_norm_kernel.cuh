@@ -75,11 +75,11 @@ __global__ void __launch_bounds__(kRmsNormThreads) RmsNormKernel(RmsNormParams p
   __shared__ float row_scale;
 
   // The norm weight does not depend on the previous kernel: read it before waiting for it.
-  const int tid0 = threadIdx.x;
+  const int tid = threadIdx.x;
   float wt[Traits::kIters][kWidth];
 #pragma unroll
   for (int it = 0; it < Traits::kIters; ++it) {
-    const int64_t col = (static_cast<int64_t>(it) * Traits::kThreads + tid0) * kWidth;
+    const int64_t col = (static_cast<int64_t>(it) * Traits::kThreads + tid) * kWidth;
     if (col < params.dim) LoadF32<kWidth>(params.weight + col, wt[it]);
   }
   // Everything below reads the previous kernel's output (or, for the embedding, a step input).
@@ -87,7 +87,6 @@ __global__ void __launch_bounds__(kRmsNormThreads) RmsNormKernel(RmsNormParams p
   AllowDependentKernels();
   const int64_t row = blockIdx.x;
   const int64_t src = params.row_index != nullptr ? params.row_index[row] : row;
-  const int tid = threadIdx.x;
   const int64_t dim = params.dim;
 
   float* residual = params.residual + src * params.residual_row_stride;

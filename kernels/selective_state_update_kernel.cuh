@@ -118,7 +118,10 @@ __global__ void __launch_bounds__(Traits::kThreads)
 
   const int rank = static_cast<int>(p.dt_rank);
   float* w_sm = low_sm + kRows * rank;  // [kCh][rank + 1]: the block's dt_proj rows, widened
-  // The per-row inputs, staged in shared memory (they come from the previous kernels).
+  // The per-row inputs, staged in shared memory (they come from the previous kernels). Two
+  // versions: this loop form for the plain kernel, the batched one below for the dependent
+  // kernel; the batched form in the plain kernel measured slower on the H100 (130m batch 256:
+  // 747 vs 645 us over 24 layers), the loop form in the dependent one slower at batch 1.
   auto stage_rows = [&] {
     const T* tb = static_cast<const T*>(p.b);
     const T* tc = static_cast<const T*>(p.c);
