@@ -28,10 +28,9 @@ __device__ __forceinline__ void AllowDependentKernels() {
 
 // Whether a decode kernel of `blocks` blocks runs as a programmatic dependent (its independent
 // loads before the wait) or as a plain launch after its predecessor. Dependent launch pays off
-// for grids of about one wave (few rows: the step is a chain of launch latencies). For the conv
-// and state update at batch 64-256 the dependent variants measured 20-70% slower per kernel on
-// the H100 (whether or not the loads came before the wait; cause not yet found), so larger grids
-// take the plain kernels.
+// for grids of about one wave (few rows: the step is a chain of launch latencies). At batch
+// 64-256 the conv and state update keep plain kernels with their flat code (the forms the
+// dependent variants use measured 15-65% slower per kernel there on the H100).
 inline bool PreloadBeforeWait(int64_t blocks) {
   return blocks <= 2 * static_cast<int64_t>(CurrentDeviceSmCount());
 }
