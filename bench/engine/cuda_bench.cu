@@ -20,6 +20,7 @@
 #include "engine/cuda/cuda_backend.h"
 #include "engine/status_macros.h"
 #include "kernels/cuda_status.h"
+#include "kernels/decode_step.h"
 #include "kernels/dependent_launch.cuh"
 #include "kernels/selective_scan.h"
 
@@ -419,6 +420,93 @@ absl::StatusOr<std::string> RunCudaBreakdown(Backend& backend, int batch, int pr
       decode_times, &json);
   json += "}}";
   std::printf("%s%s", decode_table.c_str(), prefill_table.c_str());
+  return json;
+}
+
+namespace {
+unsigned long long* decode_trace = nullptr;
+int decode_trace_blocks = 0;
+}  // namespace
+
+absl::Status EnableDecodeTrace(int n_layer) {
+  int device = 0;
+  MAMBA_CUDA_RETURN_IF_ERROR(cudaGetDevice(&device), "decode trace");
+  MAMBA_CUDA_RETURN_IF_ERROR(
+      cudaDeviceGetAttribute(&decode_trace_blocks, cudaDevAttrMultiProcessorCount, device),
+      "decode trace");
+  const int64_t entries = int64_t{decode_trace_blocks} * 8 * n_layer;
+  MAMBA_CUDA_RETURN_IF_ERROR(cudaMalloc(&decode_trace, entries * sizeof(unsigned long long)),
+                             "decode trace buffer");
+  MAMBA_CUDA_RETURN_IF_ERROR(cudaMemset(decode_trace, 0, entries * sizeof(unsigned long long)),
+                             "decode trace buffer");
+  kernels::SetDecodeStepTrace(decode_trace, entries);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> DecodeTraceReport(int n_layer) {
+  if (decode_trace == nullptr) return absl::FailedPreconditionError("decode trace not enabled");
+  const int stride = 8 * n_layer, blocks = decode_trace_blocks;
+  std::vector<unsigned long long> t(static_cast<size_t>(blocks) * stride);
+  MAMBA_CUDA_RETURN_IF_ERROR(cudaDeviceSynchronize(), "decode trace");
+  MAMBA_CUDA_RETURN_IF_ERROR(
+      cudaMemcpy(t.data(), decode_trace, t.size() * sizeof(t[0]), cudaMemcpyDeviceToHost),
+      "decode trace");
+  if (t[0] == 0) {
+    return absl::FailedPreconditionError(
+        "decode trace: empty (no step ran on the persistent decode kernel)");
+  }
+  auto at = [&](int b, int i) { return static_cast<double>(t[static_cast<size_t>(b) * stride + i]); };
+  const int barriers = 4 * n_layer - 1;
+  // Phase k runs from barrier k - 1's exit (the start for k = 0) to barrier k's arrival (the
+  // end for the last phase). Per phase type: the blocks' mean and slowest working time; per
+  // barrier: the last arrival to the last exit, and the spread of arrivals.
+  double work_mean[4] = {}, work_max[4] = {}, wait[4] = {}, spread[4] = {};
+  int count[4] = {}, bcount[4] = {};
+  for (int k = 0; k <= barriers; ++k) {
+    const int q = k % 4;
+    double sum = 0.0, mx = 0.0;
+    for (int b = 0; b < blocks; ++b) {
+      const double begin = k == 0 ? at(b, 0) : at(b, 2 * k);
+      const double end = k == barriers ? at(b, stride - 1) : at(b, 2 * k + 1);
+      sum += end - begin;
+      mx = std::max(mx, end - begin);
+    }
+    work_mean[q] += sum / blocks;
+    work_max[q] += mx;
+    ++count[q];
+    if (k == barriers) continue;
+    double first_arrival = 1e300, last_arrival = 0.0, last_exit = 0.0;
+    for (int b = 0; b < blocks; ++b) {
+      first_arrival = std::min(first_arrival, at(b, 2 * k + 1));
+      last_arrival = std::max(last_arrival, at(b, 2 * k + 1));
+      last_exit = std::max(last_exit, at(b, 2 * k + 2));
+    }
+    wait[q] += last_exit - last_arrival;
+    spread[q] += last_arrival - first_arrival;
+    ++bcount[q];
+  }
+  double first_start = 1e300, last_end = 0.0;
+  for (int b = 0; b < blocks; ++b) {
+    first_start = std::min(first_start, at(b, 0));
+    last_end = std::max(last_end, at(b, stride - 1));
+  }
+  static const char* kNames[4] = {"norm+in_proj+conv", "x_proj", "state update", "out_proj"};
+  std::string json = "{\"phases\": [";
+  std::printf("persistent decode kernel, last step: %.1f us over %d blocks, %d layers\n",
+              (last_end - first_start) / 1e3, blocks, n_layer);
+  std::printf("%-20s %12s %12s %14s %14s\n", "phase (per layer)", "work us", "slowest us",
+              "barrier us", "arrivals us");
+  for (int q = 0; q < 4; ++q) {
+    const double wm = work_mean[q] / count[q] / 1e3, wx = work_max[q] / count[q] / 1e3;
+    const double bw = bcount[q] > 0 ? wait[q] / bcount[q] / 1e3 : 0.0;
+    const double bs = bcount[q] > 0 ? spread[q] / bcount[q] / 1e3 : 0.0;
+    std::printf("%-20s %12.2f %12.2f %14.2f %14.2f\n", kNames[q], wm, wx, bw, bs);
+    absl::StrAppendFormat(&json,
+                          "%s{\"phase\": \"%s\", \"work_us\": %.3f, \"slowest_us\": %.3f, "
+                          "\"barrier_us\": %.3f, \"arrival_spread_us\": %.3f}",
+                          q == 0 ? "" : ", ", kNames[q], wm, wx, bw, bs);
+  }
+  absl::StrAppendFormat(&json, "], \"kernel_us\": %.3f}", (last_end - first_start) / 1e3);
   return json;
 }
 

@@ -23,4 +23,11 @@ absl::StatusOr<std::string> RunLaunchProbe();
 // and one prefill of `prefill_tokens` tokens on a CUDA backend.
 absl::StatusOr<std::string> RunCudaBreakdown(Backend& backend, int batch, int prefill_tokens);
 
+// The persistent decode kernel's own timeline (kernels/decode_step.h's trace): EnableDecodeTrace
+// before the backend is created (decode graphs capture the buffer), DecodeTraceReport after the
+// timed steps: per phase (in_proj, x_proj, state update, out_proj) the blocks' working time and
+// the barrier's latency, averaged over the layers of the last step.
+absl::Status EnableDecodeTrace(int n_layer);
+absl::StatusOr<std::string> DecodeTraceReport(int n_layer);
+
 }  // namespace mamba::bench

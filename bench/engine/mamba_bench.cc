@@ -41,6 +41,7 @@
 #include "engine/status_macros.h"
 #if defined(MAMBA_HAVE_CUDA) && defined(MAMBA_BENCH_CUDA_HOOKS)
 #include "bench/engine/cuda_bench.h"
+#include "kernels/decode_step.h"
 #include "kernels/dependent_launch.h"
 #endif
 
@@ -65,6 +66,9 @@ ABSL_FLAG(bool, deterministic, false,
 ABSL_FLAG(bool, dependent_launch, true,
           "cuda: launch decode kernels as programmatic dependents of the previous kernel "
           "(sm_90+; false for A/B comparisons)");
+ABSL_FLAG(std::string, persistent_decode, "auto",
+          "cuda: when decode steps run as one persistent kernel: auto (one row, large layers: "
+          "where it is faster) | always (<= 4 rows) | off (the layered kernels)");
 ABSL_FLAG(double, bandwidth_gbps, 0.0,
           "memory bandwidth for the floor in GB/s (0: measure on "
           "cpu; 3000 for cuda)");
@@ -77,6 +81,9 @@ ABSL_FLAG(bool, scan_kernel, false, "cuda: time the fused selective-scan kernel 
 ABSL_FLAG(bool, launch_probe, false,
           "cuda: time a CUDA graph of dependent empty kernels (the cost of one link)");
 ABSL_FLAG(bool, breakdown, false, "cuda: per-kernel time breakdown of a decode step and prefill");
+ABSL_FLAG(bool, decode_trace, false,
+          "cuda: timeline of the persistent decode kernel (per phase: working time and barrier "
+          "latency) in the last timed step; use with a single --batch of <= 4");
 
 namespace mamba::bench {
 namespace {
@@ -383,6 +390,16 @@ absl::Status Run() {
   options.deterministic = absl::GetFlag(FLAGS_deterministic);
 #if defined(MAMBA_HAVE_CUDA) && defined(MAMBA_BENCH_CUDA_HOOKS)
   mamba::kernels::SetDependentLaunch(absl::GetFlag(FLAGS_dependent_launch));
+  {
+    const std::string mode = absl::GetFlag(FLAGS_persistent_decode);
+    if (mode != "auto" && mode != "always" && mode != "off") {
+      return absl::InvalidArgumentError(absl::StrCat("--persistent_decode '", mode,
+                                                     "' is invalid; allowed: auto, always, off"));
+    }
+    mamba::kernels::SetPersistentDecode(mode == "always" ? mamba::kernels::PersistentDecode::kAlways
+                                        : mode == "off"  ? mamba::kernels::PersistentDecode::kOff
+                                                         : mamba::kernels::PersistentDecode::kAuto);
+  }
 #endif
   int max_batch = 1;
   for (int b : *batches) max_batch = std::max(max_batch, b);
@@ -403,6 +420,14 @@ absl::Status Run() {
   }
   options.num_slots = std::max(max_batch, 1);
   options.max_batch = std::max(max_batch, 1);
+  if (absl::GetFlag(FLAGS_decode_trace)) {
+#if defined(MAMBA_HAVE_CUDA) && defined(MAMBA_BENCH_CUDA_HOOKS)
+    if (!cuda) return absl::FailedPreconditionError("--decode_trace needs --backend=cuda");
+    MAMBA_RETURN_IF_ERROR(EnableDecodeTrace(config.n_layer));
+#else
+    return absl::FailedPreconditionError("--decode_trace needs a build with CUDA");
+#endif
+  }
   absl::StatusOr<std::unique_ptr<Backend>> backend = CreateBackend(options, *model);
   if (!backend.ok()) return backend.status();
   Backend& b = **backend;
@@ -511,6 +536,13 @@ absl::Status Run() {
     json += absl::StrCat(", \"mixed\": [", absl::StrJoin(mixed_json, ", "), "]");
   }
 
+  if (absl::GetFlag(FLAGS_decode_trace)) {
+#if defined(MAMBA_HAVE_CUDA) && defined(MAMBA_BENCH_CUDA_HOOKS)
+    absl::StatusOr<std::string> r = DecodeTraceReport(config.n_layer);
+    if (!r.ok()) return r.status();
+    json += absl::StrCat(", \"decode_trace\": ", *r);
+#endif
+  }
   if (absl::GetFlag(FLAGS_breakdown)) {
 #if defined(MAMBA_HAVE_CUDA) && defined(MAMBA_BENCH_CUDA_HOOKS)
     if (!cuda) return absl::FailedPreconditionError("--breakdown needs --backend=cuda");

@@ -9,6 +9,7 @@
 #include "engine/status_macros.h"
 #include "kernels/causal_conv1d.h"
 #include "kernels/cuda_status.h"
+#include "kernels/decode_step.h"
 #include "kernels/gemm.h"
 #include "kernels/rms_norm.h"
 #include "kernels/sampling.h"
@@ -219,6 +220,18 @@ absl::Status CudaModel::Upload(const ModelWeights& w) {
     L.out_proj_bias = atf(o.out_proj_bias);
     L.norm = atf(o.norm);
   }
+  // The persistent decode kernel reads the layers' pointers from a device table.
+  std::vector<kernels::DecodeStepLayer> table(c.n_layer);
+  for (int l = 0; l < c.n_layer; ++l) {
+    const Layer& L = layers_[l];
+    table[l] = {L.in_proj, L.in_proj_bias, L.conv_weight, L.conv_bias, L.x_proj, L.dt_proj,
+                L.dt_bias, L.a2, L.d, L.out_proj, L.out_proj_bias, L.norm};
+  }
+  MAMBA_ASSIGN_OR_RETURN(layer_table_,
+                         DeviceBuffer::Allocate(table.size() * sizeof(table[0]), "the layer table"));
+  MAMBA_CUDA_RETURN_IF_ERROR(cudaMemcpy(layer_table_.data(), table.data(),
+                                        table.size() * sizeof(table[0]), cudaMemcpyHostToDevice),
+                             "uploading the layer table");
   return absl::OkStatus();
 }
 
@@ -241,6 +254,8 @@ absl::Status CudaModel::AllocateWorkspace() {
   const size_t scratch = layout.Reserve(H * V * sizeof(float));
   const size_t seg_state = layout.Reserve(kScanSegmentEntries * E * c.d_state * sizeof(float));
   const size_t seg_dt = layout.Reserve(kScanSegmentEntries * E * sizeof(float));
+  const size_t residual_alt = layout.Reserve(kernels::kDecodeStepMaxRows * D * sizeof(float));
+  const size_t barrier = layout.Reserve(2 * sizeof(unsigned int));
   MAMBA_ASSIGN_OR_RETURN(
       workspace_, DeviceBuffer::Allocate(layout.Bytes(),
                                          absl::StrCat("activations for ", T, " tokens per pass")));
@@ -257,6 +272,10 @@ absl::Status CudaModel::AllocateWorkspace() {
   sample_scratch_ = reinterpret_cast<float*>(base + scratch);
   segment_state_ = reinterpret_cast<float*>(base + seg_state);
   segment_dt_sum_ = reinterpret_cast<float*>(base + seg_dt);
+  residual_alt_ = reinterpret_cast<float*>(base + residual_alt);
+  step_barrier_ = reinterpret_cast<unsigned int*>(base + barrier);
+  MAMBA_CUDA_RETURN_IF_ERROR(cudaMemset(step_barrier_, 0, 2 * sizeof(unsigned int)),
+                             "clearing the decode barrier");
   return absl::OkStatus();
 }
 
@@ -285,6 +304,45 @@ kernels::GemmArgs CudaModel::OutProj(const Layer& l, int64_t rows) const {
 kernels::GemmArgs CudaModel::LmHead(int64_t rows) const {
   const int64_t D = config_.d_model, V = config_.vocab_size;
   return {rows, V, D, xn_, D, lm_head_, D, logits_, V, kdtype_, KernelDType::kF32};
+}
+
+kernels::DecodeStepParams CudaModel::DecodeStep(const ForwardBatch& b,
+                                                const StatePool* pool) const {
+  const ModelConfig& c = config_;
+  kernels::DecodeStepParams p;
+  p.rows = static_cast<int32_t>(b.tokens);
+  p.n_layer = c.n_layer;
+  p.d_model = c.d_model;
+  p.d_inner = c.d_inner;
+  p.d_state = c.d_state;
+  p.dt_rank = c.dt_rank;
+  p.d_conv = c.d_conv;
+  p.eps = c.layer_norm_epsilon;
+  p.dbc_ld = dbc_ld_;
+  if (pool == nullptr) return p;
+  p.layers = layer_table_.as<kernels::DecodeStepLayer>();
+  p.embedding = embedding_;
+  p.token_ids = b.token_ids;
+  p.slots = b.slots;
+  p.conv_state = pool->conv(0);
+  p.ssm_state = pool->ssm(0);
+  p.conv_layer_stride = c.ConvStateElementsPerLayer();
+  p.ssm_layer_stride = c.SsmStateElementsPerLayer();
+  p.slot_stride = pool->slot_stride();
+  p.residual[0] = residual_;
+  p.residual[1] = residual_alt_;
+  p.h = h_;
+  p.xc = xc_;
+  p.z = xz_;  // only z is stored (row stride E); the x half goes straight into the conv
+  p.dbc = dbc_;
+  p.y = y_;
+  p.barrier = step_barrier_;
+  return p;
+}
+
+bool CudaModel::UsesDecodeStep(const ForwardBatch& b, KernelDType state) const {
+  return b.decode && !deterministic_ && b.tokens <= kernels::kDecodeStepMaxRows &&
+         kernels::DecodeStepSupported(DecodeStep(b, nullptr), kdtype_, state);
 }
 
 absl::Status CudaModel::Gemm(const kernels::GemmArgs& args, cudaStream_t stream) const {
@@ -329,7 +387,17 @@ absl::Status CudaModel::Forward(const ForwardBatch& b, const StatePool& pool, cu
   // batch-invariant mode always takes it from the same GEMM as prefill (bit-equal tokens).
   const bool fused_dt = b.decode && !deterministic_ && T < kFusedDtMaxRows;
 
-  for (int li = 0; li < c.n_layer; ++li) {
+  // Few decode rows: every layer in one persistent kernel, leaving what the layered loop below
+  // leaves for the head (h_ and the residual before it), the residual in one of two buffers.
+  const bool persistent = UsesDecodeStep(b, st);
+  float* head_residual = residual_;
+  if (persistent) {
+    MAMBA_RETURN_IF_ERROR(mark("decode step (all layers)"));
+    MAMBA_RETURN_IF_ERROR(kernels::LaunchDecodeStep(DecodeStep(b, &pool), act, st, stream));
+    if ((c.n_layer - 1) % 2 == 1) head_residual = residual_alt_;
+  }
+  const int layered = persistent ? 0 : c.n_layer;
+  for (int li = 0; li < layered; ++li) {
     const Layer& l = layers_[li];
     kernels::RmsNormParams norm;
     norm.rows = T;
@@ -476,7 +544,7 @@ absl::Status CudaModel::Forward(const ForwardBatch& b, const StatePool& pool, cu
     kernels::RmsNormParams norm;
     norm.rows = b.head_rows;
     norm.dim = D;
-    norm.residual = residual_;
+    norm.residual = head_residual;
     norm.residual_row_stride = D;
     norm.add = h_;
     norm.add_row_stride = D;

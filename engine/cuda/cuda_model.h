@@ -12,7 +12,9 @@
 //   decode:  the fused state update (dt_proj + softplus + update + C + D + gate in one kernel)
 //   out_proj GEMM
 // then the final norm on each sequence's last position only, the lm_head GEMM (fp32 logits) and
-// device sampling.
+// device sampling. Decode steps of few rows (<= kDecodeStepMaxRows) run every layer in one
+// persistent kernel instead (kernels/decode_step_params.h), with the same math and rounding
+// points; the batch-invariant mode always uses the layered kernels.
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -29,6 +31,7 @@
 #include "engine/dtype.h"
 #include "engine/model_config.h"
 #include "engine/model_weights.h"
+#include "kernels/decode_step_params.h"
 #include "kernels/gemm.h"
 #include "kernels/kernel_types.h"
 #include "kernels/sampling_params.h"
@@ -121,6 +124,10 @@ class CudaModel {
   kernels::GemmArgs DtProj(const Layer& l, int64_t rows) const;
   kernels::GemmArgs OutProj(const Layer& l, int64_t rows) const;
   kernels::GemmArgs LmHead(int64_t rows) const;
+  // The persistent decode kernel's arguments for a decode batch (shapes only when `pool` is null).
+  kernels::DecodeStepParams DecodeStep(const ForwardBatch& b, const StatePool* pool) const;
+  // Whether `b` (with states in `state`) runs on the persistent decode kernel.
+  bool UsesDecodeStep(const ForwardBatch& b, kernels::KernelDType state) const;
 
   ModelConfig config_;
   DType dtype_ = DType::kBF16;
@@ -135,6 +142,7 @@ class CudaModel {
   const void* embedding_ = nullptr;  // [V, D]
   const void* lm_head_ = nullptr;    // [V, D] (the embedding when tied)
   const float* norm_f_ = nullptr;    // [D]
+  DeviceBuffer layer_table_;         // [n_layer] kernels::DecodeStepLayer
 
   DeviceBuffer workspace_;
   int64_t dbc_ld_ = 0;         // row stride of [dt_low | B | C], padded to whole 16-byte vectors
@@ -151,6 +159,9 @@ class CudaModel {
   float* segment_state_ = nullptr;   // [kScanSegmentEntries, E, N]
   float* segment_dt_sum_ = nullptr;  // [kScanSegmentEntries, E]
   float* sample_scratch_ = nullptr;  // [head_rows, V]
+  // The persistent decode kernel's second residual buffer and barrier counters.
+  float* residual_alt_ = nullptr;        // [kDecodeStepMaxRows, D]
+  unsigned int* step_barrier_ = nullptr;  // 2 counters, zero between launches
 };
 
 // The kernels' name for an engine dtype.

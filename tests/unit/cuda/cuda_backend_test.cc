@@ -22,6 +22,7 @@
 #include "engine/model_loader.h"
 #include "engine/sampler.h"
 #include "gtest/gtest.h"
+#include "kernels/decode_step.h"
 #include "nlohmann/json.hpp"
 
 namespace mamba {
@@ -252,6 +253,16 @@ TEST(CudaBackendTest, MatchesCpuBackend130mWidthsF16) {
 
 // The golden HF checkpoints (tests/data/golden/*, made by tools/make_golden_checkpoints.py):
 // last-position logits against HF's float64 ones, and greedy tokens, teacher-forced.
+// The same comparisons with every decode step of <= 4 rows on the persistent decode kernel
+// (by default it runs only where it is faster: one row of a large model).
+TEST(CudaBackendTest, MatchesCpuBackendWithPersistentDecode) {
+  SKIP_WITHOUT_GPU();
+  kernels::SetPersistentDecode(kernels::PersistentDecode::kAlways);
+  ExpectMatchesCpu({"130m widths f16", Small130mConfig(), DType::kF16, kF16LogitTolerance});
+  ExpectMatchesCpu({"tiny bf16", TinyConfig(), DType::kBF16, kBF16LogitTolerance});
+  kernels::SetPersistentDecode(kernels::PersistentDecode::kAuto);
+}
+
 TEST(CudaBackendTest, MatchesTransformersGoldenCheckpoints) {
   SKIP_WITHOUT_GPU();
   const fs::path root = fs::path(MAMBA_TEST_DATA_DIR) / "golden";
@@ -560,6 +571,81 @@ TEST(CudaBackendTest, Bf16StatesStayClose) {
     const std::vector<int32_t> one = {t};
     EXPECT_LE(MaxRelative(Feed(*b16, 0, one), Feed(*f32, 0, one)), kBF16LogitTolerance);
   }
+}
+
+// Decode steps of <= 4 rows run every layer in one persistent kernel; it must compute what the
+// layered kernels compute (same math and rounding points; only summation orders differ), for
+// every row count, both state dtypes, and leave the same states behind.
+TEST(CudaBackendTest, PersistentDecodeMatchesLayeredKernels) {
+  SKIP_WITHOUT_GPU();
+  struct Case {
+    std::string name;
+    ModelConfig config;
+    DType dtype;
+    std::string state;
+  };
+  const Case cases[] = {{"130m widths, f16, f32 states", Small130mConfig(), DType::kF16, "f32"},
+                        {"tiny, bf16, bf16 states", TinyConfig(), DType::kBF16, "bf16"}};
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.name);
+    Progress(c.name);
+    CudaOptions o;
+    o.state_dtype = c.state;
+    o.max_batch = 8;
+    // Decode graphs are captured when the backend is created, under the policy of that moment.
+    kernels::SetPersistentDecode(kernels::PersistentDecode::kOff);
+    std::unique_ptr<Backend> layered = MakeCuda(MakeModel(c.config, c.dtype), o);
+    kernels::SetPersistentDecode(kernels::PersistentDecode::kAlways);
+    std::unique_ptr<Backend> persistent = MakeCuda(MakeModel(c.config, c.dtype), o);
+    ASSERT_NE(layered, nullptr);
+    ASSERT_NE(persistent, nullptr);
+    const double tolerance = c.dtype == DType::kF16 ? kF16LogitTolerance : kBF16LogitTolerance;
+    int32_t slot = 0;
+    for (int rows = 1; rows <= 4; ++rows) {
+      SCOPED_TRACE(absl::StrCat(rows, " rows"));
+      std::vector<int32_t> slots;
+      std::vector<int32_t> next(rows);
+      for (int r = 0; r < rows; ++r) {
+        slots.push_back(slot++);
+        const std::vector<int32_t> prompt =
+            RandomTokens(9 + 5 * r, c.config.vocab_size, 300 + 10 * rows + r);
+        next[r] = Argmax(Feed(*layered, slots[r], prompt));
+        Feed(*persistent, slots[r], prompt);
+      }
+      int agree = 0, total = 0;
+      double worst = 0.0;
+      for (int step = 0; step < 12; ++step) {
+        std::vector<SeqWork> work(rows);
+        for (int r = 0; r < rows; ++r) {
+          work[r].slot = slots[r];
+          work[r].tokens = absl::MakeConstSpan(&next[r], 1);
+        }
+        const std::vector<std::vector<float>> want = StepAll(*layered, work);
+        const std::vector<std::vector<float>> got = StepAll(*persistent, work);
+        for (int r = 0; r < rows; ++r) {
+          worst = std::max(worst, MaxRelative(got[r], want[r]));
+          agree += Argmax(got[r]) == Argmax(want[r]);
+          ++total;
+          next[r] = Argmax(want[r]);  // both continue with the layered path's token
+        }
+      }
+      EXPECT_LE(worst, tolerance);
+      EXPECT_GE(static_cast<double>(agree) / total, kGreedyAgreement);
+      // The states left behind (conv and SSM, every layer) agree as closely.
+      for (int32_t s : slots) {
+        std::unique_ptr<HostState> a = layered->AllocateHostState();
+        std::unique_ptr<HostState> b = persistent->AllocateHostState();
+        ASSERT_TRUE(layered->SaveSlot(s, a.get()).ok());
+        ASSERT_TRUE(persistent->SaveSlot(s, b.get()).ok());
+        std::vector<float> fa(a->size() / DTypeSize(a->dtype()));
+        std::vector<float> fb(fa.size());
+        ConvertToFloat(a->dtype(), a->data(), fa.data(), fa.size());
+        ConvertToFloat(b->dtype(), b->data(), fb.data(), fb.size());
+        EXPECT_LE(MaxRelative(fb, fa), tolerance) << "slot " << s;
+      }
+    }
+  }
+  kernels::SetPersistentDecode(kernels::PersistentDecode::kAuto);
 }
 
 TEST(CudaBackendTest, BadInputsAreRefusedWithReasons) {
