@@ -43,11 +43,7 @@ void SetDecodeStepTrace(unsigned long long* device_buffer, int64_t entries) {
 bool DecodeStepSupported(const DecodeStepParams& p, KernelDType act, KernelDType state) {
   const PersistentDecode mode = PersistentDecodePolicy();
   if (mode == PersistentDecode::kOff || !ShapeSupported(p)) return false;
-  if (mode == PersistentDecode::kAuto) {
-    const int64_t D = p.d_model, E = p.d_inner, R = p.dt_rank, N = p.d_state;
-    const int64_t layer_bytes = 2 * (2 * E * D + E * (R + 2 * N) + E * R + D * E);
-    if (p.rows != 1 || layer_bytes < kDecodeStepAutoLayerBytes) return false;
-  }
+  if (mode == PersistentDecode::kAuto && p.rows != 1) return false;
   if (act != KernelDType::kF16 && act != KernelDType::kBF16) return false;
   if (state != KernelDType::kF32 && state != KernelDType::kBF16) return false;
   int device = 0, cooperative = 0;
@@ -56,7 +52,10 @@ bool DecodeStepSupported(const DecodeStepParams& p, KernelDType act, KernelDType
       cooperative == 0) {
     return false;
   }
-  return BlocksPerSm(act, state, DecodeStepSharedBytes(p.d_model, p.d_inner, p.dbc_ld)) >= 1;
+  // The larger (four-row) variant must fit; either may run.
+  return BlocksPerSm(act, state,
+                     DecodeStepSharedBytes(p.d_model, p.d_inner, p.dbc_ld, p.n_layer,
+                                           kDecodeStepMaxRows)) >= 1;
 }
 
 absl::Status LaunchDecodeStep(const DecodeStepParams& p, KernelDType act, KernelDType state,

@@ -10,14 +10,12 @@
 namespace mamba::kernels {
 
 // When decode steps run on the persistent kernel (process-wide; kAuto by default).
-//   kAuto:   where it measured faster than the layered kernels on the H100: one row, and layers
-//            of at least kDecodeStepAutoLayerBytes of weights (the kernel streams weights better,
-//            but pays four grid barriers and four latency-bound phases per layer, ~12 us, which
-//            small layers and extra rows do not repay; bench/RESULTS.md has the table).
+//   kAuto:   where it measured faster than the layered kernels on the H100: steps of one row
+//            (130m to 1.4b: 3-14% faster). At 2-4 rows it is slower (each row adds work to the
+//            latency-bound phases between barriers; bench/RESULTS.md has the table).
 //   kAlways: every step it supports (tests, measurements).
 //   kOff:    never.
 enum class PersistentDecode { kOff, kAuto, kAlways };
-inline constexpr int64_t kDecodeStepAutoLayerBytes = int64_t{10} << 20;
 
 // Whether a decode step of these shapes (p.rows, the model dimensions; pointers are not looked at)
 // runs as one persistent kernel: the policy chooses it and the current device can run it.

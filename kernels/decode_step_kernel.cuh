@@ -13,9 +13,12 @@ namespace mamba::kernels {
 namespace decode_step {
 
 constexpr int kWarps = kDecodeStepThreads / 32;
-// Depth of each warp's weight stream (16-byte chunks per lane in flight, in shared memory): the
-// first kStages - 1 of a phase are requested before the barrier that precedes it.
+// Depth of each warp's weight stream (chunks in flight, in shared memory; a chunk is kVec 16-byte
+// pieces per lane): the first kStages - 1 of a phase are requested before the barrier that
+// precedes it.
 constexpr int kStages = kDecodeStepStages;
+constexpr int kVec = kDecodeStepChunkVectors;
+constexpr int kChunk = kVec * 256;  // elements of a row per chunk
 // Elements of the normalised row per thread, in groups of 4 (d_model <= kDecodeStepMaxModel).
 constexpr int kNormIters = kDecodeStepMaxModel / (kDecodeStepThreads * 4);
 // dt_proj chunks (8 elements) per lane requested before the state-update phase's barrier.
@@ -119,22 +122,26 @@ __device__ __forceinline__ void WaitAsync() {
 }
 
 // One warp's share of a matrix-vector phase: rows first_row, first_row + row_step, ... of W
-// ([rows_total, len]), each split into chunks of 256 elements (lane L takes elements
-// [8L, 8L + 8) of a chunk). The chunks stream through a ring of kStages 16-byte slots per lane in
-// shared memory with cp.async, one commit group per chunk, so kStages - 1 chunks are in flight
-// without holding registers, across the barrier that precedes the phase (Prologue) and across
-// the phase's own stalls. Each lane reads back only the slots it filled itself.
+// ([rows_total, len]), each split into chunks of kChunk elements (lane L takes elements
+// [256 v + 8L, 256 v + 8L + 8) of a chunk for v < kVec: every 16-byte request of the warp covers
+// 512 contiguous bytes). The chunks stream through a ring of kStages slots per lane in shared
+// memory with cp.async, one commit group per chunk, so kStages - 1 chunks are in flight without
+// holding registers, across the barrier that precedes the phase (Prologue) and across the
+// phase's own stalls. Each lane reads back only the pieces it requested itself.
 template <typename T>
 struct RowStream {
-  const T* w;
+  // The request side walks the chunks with counters (no divisions: the loop is a few dozen
+  // instructions per chunk, which matters at one row).
+  const T* src_row;  // this lane's first element of the row being requested
+  int64_t row_stride;
   int len, cpr, first_row, row_step, chunks, lane;
-  uint4* ring;  // this warp's [kStages][32]
+  int issue_left, issue_i, issue_slot;
+  uint4* ring;  // this warp's [kStages][kVec][32]
 
-  __device__ __forceinline__ void Init(const T* w_, int len_, int rows_total, int first_row_,
+  __device__ __forceinline__ void Init(const T* w, int len_, int rows_total, int first_row_,
                                        int row_step_, uint4* ring_, int lane_) {
-    w = w_;
     len = len_;
-    cpr = (len_ + 255) / 256;
+    cpr = (len_ + kChunk - 1) / kChunk;
     first_row = first_row_;
     row_step = row_step_;
     const int n = first_row_ < rows_total ? (rows_total - first_row_ + row_step_ - 1) / row_step_
@@ -142,22 +149,34 @@ struct RowStream {
     chunks = n * cpr;
     ring = ring_;
     lane = lane_;
+    src_row = w + static_cast<int64_t>(first_row_) * len_ + lane_ * 8;
+    row_stride = static_cast<int64_t>(row_step_) * len_;
+    issue_left = chunks;
+    issue_i = 0;
+    issue_slot = 0;
   }
-  // Requests chunk g (an empty group past the end, so the group count stays uniform).
-  __device__ __forceinline__ void Issue(int g) {
-    if (g < chunks) {
-      const int r = g / cpr;
-      const int k = ((g - r * cpr) * 32 + lane) * 8;
-      if (k < len) {
-        CopyAsync16(ring + (g % kStages) * 32 + lane,
-                    w + static_cast<int64_t>(first_row + r * row_step) * len + k);
+  // Requests the next chunk (an empty group past the end, so the group count stays uniform).
+  __device__ __forceinline__ void Issue() {
+    if (issue_left > 0) {
+#pragma unroll
+      for (int v = 0; v < kVec; ++v) {
+        if (issue_i * kChunk + v * 256 + lane * 8 < len) {
+          CopyAsync16(ring + (issue_slot * kVec + v) * 32 + lane,
+                      src_row + issue_i * kChunk + v * 256);
+        }
+      }
+      --issue_left;
+      if (++issue_i == cpr) {
+        issue_i = 0;
+        src_row += row_stride;
       }
     }
+    issue_slot = issue_slot + 1 == kStages ? 0 : issue_slot + 1;
     CommitAsync();
   }
   __device__ __forceinline__ void Prologue() {
 #pragma unroll
-    for (int g = 0; g < kStages - 1; ++g) Issue(g);
+    for (int g = 0; g < kStages - 1; ++g) Issue();
   }
   // Runs the phase: for each row, acc[r] = row . act[r] (act in shared memory, rows
   // `rows`), complete in every lane, handed to emit(row index, acc).
@@ -166,28 +185,33 @@ struct RowStream {
     float acc[kRows];
 #pragma unroll
     for (int r = 0; r < kRows; ++r) acc[r] = 0.0f;
+    int slot = 0, i = 0, n = first_row;
     for (int g = 0; g < chunks; ++g) {
-      Issue(g + kStages - 1);
+      Issue();
       WaitAsync<kStages - 1>();
-      const int r = g / cpr;
-      const int i = g - r * cpr;
-      const int k = (i * 32 + lane) * 8;
-      if (k < len) {
-        const uint4 u = ring[(g % kStages) * 32 + lane];
-        Vec8<T> wv;
-        memcpy(&wv, &u, sizeof(wv));
-        Fma8<T, kRows>(wv, act, act_ld, k, rows, acc);
+#pragma unroll
+      for (int v = 0; v < kVec; ++v) {
+        const int k = i * kChunk + v * 256 + lane * 8;
+        if (k < len) {
+          const uint4 u = ring[(slot * kVec + v) * 32 + lane];
+          Vec8<T> wv;
+          memcpy(&wv, &u, sizeof(wv));
+          Fma8<T, kRows>(wv, act, act_ld, k, rows, acc);
+        }
       }
-      if (i == cpr - 1) {
+      slot = slot + 1 == kStages ? 0 : slot + 1;
+      if (++i == cpr) {
 #pragma unroll
         for (int q = 0; q < kRows; ++q) {
 #pragma unroll
           for (int off = 16; off > 0; off >>= 1)
             acc[q] = __fadd_rn(acc[q], __shfl_xor_sync(0xffffffffu, acc[q], off));
         }
-        emit(first_row + r * row_step, acc);
+        emit(n, acc);
 #pragma unroll
         for (int q = 0; q < kRows; ++q) acc[q] = 0.0f;
+        i = 0;
+        n += row_step;
       }
     }
   }
@@ -226,7 +250,7 @@ struct UpdateInputs {
   Vec8<T> dtw[kDtPre];
 
   __device__ __forceinline__ void Load(const DecodeStepParams& p, const DecodeStepLayer& L, int l,
-                                       int64_t e, int lane) {
+                                       const int* slots, int64_t e, int lane) {
     constexpr int kSPT = Shape::kSPT;
     const int64_t E = p.d_inner;
     const int64_t ec = e < E ? e : E - 1;
@@ -239,7 +263,7 @@ struct UpdateInputs {
       state[r] = nullptr;
       if (r < p.rows) {
         state[r] = static_cast<S*>(p.ssm_state) + l * p.ssm_layer_stride +
-                   p.slots[r] * p.slot_stride + ec * p.d_state + n0;
+                   slots[r] * p.slot_stride + ec * p.d_state + n0;
         if (vec) {
           if constexpr (sizeof(S) == 4) {
             const float4 v = *reinterpret_cast<const float4*>(state[r]);
@@ -287,10 +311,14 @@ __global__ void __launch_bounds__(kDecodeStepThreads, 1)
   const int J = R + 2 * N;
   const int dbc_ld = static_cast<int>(p.dbc_ld);
   const int act_ld = D > E ? D : E;
-  float* dbc_s = reinterpret_cast<float*>(smem_raw);                // [kRows][dbc_ld]
+  // The layer table and the rows' slots, copied once: the weight and state addresses of every
+  // prefetch then come from shared memory, not from a dependent global load before each barrier.
+  DecodeStepLayer* layers_s = reinterpret_cast<DecodeStepLayer*>(smem_raw);  // [n_layer]
+  __shared__ int slots_s[kDecodeStepMaxRows];
+  float* dbc_s = reinterpret_cast<float*>(smem_raw) + DecodeStepTableFloats(p.n_layer);
   float* act = dbc_s + kRows * dbc_ld;                             // [kRows][act_ld]
 
-  uint4* ring = reinterpret_cast<uint4*>(act + kRows * act_ld);     // [kWarps][kStages][32]
+  uint4* ring = reinterpret_cast<uint4*>(act + kRows * act_ld);  // [kWarps][kStages][kVec][32]
 
   const int tid = threadIdx.x;
   const int lane = tid % 32;
@@ -300,7 +328,7 @@ __global__ void __launch_bounds__(kDecodeStepThreads, 1)
   // Warp slots numbered block-fastest, so a phase with few units still spreads over every SM.
   const int slot = warp * nb + static_cast<int>(blockIdx.x);
   const int slots_total = nb * kWarps;
-  uint4* warp_ring = ring + warp * kStages * 32;
+  uint4* warp_ring = ring + warp * kStages * kVec * 32;
   unsigned int barrier_target = 0;
   unsigned long long* trace =
       p.trace != nullptr ? p.trace + static_cast<int64_t>(blockIdx.x) * 8 * p.n_layer : nullptr;
@@ -343,20 +371,29 @@ __global__ void __launch_bounds__(kDecodeStepThreads, 1)
     c.bias = L.conv_bias;
     c.out = p.xc;
     c.out_row_stride = E;
-    c.slots = p.slots;
+    c.slots = slots_s;
     c.state = static_cast<S*>(p.conv_state) + l * p.conv_layer_stride;
     c.state_slot_stride = p.slot_stride;
     return c;
   };
 
+  {
+    const int words = p.n_layer * static_cast<int>(sizeof(DecodeStepLayer) / sizeof(int));
+    const int* src = reinterpret_cast<const int*>(p.layers);
+    int* dst = reinterpret_cast<int*>(layers_s);
+    for (int i = tid; i < words; i += kDecodeStepThreads) dst[i] = src[i];
+    if (tid < rows) slots_s[tid] = p.slots[tid];
+    __syncthreads();
+  }
+
   for (int l = 0; l < p.n_layer; ++l) {
-    const DecodeStepLayer& L = p.layers[l];
+    const DecodeStepLayer& L = layers_s[l];
     // A's prefetch (before the barrier after the previous layer's out_proj): the first in_proj
     // row of this warp and, for an x row, the conv state (only this phase touches it).
     RowStream<T> in_stream;
     in_stream.Init(static_cast<const T*>(L.in_proj), D, 2 * E, slot, slots_total, warp_ring, lane);
     in_stream.Prologue();
-    ConvDecodeChannel<S> conv_first;
+    ConvDecodeChannel<S> conv_first;  // the state of the warp's next x row (conv channel)
     if (slot < E && lane < rows) conv_first.Load(conv_params(L, l), lane, slot);
     if (l > 0) barrier();
 
@@ -365,7 +402,7 @@ __global__ void __launch_bounds__(kDecodeStepThreads, 1)
       // (No indexing of the parameter array by a runtime value: that copies it to local memory.)
       const float* res_prev = l % 2 == 0 ? p.residual[1] : p.residual[0];
       float* res_cur = l % 2 == 0 ? p.residual[0] : p.residual[1];
-      const float* prev_bias = l > 0 ? p.layers[l - 1].out_proj_bias : nullptr;
+      const float* prev_bias = l > 0 ? layers_s[l - 1].out_proj_bias : nullptr;
       float ss[kRows];
 #pragma unroll
       for (int r = 0; r < kRows; ++r) ss[r] = 0.0f;
@@ -455,9 +492,10 @@ __global__ void __launch_bounds__(kDecodeStepThreads, 1)
         if (n < E) {
           // The conv reads in_proj's output as the layered path stores it (rounded to T).
           const float x = ToFloat(FromFloat<T>(v));
-          if (n != slot) conv_first.Load(conv, lane, n);
           conv_first.template Finish<T>(
               conv, lane, n, L.in_proj_bias != nullptr ? __fadd_rn(x, L.in_proj_bias[n]) : x);
+          // The warp's next x row's conv state, in flight while that row streams in.
+          if (n + slots_total < E) conv_first.Load(conv, lane, n + slots_total);
         } else {
           zb[lane * E + (n - E)] = FromFloat<T>(v);
         }
@@ -519,7 +557,7 @@ __global__ void __launch_bounds__(kDecodeStepThreads, 1)
     const int groups = (E + Shape::kChannelsPerWarp - 1) / Shape::kChannelsPerWarp;
     UpdateInputs<T, S, kRows> upd;
     if (slot < groups) {
-      upd.Load(p, L, l, static_cast<int64_t>(slot) * Shape::kChannelsPerWarp + lane / kLanes,
+      upd.Load(p, L, l, slots_s, static_cast<int64_t>(slot) * Shape::kChannelsPerWarp + lane / kLanes,
                lane);
     }
     barrier();
@@ -556,7 +594,7 @@ __global__ void __launch_bounds__(kDecodeStepThreads, 1)
         const bool channel_ok = e < E;
         const int ec = channel_ok ? e : E - 1;
         if (g != slot) {
-          upd.Load(p, L, l, e, lane);
+          upd.Load(p, L, l, slots_s, e, lane);
           load_xz(g);
         }
         // dt before its bias, for every row: this lane's chunks of the dt_proj row.
@@ -656,7 +694,7 @@ __global__ void __launch_bounds__(kDecodeStepThreads, 1)
 
 template <typename T, typename S, int kRows>
 cudaError_t LaunchDecodeStepVariant(const DecodeStepParams& p, int blocks, cudaStream_t stream) {
-  const size_t smem = DecodeStepSharedBytes(p.d_model, p.d_inner, p.dbc_ld);
+  const size_t smem = DecodeStepSharedBytes(p.d_model, p.d_inner, p.dbc_ld, p.n_layer, kRows);
   auto kernel = DecodeStepKernel<T, S, kRows>;
   if (smem > 48 * 1024) {
     const cudaError_t err = cudaFuncSetAttribute(

@@ -44,8 +44,10 @@ inline constexpr int kDecodeStepMaxRows = 4;
 inline constexpr int kDecodeStepThreads = 512;
 inline constexpr int kDecodeStepMaxState = 16;
 inline constexpr int64_t kDecodeStepMaxModel = 4096;  // d_model
-// Depth of each warp's weight stream (16-byte chunks per lane in flight).
-inline constexpr int kDecodeStepStages = 8;
+// Each warp's weight stream: kDecodeStepStages chunks of kDecodeStepChunkVectors 16-byte pieces
+// per lane.
+inline constexpr int kDecodeStepStages = 6;
+inline constexpr int kDecodeStepChunkVectors = 2;
 
 // One layer's weights (device pointers; biases optional), as a device-resident table.
 struct DecodeStepLayer {
@@ -104,12 +106,28 @@ cudaError_t RunDecodeStepBF16(const DecodeStepParams& p, KernelDType state, int 
 int DecodeStepBlocksPerSmF16(KernelDType state, size_t smem);
 int DecodeStepBlocksPerSmBF16(KernelDType state, size_t smem);
 
-// Dynamic shared memory of a launch for these shapes: the rows' [dt_low | B | C] and the
-// normalised input or the SSM output of every row (fp32), and the warps' weight streams.
-inline size_t DecodeStepSharedBytes(int64_t d_model, int64_t d_inner, int64_t dbc_ld) {
+#if defined(__CUDACC__)
+#define MAMBA_DECODE_STEP_HOST_DEVICE __host__ __device__
+#else
+#define MAMBA_DECODE_STEP_HOST_DEVICE
+#endif
+
+// Floats of dynamic shared memory the layer table takes (whole 16-byte units).
+MAMBA_DECODE_STEP_HOST_DEVICE inline int64_t DecodeStepTableFloats(int64_t n_layer) {
+  return (n_layer * static_cast<int64_t>(sizeof(DecodeStepLayer)) + 15) / 16 * 4;
+}
+
+// Dynamic shared memory of a launch of the kernel variant for `rows` rows (1 or
+// kDecodeStepMaxRows) for these shapes: the layer table, the rows' [dt_low | B | C] and the
+// normalised input or the SSM output of every row (fp32), and the warps' weight streams. (Sized
+// per variant: what shared memory leaves of the L1 matters; 1.4b at one row ran 10% slower with
+// room for four rows.)
+inline size_t DecodeStepSharedBytes(int64_t d_model, int64_t d_inner, int64_t dbc_ld,
+                                    int64_t n_layer, int64_t rows) {
   const int64_t width = d_model > d_inner ? d_model : d_inner;
-  return static_cast<size_t>(kDecodeStepMaxRows * (width + dbc_ld)) * sizeof(float) +
-         static_cast<size_t>(kDecodeStepThreads) * kDecodeStepStages * 16;
+  return static_cast<size_t>(DecodeStepTableFloats(n_layer) + rows * (width + dbc_ld)) *
+             sizeof(float) +
+         static_cast<size_t>(kDecodeStepThreads) * kDecodeStepStages * kDecodeStepChunkVectors * 16;
 }
 
 }  // namespace mamba::kernels

@@ -67,8 +67,8 @@ ABSL_FLAG(bool, dependent_launch, true,
           "cuda: launch decode kernels as programmatic dependents of the previous kernel "
           "(sm_90+; false for A/B comparisons)");
 ABSL_FLAG(std::string, persistent_decode, "auto",
-          "cuda: when decode steps run as one persistent kernel: auto (one row, large layers: "
-          "where it is faster) | always (<= 4 rows) | off (the layered kernels)");
+          "cuda: when decode steps run as one persistent kernel: auto (one row: where it is "
+          "faster) | always (<= 4 rows) | off (the layered kernels)");
 ABSL_FLAG(double, bandwidth_gbps, 0.0,
           "memory bandwidth for the floor in GB/s (0: measure on "
           "cpu; 3000 for cuda)");

@@ -254,7 +254,7 @@ TEST(CudaBackendTest, MatchesCpuBackend130mWidthsF16) {
 // The golden HF checkpoints (tests/data/golden/*, made by tools/make_golden_checkpoints.py):
 // last-position logits against HF's float64 ones, and greedy tokens, teacher-forced.
 // The same comparisons with every decode step of <= 4 rows on the persistent decode kernel
-// (by default it runs only where it is faster: one row of a large model).
+// (by default it runs only where it is faster: one row).
 TEST(CudaBackendTest, MatchesCpuBackendWithPersistentDecode) {
   SKIP_WITHOUT_GPU();
   kernels::SetPersistentDecode(kernels::PersistentDecode::kAlways);
