@@ -93,7 +93,8 @@ absl::Status LaunchDecodeStep(const DecodeStepParams& p, KernelDType act, Kernel
   // blocks would only share the same memory pipes.
   const int blocks = CurrentDeviceSmCount();
   DecodeStepParams q = p;
-  if (trace_entries.load(std::memory_order_relaxed) >= int64_t{blocks} * 8 * p.n_layer) {
+  if (trace_entries.load(std::memory_order_relaxed) >=
+      int64_t{blocks} * kDecodeStepTracePerLayer * p.n_layer) {
     q.trace = trace_buffer.load(std::memory_order_relaxed);
   }
   const cudaError_t err = act == KernelDType::kF16 ? RunDecodeStepF16(q, state, blocks, stream)

@@ -28,7 +28,8 @@ absl::Status LaunchDecodeStep(const DecodeStepParams& p, KernelDType act, Kernel
 
 // Diagnostics: while set, launches (and graph captures) made afterwards record per-block
 // timestamps into `device_buffer` (see DecodeStepParams::trace) when it holds at least
-// blocks x 8 x n_layer entries; the buffer then holds the latest step's. Null to stop.
+// blocks x kDecodeStepTracePerLayer x n_layer entries; the buffer then holds the latest step's.
+// Null to stop.
 void SetDecodeStepTrace(unsigned long long* device_buffer, int64_t entries);
 
 // The process-wide policy: for A/B measurements and as an escape hatch. Takes effect for forward

@@ -31,12 +31,16 @@ constexpr int kDtPre = 4;
 // stale L1 line.
 __device__ __forceinline__ void GridBarrier(unsigned int* counter, unsigned int target) {
   __syncthreads();
-  if (threadIdx.x == 0) {
-    asm volatile("red.release.gpu.global.add.u32 [%0], 1;" ::"l"(counter) : "memory");
-    unsigned int seen = 0;
-    do {
-      asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(seen) : "l"(counter) : "memory");
-    } while (seen < target);
+  if (threadIdx.x < 32) {
+    if (threadIdx.x == 0) {
+      asm volatile("red.release.gpu.global.add.u32 [%0], 1;" ::"l"(counter) : "memory");
+      unsigned int seen = 0;
+      do {
+        asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(seen) : "l"(counter) : "memory");
+      } while (seen < target);
+    }
+    // The polling lane's warp meets the block barrier converged.
+    __syncwarp();
   }
   __syncthreads();
 }
@@ -331,7 +335,9 @@ __global__ void __launch_bounds__(kDecodeStepThreads, 1)
   uint4* warp_ring = ring + warp * kStages * kVec * 32;
   unsigned int barrier_target = 0;
   unsigned long long* trace =
-      p.trace != nullptr ? p.trace + static_cast<int64_t>(blockIdx.x) * 8 * p.n_layer : nullptr;
+      p.trace != nullptr ? p.trace + static_cast<int64_t>(blockIdx.x) * kDecodeStepTracePerLayer *
+                                         p.n_layer
+                         : nullptr;
   int trace_at = 0;
   auto stamp = [&] {
     if (trace != nullptr && tid == 0) {
@@ -342,6 +348,16 @@ __global__ void __launch_bounds__(kDecodeStepThreads, 1)
     ++trace_at;
   };
   stamp();
+  // Points inside phases A and D (after the staging, after the matrix stream), block-wide.
+  auto detail = [&](int l, int k) {
+    if (trace == nullptr) return;
+    __syncthreads();
+    if (tid == 0) {
+      unsigned long long t;
+      asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+      trace[8 * p.n_layer + 4 * l + k] = t;
+    }
+  };
   auto barrier = [&] {
     barrier_target += static_cast<unsigned int>(nb);
     if (trace != nullptr) {
@@ -484,6 +500,7 @@ __global__ void __launch_bounds__(kDecodeStepThreads, 1)
         }
       }
       __syncthreads();
+      detail(l, 0);
 
       const CausalConv1dParams conv = conv_params(L, l);
       in_stream.template Run<kRows>(act, act_ld, rows, [&](int n, const float (&acc)[kRows]) {
@@ -500,11 +517,13 @@ __global__ void __launch_bounds__(kDecodeStepThreads, 1)
           zb[lane * E + (n - E)] = FromFloat<T>(v);
         }
       });
+      detail(l, 1);
     }
     // B's prefetch: this thread's first chunk of the block's first x_proj output.
     Vec8<T> xw_first;
     const T* w_x = static_cast<const T*>(L.x_proj);
-    if (static_cast<int>(blockIdx.x) < J && tid * 8 < E) {
+    const bool xw_prefetched = static_cast<int>(blockIdx.x) < J && tid * 8 < E;
+    if (xw_prefetched) {
       xw_first = LoadWeights8(w_x + static_cast<int64_t>(blockIdx.x) * E + tid * 8);
     }
     barrier();
@@ -515,7 +534,7 @@ __global__ void __launch_bounds__(kDecodeStepThreads, 1)
 #pragma unroll
       for (int r = 0; r < kRows; ++r) part[r] = 0.0f;
       for (int k = tid * 8; k < E; k += kDecodeStepThreads * 8) {
-        const Vec8<T> w = (j == static_cast<int>(blockIdx.x) && k == tid * 8)
+        const Vec8<T> w = (xw_prefetched && j == static_cast<int>(blockIdx.x) && k == tid * 8)
                               ? xw_first
                               : LoadWeights8(w_x + static_cast<int64_t>(j) * E + k);
         float wv[8];
@@ -673,9 +692,11 @@ __global__ void __launch_bounds__(kDecodeStepThreads, 1)
         *reinterpret_cast<float4*>(act + r * act_ld + k + 4) = make_float4(a[4], a[5], a[6], a[7]);
       }
       __syncthreads();
+      detail(l, 2);
       out_stream.template Run<kRows>(act, act_ld, rows, [&](int n, const float (&acc)[kRows]) {
         if (lane < rows) h_out[lane * D + n] = FromFloat<T>(Pick(acc, lane));
       });
+      detail(l, 3);
     }
   }
 

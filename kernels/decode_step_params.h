@@ -43,6 +43,7 @@ namespace mamba::kernels {
 inline constexpr int kDecodeStepMaxRows = 4;
 inline constexpr int kDecodeStepThreads = 512;
 inline constexpr int kDecodeStepMaxState = 16;
+inline constexpr int kDecodeStepTracePerLayer = 12;
 inline constexpr int64_t kDecodeStepMaxModel = 4096;  // d_model
 // Each warp's weight stream: kDecodeStepStages chunks of kDecodeStepChunkVectors 16-byte pieces
 // per lane.
@@ -91,9 +92,11 @@ struct DecodeStepParams {
   int64_t dbc_ld = 0;                       // multiple of 8, >= dt_rank + 2 * d_state
   void* y = nullptr;                        // [rows, E]
   unsigned int* barrier = nullptr;          // 2 counters, zero between launches
-  // Diagnostics (null normally): [gridDim.x][8 * n_layer] globaltimer readings (ns) of each block:
-  // its start, then the arrival at and the exit from each of the 4 * n_layer - 1 barriers, then
-  // its end.
+  // Diagnostics (null normally): [gridDim.x][kDecodeStepTracePerLayer * n_layer] globaltimer
+  // readings (ns) of each block: [0, 8 n_layer) its start, then the arrival at and the exit from
+  // each of the 4 * n_layer - 1 barriers, then its end; [8 n_layer + 4 l, + 4) layer l's points
+  // inside phases A and D: A's input staged and normalised, A's matrix stream done, D's input
+  // staged, D's stream done.
   unsigned long long* trace = nullptr;
 };
 

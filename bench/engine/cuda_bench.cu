@@ -434,7 +434,7 @@ absl::Status EnableDecodeTrace(int n_layer) {
   MAMBA_CUDA_RETURN_IF_ERROR(
       cudaDeviceGetAttribute(&decode_trace_blocks, cudaDevAttrMultiProcessorCount, device),
       "decode trace");
-  const int64_t entries = int64_t{decode_trace_blocks} * 8 * n_layer;
+  const int64_t entries = int64_t{decode_trace_blocks} * kernels::kDecodeStepTracePerLayer * n_layer;
   MAMBA_CUDA_RETURN_IF_ERROR(cudaMalloc(&decode_trace, entries * sizeof(unsigned long long)),
                              "decode trace buffer");
   MAMBA_CUDA_RETURN_IF_ERROR(cudaMemset(decode_trace, 0, entries * sizeof(unsigned long long)),
@@ -445,7 +445,7 @@ absl::Status EnableDecodeTrace(int n_layer) {
 
 absl::StatusOr<std::string> DecodeTraceReport(int n_layer) {
   if (decode_trace == nullptr) return absl::FailedPreconditionError("decode trace not enabled");
-  const int stride = 8 * n_layer, blocks = decode_trace_blocks;
+  const int stride = kernels::kDecodeStepTracePerLayer * n_layer, blocks = decode_trace_blocks;
   std::vector<unsigned long long> t(static_cast<size_t>(blocks) * stride);
   MAMBA_CUDA_RETURN_IF_ERROR(cudaDeviceSynchronize(), "decode trace");
   MAMBA_CUDA_RETURN_IF_ERROR(
@@ -457,6 +457,7 @@ absl::StatusOr<std::string> DecodeTraceReport(int n_layer) {
   }
   auto at = [&](int b, int i) { return static_cast<double>(t[static_cast<size_t>(b) * stride + i]); };
   const int barriers = 4 * n_layer - 1;
+  const int end = 2 * barriers + 1;  // the end stamp
   // Phase k runs from barrier k - 1's exit (the start for k = 0) to barrier k's arrival (the
   // end for the last phase). Per phase type: the blocks' mean and slowest working time; per
   // barrier: the last arrival to the last exit, and the spread of arrivals.
@@ -467,9 +468,9 @@ absl::StatusOr<std::string> DecodeTraceReport(int n_layer) {
     double sum = 0.0, mx = 0.0;
     for (int b = 0; b < blocks; ++b) {
       const double begin = k == 0 ? at(b, 0) : at(b, 2 * k);
-      const double end = k == barriers ? at(b, stride - 1) : at(b, 2 * k + 1);
-      sum += end - begin;
-      mx = std::max(mx, end - begin);
+      const double finish = k == barriers ? at(b, end) : at(b, 2 * k + 1);
+      sum += finish - begin;
+      mx = std::max(mx, finish - begin);
     }
     work_mean[q] += sum / blocks;
     work_max[q] += mx;
@@ -488,7 +489,7 @@ absl::StatusOr<std::string> DecodeTraceReport(int n_layer) {
   double first_start = 1e300, last_end = 0.0;
   for (int b = 0; b < blocks; ++b) {
     first_start = std::min(first_start, at(b, 0));
-    last_end = std::max(last_end, at(b, stride - 1));
+    last_end = std::max(last_end, at(b, end));
   }
   static const char* kNames[4] = {"norm+in_proj+conv", "x_proj", "state update", "out_proj"};
   std::string json = "{\"phases\": [";
@@ -506,7 +507,35 @@ absl::StatusOr<std::string> DecodeTraceReport(int n_layer) {
                           "\"barrier_us\": %.3f, \"arrival_spread_us\": %.3f}",
                           q == 0 ? "" : ", ", kNames[q], wm, wx, bw, bs);
   }
-  absl::StrAppendFormat(&json, "], \"kernel_us\": %.3f}", (last_end - first_start) / 1e3);
+  // Inside A and D (means over blocks and layers): staging (+ norm), the matrix stream, the rest.
+  double a_stage = 0, a_stream = 0, a_rest = 0, d_stage = 0, d_stream = 0, d_rest = 0;
+  for (int l = 0; l < n_layer; ++l) {
+    const int ka = 4 * l, kd = 4 * l + 3;  // phase indices of A and D in layer l
+    for (int b = 0; b < blocks; ++b) {
+      const double a0 = ka == 0 ? at(b, 0) : at(b, 2 * ka);
+      const double a1 = at(b, 8 * n_layer + 4 * l), a2 = at(b, 8 * n_layer + 4 * l + 1);
+      const double a3 = at(b, 2 * ka + 1);
+      const double d0 = at(b, 2 * kd), d1 = at(b, 8 * n_layer + 4 * l + 2);
+      const double d2 = at(b, 8 * n_layer + 4 * l + 3);
+      const double d3 = kd == barriers ? at(b, end) : at(b, 2 * kd + 1);
+      a_stage += a1 - a0;
+      a_stream += a2 - a1;
+      a_rest += a3 - a2;
+      d_stage += d1 - d0;
+      d_stream += d2 - d1;
+      d_rest += d3 - d2;
+    }
+  }
+  const double norm = 1e3 * n_layer * blocks;
+  std::printf("inside phases (us)   staging %6.2f  stream %6.2f  rest %6.2f   (in_proj)\n",
+              a_stage / norm, a_stream / norm, a_rest / norm);
+  std::printf("                     staging %6.2f  stream %6.2f  rest %6.2f   (out_proj)\n",
+              d_stage / norm, d_stream / norm, d_rest / norm);
+  absl::StrAppendFormat(&json,
+                        "], \"in_proj_inside_us\": [%.3f, %.3f, %.3f], \"out_proj_inside_us\": "
+                        "[%.3f, %.3f, %.3f], \"kernel_us\": %.3f}",
+                        a_stage / norm, a_stream / norm, a_rest / norm, d_stage / norm,
+                        d_stream / norm, d_rest / norm, (last_end - first_start) / 1e3);
   return json;
 }
 
