@@ -221,6 +221,28 @@ struct RowStream {
   }
 };
 
+// Sums v[r] over the block for every row (butterfly within each warp, then the warps in order)
+// and gives every thread the sums. `red` may be written again only after a block barrier.
+template <int kRows>
+__device__ __forceinline__ void BlockSumRows(float (&v)[kRows], float (*red)[kRows], int lane,
+                                             int warp) {
+#pragma unroll
+  for (int r = 0; r < kRows; ++r) {
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1)
+      v[r] = __fadd_rn(v[r], __shfl_xor_sync(0xffffffffu, v[r], off));
+    if (lane == 0) red[warp][r] = v[r];
+  }
+  __syncthreads();
+#pragma unroll
+  for (int r = 0; r < kRows; ++r) {
+    float s = red[0][r];
+#pragma unroll
+    for (int w = 1; w < kWarps; ++w) s = __fadd_rn(s, red[w][r]);
+    v[r] = s;
+  }
+}
+
 // acc[lane] as a compile-time pick among the registers.
 template <int kRows>
 __device__ __forceinline__ float Pick(const float (&acc)[kRows], int lane) {
@@ -467,21 +489,11 @@ __global__ void __launch_bounds__(kDecodeStepThreads, 1)
           for (int j = 0; j < 4; ++j) ss[r] = __fmaf_rn(vr[j], vr[j], ss[r]);
         }
       }
-#pragma unroll
-      for (int r = 0; r < kRows; ++r) {
-#pragma unroll
-        for (int off = 16; off > 0; off >>= 1)
-          ss[r] = __fadd_rn(ss[r], __shfl_xor_sync(0xffffffffu, ss[r], off));
-        if (lane == 0) red[warp][r] = ss[r];
-      }
-      __syncthreads();
+      BlockSumRows(ss, red, lane, warp);
       float scale[kRows];
 #pragma unroll
       for (int r = 0; r < kRows; ++r) {
-        float s = red[0][r];
-#pragma unroll
-        for (int w = 1; w < kWarps; ++w) s = __fadd_rn(s, red[w][r]);
-        scale[r] = rsqrtf(__fadd_rn(__fdiv_rn(s, static_cast<float>(D)), p.eps));
+        scale[r] = rsqrtf(__fadd_rn(__fdiv_rn(ss[r], static_cast<float>(D)), p.eps));
       }
 #pragma unroll
       for (int it = 0; it < kNormIters; ++it) {
@@ -550,27 +562,9 @@ __global__ void __launch_bounds__(kDecodeStepThreads, 1)
           }
         }
       }
-#pragma unroll
-      for (int r = 0; r < kRows; ++r) {
-#pragma unroll
-        for (int off = 16; off > 0; off >>= 1)
-          part[r] = __fadd_rn(part[r], __shfl_xor_sync(0xffffffffu, part[r], off));
-        if (lane == 0) red[warp][r] = part[r];
-      }
-      __syncthreads();
-      if (tid < rows) {
-        float s = 0.0f;
-#pragma unroll
-        for (int r = 0; r < kRows; ++r) {
-          if (r == tid) {
-            s = red[0][r];
-#pragma unroll
-            for (int w = 1; w < kWarps; ++w) s = __fadd_rn(s, red[w][r]);
-          }
-        }
-        dbc[tid * dbc_ld + j] = FromFloat<T>(s);
-      }
-      __syncthreads();
+      BlockSumRows(part, red, lane, warp);
+      if (tid < rows) dbc[tid * dbc_ld + j] = FromFloat<T>(Pick(part, tid));
+      __syncthreads();  // red is reused by the next output
     }
     // C's prefetch: this warp's first channel group (states, constants, dt_proj chunks).
     const int groups = (E + Shape::kChannelsPerWarp - 1) / Shape::kChannelsPerWarp;
