@@ -1,5 +1,6 @@
 // Device sampling (see sampling_params.h). Logits are fp32 whatever the model's dtype, so there
 // is one instantiation and no per-dtype files.
+#include <algorithm>
 #include <cfloat>
 #include <cstdint>
 
@@ -101,26 +102,12 @@ class RowSampler {
         z_(launch.scratch + row * launch.vocab),
         v_(launch.vocab) {}
 
-  __device__ void Run() {
-    SamplingResult& res = p_.results[row_];
+  // The first pass over logits [begin, end), reduced over the block: the divergence check, max
+  // and sum of exp of the raw logits (step 1, the sum relative to the max), and the argmax of the
+  // penalized ones (step 3) or the temperature-scaled values (step 4, stored in z_).
+  __device__ SamplingPartial Pass(int64_t begin, int64_t end) {
     const bool greedy = !(rp_.temperature > 0.0f);
-    // Step 2's penalty set first, so that one pass over the logits can serve steps 1 and 3.
-    penalize_ = rp_.repetition_penalty != 1.0f && rp_.penalty_count > 0;
-    if (penalize_) {
-      const int64_t words = (v_ + 31) / 32;
-      for (int64_t i = threadIdx.x; i < words; i += kThreads) bitmap_[i] = 0u;
-      __syncthreads();
-      for (int i = threadIdx.x; i < rp_.penalty_count; i += kThreads) {
-        const int32_t t = p_.penalty_tokens[rp_.penalty_offset + i];
-        atomicOr(&bitmap_[t >> 5], 1u << (t & 31));
-      }
-      __syncthreads();
-    }
-
-    // One pass: the divergence check, max and sum of exp of the raw logits (step 1, the sum kept
-    // relative to a running max and rescaled when it grows), and the argmax of the penalized ones
-    // (step 3) or the temperature-scaled values (step 4).
-    float m = -INFINITY;
+    float m = -INFINITY;  // running max, the sum kept relative to it and rescaled as it grows
     double s = 0.0;
     int bad = 0;
     uint64_t best = 0;
@@ -129,17 +116,17 @@ class RowSampler {
     // branches otherwise keep one load in flight per thread: ~100 dependent round trips for a
     // 50k vocabulary); they are still visited in the same order, so the sums are unchanged.
     constexpr int kPassBatch = 8;
-    for (int64_t base = threadIdx.x; base < v_; base += int64_t{kThreads} * kPassBatch) {
+    for (int64_t base = begin + threadIdx.x; base < end; base += int64_t{kThreads} * kPassBatch) {
       float lv[kPassBatch];
 #pragma unroll
       for (int u = 0; u < kPassBatch; ++u) {
         const int64_t i = base + int64_t{u} * kThreads;
-        lv[u] = i < v_ ? logits_[i] : 0.0f;
+        lv[u] = i < end ? logits_[i] : 0.0f;
       }
 #pragma unroll
       for (int u = 0; u < kPassBatch; ++u) {
         const int64_t i = base + int64_t{u} * kThreads;
-        if (i >= v_) break;
+        if (i >= end) break;
         const float l = lv[u];
         if (isnan(l) || l == INFINITY) bad = 1;
         if (l > m) {
@@ -157,19 +144,79 @@ class RowSampler {
         }
       }
     }
-    const float row_max = BlockReduce(m, MaxF(), sm_.fscratch);
-    bad = BlockReduce(bad, SumI(), sm_.iscratch);
-    if (bad != 0 || row_max == -INFINITY) {
+    SamplingPartial out;
+    out.max = BlockReduce(m, MaxF(), sm_.fscratch);
+    out.bad = BlockReduce(bad, SumI(), sm_.iscratch);
+    s = m == -INFINITY ? 0.0 : s * exp(static_cast<double>(m - out.max));
+    out.sum_exp = BlockReduce(s, SumD(), sm_.dscratch);
+    if (greedy) {
+      out.best = BlockReduce(best, MaxU64(), sm_.uscratch);
+      out.zmax = -INFINITY;
+    } else {
+      out.zmax = BlockReduce(zmax, MaxF(), sm_.fscratch);  // its barrier also publishes z_
+    }
+    return out;
+  }
+
+  // Step 2's penalty set, before any pass over the logits (so that one pass serves steps 1 and 3).
+  __device__ void BuildPenalty() {
+    penalize_ = rp_.repetition_penalty != 1.0f && rp_.penalty_count > 0;
+    if (penalize_) {
+      const int64_t words = (v_ + 31) / 32;
+      for (int64_t i = threadIdx.x; i < words; i += kThreads) bitmap_[i] = 0u;
+      __syncthreads();
+      for (int i = threadIdx.x; i < rp_.penalty_count; i += kThreads) {
+        const int32_t t = p_.penalty_tokens[rp_.penalty_offset + i];
+        atomicOr(&bitmap_[t >> 5], 1u << (t & 31));
+      }
+      __syncthreads();
+    }
+  }
+
+  // Split first pass: this block's share (segment `seg` of p_.splits) into p_.partials.
+  __device__ void PassSegment(int seg) {
+    BuildPenalty();
+    const int64_t len = (v_ + p_.splits - 1) / p_.splits;
+    const int64_t begin = MinI(v_, seg * len), end = MinI(v_, begin + len);
+    const SamplingPartial part = Pass(begin, end);
+    if (threadIdx.x == 0) p_.partials[row_ * kSamplingMaxSplits + seg] = part;
+  }
+
+  __device__ void Run() {
+    SamplingResult& res = p_.results[row_];
+    const bool greedy = !(rp_.temperature > 0.0f);
+    BuildPenalty();
+    SamplingPartial pass;
+    if (p_.splits > 1) {
+      // The blocks of the split pass (the previous kernel) left their shares; every thread
+      // combines them in the same fixed order.
+      const SamplingPartial* parts = p_.partials + row_ * kSamplingMaxSplits;
+      pass.max = -INFINITY;
+      pass.zmax = -INFINITY;
+      for (int k = 0; k < p_.splits; ++k) {
+        pass.max = fmaxf(pass.max, parts[k].max);
+        pass.zmax = fmaxf(pass.zmax, parts[k].zmax);
+        pass.bad |= parts[k].bad;
+        pass.best = parts[k].best > pass.best ? parts[k].best : pass.best;
+      }
+      for (int k = 0; k < p_.splits && pass.max != -INFINITY; ++k) {
+        if (parts[k].max != -INFINITY) {
+          pass.sum_exp += parts[k].sum_exp * exp(static_cast<double>(parts[k].max - pass.max));
+        }
+      }
+    } else {
+      pass = Pass(0, v_);
+    }
+    const float row_max = pass.max;
+    if (pass.bad != 0 || row_max == -INFINITY) {
       if (threadIdx.x == 0) {
-        res.status = bad != 0 ? kSamplingNonFiniteLogits : kSamplingAllNegInf;
+        res.status = pass.bad != 0 ? kSamplingNonFiniteLogits : kSamplingAllNegInf;
         res.token = -1;
         res.num_top = 0;
       }
       return;
     }
-    s = m == -INFINITY ? 0.0 : s * exp(static_cast<double>(m - row_max));
-    s = BlockReduce(s, SumD(), sm_.dscratch);
-    const double log_sum = log(s);
+    const double log_sum = log(pass.sum_exp);
     auto logprob = [&](int32_t id) {
       return static_cast<float>(static_cast<double>(logits_[id] - row_max) - log_sum);
     };
@@ -194,9 +241,9 @@ class RowSampler {
 
     int32_t token;
     if (greedy) {
-      token = KeyId(BlockReduce(best, MaxU64(), sm_.uscratch));
+      token = KeyId(pass.best);
     } else {
-      zmax_ = BlockReduce(zmax, MaxF(), sm_.fscratch);  // its barrier also publishes z_
+      zmax_ = pass.zmax;
       token = SampleScaled();
     }
     if (threadIdx.x == 0) {
@@ -480,6 +527,18 @@ __global__ void __launch_bounds__(kThreads) SamplingKernel(SamplingLaunch launch
   sampler.Run();
 }
 
+// The split first pass: block (row, seg) passes over its segment of the row.
+__global__ void __launch_bounds__(kThreads) SamplingPassKernel(SamplingLaunch launch) {
+  extern __shared__ uint32_t bitmap[];
+  __shared__ Shared sm;
+  WaitForPriorKernels();  // the logits come from the previous kernel (the head GEMM)
+  AllowDependentKernels();
+  const int64_t row = blockIdx.x;
+  if (launch.row_params[row].sample == 0) return;
+  RowSampler sampler(launch, sm, bitmap, row);
+  sampler.PassSegment(static_cast<int>(blockIdx.y));
+}
+
 __global__ void SampleUniformKernel(const uint64_t* seeds, const uint64_t* positions, double* out,
                                     int64_t n) {
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
@@ -497,8 +556,31 @@ cudaError_t RunSampling(const SamplingLaunch& launch, cudaStream_t stream) {
                              static_cast<int>(bitmap_bytes));
     if (err != cudaSuccess) return err;
   }
+  // Few rows: split each row's first pass over several blocks (about two waves in all, each
+  // block at least 2048 logits), in a kernel of its own before the per-row one.
+  SamplingLaunch l = launch;
+  l.splits = 1;
+  if (launch.partials != nullptr) {
+    const int64_t by_grid = 2 * static_cast<int64_t>(CurrentDeviceSmCount()) / launch.rows;
+    const int64_t by_size = launch.vocab / 2048;
+    const int64_t splits = std::min<int64_t>(kSamplingMaxSplits, std::min(by_grid, by_size));
+    l.splits = static_cast<int32_t>(std::max<int64_t>(1, splits));
+  }
+  if (l.splits > 1) {
+    if (bitmap_bytes + sizeof(Shared) > 48 * 1024) {
+      cudaError_t err =
+          cudaFuncSetAttribute(SamplingPassKernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                               static_cast<int>(bitmap_bytes));
+      if (err != cudaSuccess) return err;
+    }
+    const cudaError_t err = LaunchKernel(
+        SamplingPassKernel,
+        dim3(static_cast<unsigned>(launch.rows), static_cast<unsigned>(l.splits)), dim3(kThreads),
+        bitmap_bytes, stream, /*dependent=*/true, l);
+    if (err != cudaSuccess) return err;
+  }
   return LaunchKernel(SamplingKernel, dim3(static_cast<unsigned>(launch.rows)), dim3(kThreads),
-                      bitmap_bytes, stream, /*dependent=*/true, launch);
+                      bitmap_bytes, stream, /*dependent=*/true, l);
 }
 
 cudaError_t RunSampleUniformValues(const uint64_t* seeds, const uint64_t* positions, double* out,

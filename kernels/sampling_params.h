@@ -23,6 +23,9 @@ inline constexpr int kSamplingThreads = 512;
 inline constexpr int kSamplingSegment = 2048;
 inline constexpr int kSamplingMaxTop = 20;
 inline constexpr int64_t kSamplingMaxVocab = 1 << 20;
+// Blocks a row's first pass over the logits may be split into (few rows: one block per row would
+// leave the GPU idle while one multiprocessor scans 50k logits).
+inline constexpr int kSamplingMaxSplits = 32;
 
 // Per-row request, filled by the host.
 struct SamplingRow {
@@ -55,6 +58,18 @@ struct SamplingResult {
   float top_logprobs[kSamplingMaxTop];
 };
 
+// One block's share of a row's first pass: max and sum of exp (relative to that max) of the raw
+// logits, whether one was NaN or +inf, the best (value, id) key of the penalized logits (greedy),
+// and the max of the temperature-scaled ones (which it also stored in the scratch row).
+struct SamplingPartial {
+  double sum_exp = 0.0;
+  uint64_t best = 0;
+  float max = 0.0f;
+  float zmax = 0.0f;
+  int32_t bad = 0;
+  int32_t pad = 0;
+};
+
 struct SamplingLaunch {
   int64_t rows = 0;
   int64_t vocab = 0;
@@ -64,6 +79,11 @@ struct SamplingLaunch {
   const int32_t* __restrict__ penalty_tokens = nullptr;  // ids in [0, vocab)
   float* __restrict__ scratch = nullptr;                 // [rows, vocab]: temperature-scaled logits
   SamplingResult* __restrict__ results = nullptr;        // [rows]
+  // Optional [rows, kSamplingMaxSplits]: with it, batches of few rows split each row's first pass
+  // over several blocks (same results: the partial sums combine in a fixed order).
+  SamplingPartial* __restrict__ partials = nullptr;
+  // Set by the launcher: blocks per row of the first pass (1: the row's block does it itself).
+  int32_t splits = 1;
 };
 
 cudaError_t RunSampling(const SamplingLaunch& launch, cudaStream_t stream);

@@ -252,6 +252,8 @@ absl::Status CudaModel::AllocateWorkspace() {
   const size_t h = layout.Reserve(T * D * half);
   const size_t logits = layout.Reserve(H * V * sizeof(float));
   const size_t scratch = layout.Reserve(H * V * sizeof(float));
+  const size_t partials =
+      layout.Reserve(H * kernels::kSamplingMaxSplits * sizeof(kernels::SamplingPartial));
   const size_t seg_state = layout.Reserve(kScanSegmentEntries * E * c.d_state * sizeof(float));
   const size_t seg_dt = layout.Reserve(kScanSegmentEntries * E * sizeof(float));
   const size_t residual_alt = layout.Reserve(kernels::kDecodeStepMaxRows * D * sizeof(float));
@@ -270,6 +272,7 @@ absl::Status CudaModel::AllocateWorkspace() {
   h_ = base + h;
   logits_ = reinterpret_cast<float*>(base + logits);
   sample_scratch_ = reinterpret_cast<float*>(base + scratch);
+  sample_partials_ = reinterpret_cast<kernels::SamplingPartial*>(base + partials);
   segment_state_ = reinterpret_cast<float*>(base + seg_state);
   segment_dt_sum_ = reinterpret_cast<float*>(base + seg_dt);
   residual_alt_ = reinterpret_cast<float*>(base + residual_alt);
@@ -568,6 +571,7 @@ absl::Status CudaModel::Forward(const ForwardBatch& b, const StatePool& pool, cu
     sl.row_params = b.sampling_rows;
     sl.penalty_tokens = b.penalty_tokens;
     sl.scratch = sample_scratch_;
+    sl.partials = sample_partials_;
     sl.results = b.results;
     MAMBA_RETURN_IF_ERROR(mark("sampling"));
     MAMBA_RETURN_IF_ERROR(kernels::LaunchSampling(sl, stream));

@@ -1073,8 +1073,11 @@ TEST(CudaSamplingTest, MatchesHostSampler) {
       {"flat top_k 5000", P(1.0f, 5000, 1, 0, 1), 0, 0.01f},
       {"small vocab, top_k past vocab", P(0.9f, 400, 0.95f, 0, 1), 2, 2.0f, 257},
   };
+  // Each case with one block per row, and with each row's first pass split over several blocks
+  // (the launcher splits when it gets a partials buffer: batches of few rows).
+  for (const bool split : {false, true}) {
   for (const SampleCase& c : cases) {
-    SCOPED_TRACE(c.name);
+    SCOPED_TRACE(absl::StrCat(c.name, split ? ", split first pass" : ""));
     const int rows = 6;
     const int64_t v = c.vocab;
     std::vector<float> logits = Normal(rng, rows * v, c.logit_scale);
@@ -1109,6 +1112,7 @@ TEST(CudaSamplingTest, MatchesHostSampler) {
     DeviceArray<int32_t> d_penalty(penalty.empty() ? std::vector<int32_t>{0} : penalty);
     DeviceArray<float> d_scratch(rows * v);
     DeviceArray<kernels::SamplingResult> d_results(rows);
+    DeviceArray<kernels::SamplingPartial> d_partials(rows * kernels::kSamplingMaxSplits);
     kernels::SamplingLaunch l;
     l.rows = rows;
     l.vocab = v;
@@ -1118,6 +1122,7 @@ TEST(CudaSamplingTest, MatchesHostSampler) {
     l.penalty_tokens = d_penalty.get();
     l.scratch = d_scratch.get();
     l.results = d_results.get();
+    l.partials = split ? d_partials.get() : nullptr;
     absl::Status s = kernels::LaunchSampling(l, nullptr);
     ASSERT_TRUE(s.ok()) << s;
     Sync();
@@ -1142,17 +1147,20 @@ TEST(CudaSamplingTest, MatchesHostSampler) {
       }
     }
   }
+  }
 }
 
 TEST(CudaSamplingTest, TiesAndDivergedLogits) {
   MAMBA_SKIP_WITHOUT_GPU();
-  const int64_t v = 1000;
+  // Large enough that the split first pass puts the tied ids in different blocks.
+  const int64_t v = 20000;
   std::vector<float> logits(3 * v);
   std::mt19937_64 rng(FreshSeed());
   std::vector<float> noise = Normal(rng, 3 * v, 1.0f);
   std::copy(noise.begin(), noise.end(), logits.begin());
-  logits[0 * v + 700] = logits[0 * v + 300] = logits[0 * v + 900] = 50.0f;  // tie: lowest id wins
-  logits[1 * v + 5] = NAN;
+  // A tie: the lowest id wins.
+  logits[0 * v + 19000] = logits[0 * v + 300] = logits[0 * v + 9000] = 50.0f;
+  logits[1 * v + 15005] = NAN;
   for (int64_t i = 0; i < v; ++i) logits[2 * v + i] = -INFINITY;
   std::vector<kernels::SamplingRow> params(3);
   for (auto& p : params) p.sample = 1;
@@ -1160,16 +1168,21 @@ TEST(CudaSamplingTest, TiesAndDivergedLogits) {
   DeviceArray<kernels::SamplingRow> d_params(params);
   DeviceArray<int32_t> d_penalty(std::vector<int32_t>{0});
   DeviceArray<float> d_scratch(3 * v);
-  DeviceArray<kernels::SamplingResult> d_results(3);
-  kernels::SamplingLaunch l{
-      3, v, d_logits.get(), v, d_params.get(), d_penalty.get(), d_scratch.get(), d_results.get()};
-  ASSERT_TRUE(kernels::LaunchSampling(l, nullptr).ok());
-  Sync();
-  const std::vector<kernels::SamplingResult> got = d_results.Download();
-  EXPECT_EQ(got[0].status, kernels::kSamplingOk);
-  EXPECT_EQ(got[0].token, 300);
-  EXPECT_EQ(got[1].status, kernels::kSamplingNonFiniteLogits);
-  EXPECT_EQ(got[2].status, kernels::kSamplingAllNegInf);
+  DeviceArray<kernels::SamplingPartial> d_partials(3 * kernels::kSamplingMaxSplits);
+  for (const bool split : {false, true}) {
+    SCOPED_TRACE(split ? "split first pass" : "one block per row");
+    DeviceArray<kernels::SamplingResult> d_results(3);
+    kernels::SamplingLaunch l{
+        3, v, d_logits.get(), v, d_params.get(), d_penalty.get(), d_scratch.get(), d_results.get()};
+    l.partials = split ? d_partials.get() : nullptr;
+    ASSERT_TRUE(kernels::LaunchSampling(l, nullptr).ok());
+    Sync();
+    const std::vector<kernels::SamplingResult> got = d_results.Download();
+    EXPECT_EQ(got[0].status, kernels::kSamplingOk);
+    EXPECT_EQ(got[0].token, 300);
+    EXPECT_EQ(got[1].status, kernels::kSamplingNonFiniteLogits);
+    EXPECT_EQ(got[2].status, kernels::kSamplingAllNegInf);
+  }
 }
 
 }  // namespace
