@@ -8,13 +8,18 @@
 #
 # Steps (default: tests memcheck racecheck scan bench130m bench1.4b):
 #   tests      cuda_kernels_test and cuda_backend_test
-#   memcheck   compute-sanitizer memcheck on cuda_kernels_test
-#   racecheck  compute-sanitizer racecheck on the shared-memory kernels' tests
+#   memcheck   compute-sanitizer memcheck on cuda_kernels_test and on the persistent decode
+#              kernel's backend tests
+#   racecheck  compute-sanitizer racecheck on the shared-memory kernels' tests (not the persistent
+#              decode kernel: under racecheck its grid barriers do not complete)
 #   scan       the fused scan kernel alone at PERF.md's shapes (mamba-bench --scan_kernel)
 #   bench130m  decode/prefill tables and the per-kernel breakdown for synthetic:130m
 #   bench1.4b  the same for synthetic:1.4b
 #   decode_ab  decode tables (batches 1, 16, 64, 256) for 130m and 1.4b with programmatic dependent
 #              launch on and off (mamba-bench --dependent_launch)
+#   persistent decode tables (batches 1, 2, 4) for 130m and 1.4b with the persistent decode kernel
+#              by default, always and off (mamba-bench --persistent_decode), and its timeline at
+#              batch 1 (--decode_trace)
 #   profile    Nsight Compute (speed of light, occupancy, warp stalls, memory) of the decode state
 #              update, conv update and skinny GEMM (130m) and the prefill scan and conv (1.4b)
 # Environment: BUNDLE (the bundle folder), OUT (where logs go; default build-gpu-logs), STEP_TIMEOUT
@@ -84,6 +89,8 @@ for step in "${steps[@]}"; do
       # The kernels on small shapes (the GEMM and sampling tests' larger cases included).
       run_step memcheck compute-sanitizer --tool memcheck --leak-check full --error-exitcode 3 \
         "$BUNDLE/bin/cuda_kernels_test"
+      run_step memcheck_persistent compute-sanitizer --tool memcheck --error-exitcode 3 \
+        "$BUNDLE/bin/cuda_backend_test" --gtest_filter='*Persistent*'
       ;;
     racecheck)
       run_step racecheck compute-sanitizer --tool racecheck --error-exitcode 3 \
@@ -122,6 +129,22 @@ for step in "${steps[@]}"; do
         done
       done
       ;;
+    persistent)
+      b=$(bench_bin)
+      if [ -z "$b" ]; then note "-- persistent: no mamba-bench in $BUNDLE/bin"; continue; fi
+      for model in 130m 1.4b; do
+        for mode in auto always off; do
+          run_step "persistent_${model}_$mode" "$b" --backend=cuda --model="synthetic:$model" \
+            --batch=1,2,4 --prefill=0 --persistent_decode="$mode"
+          grep -E '^ +[0-9]+ +[0-9.]+ +[0-9.]+' "$OUT/persistent_${model}_$mode.log" \
+            | sed 's/^/   /' | tee -a "$summary"
+        done
+        run_step "trace_$model" "$b" --backend=cuda --model="synthetic:$model" --batch=1 \
+          --prefill=0 --decode_trace
+        grep -A8 '^persistent decode kernel' "$OUT/trace_$model.log" | sed 's/^/   /' \
+          | tee -a "$summary"
+      done
+      ;;
     profile)
       b=$(bench_bin)
       if [ -z "$b" ] || ! command -v ncu >/dev/null; then
@@ -133,8 +156,8 @@ for step in "${steps[@]}"; do
       {
         ncu --clock-control none "${sections[@]}" -k 'regex:SelectiveStateUpdate|CausalConv1dDecode|SkinnyGemm' \
           -s 72 -c 4 "$b" --backend=cuda --model=synthetic:130m --batch=256 --prefill=0 --steps=2 --warmup=1
-        ncu --clock-control none "${sections[@]}" -k 'regex:SkinnyGemm|SelectiveStateUpdate' \
-          -s 48 -c 4 "$b" --backend=cuda --model=synthetic:1.4b --batch=1 --prefill=0 --steps=2 --warmup=1
+        ncu --clock-control none "${sections[@]}" -k 'regex:DecodeStep|SkinnyGemm' \
+          -s 2 -c 4 "$b" --backend=cuda --model=synthetic:1.4b --batch=1 --prefill=0 --steps=2 --warmup=1
         ncu --clock-control none "${sections[@]}" -k 'regex:SelectiveScanKernel|CausalConv1dPrefill' \
           -s 8 -c 3 "$b" --backend=cuda --model=synthetic:1.4b --batch=0 --prefill=2048 --prefill_runs=1
       } >"$OUT/profile.log" 2>&1
