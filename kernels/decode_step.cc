@@ -43,7 +43,11 @@ void SetDecodeStepTrace(unsigned long long* device_buffer, int64_t entries) {
 bool DecodeStepSupported(const DecodeStepParams& p, KernelDType act, KernelDType state) {
   const PersistentDecode mode = PersistentDecodePolicy();
   if (mode == PersistentDecode::kOff || !ShapeSupported(p)) return false;
-  if (mode == PersistentDecode::kAuto && p.rows != 1) return false;
+  // auto: where it was measured faster (one row, on the H100; other GPUs are untested, so they
+  // keep the layered kernels unless asked).
+  if (mode == PersistentDecode::kAuto && (p.rows != 1 || CurrentDeviceComputeMajor() < 9)) {
+    return false;
+  }
   if (act != KernelDType::kF16 && act != KernelDType::kBF16) return false;
   if (state != KernelDType::kF32 && state != KernelDType::kBF16) return false;
   int device = 0, cooperative = 0;

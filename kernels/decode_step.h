@@ -11,9 +11,9 @@ namespace mamba::kernels {
 
 // When decode steps run on the persistent kernel (process-wide; kAuto by default).
 //   kAuto:   where it measured faster than the layered kernels on the H100: steps of one row
-//            (130m to 1.4b: 4-16% faster). At 2-4 rows it is slower (each row adds work to the
-//            latency-bound phases between barriers; bench/RESULTS.md has the table).
-//   kAlways: every step it supports (tests, measurements).
+//            (130m to 1.4b: 4-16% faster), on sm_90+. At 2-4 rows it is slower (each row adds
+//            work to the latency-bound phases between barriers; bench/RESULTS.md has the table).
+//   kAlways: every step it supports (tests, measurements; any GPU with cooperative launch).
 //   kOff:    never.
 enum class PersistentDecode { kOff, kAuto, kAlways };
 
