@@ -16,10 +16,10 @@ std::atomic<int64_t> trace_entries{0};
 
 bool ShapeSupported(const DecodeStepParams& p) {
   return p.rows >= 1 && p.rows <= kDecodeStepMaxRows && p.n_layer >= 1 && p.d_model >= 8 &&
-         p.d_model <= kDecodeStepMaxModel && p.d_model % 8 == 0 && p.d_inner >= 8 && p.d_inner % 8 == 0 && p.dt_rank >= 8 &&
-         p.dt_rank % 8 == 0 && p.d_state >= 1 && p.d_state <= kDecodeStepMaxState &&
-         p.d_conv >= 1 && p.d_conv <= kConvMaxWidth && p.dbc_ld % 8 == 0 &&
-         p.dbc_ld >= p.dt_rank + 2 * p.d_state &&
+         p.d_model <= kDecodeStepMaxModel && p.d_model % 8 == 0 && p.d_inner >= 8 &&
+         p.d_inner % 8 == 0 && p.dt_rank >= 8 && p.dt_rank % 8 == 0 && p.d_state >= 1 &&
+         p.d_state <= kDecodeStepMaxState && p.d_conv >= 1 && p.d_conv <= kConvMaxWidth &&
+         p.dbc_ld % 8 == 0 && p.dbc_ld >= p.dt_rank + 2 * p.d_state &&
          // Indices inside the kernel are 32-bit.
          p.d_model * (p.d_inner * 2) < (int64_t{1} << 31);
 }
@@ -65,11 +65,11 @@ bool DecodeStepSupported(const DecodeStepParams& p, KernelDType act, KernelDType
 absl::Status LaunchDecodeStep(const DecodeStepParams& p, KernelDType act, KernelDType state,
                               cudaStream_t stream) {
   if (!ShapeSupported(p)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "decode_step: ", p.rows, " rows (1..", kDecodeStepMaxRows, "), d_model ", p.d_model,
-        ", d_inner ", p.d_inner, ", dt_rank ", p.dt_rank,
-        " (multiples of 8), d_state ", p.d_state, " (<= ", kDecodeStepMaxState, "), d_conv ",
-        p.d_conv, " (<= ", kConvMaxWidth, ") are not supported"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("decode_step: ", p.rows, " rows (1..", kDecodeStepMaxRows, "), d_model ",
+                     p.d_model, ", d_inner ", p.d_inner, ", dt_rank ", p.dt_rank,
+                     " (multiples of 8), d_state ", p.d_state, " (<= ", kDecodeStepMaxState,
+                     "), d_conv ", p.d_conv, " (<= ", kConvMaxWidth, ") are not supported"));
   }
   if (p.layers == nullptr || p.embedding == nullptr || p.token_ids == nullptr ||
       p.slots == nullptr || p.conv_state == nullptr || p.ssm_state == nullptr ||

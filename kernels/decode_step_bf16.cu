@@ -5,7 +5,7 @@
 namespace mamba::kernels {
 
 cudaError_t RunDecodeStepBF16(const DecodeStepParams& p, KernelDType state, int blocks,
-                            cudaStream_t stream) {
+                              cudaStream_t stream) {
   return RunDecodeStep<__nv_bfloat16>(p, state, blocks, stream);
 }
 

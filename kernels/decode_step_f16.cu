@@ -5,7 +5,7 @@
 namespace mamba::kernels {
 
 cudaError_t RunDecodeStepF16(const DecodeStepParams& p, KernelDType state, int blocks,
-                            cudaStream_t stream) {
+                             cudaStream_t stream) {
   return RunDecodeStep<__half>(p, state, blocks, stream);
 }
 

@@ -74,10 +74,9 @@ __device__ __forceinline__ void LoadL2x8(const T* p, float (&out)[8]) {
 template <typename T>
 __device__ __forceinline__ void LoadL2x4(const T* p, float (&out)[4]) {
   const uint2 u = __ldcg(reinterpret_cast<const uint2*>(p));
-  const unsigned short b[4] = {static_cast<unsigned short>(u.x & 0xffffu),
-                               static_cast<unsigned short>(u.x >> 16),
-                               static_cast<unsigned short>(u.y & 0xffffu),
-                               static_cast<unsigned short>(u.y >> 16)};
+  const unsigned short b[4] = {
+      static_cast<unsigned short>(u.x & 0xffffu), static_cast<unsigned short>(u.x >> 16),
+      static_cast<unsigned short>(u.y & 0xffffu), static_cast<unsigned short>(u.y >> 16)};
 #pragma unroll
   for (int i = 0; i < 4; ++i) out[i] = HalfBitsToFloat<T>(b[i]);
 }
@@ -119,7 +118,9 @@ __device__ __forceinline__ void CopyAsync16(void* smem, const void* global) {
   const unsigned int dst = static_cast<unsigned int>(__cvta_generic_to_shared(smem));
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(dst), "l"(global) : "memory");
 }
-__device__ __forceinline__ void CommitAsync() { asm volatile("cp.async.commit_group;" ::: "memory"); }
+__device__ __forceinline__ void CommitAsync() {
+  asm volatile("cp.async.commit_group;" ::: "memory");
+}
 template <int kPending>
 __device__ __forceinline__ void WaitAsync() {
   asm volatile("cp.async.wait_group %0;" ::"n"(kPending) : "memory");
@@ -148,8 +149,8 @@ struct RowStream {
     cpr = (len_ + kChunk - 1) / kChunk;
     first_row = first_row_;
     row_step = row_step_;
-    const int n = first_row_ < rows_total ? (rows_total - first_row_ + row_step_ - 1) / row_step_
-                                          : 0;
+    const int n =
+        first_row_ < rows_total ? (rows_total - first_row_ + row_step_ - 1) / row_step_ : 0;
     chunks = n * cpr;
     ring = ring_;
     lane = lane_;
@@ -257,9 +258,9 @@ __device__ __forceinline__ float Pick(const float (&acc)[kRows], int lane) {
 // The state-update phase's geometry: kLanes lanes per channel, kSPT states each (16 bytes).
 template <typename S>
 struct UpdateShape {
-  static constexpr int kSPT =
-      16 / static_cast<int>(sizeof(S)) < kDecodeStepMaxState ? 16 / static_cast<int>(sizeof(S))
-                                                              : kDecodeStepMaxState;
+  static constexpr int kSPT = 16 / static_cast<int>(sizeof(S)) < kDecodeStepMaxState
+                                  ? 16 / static_cast<int>(sizeof(S))
+                                  : kDecodeStepMaxState;
   static constexpr int kLanes = kDecodeStepMaxState / kSPT;
   static constexpr int kChannelsPerWarp = 32 / kLanes;
 };
@@ -342,7 +343,7 @@ __global__ void __launch_bounds__(kDecodeStepThreads, 1)
   DecodeStepLayer* layers_s = reinterpret_cast<DecodeStepLayer*>(smem_raw);  // [n_layer]
   __shared__ int slots_s[kDecodeStepMaxRows];
   float* dbc_s = reinterpret_cast<float*>(smem_raw) + DecodeStepTableFloats(p.n_layer);
-  float* act = dbc_s + kRows * dbc_ld;                             // [kRows][act_ld]
+  float* act = dbc_s + kRows * dbc_ld;  // [kRows][act_ld]
 
   uint4* ring = reinterpret_cast<uint4*>(act + kRows * act_ld);  // [kWarps][kStages][kVec][32]
 
@@ -357,9 +358,9 @@ __global__ void __launch_bounds__(kDecodeStepThreads, 1)
   uint4* warp_ring = ring + warp * kStages * kVec * 32;
   unsigned int barrier_target = 0;
   unsigned long long* trace =
-      p.trace != nullptr ? p.trace + static_cast<int64_t>(blockIdx.x) * kDecodeStepTracePerLayer *
-                                         p.n_layer
-                         : nullptr;
+      p.trace != nullptr
+          ? p.trace + static_cast<int64_t>(blockIdx.x) * kDecodeStepTracePerLayer * p.n_layer
+          : nullptr;
   int trace_at = 0;
   auto stamp = [&] {
     if (trace != nullptr && tid == 0) {
@@ -467,8 +468,8 @@ __global__ void __launch_bounds__(kDecodeStepThreads, 1)
           if (r >= rows) break;
           float* vr = v[it][r];
           if (l == 0) {
-            const T* emb = static_cast<const T*>(p.embedding) +
-                           static_cast<int64_t>(p.token_ids[r]) * D + i;
+            const T* emb =
+                static_cast<const T*>(p.embedding) + static_cast<int64_t>(p.token_ids[r]) * D + i;
 #pragma unroll
             for (int j = 0; j < 4; ++j) vr[j] = ToFloat(emb[j]);
           } else {
@@ -483,7 +484,8 @@ __global__ void __launch_bounds__(kDecodeStepThreads, 1)
             }
           }
           if (blockIdx.x == 0) {
-            *reinterpret_cast<float4*>(res_cur + r * D + i) = make_float4(vr[0], vr[1], vr[2], vr[3]);
+            *reinterpret_cast<float4*>(res_cur + r * D + i) =
+                make_float4(vr[0], vr[1], vr[2], vr[3]);
           }
 #pragma unroll
           for (int j = 0; j < 4; ++j) ss[r] = __fmaf_rn(vr[j], vr[j], ss[r]);
@@ -504,8 +506,8 @@ __global__ void __launch_bounds__(kDecodeStepThreads, 1)
             if (r < rows) {
 #pragma unroll
               for (int j = 0; j < 4; ++j) {
-                act[r * act_ld + i + j] = ToFloat(
-                    FromFloat<T>(__fmul_rn(__fmul_rn(v[it][r][j], scale[r]), wn[it][j])));
+                act[r * act_ld + i + j] =
+                    ToFloat(FromFloat<T>(__fmul_rn(__fmul_rn(v[it][r][j], scale[r]), wn[it][j])));
               }
             }
           }
@@ -515,7 +517,7 @@ __global__ void __launch_bounds__(kDecodeStepThreads, 1)
       detail(l, 0);
 
       const CausalConv1dParams conv = conv_params(L, l);
-      in_stream.template Run<kRows>(act, act_ld, rows, [&](int n, const float (&acc)[kRows]) {
+      in_stream.template Run<kRows>(act, act_ld, rows, [&](int n, const float(&acc)[kRows]) {
         if (lane >= rows) return;
         const float v = Pick(acc, lane);
         if (n < E) {
@@ -570,14 +572,15 @@ __global__ void __launch_bounds__(kDecodeStepThreads, 1)
     const int groups = (E + Shape::kChannelsPerWarp - 1) / Shape::kChannelsPerWarp;
     UpdateInputs<T, S, kRows> upd;
     if (slot < groups) {
-      upd.Load(p, L, l, slots_s, static_cast<int64_t>(slot) * Shape::kChannelsPerWarp + lane / kLanes,
-               lane);
+      upd.Load(p, L, l, slots_s,
+               static_cast<int64_t>(slot) * Shape::kChannelsPerWarp + lane / kLanes, lane);
     }
     barrier();
 
     // ---- C: dt_proj + state update + gate ----------------------------------------------------
     {
-      // The group's x and z (written by phase A) are requested with the staging of [dt_low | B | C].
+      // The group's x and z (written by phase A) are requested with the staging of [dt_low | B |
+      // C].
       float xr[kRows], zr[kRows];
       auto load_xz = [&](int g) {
         const int e = g * Shape::kChannelsPerWarp + lane / kLanes;
@@ -687,7 +690,7 @@ __global__ void __launch_bounds__(kDecodeStepThreads, 1)
       }
       __syncthreads();
       detail(l, 2);
-      out_stream.template Run<kRows>(act, act_ld, rows, [&](int n, const float (&acc)[kRows]) {
+      out_stream.template Run<kRows>(act, act_ld, rows, [&](int n, const float(&acc)[kRows]) {
         if (lane < rows) h_out[lane * D + n] = FromFloat<T>(Pick(acc, lane));
       });
       detail(l, 3);
@@ -748,8 +751,9 @@ template <typename T>
 int DecodeStepBlocksPerSmFor(KernelDType state, size_t smem) {
   int n = 0;
   auto query = [&](auto kernel) {
-    if (smem > 48 * 1024 && cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                                 static_cast<int>(smem)) != cudaSuccess) {
+    if (smem > 48 * 1024 &&
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                             static_cast<int>(smem)) != cudaSuccess) {
       return 0;
     }
     int blocks = 0;

@@ -5,8 +5,9 @@
 // ramp-up and round trips for ~2 us of weight traffic (130m, batch 1: ~120 kernels, 424 us for
 // ~80 us of bytes). Here one block per multiprocessor stays resident for the whole step and the
 // layers' phases are separated by grid-wide barriers (~1 us each) instead of kernel boundaries,
-// and each warp requests its first weights of the next phase before it waits at the barrier, so
-// the weight stream overlaps the synchronisation.
+// and each warp requests its first weights of the next phase before it waits at the barrier (as
+// much of them as the SM accepts without stalling the warp overlaps the barrier; the rest does
+// not: bench/RESULTS.md, "Issue 9, third pass").
 //
 // Per layer, four phases, one barrier after each (the math and every rounding point are the
 // layered path's: activations rounded to the weight dtype T between the same operations):
@@ -26,10 +27,11 @@
 // residual before the last layer's h.
 //
 // Requirements (DecodeStepSupported): rows <= kDecodeStepMaxRows; d_model (<= 4096), d_inner and
-// dt_rank multiples of 8; d_state <= 16; d_conv <= kConvMaxWidth; 16-byte aligned buffers and weights; a
-// device that can keep one block per multiprocessor resident (cooperative launch). The barrier
-// counters must be zero before a launch (the kernel leaves them zero) and launches using the same
-// counters must not overlap (one stream per model, which the shared workspace requires anyway).
+// dt_rank multiples of 8; d_state <= 16; d_conv <= kConvMaxWidth; 16-byte aligned buffers and
+// weights; a device that can keep one block per multiprocessor resident (cooperative launch). The
+// barrier counters must be zero before a launch (the kernel leaves them zero) and launches using
+// the same counters must not overlap (one stream per model, which the shared workspace requires
+// anyway).
 #pragma once
 
 #include <cuda_runtime_api.h>

@@ -573,10 +573,10 @@ cudaError_t RunSampling(const SamplingLaunch& launch, cudaStream_t stream) {
                                static_cast<int>(bitmap_bytes));
       if (err != cudaSuccess) return err;
     }
-    const cudaError_t err = LaunchKernel(
-        SamplingPassKernel,
-        dim3(static_cast<unsigned>(launch.rows), static_cast<unsigned>(l.splits)), dim3(kThreads),
-        bitmap_bytes, stream, /*dependent=*/true, l);
+    const cudaError_t err =
+        LaunchKernel(SamplingPassKernel,
+                     dim3(static_cast<unsigned>(launch.rows), static_cast<unsigned>(l.splits)),
+                     dim3(kThreads), bitmap_bytes, stream, /*dependent=*/true, l);
     if (err != cudaSuccess) return err;
   }
   return LaunchKernel(SamplingKernel, dim3(static_cast<unsigned>(launch.rows)), dim3(kThreads),

@@ -434,7 +434,8 @@ absl::Status EnableDecodeTrace(int n_layer) {
   MAMBA_CUDA_RETURN_IF_ERROR(
       cudaDeviceGetAttribute(&decode_trace_blocks, cudaDevAttrMultiProcessorCount, device),
       "decode trace");
-  const int64_t entries = int64_t{decode_trace_blocks} * kernels::kDecodeStepTracePerLayer * n_layer;
+  const int64_t entries =
+      int64_t{decode_trace_blocks} * kernels::kDecodeStepTracePerLayer * n_layer;
   MAMBA_CUDA_RETURN_IF_ERROR(cudaMalloc(&decode_trace, entries * sizeof(unsigned long long)),
                              "decode trace buffer");
   MAMBA_CUDA_RETURN_IF_ERROR(cudaMemset(decode_trace, 0, entries * sizeof(unsigned long long)),
@@ -455,7 +456,9 @@ absl::StatusOr<std::string> DecodeTraceReport(int n_layer) {
     return absl::FailedPreconditionError(
         "decode trace: empty (no step ran on the persistent decode kernel)");
   }
-  auto at = [&](int b, int i) { return static_cast<double>(t[static_cast<size_t>(b) * stride + i]); };
+  auto at = [&](int b, int i) {
+    return static_cast<double>(t[static_cast<size_t>(b) * stride + i]);
+  };
   const int barriers = 4 * n_layer - 1;
   const int end = 2 * barriers + 1;  // the end stamp
   // Phase k runs from barrier k - 1's exit (the start for k = 0) to barrier k's arrival (the

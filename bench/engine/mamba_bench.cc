@@ -393,8 +393,8 @@ absl::Status Run() {
   {
     const std::string mode = absl::GetFlag(FLAGS_persistent_decode);
     if (mode != "auto" && mode != "always" && mode != "off") {
-      return absl::InvalidArgumentError(absl::StrCat("--persistent_decode '", mode,
-                                                     "' is invalid; allowed: auto, always, off"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("--persistent_decode '", mode, "' is invalid; allowed: auto, always, off"));
     }
     mamba::kernels::SetPersistentDecode(mode == "always" ? mamba::kernels::PersistentDecode::kAlways
                                         : mode == "off"  ? mamba::kernels::PersistentDecode::kOff

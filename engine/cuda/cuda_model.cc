@@ -224,11 +224,11 @@ absl::Status CudaModel::Upload(const ModelWeights& w) {
   std::vector<kernels::DecodeStepLayer> table(c.n_layer);
   for (int l = 0; l < c.n_layer; ++l) {
     const Layer& L = layers_[l];
-    table[l] = {L.in_proj, L.in_proj_bias, L.conv_weight, L.conv_bias, L.x_proj, L.dt_proj,
-                L.dt_bias, L.a2, L.d, L.out_proj, L.out_proj_bias, L.norm};
+    table[l] = {L.in_proj, L.in_proj_bias, L.conv_weight, L.conv_bias, L.x_proj,        L.dt_proj,
+                L.dt_bias, L.a2,           L.d,           L.out_proj,  L.out_proj_bias, L.norm};
   }
-  MAMBA_ASSIGN_OR_RETURN(layer_table_,
-                         DeviceBuffer::Allocate(table.size() * sizeof(table[0]), "the layer table"));
+  MAMBA_ASSIGN_OR_RETURN(
+      layer_table_, DeviceBuffer::Allocate(table.size() * sizeof(table[0]), "the layer table"));
   MAMBA_CUDA_RETURN_IF_ERROR(cudaMemcpy(layer_table_.data(), table.data(),
                                         table.size() * sizeof(table[0]), cudaMemcpyHostToDevice),
                              "uploading the layer table");

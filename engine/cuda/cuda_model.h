@@ -161,7 +161,7 @@ class CudaModel {
   float* sample_scratch_ = nullptr;  // [head_rows, V]
   kernels::SamplingPartial* sample_partials_ = nullptr;  // [head_rows, kSamplingMaxSplits]
   // The persistent decode kernel's second residual buffer and barrier counters.
-  float* residual_alt_ = nullptr;        // [kDecodeStepMaxRows, D]
+  float* residual_alt_ = nullptr;         // [kDecodeStepMaxRows, D]
   unsigned int* step_barrier_ = nullptr;  // 2 counters, zero between launches
 };
 

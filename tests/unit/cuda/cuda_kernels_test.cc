@@ -1076,77 +1076,77 @@ TEST(CudaSamplingTest, MatchesHostSampler) {
   // Each case with one block per row, and with each row's first pass split over several blocks
   // (the launcher splits when it gets a partials buffer: batches of few rows).
   for (const bool split : {false, true}) {
-  for (const SampleCase& c : cases) {
-    SCOPED_TRACE(absl::StrCat(c.name, split ? ", split first pass" : ""));
-    const int rows = 6;
-    const int64_t v = c.vocab;
-    std::vector<float> logits = Normal(rng, rows * v, c.logit_scale);
-    std::vector<kernels::SamplingRow> params(rows);
-    std::vector<int32_t> penalty;
-    std::vector<std::vector<int32_t>> row_penalty(rows);
-    std::uniform_int_distribution<int32_t> tok(0, static_cast<int32_t>(v - 1));
-    for (int r = 0; r < rows; ++r) {
-      kernels::SamplingRow& p = params[r];
-      p.sample = 1;
-      p.temperature = c.params.temperature;
-      p.top_k = c.params.top_k;
-      p.top_p = c.params.top_p;
-      p.min_p = c.params.min_p;
-      p.repetition_penalty = c.params.repetition_penalty;
-      p.top_logprobs = c.top_logprobs;
-      p.seed = rng();
-      p.position = static_cast<uint64_t>(r * 17);
-      if (c.penalty) {
-        // The current argmax (so the penalty changes the answer), repeats, and random ids.
-        const int32_t best = static_cast<int32_t>(
-            std::max_element(logits.begin() + r * v, logits.begin() + (r + 1) * v) -
-            (logits.begin() + r * v));
-        row_penalty[r] = {best, tok(rng), best, tok(rng), tok(rng)};
-        p.penalty_offset = static_cast<int32_t>(penalty.size());
-        p.penalty_count = static_cast<int32_t>(row_penalty[r].size());
-        penalty.insert(penalty.end(), row_penalty[r].begin(), row_penalty[r].end());
+    for (const SampleCase& c : cases) {
+      SCOPED_TRACE(absl::StrCat(c.name, split ? ", split first pass" : ""));
+      const int rows = 6;
+      const int64_t v = c.vocab;
+      std::vector<float> logits = Normal(rng, rows * v, c.logit_scale);
+      std::vector<kernels::SamplingRow> params(rows);
+      std::vector<int32_t> penalty;
+      std::vector<std::vector<int32_t>> row_penalty(rows);
+      std::uniform_int_distribution<int32_t> tok(0, static_cast<int32_t>(v - 1));
+      for (int r = 0; r < rows; ++r) {
+        kernels::SamplingRow& p = params[r];
+        p.sample = 1;
+        p.temperature = c.params.temperature;
+        p.top_k = c.params.top_k;
+        p.top_p = c.params.top_p;
+        p.min_p = c.params.min_p;
+        p.repetition_penalty = c.params.repetition_penalty;
+        p.top_logprobs = c.top_logprobs;
+        p.seed = rng();
+        p.position = static_cast<uint64_t>(r * 17);
+        if (c.penalty) {
+          // The current argmax (so the penalty changes the answer), repeats, and random ids.
+          const int32_t best = static_cast<int32_t>(
+              std::max_element(logits.begin() + r * v, logits.begin() + (r + 1) * v) -
+              (logits.begin() + r * v));
+          row_penalty[r] = {best, tok(rng), best, tok(rng), tok(rng)};
+          p.penalty_offset = static_cast<int32_t>(penalty.size());
+          p.penalty_count = static_cast<int32_t>(row_penalty[r].size());
+          penalty.insert(penalty.end(), row_penalty[r].begin(), row_penalty[r].end());
+        }
+      }
+      DeviceArray<float> d_logits(logits);
+      DeviceArray<kernels::SamplingRow> d_params(params);
+      DeviceArray<int32_t> d_penalty(penalty.empty() ? std::vector<int32_t>{0} : penalty);
+      DeviceArray<float> d_scratch(rows * v);
+      DeviceArray<kernels::SamplingResult> d_results(rows);
+      DeviceArray<kernels::SamplingPartial> d_partials(rows * kernels::kSamplingMaxSplits);
+      kernels::SamplingLaunch l;
+      l.rows = rows;
+      l.vocab = v;
+      l.logits = d_logits.get();
+      l.logits_row_stride = v;
+      l.row_params = d_params.get();
+      l.penalty_tokens = d_penalty.get();
+      l.scratch = d_scratch.get();
+      l.results = d_results.get();
+      l.partials = split ? d_partials.get() : nullptr;
+      absl::Status s = kernels::LaunchSampling(l, nullptr);
+      ASSERT_TRUE(s.ok()) << s;
+      Sync();
+      const std::vector<kernels::SamplingResult> got = d_results.Download();
+      Sampler sampler;
+      for (int r = 0; r < rows; ++r) {
+        SCOPED_TRACE(absl::StrCat("row ", r));
+        SamplingParams sp = c.params;
+        sp.seed = params[r].seed;
+        SampleOutput want;
+        ASSERT_TRUE(sampler
+                        .Sample(absl::MakeConstSpan(logits.data() + r * v, v), sp,
+                                params[r].position, row_penalty[r], c.top_logprobs, &want)
+                        .ok());
+        ASSERT_EQ(got[r].status, kernels::kSamplingOk);
+        EXPECT_EQ(got[r].token, want.token);
+        EXPECT_NEAR(got[r].logprob, want.logprob, 1e-5);
+        ASSERT_EQ(got[r].num_top, static_cast<int32_t>(want.top.size()));
+        for (size_t k = 0; k < want.top.size(); ++k) {
+          EXPECT_EQ(got[r].top_ids[k], want.top[k].token);
+          EXPECT_NEAR(got[r].top_logprobs[k], want.top[k].logprob, 1e-5);
+        }
       }
     }
-    DeviceArray<float> d_logits(logits);
-    DeviceArray<kernels::SamplingRow> d_params(params);
-    DeviceArray<int32_t> d_penalty(penalty.empty() ? std::vector<int32_t>{0} : penalty);
-    DeviceArray<float> d_scratch(rows * v);
-    DeviceArray<kernels::SamplingResult> d_results(rows);
-    DeviceArray<kernels::SamplingPartial> d_partials(rows * kernels::kSamplingMaxSplits);
-    kernels::SamplingLaunch l;
-    l.rows = rows;
-    l.vocab = v;
-    l.logits = d_logits.get();
-    l.logits_row_stride = v;
-    l.row_params = d_params.get();
-    l.penalty_tokens = d_penalty.get();
-    l.scratch = d_scratch.get();
-    l.results = d_results.get();
-    l.partials = split ? d_partials.get() : nullptr;
-    absl::Status s = kernels::LaunchSampling(l, nullptr);
-    ASSERT_TRUE(s.ok()) << s;
-    Sync();
-    const std::vector<kernels::SamplingResult> got = d_results.Download();
-    Sampler sampler;
-    for (int r = 0; r < rows; ++r) {
-      SCOPED_TRACE(absl::StrCat("row ", r));
-      SamplingParams sp = c.params;
-      sp.seed = params[r].seed;
-      SampleOutput want;
-      ASSERT_TRUE(sampler
-                      .Sample(absl::MakeConstSpan(logits.data() + r * v, v), sp, params[r].position,
-                              row_penalty[r], c.top_logprobs, &want)
-                      .ok());
-      ASSERT_EQ(got[r].status, kernels::kSamplingOk);
-      EXPECT_EQ(got[r].token, want.token);
-      EXPECT_NEAR(got[r].logprob, want.logprob, 1e-5);
-      ASSERT_EQ(got[r].num_top, static_cast<int32_t>(want.top.size()));
-      for (size_t k = 0; k < want.top.size(); ++k) {
-        EXPECT_EQ(got[r].top_ids[k], want.top[k].token);
-        EXPECT_NEAR(got[r].top_logprobs[k], want.top[k].logprob, 1e-5);
-      }
-    }
-  }
   }
 }
 
