@@ -516,6 +516,8 @@ class RowSampler {
   int64_t top_k_ = 0;
 };
 
+// One block per row (kPass: per (row, segment) of the split first pass, blockIdx.y the segment).
+template <bool kPass>
 __global__ void __launch_bounds__(kThreads) SamplingKernel(SamplingLaunch launch) {
   extern __shared__ uint32_t bitmap[];
   __shared__ Shared sm;
@@ -524,19 +526,11 @@ __global__ void __launch_bounds__(kThreads) SamplingKernel(SamplingLaunch launch
   const int64_t row = blockIdx.x;
   if (launch.row_params[row].sample == 0) return;
   RowSampler sampler(launch, sm, bitmap, row);
-  sampler.Run();
-}
-
-// The split first pass: block (row, seg) passes over its segment of the row.
-__global__ void __launch_bounds__(kThreads) SamplingPassKernel(SamplingLaunch launch) {
-  extern __shared__ uint32_t bitmap[];
-  __shared__ Shared sm;
-  WaitForPriorKernels();  // the logits come from the previous kernel (the head GEMM)
-  AllowDependentKernels();
-  const int64_t row = blockIdx.x;
-  if (launch.row_params[row].sample == 0) return;
-  RowSampler sampler(launch, sm, bitmap, row);
-  sampler.PassSegment(static_cast<int>(blockIdx.y));
+  if constexpr (kPass) {
+    sampler.PassSegment(static_cast<int>(blockIdx.y));
+  } else {
+    sampler.Run();
+  }
 }
 
 __global__ void SampleUniformKernel(const uint64_t* seeds, const uint64_t* positions, double* out,
@@ -547,15 +541,22 @@ __global__ void SampleUniformKernel(const uint64_t* seeds, const uint64_t* posit
 
 }  // namespace
 
-cudaError_t RunSampling(const SamplingLaunch& launch, cudaStream_t stream) {
-  if (launch.rows == 0) return cudaSuccess;
-  const size_t bitmap_bytes = static_cast<size_t>((launch.vocab + 31) / 32) * sizeof(uint32_t);
+// Launches SamplingKernel<kPass> over `grid` (one block per row, or per row and segment).
+template <bool kPass>
+cudaError_t LaunchSamplingKernel(const SamplingLaunch& l, dim3 grid, cudaStream_t stream) {
+  const size_t bitmap_bytes = static_cast<size_t>((l.vocab + 31) / 32) * sizeof(uint32_t);
   if (bitmap_bytes + sizeof(Shared) > 48 * 1024) {
-    cudaError_t err =
-        cudaFuncSetAttribute(SamplingKernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+    const cudaError_t err =
+        cudaFuncSetAttribute(SamplingKernel<kPass>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                              static_cast<int>(bitmap_bytes));
     if (err != cudaSuccess) return err;
   }
+  return LaunchKernel(SamplingKernel<kPass>, grid, dim3(kThreads), bitmap_bytes, stream,
+                      /*dependent=*/true, l);
+}
+
+cudaError_t RunSampling(const SamplingLaunch& launch, cudaStream_t stream) {
+  if (launch.rows == 0) return cudaSuccess;
   // Few rows: split each row's first pass over several blocks (about two waves in all, each
   // block at least 2048 logits), in a kernel of its own before the per-row one.
   SamplingLaunch l = launch;
@@ -566,21 +567,13 @@ cudaError_t RunSampling(const SamplingLaunch& launch, cudaStream_t stream) {
     const int64_t splits = std::min<int64_t>(kSamplingMaxSplits, std::min(by_grid, by_size));
     l.splits = static_cast<int32_t>(std::max<int64_t>(1, splits));
   }
+  const unsigned rows = static_cast<unsigned>(launch.rows);
   if (l.splits > 1) {
-    if (bitmap_bytes + sizeof(Shared) > 48 * 1024) {
-      cudaError_t err =
-          cudaFuncSetAttribute(SamplingPassKernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                               static_cast<int>(bitmap_bytes));
-      if (err != cudaSuccess) return err;
-    }
     const cudaError_t err =
-        LaunchKernel(SamplingPassKernel,
-                     dim3(static_cast<unsigned>(launch.rows), static_cast<unsigned>(l.splits)),
-                     dim3(kThreads), bitmap_bytes, stream, /*dependent=*/true, l);
+        LaunchSamplingKernel<true>(l, dim3(rows, static_cast<unsigned>(l.splits)), stream);
     if (err != cudaSuccess) return err;
   }
-  return LaunchKernel(SamplingKernel, dim3(static_cast<unsigned>(launch.rows)), dim3(kThreads),
-                      bitmap_bytes, stream, /*dependent=*/true, l);
+  return LaunchSamplingKernel<false>(l, dim3(rows), stream);
 }
 
 cudaError_t RunSampleUniformValues(const uint64_t* seeds, const uint64_t* positions, double* out,
