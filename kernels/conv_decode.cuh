@@ -16,7 +16,7 @@ __device__ __forceinline__ float ConvTap(const CausalConv1dParams& p, int64_t e,
 // Load() reads what does not depend on the current token (the slot's conv state, the taps and
 // the bias: callers issue it before waiting for the kernel producing the token); Finish() takes
 // the conv's input for the token (in_proj output plus its bias, fp32), writes silu(conv) to
-// p.out, shifts the state, and returns what it wrote to p.out.
+// p.out and shifts the state.
 template <typename S>
 struct ConvDecodeChannel {
   // Set by Load(). No default initializers: with them the struct form was slower on the H100
@@ -37,8 +37,8 @@ struct ConvDecodeChannel {
   }
 
   template <typename T>
-  __device__ __forceinline__ T Finish(const CausalConv1dParams& p, int64_t row, int64_t e,
-                                      float cur) {
+  __device__ __forceinline__ void Finish(const CausalConv1dParams& p, int64_t row, int64_t e,
+                                         float cur) {
     const int w1 = p.width - 1;
     float in[kConvTaps];
 #pragma unroll
@@ -53,13 +53,11 @@ struct ConvDecodeChannel {
     }
     in[kConvTaps - 1] = cur;
     const float acc = ConvAccumulate(bias, w, in);
-    const T out = FromFloat<T>(Silu(acc));
-    static_cast<T*>(p.out)[row * p.out_row_stride + e] = out;
+    static_cast<T*>(p.out)[row * p.out_row_stride + e] = FromFloat<T>(Silu(acc));
 #pragma unroll
     for (int j = 0; j < kConvMaxWidth - 1; ++j) {
       if (j < w1) state[j] = FromFloat<S>(j + 1 < w1 ? hist[j + 1] : cur);
     }
-    return out;
   }
 };
 

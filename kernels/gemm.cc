@@ -3,14 +3,11 @@
 #include <cublasLt.h>
 
 #include <algorithm>
-#include <atomic>
 
 #include "absl/strings/str_cat.h"
 #include "kernels/batch_invariant_gemm_params.h"
 #include "kernels/cuda_status.h"
-#include "kernels/device_info.h"
 #include "kernels/skinny_gemm_params.h"
-#include "kernels/split_k_gemm_params.h"
 
 namespace mamba::kernels {
 namespace {
@@ -117,18 +114,19 @@ absl::Status LaunchSkinnyGemmConv(const GemmArgs& args, const CausalConv1dParams
   absl::Status s = CheckGemmArgs(args);
   if (!s.ok()) return s;
   if (!SkinnyGemmSupported(args) || args.d_dtype != args.ab_dtype) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("skinny_gemm_conv: needs a skinny-supported product (m <= ", kSkinnyGemmMaxM,
-                     ") with output in the input dtype (m ", args.m, ", k ", args.k, ")"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "skinny_gemm_conv: needs a skinny-supported product (m <= ", kSkinnyGemmMaxM,
+        ") with output in the input dtype (m ", args.m, ", k ", args.k, ")"));
   }
-  if (conv.dim < 1 || conv.dim > args.n || conv.num_seqs != args.m || conv.total_tokens != args.m ||
-      conv.width < 1 || conv.width > kConvMaxWidth || conv.weight == nullptr ||
-      conv.slots == nullptr || conv.state == nullptr || conv.out == nullptr ||
-      conv.out_row_stride < conv.dim || conv.state_slot_stride < conv.dim * (conv.width - 1)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("skinny_gemm_conv: conv of ", conv.dim, " channels, width ", conv.width, ", ",
-                     conv.num_seqs, " rows does not fit the product (n ", args.n, ", m ", args.m,
-                     "); weight, slots, state and out are required"));
+  if (conv.dim < 1 || conv.dim > args.n || conv.num_seqs != args.m ||
+      conv.total_tokens != args.m || conv.width < 1 || conv.width > kConvMaxWidth ||
+      conv.weight == nullptr || conv.slots == nullptr || conv.state == nullptr ||
+      conv.out == nullptr || conv.out_row_stride < conv.dim ||
+      conv.state_slot_stride < conv.dim * (conv.width - 1)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "skinny_gemm_conv: conv of ", conv.dim, " channels, width ", conv.width, ", ",
+        conv.num_seqs, " rows does not fit the product (n ", args.n, ", m ", args.m,
+        "); weight, slots, state and out are required"));
   }
   if (state != KernelDType::kF32 && state != KernelDType::kBF16) {
     return absl::InvalidArgumentError(absl::StrCat("skinny_gemm_conv: state dtype ",
@@ -140,98 +138,6 @@ absl::Status LaunchSkinnyGemmConv(const GemmArgs& args, const CausalConv1dParams
                         : RunSkinnyGemmConvBF16(args, conv, state, stream);
   if (err != cudaSuccess) return CudaStatus(err, "skinny_gemm_conv launch");
   return CheckLaunch("skinny_gemm_conv", stream);
-}
-
-namespace {
-std::atomic<bool> split_k_policy{true};
-std::atomic<bool> tune_cold_policy{true};
-std::atomic<bool> split_k_conv_policy{true};
-}  // namespace
-
-void SetSplitKGemmConv(bool enabled) {
-  split_k_conv_policy.store(enabled, std::memory_order_relaxed);
-}
-bool SplitKGemmConvEnabled() { return split_k_conv_policy.load(std::memory_order_relaxed); }
-
-void SetGemmTuneColdWeights(bool enabled) {
-  tune_cold_policy.store(enabled, std::memory_order_relaxed);
-}
-bool GemmTuneColdWeights() { return tune_cold_policy.load(std::memory_order_relaxed); }
-
-void SetSplitKGemm(bool enabled) { split_k_policy.store(enabled, std::memory_order_relaxed); }
-bool SplitKGemmEnabled() { return split_k_policy.load(std::memory_order_relaxed); }
-
-bool SplitKGemmSupported(const GemmArgs& g) {
-  auto aligned16 = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
-  return SplitKGemmEnabled() && CurrentDeviceComputeMajor() >= 9 && g.m >= 1 &&
-         g.m <= kSplitKGemmMaxM && g.n >= 1 && g.n <= kSplitKGemmMaxN && g.k >= 1 &&
-         g.d_dtype == g.ab_dtype && g.k % 8 == 0 && g.lda % 8 == 0 && g.ldw % 8 == 0 &&
-         aligned16(g.a) && aligned16(g.w);
-}
-
-static absl::Status CheckSplitKWorkspace(const GemmArgs& args, const SplitKGemmWorkspace& ws) {
-  const int64_t floats = SplitKGemmPartialFloats(args.m, args.n, args.k);
-  if (floats > 0 && (ws.partials == nullptr || ws.counters == nullptr ||
-                     ws.partial_floats < floats || ws.counter_count < SplitKGemmCounters(args.m))) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("split_k_gemm: m ", args.m, ", n ", args.n, ", k ", args.k,
-                     " needs a workspace of ", floats, " partials and ", SplitKGemmCounters(args.m),
-                     " counters (have ", ws.partial_floats, " and ", ws.counter_count, ")"));
-  }
-  return absl::OkStatus();
-}
-
-absl::Status LaunchSplitKGemmConv(const GemmArgs& args, const CausalConv1dParams& conv,
-                                  KernelDType state, const SplitKGemmWorkspace& ws,
-                                  cudaStream_t stream) {
-  absl::Status s = CheckGemmArgs(args);
-  if (!s.ok()) return s;
-  if (!SplitKGemmSupported(args)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("split_k_gemm_conv: needs a product the split-k kernel runs (m ", args.m,
-                     ", n ", args.n, ", k ", args.k, ")"));
-  }
-  if (conv.dim != args.k || conv.num_seqs != args.m || conv.total_tokens != args.m ||
-      conv.width < 1 || conv.width > kConvMaxWidth || conv.x == nullptr ||
-      conv.x_row_stride < conv.dim || conv.weight == nullptr || conv.slots == nullptr ||
-      conv.state == nullptr || conv.out == nullptr || conv.out_row_stride < conv.dim ||
-      conv.state_slot_stride < conv.dim * (conv.width - 1)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("split_k_gemm_conv: conv of ", conv.dim, " channels, width ", conv.width, ", ",
-                     conv.num_seqs, " rows does not fit x_proj (k ", args.k, ", m ", args.m,
-                     "); x, weight, slots, state and out are required"));
-  }
-  if (state != KernelDType::kF32 && state != KernelDType::kBF16) {
-    return absl::InvalidArgumentError(absl::StrCat("split_k_gemm_conv: state dtype ",
-                                                   KernelDTypeName(state),
-                                                   " unsupported; allowed: f32, bf16"));
-  }
-  s = CheckSplitKWorkspace(args, ws);
-  if (!s.ok()) return s;
-  cudaError_t err = args.ab_dtype == KernelDType::kF16
-                        ? RunSplitKGemmConvF16(args, ws, conv, state, stream)
-                        : RunSplitKGemmConvBF16(args, ws, conv, state, stream);
-  if (err != cudaSuccess) return CudaStatus(err, "split_k_gemm_conv launch");
-  return CheckLaunch("split_k_gemm_conv", stream);
-}
-
-absl::Status LaunchSplitKGemm(const GemmArgs& args, const SplitKGemmWorkspace& ws,
-                              cudaStream_t stream) {
-  absl::Status s = CheckGemmArgs(args);
-  if (!s.ok()) return s;
-  if (!SplitKGemmSupported(args)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "split_k_gemm: needs sm_90+, 1 <= m <= ", kSplitKGemmMaxM, ", n <= ", kSplitKGemmMaxN,
-        ", the output in the input dtype, k, lda, ldw multiples of 8 and 16-byte aligned inputs "
-        "(m ",
-        args.m, ", n ", args.n, ", k ", args.k, ", lda ", args.lda, ", ldw ", args.ldw, ")"));
-  }
-  s = CheckSplitKWorkspace(args, ws);
-  if (!s.ok()) return s;
-  cudaError_t err = args.ab_dtype == KernelDType::kF16 ? RunSplitKGemmF16(args, ws, stream)
-                                                       : RunSplitKGemmBF16(args, ws, stream);
-  if (err != cudaSuccess) return CudaStatus(err, "split_k_gemm launch");
-  return CheckLaunch("split_k_gemm", stream);
 }
 
 struct CublasLtGemm::Plan {
@@ -348,19 +254,6 @@ absl::Status CublasLtGemm::Prepare(const GemmArgs& g, cudaStream_t stream, bool 
                          capture != cudaStreamCaptureStatusNone;
   const bool timed = found > 1 && want_timing && !capturing;
   if (timed) {
-    void* flush = nullptr;
-    size_t flush_bytes = 0;
-    if (GemmTuneColdWeights()) {
-      int device = 0, l2 = 0;
-      if (cudaGetDevice(&device) == cudaSuccess &&
-          cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, device) == cudaSuccess && l2 > 0) {
-        flush_bytes = 2 * static_cast<size_t>(l2);
-        if (cudaMalloc(&flush, flush_bytes) != cudaSuccess) {
-          flush = nullptr;  // tune with warm weights rather than fail
-          cudaGetLastError();
-        }
-      }
-    }
     cudaEvent_t start = nullptr, stop = nullptr;
     MAMBA_CUDA_RETURN_IF_ERROR(cudaEventCreate(&start), "autotune event");
     MAMBA_CUDA_RETURN_IF_ERROR(cudaEventCreate(&stop), "autotune event");
@@ -379,12 +272,8 @@ absl::Status CublasLtGemm::Prepare(const GemmArgs& g, cudaStream_t stream, bool 
       float samples[5];
       bool ok = true;
       for (int rep = 0; rep < 5 && ok; ++rep) {
-        // In a step every product reads its weights from device memory (a step's weights are
-        // many times the L2); back to back, W (up to ~40 MB) would stay in L2 and the timing
-        // would favour tilings that only do well on cached weights.
-        if (flush != nullptr) ok = cudaMemsetAsync(flush, rep, flush_bytes, stream) == cudaSuccess;
-        ok = ok && cudaEventRecord(start, stream) == cudaSuccess &&
-             launch() == CUBLAS_STATUS_SUCCESS && cudaEventRecord(stop, stream) == cudaSuccess &&
+        ok = cudaEventRecord(start, stream) == cudaSuccess && launch() == CUBLAS_STATUS_SUCCESS &&
+             cudaEventRecord(stop, stream) == cudaSuccess &&
              cudaEventSynchronize(stop) == cudaSuccess &&
              cudaEventElapsedTime(&samples[rep], start, stop) == cudaSuccess;
       }
@@ -398,10 +287,6 @@ absl::Status CublasLtGemm::Prepare(const GemmArgs& g, cudaStream_t stream, bool 
     }
     cudaEventDestroy(start);
     cudaEventDestroy(stop);
-    if (flush != nullptr) {
-      cudaStreamSynchronize(stream);
-      cudaFree(flush);
-    }
     cudaGetLastError();
   }
   plan->algo = result.algo;

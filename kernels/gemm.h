@@ -14,7 +14,6 @@
 #include "absl/status/statusor.h"
 #include "kernels/causal_conv1d_params.h"
 #include "kernels/gemm_args.h"
-#include "kernels/split_k_gemm_params.h"
 
 namespace mamba::kernels {
 
@@ -35,39 +34,6 @@ absl::Status LaunchSkinnyGemm(const GemmArgs& args, cudaStream_t stream);
 // One launch instead of two, the same bits as LaunchSkinnyGemm + LaunchCausalConv1dDecode.
 absl::Status LaunchSkinnyGemmConv(const GemmArgs& args, const CausalConv1dParams& conv,
                                   KernelDType state, cudaStream_t stream);
-
-// True when the split-k kernel (split_k_gemm_params.h) runs `args`: the process-wide policy
-// is on, the device has thread block clusters (sm_90+), 1 <= m <= kSplitKGemmMaxM, n <=
-// kSplitKGemmMaxN, the output in the input dtype, k, lda and ldw multiples of 8, A and W 16-byte
-// aligned.
-bool SplitKGemmSupported(const GemmArgs& args);
-// D = A . W^T for narrow n: k split over clusters of blocks, reduced in distributed shared
-// memory and then (k beyond one cluster) through `ws`, in a fixed order (deterministic). `ws`
-// must hold SplitKGemmPartialFloats(m, n, k) partials and SplitKGemmCounters(m) counters.
-absl::Status LaunchSplitKGemm(const GemmArgs& args, const SplitKGemmWorkspace& ws,
-                              cudaStream_t stream);
-// Decode x_proj with the conv update as its prologue: the split-k kernel computes its A (the conv
-// output of `conv.slots`' states for the in_proj output conv.x) instead of reading it, storing
-// it to conv.out and shifting the conv states as LaunchCausalConv1dDecode does (the same bits);
-// args.a is not read (pass conv.out). Needs SplitKGemmSupported(args), conv.dim == args.k and one
-// token per row (conv.num_seqs == conv.total_tokens == args.m). One launch instead of two.
-absl::Status LaunchSplitKGemmConv(const GemmArgs& args, const CausalConv1dParams& conv,
-                                  KernelDType state, const SplitKGemmWorkspace& ws,
-                                  cudaStream_t stream);
-// The process-wide policy (default on) for fusing the conv update into x_proj where the
-// split-k kernel runs x_proj (A/B measurements).
-void SetSplitKGemmConv(bool enabled);
-bool SplitKGemmConvEnabled();
-// The process-wide policy (default on) for SplitKGemmSupported; off sends those products to
-// cuBLASLt (A/B measurements, escape hatch). Takes effect for launches and captures after it.
-void SetSplitKGemm(bool enabled);
-bool SplitKGemmEnabled();
-
-// Whether CublasLtGemm::Prepare times its candidates with the weights out of L2 (default on:
-// the L2 is overwritten before each timed run, as a step's earlier layers do); off times them
-// back to back with warm weights (A/B measurements). Takes effect for shapes prepared after it.
-void SetGemmTuneColdWeights(bool enabled);
-bool GemmTuneColdWeights();
 
 // A cuBLASLt handle, its workspace, and the algorithm chosen for every shape seen so far.
 // Not thread-safe (one per backend, used by its scheduler thread).

@@ -41,10 +41,8 @@
 #include "engine/status_macros.h"
 #if defined(MAMBA_HAVE_CUDA) && defined(MAMBA_BENCH_CUDA_HOOKS)
 #include "bench/engine/cuda_bench.h"
-#include "engine/cuda/cuda_model.h"
 #include "kernels/decode_step.h"
 #include "kernels/dependent_launch.h"
-#include "kernels/gemm.h"
 #endif
 
 ABSL_FLAG(std::string, model, "synthetic:130m", "checkpoint folder or synthetic:NAME");
@@ -71,18 +69,6 @@ ABSL_FLAG(bool, dependent_launch, true,
 ABSL_FLAG(std::string, persistent_decode, "auto",
           "cuda: when decode steps run as one persistent kernel: auto (one row: where it is "
           "faster) | always (<= 4 rows) | off (the layered kernels)");
-ABSL_FLAG(bool, split_k_gemm, true,
-          "cuda: narrow decode products (x_proj) on the split-k cluster kernel (sm_90+; false: "
-          "cuBLASLt, for A/B comparisons)");
-ABSL_FLAG(bool, split_k_conv, true,
-          "cuda: the conv update as the split-k x_proj's prologue (false: its own kernel, for "
-          "A/B comparisons)");
-ABSL_FLAG(bool, gemm_tune_cold, true,
-          "cuda: time cuBLASLt's candidates with the weights out of L2, as in a step (false: "
-          "back to back with warm weights, for A/B comparisons)");
-ABSL_FLAG(int64_t, fused_dt_max_rows, 32,
-          "cuda: decode batches below this many rows compute dt inside the fused state update "
-          "(else a dt_proj GEMM; for A/B comparisons)");
 ABSL_FLAG(double, bandwidth_gbps, 0.0,
           "memory bandwidth for the floor in GB/s (0: measure on "
           "cpu; 3000 for cuda)");
@@ -287,10 +273,8 @@ absl::StatusOr<MixedResult> BenchMixed(Backend& b, int decode, int prompts, int 
                                        uint64_t* rng) {
   if (decode + prompts > b.num_slots()) {
     return absl::InvalidArgumentError(absl::StrCat("mixed ", decode, ":", prompts, ":", length,
-                                                   " needs ", decode + prompts,
-                                                   " slots; the "
-                                                   "backend has ",
-                                                   b.num_slots()));
+                                                   " needs ", decode + prompts, " slots; the "
+                                                   "backend has ", b.num_slots()));
   }
   const int32_t vocab = b.config().vocab_size;
   std::vector<std::vector<int32_t>> prompt_tokens;
@@ -406,10 +390,6 @@ absl::Status Run() {
   options.deterministic = absl::GetFlag(FLAGS_deterministic);
 #if defined(MAMBA_HAVE_CUDA) && defined(MAMBA_BENCH_CUDA_HOOKS)
   mamba::kernels::SetDependentLaunch(absl::GetFlag(FLAGS_dependent_launch));
-  mamba::kernels::SetSplitKGemm(absl::GetFlag(FLAGS_split_k_gemm));
-  mamba::kernels::SetGemmTuneColdWeights(absl::GetFlag(FLAGS_gemm_tune_cold));
-  mamba::kernels::SetSplitKGemmConv(absl::GetFlag(FLAGS_split_k_conv));
-  mamba::gpu::SetFusedDtMaxRows(absl::GetFlag(FLAGS_fused_dt_max_rows));
   {
     const std::string mode = absl::GetFlag(FLAGS_persistent_decode);
     if (mode != "auto" && mode != "always" && mode != "off") {
@@ -430,10 +410,9 @@ absl::Status Run() {
       int d = 0, p = 0, l = 0;
       if (parts.size() != 3 || !absl::SimpleAtoi(parts[0], &d) || !absl::SimpleAtoi(parts[1], &p) ||
           !absl::SimpleAtoi(parts[2], &l) || d < 0 || p < 1 || l < 1) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("--mixed entry '", std::string(spec),
-                         "' is invalid; expected D:P:L with D >= 0, "
-                         "P >= 1, L >= 1 (decode rows, prompts, prompt length)"));
+        return absl::InvalidArgumentError(absl::StrCat(
+            "--mixed entry '", std::string(spec), "' is invalid; expected D:P:L with D >= 0, "
+            "P >= 1, L >= 1 (decode rows, prompts, prompt length)"));
       }
       mixed.emplace_back(d, p, l);
       max_batch = std::max(max_batch, d + p);

@@ -3,7 +3,6 @@
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
@@ -23,8 +22,9 @@ namespace {
 // Sequences x segments the time-parallel scan can hold at once.
 constexpr int64_t kScanSegmentEntries = 64;
 // Decode batches below this take dt from the low-rank projection inside the fused state update
-// (one launch fewer per layer); larger ones from the dt_proj GEMM. Process-wide, for A/B runs.
-std::atomic<int64_t> fused_dt_max_rows{kDefaultFusedDtMaxRows};
+// (one launch fewer, where launches dominate); larger ones from the dt_proj GEMM, which keeps
+// the state update a pure stream over the states.
+constexpr int64_t kFusedDtMaxRows = 32;
 
 using kernels::KernelDType;
 
@@ -70,9 +70,6 @@ absl::Status UploadVector(const TensorView& v, float* dst, const char* what) {
 }
 
 }  // namespace
-
-void SetFusedDtMaxRows(int64_t rows) { fused_dt_max_rows.store(rows, std::memory_order_relaxed); }
-int64_t FusedDtMaxRows() { return fused_dt_max_rows.load(std::memory_order_relaxed); }
 
 KernelDType ToKernelDType(DType t) {
   switch (t) {
@@ -261,13 +258,6 @@ absl::Status CudaModel::AllocateWorkspace() {
   const size_t seg_dt = layout.Reserve(kScanSegmentEntries * E * sizeof(float));
   const size_t residual_alt = layout.Reserve(kernels::kDecodeStepMaxRows * D * sizeof(float));
   const size_t barrier = layout.Reserve(2 * sizeof(unsigned int));
-  // The split-k GEMM's second reduction level, for x_proj of up to kSplitKGemmMaxM rows.
-  const int64_t split_m = std::min<int64_t>(T, kernels::kSplitKGemmMaxM);
-  const int64_t split_floats =
-      kernels::SplitKGemmPartialFloats(split_m, c.dt_rank + 2 * c.d_state, E);
-  const int64_t split_counters = kernels::SplitKGemmCounters(split_m);
-  const size_t split_partials = layout.Reserve(split_floats * sizeof(float));
-  const size_t split_count = layout.Reserve(split_counters * sizeof(unsigned));
   MAMBA_ASSIGN_OR_RETURN(
       workspace_, DeviceBuffer::Allocate(layout.Bytes(),
                                          absl::StrCat("activations for ", T, " tokens per pass")));
@@ -289,12 +279,6 @@ absl::Status CudaModel::AllocateWorkspace() {
   step_barrier_ = reinterpret_cast<unsigned int*>(base + barrier);
   MAMBA_CUDA_RETURN_IF_ERROR(cudaMemset(step_barrier_, 0, 2 * sizeof(unsigned int)),
                              "clearing the decode barrier");
-  split_k_.partials = reinterpret_cast<float*>(base + split_partials);
-  split_k_.partial_floats = split_floats;
-  split_k_.counters = reinterpret_cast<unsigned*>(base + split_count);
-  split_k_.counter_count = split_counters;
-  MAMBA_CUDA_RETURN_IF_ERROR(cudaMemset(split_k_.counters, 0, split_counters * sizeof(unsigned)),
-                             "clearing the split-k counters");
   return absl::OkStatus();
 }
 
@@ -359,11 +343,6 @@ kernels::DecodeStepParams CudaModel::DecodeStep(const ForwardBatch& b,
   return p;
 }
 
-bool CudaModel::UsesFusedDt(int64_t rows, bool decode) const {
-  return decode && !deterministic_ && rows < FusedDtMaxRows() &&
-         config_.dt_rank <= kernels::kStateUpdateMaxRank;
-}
-
 bool CudaModel::UsesDecodeStep(const ForwardBatch& b, KernelDType state) const {
   return b.decode && !deterministic_ && b.tokens <= kernels::kDecodeStepMaxRows &&
          kernels::DecodeStepSupported(DecodeStep(b, nullptr), kdtype_, state);
@@ -374,8 +353,6 @@ absl::Status CudaModel::Gemm(const kernels::GemmArgs& args, cudaStream_t stream)
   // Decode-sized products stream W once with the skinny kernel; cuBLAS's tiles leave most of
   // the GPU idle there.
   if (kernels::SkinnyGemmSupported(args)) return kernels::LaunchSkinnyGemm(args, stream);
-  // Narrow products of long reductions (x_proj) at decode sizes: k split over a cluster.
-  if (kernels::SplitKGemmSupported(args)) return kernels::LaunchSplitKGemm(args, split_k_, stream);
   return gemm_->Run(args, stream);
 }
 
@@ -384,12 +361,10 @@ absl::Status CudaModel::PrepareGemms(int64_t tokens, int64_t head_rows, bool dec
   if (deterministic_) return absl::OkStatus();
   const Layer& l = layers_[0];
   std::vector<kernels::GemmArgs> gemms = {InProj(l, tokens), XProj(l, tokens), OutProj(l, tokens)};
-  if (!UsesFusedDt(tokens, decode)) gemms.push_back(DtProj(l, tokens));
+  if (!decode || tokens >= kFusedDtMaxRows) gemms.push_back(DtProj(l, tokens));
   if (head_rows > 0) gemms.push_back(LmHead(head_rows));
   for (const kernels::GemmArgs& g : gemms) {
-    if (!kernels::SkinnyGemmSupported(g) && !kernels::SplitKGemmSupported(g)) {
-      MAMBA_RETURN_IF_ERROR(gemm_->Prepare(g, stream));
-    }
+    if (!kernels::SkinnyGemmSupported(g)) MAMBA_RETURN_IF_ERROR(gemm_->Prepare(g, stream));
   }
   return absl::OkStatus();
 }
@@ -413,7 +388,7 @@ absl::Status CudaModel::Forward(const ForwardBatch& b, const StatePool& pool, cu
   const KernelDType st = ToKernelDType(pool.dtype());
   // Small decode batches take dt from the low-rank projection inside the fused update; the
   // batch-invariant mode always takes it from the same GEMM as prefill (bit-equal tokens).
-  const bool fused_dt = UsesFusedDt(T, b.decode);
+  const bool fused_dt = b.decode && !deterministic_ && T < kFusedDtMaxRows;
 
   // Few decode rows: every layer in one persistent kernel, leaving what the layered loop below
   // leaves for the head (h_ and the residual before it), the residual in one of two buffers.
@@ -469,18 +444,10 @@ absl::Status CudaModel::Forward(const ForwardBatch& b, const StatePool& pool, cu
     // In a decode step only this layer's conv touches its conv state, and norm or in_proj
     // precede it: the state may be read before they finish.
     conv.state_read_early = b.decode;
-    const kernels::GemmArgs x_proj = XProj(l, T);
-    // Decode rows beyond the skinny kernel's: the conv update runs as x_proj's prologue.
-    const bool conv_in_x_proj =
-        b.decode && !deterministic_ && !kernels::SkinnyGemmSupported(in_proj) &&
-        kernels::SplitKGemmConvEnabled() && kernels::SplitKGemmSupported(x_proj);
     if (b.decode && !deterministic_ && kernels::SkinnyGemmSupported(in_proj)) {
       // Few rows: the conv update rides in in_proj's epilogue (one launch fewer per layer).
       MAMBA_RETURN_IF_ERROR(mark("gemm in_proj+conv1d update"));
       MAMBA_RETURN_IF_ERROR(kernels::LaunchSkinnyGemmConv(in_proj, conv, st, stream));
-    } else if (conv_in_x_proj) {
-      MAMBA_RETURN_IF_ERROR(mark("gemm in_proj"));
-      MAMBA_RETURN_IF_ERROR(Gemm(in_proj, stream));
     } else if (b.decode) {
       MAMBA_RETURN_IF_ERROR(mark("gemm in_proj"));
       MAMBA_RETURN_IF_ERROR(Gemm(in_proj, stream));
@@ -493,13 +460,8 @@ absl::Status CudaModel::Forward(const ForwardBatch& b, const StatePool& pool, cu
       MAMBA_RETURN_IF_ERROR(kernels::LaunchCausalConv1dPrefill(conv, act, st, stream));
     }
 
-    if (conv_in_x_proj) {
-      MAMBA_RETURN_IF_ERROR(mark("conv1d update+gemm x_proj"));
-      MAMBA_RETURN_IF_ERROR(kernels::LaunchSplitKGemmConv(x_proj, conv, st, split_k_, stream));
-    } else {
-      MAMBA_RETURN_IF_ERROR(mark("gemm x_proj"));
-      MAMBA_RETURN_IF_ERROR(Gemm(x_proj, stream));
-    }
+    MAMBA_RETURN_IF_ERROR(mark("gemm x_proj"));
+    MAMBA_RETURN_IF_ERROR(Gemm(XProj(l, T), stream));
     if (!fused_dt) {
       MAMBA_RETURN_IF_ERROR(mark("gemm dt_proj"));
       MAMBA_RETURN_IF_ERROR(Gemm(DtProj(l, T), stream));

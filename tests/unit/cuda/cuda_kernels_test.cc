@@ -837,23 +837,7 @@ struct GemmProblem {
   }
 };
 
-enum class GemmPath { kCublasLt, kBatchInvariant, kSkinny, kSplitK };
-
-// The split-k kernel's workspace for products of up to 512 rows, n <= 256 and k <= 8192.
-const kernels::SplitKGemmWorkspace& SplitKWorkspace() {
-  static const kernels::SplitKGemmWorkspace ws = [] {
-    kernels::SplitKGemmWorkspace w;
-    w.partial_floats = kernels::SplitKGemmPartialFloats(512, 256, 8192);
-    w.counter_count = kernels::SplitKGemmCounters(512);
-    EXPECT_EQ(cudaMalloc(reinterpret_cast<void**>(&w.partials), w.partial_floats * sizeof(float)),
-              cudaSuccess);
-    EXPECT_EQ(cudaMalloc(reinterpret_cast<void**>(&w.counters), w.counter_count * sizeof(unsigned)),
-              cudaSuccess);
-    EXPECT_EQ(cudaMemset(w.counters, 0, w.counter_count * sizeof(unsigned)), cudaSuccess);
-    return w;
-  }();
-  return ws;
-}
+enum class GemmPath { kCublasLt, kBatchInvariant, kSkinny };
 
 // Runs D = A W^T on the device by `path` and returns D as floats.
 std::vector<float> RunGemm(const GemmProblem& g, GemmPath path, kernels::CublasLtGemm* lt,
@@ -871,9 +855,7 @@ std::vector<float> RunGemm(const GemmProblem& g, GemmPath path, kernels::CublasL
                          g.n,  g.ab,      g.d};
   absl::Status s = path == GemmPath::kCublasLt ? lt->Run(args, nullptr)
                    : path == GemmPath::kSkinny ? kernels::LaunchSkinnyGemm(args, nullptr)
-                   : path == GemmPath::kSplitK
-                       ? kernels::LaunchSplitKGemm(args, SplitKWorkspace(), nullptr)
-                       : kernels::LaunchBatchInvariantGemm(args, nullptr);
+                                               : kernels::LaunchBatchInvariantGemm(args, nullptr);
   EXPECT_TRUE(s.ok()) << s;
   EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
   return f32 ? d_f.Download() : HalfToFloats(d_h.Download(), g.ab);
@@ -966,8 +948,8 @@ TEST(CudaGemmTest, SkinnyInProjWithConvEqualsSeparateLaunchesBitwise) {
         }
         d_xz.Poison();
         d_out.Poison();
-        const kernels::GemmArgs args{c.m, n,          c.k, d_a.get(), c.k, d_w.get(),
-                                     c.k, d_xz.get(), n,   ab,        ab};
+        const kernels::GemmArgs args{c.m, n, c.k, d_a.get(), c.k, d_w.get(), c.k, d_xz.get(),
+                                     n,   ab, ab};
         kernels::CausalConv1dParams conv;
         conv.num_seqs = conv.total_tokens = c.m;
         conv.dim = c.dim;
@@ -993,7 +975,8 @@ TEST(CudaGemmTest, SkinnyInProjWithConvEqualsSeparateLaunchesBitwise) {
         }
         EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
         Result r{d_xz.Download(), d_out.Download(),
-                 bf16_state ? HalfToFloats(d_sh.Download(), KernelDType::kBF16) : d_sf.Download()};
+                 bf16_state ? HalfToFloats(d_sh.Download(), KernelDType::kBF16)
+                            : d_sf.Download()};
         return r;
       };
       const Result separate = run(false), fused = run(true);
@@ -1005,160 +988,6 @@ TEST(CudaGemmTest, SkinnyInProjWithConvEqualsSeparateLaunchesBitwise) {
                                separate.xz.begin() + row * n + c.dim))
             << "row " << row;
       }
-    }
-  }
-}
-
-// The split-k kernel (x_proj at decode sizes) against the float64 reference, over the public
-// models' x_proj shapes, ragged m and n, and k that is not a whole number of chunks; a row's
-// bits do not depend on m or on where the row sits; a launch never writes past m rows.
-TEST(CudaGemmTest, SplitKMatchesReferenceAndRowsDoNotDependOnM) {
-  MAMBA_SKIP_WITHOUT_GPU();
-  alignas(16) static uint16_t buffer[8];  // only its alignment is looked at
-  const kernels::GemmArgs probe{
-      8, 80, 1536, buffer, 1536, buffer, 1536, buffer, 80, KernelDType::kF16, KernelDType::kF16};
-  if (!kernels::SplitKGemmSupported(probe)) GTEST_SKIP() << "needs thread block clusters (sm_90+)";
-  const uint64_t seed = FreshSeed();
-  SCOPED_TRACE(absl::StrCat("seed ", seed));
-  std::mt19937_64 rng(seed);
-  struct Shape {
-    int64_t m, n, k;
-  };
-  const std::vector<Shape> shapes = {
-      {64, 80, 1536}, {256, 80, 1536}, {5, 160, 4096}, {33, 160, 4096},  {100, 96, 2048},
-      {7, 192, 5120}, {40, 17, 264},   {1, 256, 8},    {512, 130, 2056}, {300, 256, 8192}};
-  for (KernelDType ab : kActs) {
-    for (const Shape& sh : shapes) {
-      SCOPED_TRACE(absl::StrCat(KernelDTypeName(ab), " m ", sh.m, " n ", sh.n, " k ", sh.k));
-      GemmProblem g{sh.m, sh.n, sh.k, ab, ab};
-      g.Make(rng);
-      const std::vector<float> all = RunGemm(g, GemmPath::kSplitK, nullptr, sh.m);
-      EXPECT_FALSE(AnyNan(all));
-      EXPECT_LE(RelativeL2(all, g.Reference()), kHalfTolerance);
-      for (int64_t row : {int64_t{0}, sh.m / 2, sh.m - 1}) {
-        const std::vector<float> alone = RunGemm(g, GemmPath::kSplitK, nullptr, 1, row);
-        EXPECT_TRUE(std::equal(alone.begin(), alone.end(), all.begin() + row * g.n)) << row;
-      }
-    }
-  }
-  // Rows past m are not written: a 3-row product into a 40-row output leaves rows 3.. alone.
-  GemmProblem g{3, 80, 1536, KernelDType::kF16, KernelDType::kF16};
-  g.Make(rng);
-  DeviceArray<uint16_t> d_a(g.a_bits), d_w(g.w_bits), d_d(40 * 80);
-  d_d.Poison();
-  const std::vector<uint16_t> before = d_d.Download();
-  const kernels::GemmArgs args{3,
-                               80,
-                               1536,
-                               d_a.get(),
-                               1536,
-                               d_w.get(),
-                               1536,
-                               d_d.get(),
-                               80,
-                               KernelDType::kF16,
-                               KernelDType::kF16};
-  ASSERT_TRUE(kernels::LaunchSplitKGemm(args, SplitKWorkspace(), nullptr).ok());
-  Sync();
-  const std::vector<uint16_t> after = d_d.Download();
-  EXPECT_TRUE(std::equal(after.begin() + 3 * 80, after.end(), before.begin() + 3 * 80));
-}
-
-// Decode x_proj with the conv update as its prologue gives the same bits as the conv decode
-// kernel followed by the split-k product: the conv output, the shifted conv states and x_proj's
-// output (rows in and beyond one tile, channel counts that end inside a block's 64, every conv
-// width, both state dtypes, k within one cluster and over several).
-TEST(CudaGemmTest, SplitKXProjWithConvEqualsSeparateLaunchesBitwise) {
-  MAMBA_SKIP_WITHOUT_GPU();
-  alignas(16) static uint16_t buffer[8];
-  const kernels::GemmArgs probe{
-      8, 80, 1536, buffer, 1536, buffer, 1536, buffer, 80, KernelDType::kF16, KernelDType::kF16};
-  if (!kernels::SplitKGemmSupported(probe)) GTEST_SKIP() << "needs thread block clusters (sm_90+)";
-  const uint64_t seed = FreshSeed();
-  SCOPED_TRACE(absl::StrCat("seed ", seed));
-  std::mt19937_64 rng(seed);
-  struct Case {
-    int64_t m, dim, n;
-    int width;
-    bool biases;
-    KernelDType state;
-  };
-  const std::vector<Case> cases = {{64, 1536, 80, 4, false, KernelDType::kF32},
-                                   {5, 4096, 160, 4, true, KernelDType::kBF16},
-                                   {40, 200, 17, 3, true, KernelDType::kF32},
-                                   {256, 520, 96, 2, false, KernelDType::kBF16},
-                                   {33, 72, 40, 1, true, KernelDType::kF32}};
-  for (KernelDType ab : kActs) {
-    for (const Case& c : cases) {
-      SCOPED_TRACE(absl::StrCat(KernelDTypeName(ab), " m ", c.m, " dim ", c.dim, " n ", c.n,
-                                " width ", c.width, " state ", KernelDTypeName(c.state)));
-      const int64_t w1 = c.width - 1, num_slots = c.m + 3, xz_ld = 2 * c.dim;
-      std::vector<int32_t> slots(num_slots);
-      std::iota(slots.begin(), slots.end(), 0);
-      std::shuffle(slots.begin(), slots.end(), rng);
-      slots.resize(c.m);
-      const bool bf16_state = c.state == KernelDType::kBF16;
-      std::vector<float> xz = Normal(rng, c.m * xz_ld, 1.0f);
-      const std::vector<uint16_t> xz_bits = RoundToHalf(xz, ab);
-      std::vector<float> wx = Normal(rng, c.n * c.dim, 1.0f / std::sqrt(static_cast<float>(c.dim)));
-      const std::vector<uint16_t> wx_bits = RoundToHalf(wx, ab);
-      std::vector<float> state0 = Normal(rng, std::max<int64_t>(1, num_slots * c.dim * w1), 1.0f);
-      const std::vector<uint16_t> state0_bits = RoundToHalf(state0, KernelDType::kBF16);
-      DeviceArray<uint16_t> d_xz(xz_bits), d_wx(wx_bits);
-      DeviceArray<float> d_cw(Normal(rng, c.dim * c.width, 0.5f)), d_cb(Normal(rng, c.dim, 0.3f)),
-          d_xb(Normal(rng, c.dim, 0.3f));
-      DeviceArray<int32_t> d_slots(slots);
-      struct Result {
-        std::vector<uint16_t> xc, dbc;
-        std::vector<float> state;
-      };
-      auto run = [&](bool fused) {
-        DeviceArray<uint16_t> d_xc(c.m * c.dim), d_dbc(c.m * c.n);
-        DeviceArray<float> d_sf(bf16_state ? 1 : state0.size());
-        DeviceArray<uint16_t> d_sh(bf16_state ? state0_bits.size() : 1);
-        if (bf16_state) {
-          d_sh.Upload(state0_bits);
-        } else {
-          d_sf.Upload(state0);
-        }
-        d_xc.Poison();
-        d_dbc.Poison();
-        kernels::CausalConv1dParams conv;
-        conv.num_seqs = conv.total_tokens = c.m;
-        conv.dim = c.dim;
-        conv.width = c.width;
-        conv.x = d_xz.get();
-        conv.x_row_stride = xz_ld;
-        conv.x_bias = c.biases ? d_xb.get() : nullptr;
-        conv.weight = d_cw.get();
-        conv.bias = c.biases ? d_cb.get() : nullptr;
-        conv.out = d_xc.get();
-        conv.out_row_stride = c.dim;
-        conv.slots = d_slots.get();
-        conv.state = bf16_state ? static_cast<void*>(d_sh.get()) : d_sf.get();
-        conv.state_slot_stride = c.dim * w1;
-        const kernels::GemmArgs x_proj{c.m,   c.n,         c.dim, d_xc.get(), c.dim, d_wx.get(),
-                                       c.dim, d_dbc.get(), c.n,   ab,         ab};
-        if (fused) {
-          absl::Status s =
-              kernels::LaunchSplitKGemmConv(x_proj, conv, c.state, SplitKWorkspace(), nullptr);
-          EXPECT_TRUE(s.ok()) << s;
-        } else {
-          absl::Status s = kernels::LaunchCausalConv1dDecode(conv, ab, c.state, nullptr);
-          EXPECT_TRUE(s.ok()) << s;
-          s = kernels::LaunchSplitKGemm(x_proj, SplitKWorkspace(), nullptr);
-          EXPECT_TRUE(s.ok()) << s;
-        }
-        EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-        return Result{
-            d_xc.Download(), d_dbc.Download(),
-            bf16_state ? HalfToFloats(d_sh.Download(), KernelDType::kBF16) : d_sf.Download()};
-      };
-      const Result separate = run(false), fused = run(true);
-      EXPECT_EQ(fused.xc, separate.xc);
-      EXPECT_EQ(fused.dbc, separate.dbc);
-      EXPECT_TRUE(BitEqual(fused.state, separate.state));
-      EXPECT_FALSE(AnyNan(HalfToFloats(fused.dbc, ab)));
     }
   }
 }
