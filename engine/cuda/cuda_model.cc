@@ -3,6 +3,7 @@
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
@@ -22,9 +23,8 @@ namespace {
 // Sequences x segments the time-parallel scan can hold at once.
 constexpr int64_t kScanSegmentEntries = 64;
 // Decode batches below this take dt from the low-rank projection inside the fused state update
-// (one launch fewer, where launches dominate); larger ones from the dt_proj GEMM, which keeps
-// the state update a pure stream over the states.
-constexpr int64_t kFusedDtMaxRows = 32;
+// (one launch fewer per layer); larger ones from the dt_proj GEMM. Process-wide, for A/B runs.
+std::atomic<int64_t> fused_dt_max_rows{kDefaultFusedDtMaxRows};
 
 using kernels::KernelDType;
 
@@ -70,6 +70,9 @@ absl::Status UploadVector(const TensorView& v, float* dst, const char* what) {
 }
 
 }  // namespace
+
+void SetFusedDtMaxRows(int64_t rows) { fused_dt_max_rows.store(rows, std::memory_order_relaxed); }
+int64_t FusedDtMaxRows() { return fused_dt_max_rows.load(std::memory_order_relaxed); }
 
 KernelDType ToKernelDType(DType t) {
   switch (t) {
@@ -343,6 +346,11 @@ kernels::DecodeStepParams CudaModel::DecodeStep(const ForwardBatch& b,
   return p;
 }
 
+bool CudaModel::UsesFusedDt(int64_t rows, bool decode) const {
+  return decode && !deterministic_ && rows < FusedDtMaxRows() &&
+         config_.dt_rank <= kernels::kStateUpdateMaxRank;
+}
+
 bool CudaModel::UsesDecodeStep(const ForwardBatch& b, KernelDType state) const {
   return b.decode && !deterministic_ && b.tokens <= kernels::kDecodeStepMaxRows &&
          kernels::DecodeStepSupported(DecodeStep(b, nullptr), kdtype_, state);
@@ -361,7 +369,7 @@ absl::Status CudaModel::PrepareGemms(int64_t tokens, int64_t head_rows, bool dec
   if (deterministic_) return absl::OkStatus();
   const Layer& l = layers_[0];
   std::vector<kernels::GemmArgs> gemms = {InProj(l, tokens), XProj(l, tokens), OutProj(l, tokens)};
-  if (!decode || tokens >= kFusedDtMaxRows) gemms.push_back(DtProj(l, tokens));
+  if (!UsesFusedDt(tokens, decode)) gemms.push_back(DtProj(l, tokens));
   if (head_rows > 0) gemms.push_back(LmHead(head_rows));
   for (const kernels::GemmArgs& g : gemms) {
     if (!kernels::SkinnyGemmSupported(g)) MAMBA_RETURN_IF_ERROR(gemm_->Prepare(g, stream));
@@ -388,7 +396,7 @@ absl::Status CudaModel::Forward(const ForwardBatch& b, const StatePool& pool, cu
   const KernelDType st = ToKernelDType(pool.dtype());
   // Small decode batches take dt from the low-rank projection inside the fused update; the
   // batch-invariant mode always takes it from the same GEMM as prefill (bit-equal tokens).
-  const bool fused_dt = b.decode && !deterministic_ && T < kFusedDtMaxRows;
+  const bool fused_dt = UsesFusedDt(T, b.decode);
 
   // Few decode rows: every layer in one persistent kernel, leaving what the layered loop below
   // leaves for the head (h_ and the residual before it), the residual in one of two buffers.

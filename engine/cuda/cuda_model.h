@@ -126,6 +126,10 @@ class CudaModel {
   kernels::GemmArgs LmHead(int64_t rows) const;
   // The persistent decode kernel's arguments for a decode batch (shapes only when `pool` is null).
   kernels::DecodeStepParams DecodeStep(const ForwardBatch& b, const StatePool* pool) const;
+  // Whether a pass of `rows` rows takes dt from the low-rank projection inside the fused state
+  // update (decode only, never in the batch-invariant mode, which takes it from the same GEMM as
+  // prefill so that a sequence's tokens do not depend on its batch).
+  bool UsesFusedDt(int64_t rows, bool decode) const;
   // Whether `b` (with states in `state`) runs on the persistent decode kernel.
   bool UsesDecodeStep(const ForwardBatch& b, kernels::KernelDType state) const;
 
@@ -156,14 +160,23 @@ class CudaModel {
   void* h_ = nullptr;          // [tokens, D] block output
   float* logits_ = nullptr;    // [head_rows, V]
   // The time-parallel scan's scratch (prefill of few sequences; not in the deterministic mode).
-  float* segment_state_ = nullptr;   // [kScanSegmentEntries, E, N]
-  float* segment_dt_sum_ = nullptr;  // [kScanSegmentEntries, E]
-  float* sample_scratch_ = nullptr;  // [head_rows, V]
+  float* segment_state_ = nullptr;                       // [kScanSegmentEntries, E, N]
+  float* segment_dt_sum_ = nullptr;                      // [kScanSegmentEntries, E]
+  float* sample_scratch_ = nullptr;                      // [head_rows, V]
   kernels::SamplingPartial* sample_partials_ = nullptr;  // [head_rows, kSamplingMaxSplits]
   // The persistent decode kernel's second residual buffer and barrier counters.
   float* residual_alt_ = nullptr;         // [kDecodeStepMaxRows, D]
   unsigned int* step_barrier_ = nullptr;  // 2 counters, zero between launches
 };
+
+// Decode batches of fewer rows than FusedDtMaxRows() compute dt inside the fused state update
+// (dt_proj's weights read per block of channels) instead of a dt_proj GEMM before it. Larger
+// batches measured slower fused on the H100 (130m batch 256: 1573 vs 1364 us per step; 1.4b batch
+// 64: 3668 vs 3128). The setter is process-wide, for A/B measurements, and takes effect for
+// graphs captured after it.
+inline constexpr int64_t kDefaultFusedDtMaxRows = 32;
+void SetFusedDtMaxRows(int64_t rows);
+int64_t FusedDtMaxRows();
 
 // The kernels' name for an engine dtype.
 kernels::KernelDType ToKernelDType(DType t);
