@@ -70,9 +70,9 @@ ABSL_FLAG(bool, dependent_launch, true,
 ABSL_FLAG(std::string, persistent_decode, "auto",
           "cuda: when decode steps run as one persistent kernel: auto (one row: where it is "
           "faster) | always (<= 4 rows) | off (the layered kernels)");
-ABSL_FLAG(int64_t, fused_dt_max_rows, 32,
+ABSL_FLAG(int64_t, fused_dt_max_rows, -1,
           "cuda: decode batches below this many rows compute dt inside the fused state update "
-          "(else a dt_proj GEMM; for A/B comparisons)");
+          "(else a dt_proj GEMM; for A/B comparisons); -1 keeps the backend's default (32)");
 ABSL_FLAG(double, bandwidth_gbps, 0.0,
           "memory bandwidth for the floor in GB/s (0: measure on "
           "cpu; 3000 for cuda)");
@@ -394,7 +394,9 @@ absl::Status Run() {
   options.deterministic = absl::GetFlag(FLAGS_deterministic);
 #if defined(MAMBA_HAVE_CUDA) && defined(MAMBA_BENCH_CUDA_HOOKS)
   mamba::kernels::SetDependentLaunch(absl::GetFlag(FLAGS_dependent_launch));
-  mamba::gpu::SetFusedDtMaxRows(absl::GetFlag(FLAGS_fused_dt_max_rows));
+  if (absl::GetFlag(FLAGS_fused_dt_max_rows) >= 0) {
+    mamba::gpu::SetFusedDtMaxRows(absl::GetFlag(FLAGS_fused_dt_max_rows));
+  }
   {
     const std::string mode = absl::GetFlag(FLAGS_persistent_decode);
     if (mode != "auto" && mode != "always" && mode != "off") {

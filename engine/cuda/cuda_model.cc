@@ -22,8 +22,7 @@ namespace {
 
 // Sequences x segments the time-parallel scan can hold at once.
 constexpr int64_t kScanSegmentEntries = 64;
-// Decode batches below this take dt from the low-rank projection inside the fused state update
-// (one launch fewer per layer); larger ones from the dt_proj GEMM. Process-wide, for A/B runs.
+// FusedDtMaxRows() (cuda_model.h).
 std::atomic<int64_t> fused_dt_max_rows{kDefaultFusedDtMaxRows};
 
 using kernels::KernelDType;
@@ -394,8 +393,6 @@ absl::Status CudaModel::Forward(const ForwardBatch& b, const StatePool& pool, cu
   const size_t half = DTypeSize(dtype_);
   const KernelDType act = kdtype_;
   const KernelDType st = ToKernelDType(pool.dtype());
-  // Small decode batches take dt from the low-rank projection inside the fused update; the
-  // batch-invariant mode always takes it from the same GEMM as prefill (bit-equal tokens).
   const bool fused_dt = UsesFusedDt(T, b.decode);
 
   // Few decode rows: every layer in one persistent kernel, leaving what the layered loop below

@@ -160,9 +160,9 @@ class CudaModel {
   void* h_ = nullptr;          // [tokens, D] block output
   float* logits_ = nullptr;    // [head_rows, V]
   // The time-parallel scan's scratch (prefill of few sequences; not in the deterministic mode).
-  float* segment_state_ = nullptr;                       // [kScanSegmentEntries, E, N]
-  float* segment_dt_sum_ = nullptr;                      // [kScanSegmentEntries, E]
-  float* sample_scratch_ = nullptr;                      // [head_rows, V]
+  float* segment_state_ = nullptr;   // [kScanSegmentEntries, E, N]
+  float* segment_dt_sum_ = nullptr;  // [kScanSegmentEntries, E]
+  float* sample_scratch_ = nullptr;  // [head_rows, V]
   kernels::SamplingPartial* sample_partials_ = nullptr;  // [head_rows, kSamplingMaxSplits]
   // The persistent decode kernel's second residual buffer and barrier counters.
   float* residual_alt_ = nullptr;         // [kDecodeStepMaxRows, D]
