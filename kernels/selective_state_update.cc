@@ -1,9 +1,25 @@
 #include "kernels/selective_state_update.h"
 
+#include <atomic>
+
 #include "absl/strings/str_cat.h"
 #include "kernels/cuda_status.h"
 
 namespace mamba::kernels {
+namespace {
+std::atomic<int> state_update_rows{kStateUpdateRows};
+}  // namespace
+
+absl::Status SetStateUpdateRowsPerBlock(int rows) {
+  if (rows != 4 && rows != 8 && rows != 16) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("state update rows per block ", rows, " invalid; allowed: 4, 8, 16"));
+  }
+  state_update_rows.store(rows, std::memory_order_relaxed);
+  return absl::OkStatus();
+}
+
+int StateUpdateRowsPerBlock() { return state_update_rows.load(std::memory_order_relaxed); }
 
 absl::Status LaunchSelectiveStateUpdate(const SelectiveStateUpdateParams& p, KernelDType act,
                                         KernelDType state, cudaStream_t stream) {
@@ -12,7 +28,13 @@ absl::Status LaunchSelectiveStateUpdate(const SelectiveStateUpdateParams& p, Ker
         "selective_state_update: batch ", p.batch, ", dim ", p.dim, ", dstate ", p.dstate,
         " invalid; allowed: batch >= 0, dim > 0, dstate 1..", kStateUpdateMaxState));
   }
-  if (p.batch > int64_t{65535} * kStateUpdateRows) {
+  if (p.rows_per_block != 0 && p.rows_per_block != 4 && p.rows_per_block != 8 &&
+      p.rows_per_block != 16) {
+    return absl::InvalidArgumentError(absl::StrCat("selective_state_update: rows_per_block ",
+                                                   p.rows_per_block,
+                                                   " invalid; allowed: 0 (default), 4, 8, 16"));
+  }
+  if (p.batch > int64_t{65535} * 4) {
     return absl::InvalidArgumentError(
         absl::StrCat("selective_state_update: batch ", p.batch, " too large"));
   }
@@ -51,8 +73,10 @@ absl::Status LaunchSelectiveStateUpdate(const SelectiveStateUpdateParams& p, Ker
                                                    KernelDTypeName(state),
                                                    " unsupported; allowed: f32, bf16"));
   }
-  cudaError_t err = act == KernelDType::kF16 ? RunSelectiveStateUpdateF16(p, state, stream)
-                                             : RunSelectiveStateUpdateBF16(p, state, stream);
+  SelectiveStateUpdateParams q = p;
+  if (q.rows_per_block == 0) q.rows_per_block = StateUpdateRowsPerBlock();
+  cudaError_t err = act == KernelDType::kF16 ? RunSelectiveStateUpdateF16(q, state, stream)
+                                             : RunSelectiveStateUpdateBF16(q, state, stream);
   if (err != cudaSuccess) return CudaStatus(err, "selective_state_update launch");
   return CheckLaunch("selective_state_update", stream);
 }

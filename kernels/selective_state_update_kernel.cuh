@@ -8,7 +8,7 @@
 
 namespace mamba::kernels {
 
-template <typename T, typename S, int kNPad, bool kLowRankDt>
+template <typename T, typename S, int kNPad, bool kLowRankDt, int kRowsPerBlock = kStateUpdateRows>
 struct StateUpdateTraits {
   using Input = T;
   using State = S;
@@ -19,7 +19,7 @@ struct StateUpdateTraits {
   static_assert(kLanes >= 1 && kLanes <= 32 && (kLanes & (kLanes - 1)) == 0,
                 "lanes per channel must be a power of two within a warp");
   static constexpr int kChannels = kThreads / kLanes;
-  static constexpr int kRows = kStateUpdateRows;
+  static constexpr int kRows = kRowsPerBlock;
   static constexpr bool kLowRank = kLowRankDt;
 };
 
@@ -308,6 +308,18 @@ __global__ void __launch_bounds__(Traits::kThreads)
   }
 }
 
+// The plain kernel (large grids) with kRows rows per block (rows_per_block's A/B; plain dt only).
+template <typename T, typename S, int kNPad, int kRows>
+cudaError_t LaunchPlainStateUpdate(const SelectiveStateUpdateParams& p, bool vec_state,
+                                   cudaStream_t stream) {
+  using Traits = StateUpdateTraits<T, S, kNPad, false, kRows>;
+  const dim3 grid(static_cast<unsigned>((p.dim + Traits::kChannels - 1) / Traits::kChannels),
+                  static_cast<unsigned>((p.batch + Traits::kRows - 1) / Traits::kRows));
+  SelectiveStateUpdateKernel<Traits, false, false><<<grid, Traits::kThreads, 0, stream>>>(
+      p, vec_state);
+  return cudaGetLastError();
+}
+
 template <typename T, typename S, int kNPad, bool kLowRank>
 cudaError_t LaunchStateUpdateVariant(const SelectiveStateUpdateParams& p, cudaStream_t stream) {
   using Traits = StateUpdateTraits<T, S, kNPad, kLowRank>;
@@ -335,6 +347,12 @@ cudaError_t LaunchStateUpdateVariant(const SelectiveStateUpdateParams& p, cudaSt
                                            : SelectiveStateUpdateKernel<Traits, true, false>,
                         grid, dim3(Traits::kThreads), smem, stream, /*dependent=*/true, p,
                         vec_state);
+  }
+  if constexpr (!kLowRank) {
+    if (p.rows_per_block == 4) return LaunchPlainStateUpdate<T, S, kNPad, 4>(p, vec_state, stream);
+    if (p.rows_per_block == 16) {
+      return LaunchPlainStateUpdate<T, S, kNPad, 16>(p, vec_state, stream);
+    }
   }
   SelectiveStateUpdateKernel<Traits, false, false>
       <<<grid, Traits::kThreads, smem, stream>>>(p, vec_state);

@@ -60,6 +60,9 @@ struct SelectiveStateUpdateParams {
   bool state_read_early = false;
   void* __restrict__ out = nullptr;  // [batch, out_row_stride] T
   int64_t out_row_stride = 0;
+  // Rows per block of the plain kernel (large batches, dt precomputed): 4, 8 or 16; 0 takes
+  // StateUpdateRowsPerBlock() (selective_state_update.h).
+  int rows_per_block = 0;
 };
 
 cudaError_t RunSelectiveStateUpdateF16(const SelectiveStateUpdateParams& params,
