@@ -35,44 +35,24 @@ inline bool PreloadBeforeWait(int64_t blocks) {
   return blocks <= 2 * static_cast<int64_t>(CurrentDeviceSmCount());
 }
 
-// Launches `kernel` in clusters of `cluster_x` blocks along x (1: no clusters; sm_90+ otherwise),
-// as a programmatic dependent of the stream's previous kernel when `dependent` and
-// DependentLaunchEnabled().
-template <typename... Params, typename... Args>
-cudaError_t LaunchKernelInCluster(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem,
-                                  cudaStream_t stream, bool dependent, unsigned cluster_x,
-                                  Args&&... args) {
-  cudaLaunchConfig_t config = {};
-  config.gridDim = grid;
-  config.blockDim = block;
-  config.dynamicSmemBytes = smem;
-  config.stream = stream;
-  cudaLaunchAttribute attribute[2] = {};
-  unsigned n = 0;
-  if (cluster_x > 1) {
-    attribute[n].id = cudaLaunchAttributeClusterDimension;
-    attribute[n].val.clusterDim.x = cluster_x;
-    attribute[n].val.clusterDim.y = 1;
-    attribute[n].val.clusterDim.z = 1;
-    ++n;
-  }
-  if (dependent && DependentLaunchEnabled()) {
-    attribute[n].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attribute[n].val.programmaticStreamSerializationAllowed = 1;
-    ++n;
-  }
-  config.attrs = n > 0 ? attribute : nullptr;
-  config.numAttrs = n;
-  return cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...);
-}
-
 // Launches `kernel`, as a programmatic dependent of the stream's previous kernel when `dependent`
 // and DependentLaunchEnabled().
 template <typename... Params, typename... Args>
 cudaError_t LaunchKernel(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem,
                          cudaStream_t stream, bool dependent, Args&&... args) {
-  return LaunchKernelInCluster(kernel, grid, block, smem, stream, dependent, 1,
-                               std::forward<Args>(args)...);
+  cudaLaunchConfig_t config = {};
+  config.gridDim = grid;
+  config.blockDim = block;
+  config.dynamicSmemBytes = smem;
+  config.stream = stream;
+  cudaLaunchAttribute attribute[1] = {};
+  if (dependent && DependentLaunchEnabled()) {
+    attribute[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attribute[0].val.programmaticStreamSerializationAllowed = 1;
+    config.attrs = attribute;
+    config.numAttrs = 1;
+  }
+  return cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...);
 }
 
 }  // namespace mamba::kernels

@@ -7,7 +7,6 @@
 #include "absl/strings/str_cat.h"
 #include "kernels/batch_invariant_gemm_params.h"
 #include "kernels/cuda_status.h"
-#include "kernels/device_info.h"
 #include "kernels/skinny_gemm_params.h"
 
 namespace mamba::kernels {
@@ -139,43 +138,6 @@ absl::Status LaunchSkinnyGemmConv(const GemmArgs& args, const CausalConv1dParams
                         : RunSkinnyGemmConvBF16(args, conv, state, stream);
   if (err != cudaSuccess) return CudaStatus(err, "skinny_gemm_conv launch");
   return CheckLaunch("skinny_gemm_conv", stream);
-}
-
-bool StreamGemmSupported(const GemmArgs& g) {
-  auto aligned16 = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
-  return g.m >= 1 && g.m <= kStreamGemmMaxM && g.k % 8 == 0 && g.lda % 8 == 0 && g.ldw % 8 == 0 &&
-         aligned16(g.a) && aligned16(g.w);
-}
-
-StreamGemmLayout ChooseStreamGemmLayout(const GemmArgs& g) {
-  StreamGemmLayout l;
-  l.tiles = static_cast<int>((g.n + kStreamGemmTileN - 1) / kStreamGemmTileN);
-  const int64_t k_tiles = (g.k + kStreamGemmTileK - 1) / kStreamGemmTileK;
-  const int64_t sms = CurrentDeviceSmCount();
-  if (CurrentDeviceComputeMajor() >= 9) {
-    while (l.split < kStreamGemmMaxSplit && int64_t{l.tiles} * l.split * 2 <= sms &&
-           k_tiles >= int64_t{l.split} * 4) {
-      l.split *= 2;
-    }
-  }
-  l.k_per_split = static_cast<int>((k_tiles + l.split - 1) / l.split * kStreamGemmTileK);
-  return l;
-}
-
-absl::Status LaunchStreamGemm(const GemmArgs& args, cudaStream_t stream) {
-  absl::Status s = CheckGemmArgs(args);
-  if (!s.ok()) return s;
-  if (!StreamGemmSupported(args)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "stream_gemm: needs 1 <= m <= ", kStreamGemmMaxM,
-        ", k, lda, ldw multiples of 8 and 16-byte aligned inputs (m ", args.m, ", k ", args.k,
-        ", lda ", args.lda, ", ldw ", args.ldw, ")"));
-  }
-  const StreamGemmLayout layout = ChooseStreamGemmLayout(args);
-  cudaError_t err = args.ab_dtype == KernelDType::kF16 ? RunStreamGemmF16(args, layout, stream)
-                                                       : RunStreamGemmBF16(args, layout, stream);
-  if (err != cudaSuccess) return CudaStatus(err, "stream_gemm launch");
-  return CheckLaunch("stream_gemm", stream);
 }
 
 struct CublasLtGemm::Plan {

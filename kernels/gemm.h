@@ -14,7 +14,6 @@
 #include "absl/status/statusor.h"
 #include "kernels/causal_conv1d_params.h"
 #include "kernels/gemm_args.h"
-#include "kernels/stream_gemm_params.h"
 
 namespace mamba::kernels {
 
@@ -35,16 +34,6 @@ absl::Status LaunchSkinnyGemm(const GemmArgs& args, cudaStream_t stream);
 // One launch instead of two, the same bits as LaunchSkinnyGemm + LaunchCausalConv1dDecode.
 absl::Status LaunchSkinnyGemmConv(const GemmArgs& args, const CausalConv1dParams& conv,
                                   KernelDType state, cudaStream_t stream);
-
-// True when the stream kernel (stream_gemm_params.h) can run `args`: 1 <= m <= 128, k, lda and
-// ldw multiples of 8, A and W 16-byte aligned.
-bool StreamGemmSupported(const GemmArgs& args);
-// How the stream kernel lays `args` out on the current device: 128-column tiles, and k split
-// over a cluster (sm_90+) while tiles x split fill at most one block per SM and every block keeps
-// at least two k tiles.
-StreamGemmLayout ChooseStreamGemmLayout(const GemmArgs& args);
-// D = A . W^T for decode-sized m on tensor cores, W streamed once (see stream_gemm_params.h).
-absl::Status LaunchStreamGemm(const GemmArgs& args, cudaStream_t stream);
 
 // A cuBLASLt handle, its workspace, and the algorithm chosen for every shape seen so far.
 // Not thread-safe (one per backend, used by its scheduler thread).

@@ -7,13 +7,13 @@
 
 namespace mamba::kernels {
 namespace {
-std::atomic<int> state_update_rows{kStateUpdateRows};
+std::atomic<int> state_update_rows{0};
 }  // namespace
 
 absl::Status SetStateUpdateRowsPerBlock(int rows) {
-  if (rows != 4 && rows != 8 && rows != 16) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("state update rows per block ", rows, " invalid; allowed: 4, 8, 16"));
+  if (rows != 0 && rows != 4 && rows != 8 && rows != 16) {
+    return absl::InvalidArgumentError(absl::StrCat("state update rows per block ", rows,
+                                                   " invalid; allowed: 0 (by size), 4, 8, 16"));
   }
   state_update_rows.store(rows, std::memory_order_relaxed);
   return absl::OkStatus();
@@ -75,6 +75,10 @@ absl::Status LaunchSelectiveStateUpdate(const SelectiveStateUpdateParams& p, Ker
   }
   SelectiveStateUpdateParams q = p;
   if (q.rows_per_block == 0) q.rows_per_block = StateUpdateRowsPerBlock();
+  if (q.rows_per_block == 0) {
+    q.rows_per_block =
+        state == KernelDType::kF32 && p.dim * p.batch >= kStateUpdateFourRowsMinElements ? 4 : 8;
+  }
   cudaError_t err = act == KernelDType::kF16 ? RunSelectiveStateUpdateF16(q, state, stream)
                                              : RunSelectiveStateUpdateBF16(q, state, stream);
   if (err != cudaSuccess) return CudaStatus(err, "selective_state_update launch");

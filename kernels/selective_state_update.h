@@ -16,8 +16,9 @@ absl::Status LaunchSelectiveStateUpdate(const SelectiveStateUpdateParams& params
                                         KernelDType act_dtype, KernelDType state_dtype,
                                         cudaStream_t stream);
 
-// Rows per block of the plain state-update kernel (large batches): 4, 8 (the default) or 16.
-// Process-wide, for A/B measurements; takes effect for launches (and graphs captured) after it.
+// Rows per block of the plain state-update kernel (large batches): 4, 8 or 16, or 0 (the
+// default): by size (kStateUpdateFourRowsMinElements). Process-wide, for A/B measurements; takes
+// effect for launches (and graphs captured) after it.
 absl::Status SetStateUpdateRowsPerBlock(int rows);
 int StateUpdateRowsPerBlock();
 

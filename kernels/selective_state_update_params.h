@@ -24,6 +24,12 @@ namespace mamba::kernels {
 inline constexpr int kStateUpdateMaxState = 64;
 inline constexpr int kStateUpdateThreads = 128;
 inline constexpr int kStateUpdateRows = 8;
+// Large fp32-state batches (d_inner x rows at least this) take 4 rows per block in the plain
+// kernel: twice the blocks of 8 rows with half the registers each. On the H100 (2026-12-06):
+// 1.4b at 128 / 256 rows 3998 / 5780 us per step against 4108 / 6102 with 8 rows; 130m at 256
+// rows 1347 vs 1355 (even) and at 128 rows 1013 vs 979 (below this size: 8 rows); 16 rows was
+// slower everywhere.
+inline constexpr int64_t kStateUpdateFourRowsMinElements = int64_t{1} << 19;
 // Largest dt_rank of the fused low-rank dt (the block's dt_low rows and dt_proj tile are staged
 // in shared memory); larger ranks pass dt precomputed.
 inline constexpr int kStateUpdateMaxRank = 512;
@@ -61,7 +67,7 @@ struct SelectiveStateUpdateParams {
   void* __restrict__ out = nullptr;  // [batch, out_row_stride] T
   int64_t out_row_stride = 0;
   // Rows per block of the plain kernel (large batches, dt precomputed): 4, 8 or 16; 0 takes
-  // StateUpdateRowsPerBlock() (selective_state_update.h).
+  // StateUpdateRowsPerBlock() (selective_state_update.h), by default chosen by size.
   int rows_per_block = 0;
 };
 

@@ -74,13 +74,9 @@ ABSL_FLAG(std::string, persistent_decode, "auto",
 ABSL_FLAG(int64_t, fused_dt_max_rows, -1,
           "cuda: decode batches below this many rows compute dt inside the fused state update "
           "(else a dt_proj GEMM; for A/B comparisons); -1 keeps the backend's default (32)");
-ABSL_FLAG(int64_t, stream_gemm_max_rows, -1,
-          "cuda: decode-sized products of up to this many rows (and more than 4) run on the "
-          "tensor-core stream kernel instead of cuBLASLt (0: never; up to 128; for A/B "
-          "comparisons); -1 keeps the backend's default (0)");
 ABSL_FLAG(int64_t, state_update_rows, -1,
-          "cuda: rows per block of the decode state update at large batches (4, 8 or 16; for "
-          "A/B comparisons); -1 keeps the kernel's default (8)");
+          "cuda: rows per block of the decode state update at large batches (0: by size, 4, 8 "
+          "or 16; for A/B comparisons); -1 keeps the kernel's default (0)");
 ABSL_FLAG(double, bandwidth_gbps, 0.0,
           "memory bandwidth for the floor in GB/s (0: measure on "
           "cpu; 3000 for cuda)");
@@ -404,9 +400,6 @@ absl::Status Run() {
   mamba::kernels::SetDependentLaunch(absl::GetFlag(FLAGS_dependent_launch));
   if (absl::GetFlag(FLAGS_fused_dt_max_rows) >= 0) {
     mamba::gpu::SetFusedDtMaxRows(absl::GetFlag(FLAGS_fused_dt_max_rows));
-  }
-  if (absl::GetFlag(FLAGS_stream_gemm_max_rows) >= 0) {
-    mamba::gpu::SetStreamGemmMaxRows(absl::GetFlag(FLAGS_stream_gemm_max_rows));
   }
   if (const int64_t rows = absl::GetFlag(FLAGS_state_update_rows); rows >= 0) {
     absl::Status s = mamba::kernels::SetStateUpdateRowsPerBlock(static_cast<int>(rows));

@@ -24,8 +24,6 @@ namespace {
 constexpr int64_t kScanSegmentEntries = 64;
 // FusedDtMaxRows() (cuda_model.h).
 std::atomic<int64_t> fused_dt_max_rows{kDefaultFusedDtMaxRows};
-// StreamGemmMaxRows() (cuda_model.h).
-std::atomic<int64_t> stream_gemm_max_rows{kDefaultStreamGemmMaxRows};
 
 using kernels::KernelDType;
 
@@ -74,10 +72,6 @@ absl::Status UploadVector(const TensorView& v, float* dst, const char* what) {
 
 void SetFusedDtMaxRows(int64_t rows) { fused_dt_max_rows.store(rows, std::memory_order_relaxed); }
 int64_t FusedDtMaxRows() { return fused_dt_max_rows.load(std::memory_order_relaxed); }
-void SetStreamGemmMaxRows(int64_t rows) {
-  stream_gemm_max_rows.store(rows, std::memory_order_relaxed);
-}
-int64_t StreamGemmMaxRows() { return stream_gemm_max_rows.load(std::memory_order_relaxed); }
 
 KernelDType ToKernelDType(DType t) {
   switch (t) {
@@ -361,17 +355,11 @@ bool CudaModel::UsesDecodeStep(const ForwardBatch& b, KernelDType state) const {
          kernels::DecodeStepSupported(DecodeStep(b, nullptr), kdtype_, state);
 }
 
-bool CudaModel::UsesStreamGemm(const kernels::GemmArgs& args) const {
-  return !deterministic_ && args.m <= StreamGemmMaxRows() && args.n >= kStreamGemmMinN &&
-         kernels::StreamGemmSupported(args);
-}
-
 absl::Status CudaModel::Gemm(const kernels::GemmArgs& args, cudaStream_t stream) const {
   if (deterministic_) return kernels::LaunchBatchInvariantGemm(args, stream);
-  // Decode-sized products stream W once with the skinny kernel (a few rows, CUDA cores) or the
-  // stream kernel (tensor cores); cuBLAS's tiles leave most of the GPU idle there.
+  // Decode-sized products stream W once with the skinny kernel; cuBLAS's tiles leave most of
+  // the GPU idle there.
   if (kernels::SkinnyGemmSupported(args)) return kernels::LaunchSkinnyGemm(args, stream);
-  if (UsesStreamGemm(args)) return kernels::LaunchStreamGemm(args, stream);
   return gemm_->Run(args, stream);
 }
 
@@ -383,9 +371,7 @@ absl::Status CudaModel::PrepareGemms(int64_t tokens, int64_t head_rows, bool dec
   if (!UsesFusedDt(tokens, decode)) gemms.push_back(DtProj(l, tokens));
   if (head_rows > 0) gemms.push_back(LmHead(head_rows));
   for (const kernels::GemmArgs& g : gemms) {
-    if (!kernels::SkinnyGemmSupported(g) && !UsesStreamGemm(g)) {
-      MAMBA_RETURN_IF_ERROR(gemm_->Prepare(g, stream));
-    }
+    if (!kernels::SkinnyGemmSupported(g)) MAMBA_RETURN_IF_ERROR(gemm_->Prepare(g, stream));
   }
   return absl::OkStatus();
 }

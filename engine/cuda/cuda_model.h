@@ -130,8 +130,6 @@ class CudaModel {
   // update (decode only, never in the batch-invariant mode, which takes it from the same GEMM as
   // prefill so that a sequence's tokens do not depend on its batch).
   bool UsesFusedDt(int64_t rows, bool decode) const;
-  // Whether a product runs on the stream kernel (StreamGemmMaxRows()).
-  bool UsesStreamGemm(const kernels::GemmArgs& args) const;
   // Whether `b` (with states in `state`) runs on the persistent decode kernel.
   bool UsesDecodeStep(const ForwardBatch& b, kernels::KernelDType state) const;
 
@@ -179,16 +177,6 @@ class CudaModel {
 inline constexpr int64_t kDefaultFusedDtMaxRows = 32;
 void SetFusedDtMaxRows(int64_t rows);
 int64_t FusedDtMaxRows();
-
-// Decode-sized products (more rows than the skinny kernel takes, at most StreamGemmMaxRows(),
-// at least kStreamGemmMinN output columns) run on the stream kernel (kernels/
-// stream_gemm_params.h) instead of cuBLASLt; 0 turns it off. Off by default until its A/B
-// against cuBLASLt has run on the H100 (bench/RESULTS.md, issue 9 fifth pass). Process-wide, for
-// A/B measurements; takes effect for graphs captured after it.
-inline constexpr int64_t kDefaultStreamGemmMaxRows = 0;
-inline constexpr int64_t kStreamGemmMinN = 512;
-void SetStreamGemmMaxRows(int64_t rows);
-int64_t StreamGemmMaxRows();
 
 // The kernels' name for an engine dtype.
 kernels::KernelDType ToKernelDType(DType t);

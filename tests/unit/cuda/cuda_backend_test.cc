@@ -18,13 +18,11 @@
 
 #include "absl/strings/str_cat.h"
 #include "engine/backend.h"
-#include "engine/cuda/cuda_model.h"
 #include "engine/cpu/cpu_backend.h"
 #include "engine/model_loader.h"
 #include "engine/sampler.h"
 #include "gtest/gtest.h"
 #include "kernels/decode_step.h"
-#include "kernels/stream_gemm_params.h"
 #include "nlohmann/json.hpp"
 
 namespace mamba {
@@ -251,19 +249,6 @@ TEST(CudaBackendTest, MatchesCpuBackendOddShapesF16) {
 TEST(CudaBackendTest, MatchesCpuBackend130mWidthsF16) {
   SKIP_WITHOUT_GPU();
   ExpectMatchesCpu({"130m x 4 layers f16", Small130mConfig(), DType::kF16, kF16LogitTolerance});
-}
-
-// The same comparisons with every product of 5-128 rows on the stream GEMM (the prompts of 13
-// and 77 tokens; off by default), and with it off.
-TEST(CudaBackendTest, MatchesCpuBackendWithStreamGemmOnAndOff) {
-  SKIP_WITHOUT_GPU();
-  for (int64_t rows : {int64_t{kernels::kStreamGemmMaxM}, int64_t{0}}) {
-    SCOPED_TRACE(absl::StrCat("stream GEMM up to ", rows, " rows"));
-    gpu::SetStreamGemmMaxRows(rows);
-    ExpectMatchesCpu({"130m widths f16", Small130mConfig(), DType::kF16, kF16LogitTolerance});
-    ExpectMatchesCpu({"130m widths bf16", Small130mConfig(), DType::kBF16, kBF16LogitTolerance});
-  }
-  gpu::SetStreamGemmMaxRows(gpu::kDefaultStreamGemmMaxRows);
 }
 
 // The golden HF checkpoints (tests/data/golden/*, made by tools/make_golden_checkpoints.py):

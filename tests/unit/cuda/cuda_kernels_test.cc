@@ -760,8 +760,8 @@ TEST(CudaStateUpdateTest, MatchesReference) {
   }
 }
 
-// The plain kernel's rows per block (4, 8, 16) changes only the tiling: outputs and states are
-// the same bits, including a batch that is no multiple of any of them.
+// The plain kernel's rows per block (4, 8, 16, or by size) changes only the tiling: outputs and
+// states are the same bits, including a batch that is no multiple of any of them.
 TEST(CudaStateUpdateTest, RowsPerBlockGiveTheSameBits) {
   MAMBA_SKIP_WITHOUT_GPU();
   const uint64_t seed = FreshSeed();
@@ -779,7 +779,7 @@ TEST(CudaStateUpdateTest, RowsPerBlockGiveTheSameBits) {
     p.z_bias = true;
     p.Make(rng);
     std::vector<std::vector<float>> outs, states;
-    for (int rows : {8, 4, 16}) {
+    for (int rows : {8, 4, 16, 0}) {
       SsmDevice dev(p);
       kernels::SelectiveStateUpdateParams u = dev.Update(false);
       u.rows_per_block = rows;
@@ -888,7 +888,7 @@ struct GemmProblem {
   }
 };
 
-enum class GemmPath { kCublasLt, kBatchInvariant, kSkinny, kStream };
+enum class GemmPath { kCublasLt, kBatchInvariant, kSkinny };
 
 // Runs D = A W^T on the device by `path` and returns D as floats.
 std::vector<float> RunGemm(const GemmProblem& g, GemmPath path, kernels::CublasLtGemm* lt,
@@ -906,7 +906,6 @@ std::vector<float> RunGemm(const GemmProblem& g, GemmPath path, kernels::CublasL
                          g.n,  g.ab,      g.d};
   absl::Status s = path == GemmPath::kCublasLt ? lt->Run(args, nullptr)
                    : path == GemmPath::kSkinny ? kernels::LaunchSkinnyGemm(args, nullptr)
-                   : path == GemmPath::kStream ? kernels::LaunchStreamGemm(args, nullptr)
                                                : kernels::LaunchBatchInvariantGemm(args, nullptr);
   EXPECT_TRUE(s.ok()) << s;
   EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
@@ -943,12 +942,6 @@ TEST(CudaGemmTest, CublasLtAndBatchInvariantMatchReference) {
       if (s.m <= kernels::kSkinnyGemmMaxM && s.k % 8 == 0) {
         EXPECT_TRUE(kernels::SkinnyGemmSupported(shape));
         EXPECT_LE(RelativeL2(RunGemm(g, GemmPath::kSkinny, nullptr, s.m), ref), tol);
-      }
-      if (s.m <= kernels::kStreamGemmMaxM && s.k % 8 == 0) {
-        EXPECT_TRUE(kernels::StreamGemmSupported(shape));
-        EXPECT_LE(RelativeL2(RunGemm(g, GemmPath::kStream, nullptr, s.m), ref), tol);
-      } else {
-        EXPECT_FALSE(kernels::StreamGemmSupported(shape));
       }
     }
   }
@@ -1048,64 +1041,6 @@ TEST(CudaGemmTest, SkinnyInProjWithConvEqualsSeparateLaunchesBitwise) {
       }
     }
   }
-}
-
-// The stream kernel at the decode shapes it serves (k split over clusters of 1-8 blocks, partial
-// tiles, k below one tile): close to the exact product, the same bits on every run, and a row's
-// bits do not depend on m or on where the row sits.
-TEST(CudaGemmTest, StreamGemmMatchesReferenceAndRowsDoNotDependOnM) {
-  MAMBA_SKIP_WITHOUT_GPU();
-  const uint64_t seed = FreshSeed();
-  SCOPED_TRACE(absl::StrCat("seed ", seed));
-  std::mt19937_64 rng(seed);
-  struct Shape {
-    int64_t m, n, k;
-    bool f32_out;
-  };
-  const std::vector<Shape> shapes = {
-      {64, 3072, 768, false},  // 130m in_proj
-      {16, 768, 1536, false},  // 130m out_proj (split 8)
-      {33, 1536, 48, false},   // 130m dt_proj (k below one tile)
-      {64, 2048, 4096, false}, // 1.4b out_proj
-      {8, 1000, 200, true},    // partial tile, k tail, f32 out
-      {5, 8192, 2048, false},  // 1.4b in_proj
-      {40, 50280, 768, true},  // lm_head
-      {100, 3072, 768, false}, // 128-row tiles
-  };
-  for (KernelDType ab : kActs) {
-    for (const Shape& s : shapes) {
-      SCOPED_TRACE(absl::StrCat(KernelDTypeName(ab), " m ", s.m, " n ", s.n, " k ", s.k));
-      GemmProblem g{s.m, s.n, s.k, ab, s.f32_out ? KernelDType::kF32 : ab};
-      g.Make(rng);
-      const kernels::GemmArgs shape{
-          s.m, s.n, s.k, g.a_bits.data(), s.k, g.w_bits.data(), s.k, nullptr, s.n, ab, g.d};
-      const kernels::StreamGemmLayout layout = kernels::ChooseStreamGemmLayout(shape);
-      SCOPED_TRACE(absl::StrCat("split ", layout.split, " k per split ", layout.k_per_split));
-      EXPECT_EQ(layout.tiles, (s.n + kernels::kStreamGemmTileN - 1) / kernels::kStreamGemmTileN);
-      EXPECT_GE(static_cast<int64_t>(layout.split) * layout.k_per_split, s.k);
-      const std::vector<float> all = RunGemm(g, GemmPath::kStream, nullptr, s.m);
-      EXPECT_FALSE(AnyNan(all));
-      EXPECT_LE(RelativeL2(all, g.Reference()), s.f32_out ? kF32Tolerance : kHalfTolerance);
-      EXPECT_TRUE(BitEqual(RunGemm(g, GemmPath::kStream, nullptr, s.m), all));
-      for (int64_t row : {int64_t{0}, s.m / 2, s.m - 1}) {
-        const std::vector<float> alone = RunGemm(g, GemmPath::kStream, nullptr, 1, row);
-        EXPECT_TRUE(BitEqual(alone, std::vector<float>(all.begin() + row * s.n,
-                                                       all.begin() + (row + 1) * s.n)))
-            << "row " << row;
-      }
-    }
-  }
-  const int64_t rows = kernels::kStreamGemmMaxM + 1;
-  const std::vector<uint16_t> a(rows * 64), w(64 * 64);
-  const kernels::GemmArgs too_many{rows, 64, 64, a.data(), 64, w.data(), 64,
-                                   nullptr, 64, KernelDType::kF16, KernelDType::kF16};
-  EXPECT_FALSE(kernels::StreamGemmSupported(too_many));
-  DeviceArray<uint16_t> d(rows * 64), da(a), dw(w);
-  kernels::GemmArgs bad = too_many;
-  bad.a = da.get();
-  bad.w = dw.get();
-  bad.d = d.get();
-  EXPECT_EQ(kernels::LaunchStreamGemm(bad, nullptr).code(), absl::StatusCode::kInvalidArgument);
 }
 
 // A row's result from the batch-invariant kernel is the same bits whatever m is and wherever
