@@ -8,10 +8,13 @@
 namespace mamba::kernels {
 namespace {
 std::atomic<int> state_update_rows{0};
+
+// The tilings the plain kernel is built for, or 0 (chosen by size).
+bool ValidRowsPerBlock(int rows) { return rows == 0 || rows == 4 || rows == 8 || rows == 16; }
 }  // namespace
 
 absl::Status SetStateUpdateRowsPerBlock(int rows) {
-  if (rows != 0 && rows != 4 && rows != 8 && rows != 16) {
+  if (!ValidRowsPerBlock(rows)) {
     return absl::InvalidArgumentError(absl::StrCat("state update rows per block ", rows,
                                                    " invalid; allowed: 0 (by size), 4, 8, 16"));
   }
@@ -28,13 +31,12 @@ absl::Status LaunchSelectiveStateUpdate(const SelectiveStateUpdateParams& p, Ker
         "selective_state_update: batch ", p.batch, ", dim ", p.dim, ", dstate ", p.dstate,
         " invalid; allowed: batch >= 0, dim > 0, dstate 1..", kStateUpdateMaxState));
   }
-  if (p.rows_per_block != 0 && p.rows_per_block != 4 && p.rows_per_block != 8 &&
-      p.rows_per_block != 16) {
+  if (!ValidRowsPerBlock(p.rows_per_block)) {
     return absl::InvalidArgumentError(absl::StrCat("selective_state_update: rows_per_block ",
                                                    p.rows_per_block,
                                                    " invalid; allowed: 0 (default), 4, 8, 16"));
   }
-  if (p.batch > int64_t{65535} * 4) {
+  if (p.batch > int64_t{65535} * 4) {  // grid.y at the smallest tiling, 4 rows per block
     return absl::InvalidArgumentError(
         absl::StrCat("selective_state_update: batch ", p.batch, " too large"));
   }

@@ -308,15 +308,14 @@ __global__ void __launch_bounds__(Traits::kThreads)
   }
 }
 
-// The plain kernel (large grids) with kRows rows per block (rows_per_block's A/B; plain dt only).
-template <typename T, typename S, int kNPad, int kRows>
+// The plain (not dependent-launched) kernel over the whole batch, Traits::kRows rows per block.
+template <typename Traits>
 cudaError_t LaunchPlainStateUpdate(const SelectiveStateUpdateParams& p, bool vec_state,
-                                   cudaStream_t stream) {
-  using Traits = StateUpdateTraits<T, S, kNPad, false, kRows>;
+                                   size_t smem, cudaStream_t stream) {
   const dim3 grid(static_cast<unsigned>((p.dim + Traits::kChannels - 1) / Traits::kChannels),
                   static_cast<unsigned>((p.batch + Traits::kRows - 1) / Traits::kRows));
-  SelectiveStateUpdateKernel<Traits, false, false><<<grid, Traits::kThreads, 0, stream>>>(
-      p, vec_state);
+  SelectiveStateUpdateKernel<Traits, false, false>
+      <<<grid, Traits::kThreads, smem, stream>>>(p, vec_state);
   return cudaGetLastError();
 }
 
@@ -348,15 +347,14 @@ cudaError_t LaunchStateUpdateVariant(const SelectiveStateUpdateParams& p, cudaSt
                         grid, dim3(Traits::kThreads), smem, stream, /*dependent=*/true, p,
                         vec_state);
   }
+  // Other tilings for plain dt only (the low-rank variant serves few rows).
   if constexpr (!kLowRank) {
-    if (p.rows_per_block == 4) return LaunchPlainStateUpdate<T, S, kNPad, 4>(p, vec_state, stream);
-    if (p.rows_per_block == 16) {
-      return LaunchPlainStateUpdate<T, S, kNPad, 16>(p, vec_state, stream);
-    }
+    using Four = StateUpdateTraits<T, S, kNPad, false, 4>;
+    using Sixteen = StateUpdateTraits<T, S, kNPad, false, 16>;
+    if (p.rows_per_block == 4) return LaunchPlainStateUpdate<Four>(p, vec_state, 0, stream);
+    if (p.rows_per_block == 16) return LaunchPlainStateUpdate<Sixteen>(p, vec_state, 0, stream);
   }
-  SelectiveStateUpdateKernel<Traits, false, false>
-      <<<grid, Traits::kThreads, smem, stream>>>(p, vec_state);
-  return cudaGetLastError();
+  return LaunchPlainStateUpdate<Traits>(p, vec_state, smem, stream);
 }
 
 template <typename T, typename S, bool kLowRank>
