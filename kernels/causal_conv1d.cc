@@ -1,10 +1,17 @@
 #include "kernels/causal_conv1d.h"
 
+#include <atomic>
+
 #include "absl/strings/str_cat.h"
 #include "kernels/cuda_status.h"
 
 namespace mamba::kernels {
 namespace {
+
+// Tokens per launch: the grid's y extent (65535) times the fewest tokens per thread of any layout.
+constexpr int64_t kConvPrefillMaxTokens = int64_t{65535} * 8;
+
+std::atomic<int32_t> conv_prefill_layout{static_cast<int32_t>(ConvPrefillLayout::kDefault)};
 
 absl::Status CheckCommon(const CausalConv1dParams& p, KernelDType act, KernelDType state) {
   if (p.dim <= 0 || p.num_seqs < 0 || p.total_tokens < 0) {
@@ -52,14 +59,23 @@ absl::Status LaunchCausalConv1dPrefill(const CausalConv1dParams& p, KernelDType 
   if (p.total_tokens > 0 && p.num_seqs == 0) {
     return absl::InvalidArgumentError("causal_conv1d prefill: tokens without sequences");
   }
-  if (p.num_seqs > 65535 || p.total_tokens > int64_t{65535} * kConvTokensPerThread) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("causal_conv1d prefill: at most 65535 sequences and ",
-                     int64_t{65535} * kConvTokensPerThread, " tokens per launch (got ", p.num_seqs,
-                     ", ", p.total_tokens, ")"));
+  if (p.num_seqs > 65535 || p.total_tokens > kConvPrefillMaxTokens) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "causal_conv1d prefill: at most 65535 sequences and ", kConvPrefillMaxTokens,
+        " tokens per launch (got ", p.num_seqs, ", ", p.total_tokens, ")"));
   }
-  cudaError_t err = act == KernelDType::kF16 ? RunCausalConv1dPrefillF16(p, state, stream)
-                                             : RunCausalConv1dPrefillBF16(p, state, stream);
+  const int32_t layout = static_cast<int32_t>(p.prefill_layout);
+  if (layout < 0 || layout > static_cast<int32_t>(ConvPrefillLayout::k4x16)) {
+    return absl::InvalidArgumentError(absl::StrCat("causal_conv1d prefill: layout ", layout,
+                                                   " unsupported; allowed: 0..3"));
+  }
+  CausalConv1dParams q = p;
+  if (q.prefill_layout == ConvPrefillLayout::kDefault) {
+    q.prefill_layout =
+        static_cast<ConvPrefillLayout>(conv_prefill_layout.load(std::memory_order_relaxed));
+  }
+  cudaError_t err = act == KernelDType::kF16 ? RunCausalConv1dPrefillF16(q, state, stream)
+                                             : RunCausalConv1dPrefillBF16(q, state, stream);
   if (err != cudaSuccess) return CudaStatus(err, "causal_conv1d prefill launch");
   return CheckLaunch("causal_conv1d prefill", stream);
 }
@@ -77,6 +93,16 @@ absl::Status LaunchCausalConv1dDecode(const CausalConv1dParams& p, KernelDType a
                                              : RunCausalConv1dDecodeBF16(p, state, stream);
   if (err != cudaSuccess) return CudaStatus(err, "causal_conv1d decode launch");
   return CheckLaunch("causal_conv1d decode", stream);
+}
+
+absl::Status SetConvPrefillLayout(int layout) {
+  if (layout < 0 || layout > static_cast<int>(ConvPrefillLayout::k4x16)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "conv prefill layout ", layout, " unsupported; allowed: 0 (default, 4 x 8), 1 (8 channels "
+        "x 8 tokens per thread), 2 (4 x 8), 3 (4 x 16)"));
+  }
+  conv_prefill_layout.store(layout, std::memory_order_relaxed);
+  return absl::OkStatus();
 }
 
 }  // namespace mamba::kernels

@@ -19,4 +19,8 @@ absl::Status LaunchCausalConv1dPrefill(const CausalConv1dParams& params, KernelD
 absl::Status LaunchCausalConv1dDecode(const CausalConv1dParams& params, KernelDType act_dtype,
                                       KernelDType state_dtype, cudaStream_t stream);
 
+// Process-wide prefill thread layout for launches whose params leave it kDefault (benchmarks and
+// A/B runs): a ConvPrefillLayout value, 0 restoring the default (4 channels x 8 tokens).
+absl::Status SetConvPrefillLayout(int layout);
+
 }  // namespace mamba::kernels

@@ -12,7 +12,6 @@
 namespace mamba::kernels {
 
 inline constexpr int kConvThreads = 128;
-inline constexpr int kConvChannelsPerThread = 8;  // one 16-byte access of 2-byte elements
 
 // The conv's input value of channel e at token t: the in_proj output plus its bias, in fp32.
 template <typename T>
@@ -21,23 +20,77 @@ __device__ __forceinline__ float ConvInput(const CausalConv1dParams& p, int64_t 
   return p.x_bias != nullptr ? __fadd_rn(v, p.x_bias[e]) : v;
 }
 
-template <typename T, typename S, bool kVec>
-__global__ void __launch_bounds__(kConvThreads) CausalConv1dPrefillKernel(CausalConv1dParams p) {
-  constexpr int kCh = kConvChannelsPerThread;
+// kCh consecutive channels of 2-byte elements: one 8- or 16-byte access.
+template <typename T, int kCh>
+struct alignas(sizeof(T) * kCh) ConvVec {
+  T v[kCh];
+};
+
+template <typename T, int kCh>
+__device__ __forceinline__ void UnpackConvVec(const ConvVec<T, kCh>& u, const float (&x_bias)[kCh],
+                                              bool has_bias, float (&v)[kCh]) {
+#pragma unroll
+  for (int c = 0; c < kCh; ++c) {
+    v[c] = ToFloat(u.v[c]);
+    if (has_bias) v[c] = __fadd_rn(v[c], x_bias[c]);
+  }
+}
+
+// kCh consecutive floats at p, as 16-byte loads when `vec` (p 16-byte aligned), else scalar.
+template <int kCh>
+__device__ __forceinline__ void LoadParams(const float* p, bool vec, float (&out)[kCh]) {
+  if (vec) {
+#pragma unroll
+    for (int c = 0; c < kCh; c += 4) {
+      const float4 q = *reinterpret_cast<const float4*>(p + c);
+      out[c] = q.x;
+      out[c + 1] = q.y;
+      out[c + 2] = q.z;
+      out[c + 3] = q.w;
+    }
+  } else {
+#pragma unroll
+    for (int c = 0; c < kCh; ++c) out[c] = p[c];
+  }
+}
+
+// One thread: kCh channels (one vector access per token) over kTok consecutive tokens.
+// `vec_params`: width == kConvTaps and weight, bias, x_bias 16-byte aligned (float4 loads).
+template <typename T, typename S, bool kVec, int kCh, int kTok>
+__global__ void __launch_bounds__(kConvThreads)
+    CausalConv1dPrefillKernel(CausalConv1dParams p, bool vec_params) {
+  static_assert(kCh % 4 == 0, "parameter loads are float4");
   const int64_t e0 = (static_cast<int64_t>(blockIdx.x) * kConvThreads + threadIdx.x) * kCh;
-  const int64_t t0 = static_cast<int64_t>(blockIdx.y) * kConvTokensPerThread;
+  const int64_t t0 = static_cast<int64_t>(blockIdx.y) * kTok;
   if (e0 >= p.dim || t0 >= p.total_tokens) return;
-  const int64_t t_end = MinI64(t0 + kConvTokensPerThread, p.total_tokens);
+  const int64_t t_end = MinI64(t0 + kTok, p.total_tokens);
   const int w1 = p.width - 1;
 
   float w[kCh][kConvTaps];
   float bias[kCh];
+  if (kVec && vec_params) {
 #pragma unroll
-  for (int c = 0; c < kCh; ++c) {
-    const int64_t e = MinI64(e0 + c, p.dim - 1);  // clamped lanes compute, never store
+    for (int c = 0; c < kCh; ++c) {
+      const float4 q = *reinterpret_cast<const float4*>(p.weight + (e0 + c) * kConvTaps);
+      w[c][0] = q.x;
+      w[c][1] = q.y;
+      w[c][2] = q.z;
+      w[c][3] = q.w;
+    }
+    if (p.bias != nullptr) {
+      LoadParams<kCh>(p.bias + e0, true, bias);
+    } else {
 #pragma unroll
-    for (int k = 0; k < kConvTaps; ++k) w[c][k] = ConvTap(p, e, k);
-    bias[c] = p.bias != nullptr ? p.bias[e] : 0.0f;
+      for (int c = 0; c < kCh; ++c) bias[c] = 0.0f;
+    }
+  } else {
+#pragma unroll
+    for (int c = 0; c < kCh; ++c) {
+      const int64_t e = MinI64(e0 + c, p.dim - 1);  // clamped lanes compute, never store
+#pragma unroll
+      for (int k = 0; k < kConvTaps; ++k) w[c][k] = ConvTap(p, e, k);
+      bias[c] = p.bias != nullptr ? p.bias[e] : 0.0f;
+    }
   }
 
   // The sequence holding t0: the last s with cu_seqlens[s] <= t0.
@@ -59,46 +112,47 @@ __global__ void __launch_bounds__(kConvThreads) CausalConv1dPrefillKernel(Causal
   // itself), then a window of the last kConvTaps inputs slides over them.
   if constexpr (kVec) {
     if (t0 - (kConvTaps - 1) >= start && t_end <= end) {
-      constexpr int kInputs = kConvTokensPerThread + kConvTaps - 1;
+      constexpr int kInputs = kTok + kConvTaps - 1;
       const T* xb = static_cast<const T*>(p.x) + e0;
-      uint4 raw[kInputs];
+      ConvVec<T, kCh> raw[kInputs];
 #pragma unroll
       for (int j = 0; j < kInputs; ++j) {
         const int64_t t = t0 - (kConvTaps - 1) + j;
-        raw[j] = t < t_end ? *reinterpret_cast<const uint4*>(xb + t * p.x_row_stride)
-                           : make_uint4(0, 0, 0, 0);
-      }
-      float x_bias[kCh];
+        if (t < t_end) {
+          raw[j] = *reinterpret_cast<const ConvVec<T, kCh>*>(xb + t * p.x_row_stride);
+        } else {
 #pragma unroll
-      for (int c = 0; c < kCh; ++c) x_bias[c] = p.x_bias != nullptr ? p.x_bias[e0 + c] : 0.0f;
-      auto unpack = [&](const uint4& u, float(&v)[kCh]) {
-        Vec8<T> h;
-        memcpy(&h, &u, sizeof h);
-#pragma unroll
-        for (int c = 0; c < kCh; ++c) {
-          v[c] = ToFloat(h.v[c]);
-          if (p.x_bias != nullptr) v[c] = __fadd_rn(v[c], x_bias[c]);
+          for (int c = 0; c < kCh; ++c) raw[j].v[c] = FromFloat<T>(0.0f);
         }
-      };
+      }
+      const bool has_x_bias = p.x_bias != nullptr;
+      float x_bias[kCh];
+      if (has_x_bias) {
+        LoadParams<kCh>(p.x_bias + e0, vec_params, x_bias);
+      } else {
+#pragma unroll
+        for (int c = 0; c < kCh; ++c) x_bias[c] = 0.0f;
+      }
       float win[kConvTaps][kCh];
 #pragma unroll
-      for (int k = 0; k < kConvTaps - 1; ++k) unpack(raw[k], win[k + 1]);
+      for (int k = 0; k < kConvTaps - 1; ++k) UnpackConvVec(raw[k], x_bias, has_x_bias, win[k + 1]);
 #pragma unroll
-      for (int j = 0; j < kConvTokensPerThread; ++j) {
+      for (int j = 0; j < kTok; ++j) {
         if (t0 + j >= t_end) break;
 #pragma unroll
         for (int k = 0; k < kConvTaps - 1; ++k) {
 #pragma unroll
           for (int c = 0; c < kCh; ++c) win[k][c] = win[k + 1][c];
         }
-        unpack(raw[j + kConvTaps - 1], win[kConvTaps - 1]);
-        float out[kCh];
+        UnpackConvVec(raw[j + kConvTaps - 1], x_bias, has_x_bias, win[kConvTaps - 1]);
+        ConvVec<T, kCh> out;
 #pragma unroll
         for (int c = 0; c < kCh; ++c) {
           const float in[kConvTaps] = {win[0][c], win[1][c], win[2][c], win[3][c]};
-          out[c] = Silu(ConvAccumulate(bias[c], w[c], in));
+          out.v[c] = FromFloat<T>(Silu(ConvAccumulate(bias[c], w[c], in)));
         }
-        Store8(static_cast<T*>(p.out) + (t0 + j) * p.out_row_stride + e0, out);
+        *reinterpret_cast<ConvVec<T, kCh>*>(static_cast<T*>(p.out) + (t0 + j) * p.out_row_stride +
+                                            e0) = out;
       }
       return;
     }
@@ -106,7 +160,10 @@ __global__ void __launch_bounds__(kConvThreads) CausalConv1dPrefillKernel(Causal
 
   auto load_inputs = [&](int64_t t, float(&v)[kCh]) {
     if constexpr (kVec) {
-      Load8(static_cast<const T*>(p.x) + t * p.x_row_stride + e0, v);
+      const ConvVec<T, kCh> u =
+          *reinterpret_cast<const ConvVec<T, kCh>*>(static_cast<const T*>(p.x) + t * p.x_row_stride + e0);
+#pragma unroll
+      for (int c = 0; c < kCh; ++c) v[c] = ToFloat(u.v[c]);
       if (p.x_bias != nullptr) {
 #pragma unroll
         for (int c = 0; c < kCh; ++c) v[c] = __fadd_rn(v[c], p.x_bias[e0 + c]);
@@ -138,17 +195,18 @@ __global__ void __launch_bounds__(kConvThreads) CausalConv1dPrefillKernel(Causal
 
   // All of this thread's inputs are requested before any is used (the stores below could alias
   // them as far as the compiler knows, so it would not hoist the loads itself).
-  uint4 raw[kConvTokensPerThread];
+  ConvVec<T, kCh> raw[kTok];
   if constexpr (kVec) {
 #pragma unroll
-    for (int j = 0; j < kConvTokensPerThread; ++j) {
-      raw[j] = t0 + j < t_end ? *reinterpret_cast<const uint4*>(static_cast<const T*>(p.x) +
-                                                                (t0 + j) * p.x_row_stride + e0)
-                              : make_uint4(0, 0, 0, 0);
+    for (int j = 0; j < kTok; ++j) {
+      if (t0 + j < t_end) {
+        raw[j] = *reinterpret_cast<const ConvVec<T, kCh>*>(static_cast<const T*>(p.x) +
+                                                           (t0 + j) * p.x_row_stride + e0);
+      }
     }
   }
 #pragma unroll
-  for (int j = 0; j < kConvTokensPerThread; ++j) {
+  for (int j = 0; j < kTok; ++j) {
     const int64_t t = t0 + j;
     if (t >= t_end) break;
     if (t == end) {  // next sequence: its window starts from its own state
@@ -159,11 +217,9 @@ __global__ void __launch_bounds__(kConvThreads) CausalConv1dPrefillKernel(Causal
     }
     float cur[kCh];
     if constexpr (kVec) {
-      Vec8<T> v;
-      memcpy(&v, &raw[j], sizeof v);
 #pragma unroll
       for (int c = 0; c < kCh; ++c) {
-        cur[c] = ToFloat(v.v[c]);
+        cur[c] = ToFloat(raw[j].v[c]);
         if (p.x_bias != nullptr) cur[c] = __fadd_rn(cur[c], p.x_bias[e0 + c]);
       }
     } else {
@@ -180,7 +236,10 @@ __global__ void __launch_bounds__(kConvThreads) CausalConv1dPrefillKernel(Causal
     }
     T* o = static_cast<T*>(p.out) + t * p.out_row_stride + e0;
     if constexpr (kVec) {
-      Store8(o, out);
+      ConvVec<T, kCh> packed;
+#pragma unroll
+      for (int c = 0; c < kCh; ++c) packed.v[c] = FromFloat<T>(out[c]);
+      *reinterpret_cast<ConvVec<T, kCh>*>(o) = packed;
     } else {
 #pragma unroll
       for (int c = 0; c < kCh; ++c) {
@@ -279,19 +338,40 @@ __global__ void __launch_bounds__(kConvThreads) CausalConv1dDecodeKernel(CausalC
   }
 }
 
+template <typename T, typename S, int kCh, int kTok>
+cudaError_t LaunchConvPrefillLayout(const CausalConv1dParams& p, cudaStream_t stream) {
+  auto aligned = [](const void* q, size_t n) { return reinterpret_cast<uintptr_t>(q) % n == 0; };
+  constexpr size_t kVecBytes = sizeof(T) * kCh;
+  const bool vec = p.dim % kCh == 0 && p.x_row_stride % kCh == 0 && p.out_row_stride % kCh == 0 &&
+                   aligned(p.x, kVecBytes) && aligned(p.out, kVecBytes);
+  const bool vec_params = p.width == kConvTaps && aligned(p.weight, 16) &&
+                          (p.bias == nullptr || aligned(p.bias, 16)) &&
+                          (p.x_bias == nullptr || aligned(p.x_bias, 16));
+  const int64_t threads_x = (p.dim + kCh - 1) / kCh;
+  const dim3 grid(static_cast<unsigned>((threads_x + kConvThreads - 1) / kConvThreads),
+                  static_cast<unsigned>((p.total_tokens + kTok - 1) / kTok));
+  BOOL_SWITCH(vec, kVec, [&] {
+    CausalConv1dPrefillKernel<T, S, kVec, kCh, kTok>
+        <<<grid, kConvThreads, 0, stream>>>(p, vec && vec_params);
+  });
+  return cudaGetLastError();
+}
+
 template <typename T, typename S>
 cudaError_t RunCausalConv1dPrefill(const CausalConv1dParams& p, cudaStream_t stream) {
   if (p.total_tokens == 0) return cudaSuccess;
-  auto aligned16 = [](const void* q) { return reinterpret_cast<uintptr_t>(q) % 16 == 0; };
-  const bool vec = p.dim % kConvChannelsPerThread == 0 && p.x_row_stride % 8 == 0 &&
-                   p.out_row_stride % 8 == 0 && aligned16(p.x) && aligned16(p.out);
-  const int64_t threads_x = (p.dim + kConvChannelsPerThread - 1) / kConvChannelsPerThread;
-  const dim3 grid(
-      static_cast<unsigned>((threads_x + kConvThreads - 1) / kConvThreads),
-      static_cast<unsigned>((p.total_tokens + kConvTokensPerThread - 1) / kConvTokensPerThread));
-  BOOL_SWITCH(vec, kVec,
-              [&] { CausalConv1dPrefillKernel<T, S, kVec><<<grid, kConvThreads, 0, stream>>>(p); });
-  cudaError_t err = cudaGetLastError();
+  cudaError_t err;
+  switch (p.prefill_layout) {
+    case ConvPrefillLayout::k8x8:
+      err = LaunchConvPrefillLayout<T, S, 8, 8>(p, stream);
+      break;
+    case ConvPrefillLayout::k4x16:
+      err = LaunchConvPrefillLayout<T, S, 4, 16>(p, stream);
+      break;
+    default:
+      err = LaunchConvPrefillLayout<T, S, 4, 8>(p, stream);
+      break;
+  }
   if (err != cudaSuccess || p.width == 1) return err;
   const dim3 state_grid(static_cast<unsigned>((p.dim + kConvThreads - 1) / kConvThreads),
                         static_cast<unsigned>(p.num_seqs));

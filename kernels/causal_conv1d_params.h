@@ -10,8 +10,8 @@
 //
 // Layout: x and out are token-major ([tokens, row stride], channels contiguous); sequences are
 // packed back to back, cu_seqlens[s]..cu_seqlens[s+1] being sequence s, whose state lives at
-// state + slots[s] * state_slot_stride (elements). Prefill threads own 8 channels (one 16-byte
-// access) over a run of kConvTokensPerThread consecutive tokens, sliding the input window in
+// state + slots[s] * state_slot_stride (elements). Prefill threads own 4 channels (one 8-byte
+// access; ConvPrefillLayout) over a run of consecutive tokens, sliding the input window in
 // registers, so each input is read about once. The final states are written by a second, tiny
 // kernel after every output is computed: a block that finishes a sequence must not overwrite the
 // state that another block still reads for the sequence's first tokens.
@@ -26,7 +26,10 @@
 namespace mamba::kernels {
 
 inline constexpr int kConvMaxWidth = 4;
-inline constexpr int kConvTokensPerThread = 8;
+
+// Channels x tokens of one prefill thread. kDefault is 4 x 8; the others exist for A/B runs
+// (mamba-bench --conv_prefill_layout).
+enum class ConvPrefillLayout : int32_t { kDefault = 0, k8x8 = 1, k4x8 = 2, k4x16 = 3 };
 
 struct CausalConv1dParams {
   int64_t num_seqs = 0;                  // sequences (decode: rows, one token each)
@@ -48,6 +51,9 @@ struct CausalConv1dParams {
   // conv rides in in_proj) does not write these states, so a dependent launch may read them
   // before waiting for it; otherwise they are read after it has finished.
   bool state_read_early = false;
+  // Prefill only: the thread layout; kDefault takes the process-wide choice
+  // (SetConvPrefillLayout, causal_conv1d.h), itself 4 x 8 unless set.
+  ConvPrefillLayout prefill_layout = ConvPrefillLayout::kDefault;
 };
 
 // Per activation dtype; `state_dtype` is f32 or bf16. The caller has checked `params`.

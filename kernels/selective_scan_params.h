@@ -35,9 +35,21 @@ namespace mamba::kernels {
 inline constexpr int kScanMaxState = 64;
 inline constexpr int kScanChunk = 32;
 inline constexpr int kScanThreads = 128;
-// Resident blocks per SM the kernel is built for (its register cap); the launcher sizes
+// A thread layout: `cpt` channels x `spt` state elements per thread (the cpt channels share
+// their state indices, so each B and C value read from shared memory serves cpt channels).
+// Tokens per shared-memory tile: 16 when a thread owns 16 states (128 channels per block:
+// 32-token tiles would pass the 48 KB of static shared memory), else kScanChunk.
+constexpr int ScanChunk(int spt, int cpt = 1) { return spt * cpt >= 16 ? 16 : kScanChunk; }
+// Resident blocks per SM each layout is built for (its register cap); the launcher sizes
 // time-parallel launches to one wave of these.
-inline constexpr int kScanBlocksPerSm = 5;
+constexpr int ScanBlocksPerSm(int spt, int cpt = 1) {
+  return spt * cpt >= 16 ? 3 : spt * cpt == 8 ? 4 : 5;
+}
+// Channels of one block: kScanThreads / (lanes per channel group) x cpt, lanes = padded d_state
+// / spt.
+constexpr int ScanChannelsPerBlock(int64_t dstate, int spt, int cpt = 1) {
+  return kScanThreads / ((dstate <= 16 ? 16 : kScanMaxState) / spt) * cpt;
+}
 
 struct SelectiveScanParams {
   int64_t num_seqs = 0;
@@ -64,8 +76,12 @@ struct SelectiveScanParams {
   const int32_t* __restrict__ slots = nullptr;       // [num_seqs], distinct
   void* __restrict__ state = nullptr;                // this layer's [dim][dstate] StateT at slot 0
   int64_t state_slot_stride = 0;                     // elements between consecutive slots
-  // State elements per thread: 4, or 1 (16 lanes per channel); 0 lets the launcher choose.
+  // State elements of one channel per thread: 4; or, with dstate <= 16, 1, 8 or 16 (16, 2 or 1
+  // lanes per channel); 0 lets the launcher choose (ChooseScanStatesPerThread).
   int32_t states_per_thread = 0;
+  // Channels per thread sharing those state indices: 1, or 2 with dstate <= 16 and 4 states per
+  // thread; 0 lets the launcher choose (with states_per_thread).
+  int32_t channels_per_thread = 0;
 
   // Time-parallel mode, for launches with too few channels x sequences to fill the GPU (one
   // long prompt): each sequence is cut into segments of segment_len tokens; a first pass scans
@@ -87,7 +103,7 @@ struct SelectiveScanParams {
 enum ScanMode : int32_t { kScanSequential = 0, kScanLocalPass = 1, kScanFinalPass = 2 };
 
 // Per activation dtype; `state_dtype` is f32 or bf16. The caller has checked `params` and chosen
-// states_per_thread (1 only with dstate <= 16).
+// states_per_thread (other than 4 only with dstate <= 16).
 cudaError_t RunSelectiveScanF16(const SelectiveScanParams& params, KernelDType state_dtype,
                                 cudaStream_t stream);
 cudaError_t RunSelectiveScanBF16(const SelectiveScanParams& params, KernelDType state_dtype,

@@ -249,8 +249,8 @@ struct ConvProblem {
 };
 
 // Runs one conv launch over `p` (prefill, or decode when every length is 1 and decode is set).
-void RunConv(const ConvProblem& p, bool decode, std::vector<float>* out,
-             std::vector<float>* state) {
+void RunConv(const ConvProblem& p, bool decode, std::vector<float>* out, std::vector<float>* state,
+             kernels::ConvPrefillLayout layout = kernels::ConvPrefillLayout::kDefault) {
   DeviceArray<uint16_t> d_x(p.x_bits);
   DeviceArray<float> d_w(p.weight);
   DeviceArray<float> d_b(p.bias.empty() ? std::vector<float>{1.0f} : p.bias);
@@ -283,6 +283,7 @@ void RunConv(const ConvProblem& p, bool decode, std::vector<float>* out,
   k.slots = d_slots.get();
   k.state = bf16_state ? static_cast<void*>(d_state_h.get()) : d_state_f.get();
   k.state_slot_stride = p.c.dim * p.w1();
+  k.prefill_layout = layout;
   absl::Status s = decode ? kernels::LaunchCausalConv1dDecode(k, p.act, p.c.state, nullptr)
                           : kernels::LaunchCausalConv1dPrefill(k, p.act, p.c.state, nullptr);
   ASSERT_TRUE(s.ok()) << s;
@@ -335,6 +336,42 @@ TEST(CudaConvTest, PrefillAndDecodeMatchReference) {
       }
     }
   }
+}
+
+// Every prefill thread layout computes the same bits (each output is one fixed sum), across
+// sequence boundaries, channel tails, unaligned rows (scalar path) and narrower convs.
+TEST(CudaConvTest, PrefillLayoutsAgreeBitwise) {
+  MAMBA_SKIP_WITHOUT_GPU();
+  const uint64_t seed = FreshSeed();
+  SCOPED_TRACE(absl::StrCat("seed ", seed));
+  std::mt19937_64 rng(seed);
+  const std::vector<ConvCase> cases = {
+      {96, 4, {1, 2, 3, 5, 33, 64, 100, 1}, true, true, KernelDType::kF32},
+      {52, 4, {7, 1, 40}, true, false, KernelDType::kF32},  // 4-channel vectors, no 8-channel
+      {50, 4, {7, 1, 40}, false, true, KernelDType::kF32},  // scalar path
+      {1536, 4, {129, 1, 31}, true, false, KernelDType::kBF16},
+      {40, 3, {2, 1, 19}, false, true, KernelDType::kF32},
+  };
+  for (KernelDType act : kActs) {
+    for (const ConvCase& c : cases) {
+      SCOPED_TRACE(absl::StrCat(KernelDTypeName(act), " dim ", c.dim, " width ", c.width));
+      ConvProblem p{c, act};
+      p.Make(rng);
+      std::vector<float> out8, state8;
+      RunConv(p, /*decode=*/false, &out8, &state8, kernels::ConvPrefillLayout::k8x8);
+      for (kernels::ConvPrefillLayout layout :
+           {kernels::ConvPrefillLayout::kDefault, kernels::ConvPrefillLayout::k4x8,
+            kernels::ConvPrefillLayout::k4x16}) {
+        SCOPED_TRACE(absl::StrCat("layout ", static_cast<int>(layout)));
+        std::vector<float> out, state;
+        RunConv(p, /*decode=*/false, &out, &state, layout);
+        EXPECT_TRUE(BitEqual(out, out8));
+        EXPECT_TRUE(BitEqual(state, state8));
+      }
+    }
+  }
+  EXPECT_EQ(kernels::SetConvPrefillLayout(4).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(kernels::SetConvPrefillLayout(-1).code(), absl::StatusCode::kInvalidArgument);
 }
 
 // Prefilling L tokens gives bit for bit what L decode steps give (the batch-invariant mode and
@@ -505,7 +542,7 @@ struct SsmDevice {
   }
   std::vector<float> Out() { return HalfToFloats(out.Download(), p.act); }
 
-  kernels::SelectiveScanParams Scan(int spt) {
+  kernels::SelectiveScanParams Scan(int spt, int cpt = 0) {
     kernels::SelectiveScanParams s;
     s.num_seqs = static_cast<int64_t>(p.lengths.size());
     s.total_tokens = p.tokens;
@@ -532,6 +569,7 @@ struct SsmDevice {
     s.state = state();
     s.state_slot_stride = p.dim * p.dstate;
     s.states_per_thread = spt;
+    s.channels_per_thread = cpt;
     return s;
   }
 
@@ -581,11 +619,17 @@ TEST(CudaSelectiveScanTest, MatchesReference) {
     bool z_bias;
     KernelDType state;
     int spt;
+    int cpt = 0;
   };
   const std::vector<Case> cases = {
       // chunk boundaries (32), length 1, a varlen batch
       {64, 16, 8, {1, 31, 32, 33, 64, 65, 100}, false, KernelDType::kF32, 4},
       {64, 16, 8, {1, 31, 32, 33, 64, 65, 100}, true, KernelDType::kF32, 1},
+      {64, 16, 8, {1, 15, 16, 17, 31, 33, 100}, true, KernelDType::kF32, 8},
+      {200, 16, 8, {1, 15, 16, 17, 31, 33, 100}, false, KernelDType::kF32, 16},  // 16-token chunks
+      {96, 8, 6, {17, 1}, false, KernelDType::kBF16, 16},
+      {200, 16, 8, {1, 7, 8, 9, 31, 33, 100}, true, KernelDType::kF32, 4, 2},  // 2 channels
+      {40, 16, 5, {3, 70}, false, KernelDType::kBF16, 4, 2},
       {40, 16, 5, {3, 70}, true, KernelDType::kF32, 0},   // channel tails, unaligned B/C
       {96, 8, 6, {17, 1}, false, KernelDType::kF32, 0},   // d_state below 16
       {48, 32, 8, {45, 2}, false, KernelDType::kF32, 0},  // d_state 32 (padded to 64)
@@ -596,7 +640,8 @@ TEST(CudaSelectiveScanTest, MatchesReference) {
   for (KernelDType act : kActs) {
     for (const Case& c : cases) {
       SCOPED_TRACE(absl::StrCat(KernelDTypeName(act), " dim ", c.dim, " dstate ", c.dstate,
-                                " state ", KernelDTypeName(c.state), " spt ", c.spt));
+                                " state ", KernelDTypeName(c.state), " spt ", c.spt, " cpt ",
+                                c.cpt));
       SsmProblem p;
       p.act = act;
       p.state_dtype = c.state;
@@ -609,7 +654,8 @@ TEST(CudaSelectiveScanTest, MatchesReference) {
       std::vector<double> ref_out, ref_state;
       p.Reference(/*low_rank=*/false, &ref_out, &ref_state);
       SsmDevice dev(p);
-      absl::Status s = kernels::LaunchSelectiveScan(dev.Scan(c.spt), act, c.state, nullptr);
+      absl::Status s =
+          kernels::LaunchSelectiveScan(dev.Scan(c.spt, c.cpt), act, c.state, nullptr);
       ASSERT_TRUE(s.ok()) << s;
       Sync();
       const std::vector<float> out = dev.Out();
@@ -636,11 +682,15 @@ TEST(CudaSelectiveScanTest, ChunkedEqualsWholeAndLayoutsAgreeBitwise) {
     p.Make(rng);
     SsmDevice whole(p);
     ASSERT_TRUE(kernels::LaunchSelectiveScan(whole.Scan(4), act, p.state_dtype, nullptr).ok());
-    SsmDevice one(p);
-    ASSERT_TRUE(kernels::LaunchSelectiveScan(one.Scan(1), act, p.state_dtype, nullptr).ok());
-    Sync();
-    EXPECT_TRUE(BitEqual(whole.Out(), one.Out()));
-    EXPECT_TRUE(BitEqual(whole.State(), one.State()));
+    for (auto [spt, cpt] : {std::pair{1, 1}, {8, 1}, {16, 1}, {4, 2}}) {
+      SCOPED_TRACE(absl::StrCat("states per thread ", spt, ", channels per thread ", cpt));
+      SsmDevice other(p);
+      ASSERT_TRUE(
+          kernels::LaunchSelectiveScan(other.Scan(spt, cpt), act, p.state_dtype, nullptr).ok());
+      Sync();
+      EXPECT_TRUE(BitEqual(whole.Out(), other.Out()));
+      EXPECT_TRUE(BitEqual(whole.State(), other.State()));
+    }
 
     // Chunks of 1, 30, 33 and 33 tokens, each launch continuing from the state left behind.
     SsmDevice chunked(p);
@@ -664,6 +714,25 @@ TEST(CudaSelectiveScanTest, ChunkedEqualsWholeAndLayoutsAgreeBitwise) {
     EXPECT_TRUE(BitEqual(whole.Out(), chunked.Out()));
     EXPECT_TRUE(BitEqual(whole.State(), chunked.State()));
   }
+  // Layouts that do not exist for a d_state are refused, not run.
+  SsmProblem wide;
+  wide.dim = 48;
+  wide.dstate = 32;
+  wide.rank = 8;
+  wide.lengths = {5};
+  wide.Make(rng);
+  SsmDevice dev(wide);
+  for (int spt : {8, 16, 3}) {
+    EXPECT_EQ(kernels::LaunchSelectiveScan(dev.Scan(spt), wide.act, wide.state_dtype, nullptr)
+                  .code(),
+              absl::StatusCode::kInvalidArgument)
+        << spt;
+  }
+  EXPECT_EQ(kernels::LaunchSelectiveScan(dev.Scan(4, 2), wide.act, wide.state_dtype, nullptr)
+                .code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(kernels::SetScanStatesPerThread(3).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(kernels::SetScanChannelsPerThread(3).code(), absl::StatusCode::kInvalidArgument);
 }
 
 // Few long sequences: the launcher scans segments in parallel (two passes); results stay within
@@ -675,8 +744,11 @@ TEST(CudaSelectiveScanTest, SegmentedScanMatchesReference) {
   std::mt19937_64 rng(seed);
   for (KernelDType act : kActs) {
     for (const std::vector<int>& lengths :
-         {std::vector<int>{1000}, std::vector<int>{700, 5, 333}}) {
-      SCOPED_TRACE(absl::StrCat(KernelDTypeName(act), " ", lengths.size(), " sequences"));
+         {std::vector<int>{1000}, std::vector<int>{700, 5, 333}, std::vector<int>{900, 17}}) {
+      // The last case with 2 channels per thread (segment scratch per channel of a thread).
+      const int cpt = lengths.size() == 2 ? 2 : 0;
+      SCOPED_TRACE(absl::StrCat(KernelDTypeName(act), " ", lengths.size(), " sequences, cpt ",
+                                cpt));
       SsmProblem p;
       p.act = act;
       p.dim = 72;  // a partial channel tile too
@@ -688,7 +760,7 @@ TEST(CudaSelectiveScanTest, SegmentedScanMatchesReference) {
       SsmDevice dev(p);
       const int64_t capacity = 64;
       DeviceArray<float> seg_state(capacity * p.dim * p.dstate), seg_dt(capacity * p.dim);
-      kernels::SelectiveScanParams s = dev.Scan(0);
+      kernels::SelectiveScanParams s = dev.Scan(cpt == 2 ? 4 : 0, cpt);
       s.allow_segments = true;
       s.max_seqlen = *std::max_element(lengths.begin(), lengths.end());
       s.segment_state = seg_state.get();
