@@ -60,14 +60,14 @@ absl::Status LaunchCausalConv1dPrefill(const CausalConv1dParams& p, KernelDType 
     return absl::InvalidArgumentError("causal_conv1d prefill: tokens without sequences");
   }
   if (p.num_seqs > 65535 || p.total_tokens > kConvPrefillMaxTokens) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "causal_conv1d prefill: at most 65535 sequences and ", kConvPrefillMaxTokens,
-        " tokens per launch (got ", p.num_seqs, ", ", p.total_tokens, ")"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("causal_conv1d prefill: at most 65535 sequences and ", kConvPrefillMaxTokens,
+                     " tokens per launch (got ", p.num_seqs, ", ", p.total_tokens, ")"));
   }
   const int32_t layout = static_cast<int32_t>(p.prefill_layout);
-  if (layout < 0 || layout > static_cast<int32_t>(ConvPrefillLayout::k4x16)) {
-    return absl::InvalidArgumentError(absl::StrCat("causal_conv1d prefill: layout ", layout,
-                                                   " unsupported; allowed: 0..3"));
+  if (layout < 0 || layout > static_cast<int32_t>(ConvPrefillLayout::k4x8)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("causal_conv1d prefill: layout ", layout, " unsupported; allowed: 0..2"));
   }
   CausalConv1dParams q = p;
   if (q.prefill_layout == ConvPrefillLayout::kDefault) {
@@ -96,10 +96,11 @@ absl::Status LaunchCausalConv1dDecode(const CausalConv1dParams& p, KernelDType a
 }
 
 absl::Status SetConvPrefillLayout(int layout) {
-  if (layout < 0 || layout > static_cast<int>(ConvPrefillLayout::k4x16)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "conv prefill layout ", layout, " unsupported; allowed: 0 (default, 4 x 8), 1 (8 channels "
-        "x 8 tokens per thread), 2 (4 x 8), 3 (4 x 16)"));
+  if (layout < 0 || layout > static_cast<int>(ConvPrefillLayout::k4x8)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("conv prefill layout ", layout,
+                     " unsupported; allowed: 0 (default, 4 x 8), 1 (8 channels x 8 tokens per "
+                     "thread), 2 (4 x 8)"));
   }
   conv_prefill_layout.store(layout, std::memory_order_relaxed);
   return absl::OkStatus();

@@ -160,8 +160,8 @@ __global__ void __launch_bounds__(kConvThreads)
 
   auto load_inputs = [&](int64_t t, float(&v)[kCh]) {
     if constexpr (kVec) {
-      const ConvVec<T, kCh> u =
-          *reinterpret_cast<const ConvVec<T, kCh>*>(static_cast<const T*>(p.x) + t * p.x_row_stride + e0);
+      const ConvVec<T, kCh> u = *reinterpret_cast<const ConvVec<T, kCh>*>(
+          static_cast<const T*>(p.x) + t * p.x_row_stride + e0);
 #pragma unroll
       for (int c = 0; c < kCh; ++c) v[c] = ToFloat(u.v[c]);
       if (p.x_bias != nullptr) {
@@ -364,9 +364,6 @@ cudaError_t RunCausalConv1dPrefill(const CausalConv1dParams& p, cudaStream_t str
   switch (p.prefill_layout) {
     case ConvPrefillLayout::k8x8:
       err = LaunchConvPrefillLayout<T, S, 8, 8>(p, stream);
-      break;
-    case ConvPrefillLayout::k4x16:
-      err = LaunchConvPrefillLayout<T, S, 4, 16>(p, stream);
       break;
     default:
       err = LaunchConvPrefillLayout<T, S, 4, 8>(p, stream);

@@ -27,9 +27,10 @@ namespace mamba::kernels {
 
 inline constexpr int kConvMaxWidth = 4;
 
-// Channels x tokens of one prefill thread. kDefault is 4 x 8; the others exist for A/B runs
-// (mamba-bench --conv_prefill_layout).
-enum class ConvPrefillLayout : int32_t { kDefault = 0, k8x8 = 1, k4x8 = 2, k4x16 = 3 };
+// Channels x tokens of one prefill thread. kDefault is 4 x 8 (one 8-byte access per token);
+// 8 x 8 (16-byte accesses, twice the registers: fewer resident warps) was the layout before it
+// and stays for A/B runs (mamba-bench --conv_prefill_layout).
+enum class ConvPrefillLayout : int32_t { kDefault = 0, k8x8 = 1, k4x8 = 2 };
 
 struct CausalConv1dParams {
   int64_t num_seqs = 0;                  // sequences (decode: rows, one token each)

@@ -15,42 +15,20 @@ constexpr int64_t kMinSegmentLen = 128;
 constexpr int64_t kMaxSegments = 64;
 
 std::atomic<int> scan_states_per_thread{0};
-std::atomic<int> scan_channels_per_thread{0};
 
 bool ValidStatesPerThread(int spt, int64_t dstate) {
-  return spt == 4 || (dstate <= 16 && (spt == 1 || spt == 8 || spt == 16));
-}
-
-bool ValidChannelsPerThread(int cpt, int spt, int64_t dstate) {
-  return cpt == 1 || (cpt == 2 && spt == 4 && dstate <= 16);
+  return spt == 4 || (dstate <= 16 && (spt == 1 || spt == 8));
 }
 
 }  // namespace
 
 absl::Status SetScanStatesPerThread(int states_per_thread) {
   if (states_per_thread != 0 && !ValidStatesPerThread(states_per_thread, 16)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("scan states per thread ", states_per_thread,
-                     " unsupported; allowed: 0 (by shape), 1, 4, 8, 16"));
+    return absl::InvalidArgumentError(absl::StrCat("scan states per thread ", states_per_thread,
+                                                   " unsupported; allowed: 0 (by shape), 1, 4, 8"));
   }
   scan_states_per_thread.store(states_per_thread, std::memory_order_relaxed);
   return absl::OkStatus();
-}
-
-absl::Status SetScanChannelsPerThread(int channels_per_thread) {
-  if (channels_per_thread != 0 && channels_per_thread != 1 && channels_per_thread != 2) {
-    return absl::InvalidArgumentError(absl::StrCat("scan channels per thread ",
-                                                   channels_per_thread,
-                                                   " unsupported; allowed: 0 (by shape), 1, 2"));
-  }
-  scan_channels_per_thread.store(channels_per_thread, std::memory_order_relaxed);
-  return absl::OkStatus();
-}
-
-int ChooseScanChannelsPerThread(const SelectiveScanParams& p, int states_per_thread) {
-  const int forced = scan_channels_per_thread.load(std::memory_order_relaxed);
-  if (forced != 0 && ValidChannelsPerThread(forced, states_per_thread, p.dstate)) return forced;
-  return 1;
 }
 
 int ChooseScanStatesPerThread(const SelectiveScanParams& p) {
@@ -63,12 +41,11 @@ int ChooseScanStatesPerThread(const SelectiveScanParams& p) {
   // 612 us; 4096 x 2048 x 8: 671 vs 706), but launch half the threads, so they win only where 4
   // per thread fill more than one wave of resident blocks (5120 x 2048 x 4, 0.97 waves with 4:
   // 549 vs 461 us). One state per thread doubles the instructions per element and lost
-  // everywhere; 16 lost everywhere (too few warps). Launches that fill less than half a wave get
-  // time segments instead (ChooseScanSegments), with 4 per thread.
+  // everywhere. Launches that fill less than half a wave get time segments instead
+  // (ChooseScanSegments), with 4 per thread.
   if (p.dstate <= 16) {
-    const int64_t blocks4 =
-        (p.dim + ScanChannelsPerBlock(p.dstate, 4) - 1) / ScanChannelsPerBlock(p.dstate, 4) *
-        p.num_seqs;
+    const int64_t blocks4 = (p.dim + ScanChannelsPerBlock(p.dstate, 4) - 1) /
+                            ScanChannelsPerBlock(p.dstate, 4) * p.num_seqs;
     if (blocks4 > int64_t{ScanBlocksPerSm(4)} * CurrentDeviceSmCount()) return 8;
   }
   return 4;
@@ -85,13 +62,10 @@ void ChooseScanSegments(SelectiveScanParams& p) {
   // 4 states per thread). Each block runs a whole sequence, so a launch that does not fill one
   // wave of resident blocks leaves SMs idle, and one a little over a wave waits on its tail: the
   // segments fill exactly one wave.
-  const int spt =
-      p.states_per_thread != 0 ? p.states_per_thread : ChooseScanStatesPerThread(p);
-  const int cpt = p.channels_per_thread != 0 ? p.channels_per_thread
-                                             : ChooseScanChannelsPerThread(p, spt);
-  const int64_t channels_per_block = ScanChannelsPerBlock(p.dstate, spt, cpt);
+  const int spt = p.states_per_thread != 0 ? p.states_per_thread : ChooseScanStatesPerThread(p);
+  const int64_t channels_per_block = ScanChannelsPerBlock(p.dstate, spt);
   const int64_t blocks = (p.dim + channels_per_block - 1) / channels_per_block * p.num_seqs;
-  const int64_t wave = int64_t{ScanBlocksPerSm(spt, cpt)} * CurrentDeviceSmCount();
+  const int64_t wave = int64_t{ScanBlocksPerSm(spt)} * CurrentDeviceSmCount();
   if (blocks * 2 > wave) return;
   int64_t segments = wave / blocks;
   segments = std::min(
@@ -152,15 +126,7 @@ absl::Status LaunchSelectiveScan(const SelectiveScanParams& params, KernelDType 
   if (!ValidStatesPerThread(p.states_per_thread, p.dstate)) {
     return absl::InvalidArgumentError(
         absl::StrCat("selective_scan: states_per_thread ", p.states_per_thread,
-                     " unsupported; allowed: 0 (auto), 4, or 1, 8, 16 when dstate <= 16"));
-  }
-  if (p.channels_per_thread == 0) {
-    p.channels_per_thread = ChooseScanChannelsPerThread(p, p.states_per_thread);
-  }
-  if (!ValidChannelsPerThread(p.channels_per_thread, p.states_per_thread, p.dstate)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "selective_scan: channels_per_thread ", p.channels_per_thread,
-        " unsupported; allowed: 0 (auto), 1, or 2 with 4 states per thread and dstate <= 16"));
+                     " unsupported; allowed: 0 (auto), 4, or 1, 8 when dstate <= 16"));
   }
   ChooseScanSegments(p);
   cudaError_t err = act == KernelDType::kF16 ? RunSelectiveScanF16(p, state, stream)

@@ -21,16 +21,8 @@ absl::Status LaunchSelectiveScan(const SelectiveScanParams& params, KernelDType 
 // than one wave of resident blocks on the current device; else 4.
 int ChooseScanStatesPerThread(const SelectiveScanParams& params);
 
-// The channels_per_thread the launcher picks for `params` with `states_per_thread`: the
-// process-wide override when one is set and exists for the layout, else 1.
-int ChooseScanChannelsPerThread(const SelectiveScanParams& params, int states_per_thread);
-
-// Process-wide override of channels per thread for launches with channels_per_thread 0: 0 (by
-// shape, the default), 1 or 2 (2 applies with 4 states per thread and d_state <= 16 only).
-absl::Status SetScanChannelsPerThread(int channels_per_thread);
-
 // Process-wide layout override for launches with states_per_thread 0 (benchmarks and A/B runs):
-// 0 (by shape, the default), 1, 4, 8 or 16; layouts other than 4 apply to d_state <= 16 only.
+// 0 (by shape, the default), 1, 4 or 8; layouts other than 4 apply to d_state <= 16 only.
 absl::Status SetScanStatesPerThread(int states_per_thread);
 
 // Sets params.segment_len and max_segments for the current device: a time-parallel scan when

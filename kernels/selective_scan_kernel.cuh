@@ -9,27 +9,20 @@
 
 namespace mamba::kernels {
 
-// Each thread owns kSPT state elements of kCPT channels (the same state indices n0..n0+kSPT of
-// channels g, g + kGroups, ...; see ScanChunk / ScanBlocksPerSm for the tile and register cap).
-template <typename T, typename S, int kNPad, int kSPT, int kCPT = 1>
+// kSPT state elements of one channel per thread; ScanBlocksPerSm gives the register cap.
+template <typename T, typename S, int kNPad, int kSPT>
 struct SelectiveScanTraits {
   using Input = T;
   using State = S;
   static constexpr int kThreads = kScanThreads;
   static constexpr int kStatesPerThread = kSPT;
-  static constexpr int kChannelsPerThread = kCPT;
-  static constexpr int kMinBlocks = ScanBlocksPerSm(kSPT, kCPT);
-  static constexpr int kLanes = kNPad / kSPT;  // lanes sharing one channel group's state
+  static constexpr int kMinBlocks = ScanBlocksPerSm(kSPT);
+  static constexpr int kLanes = kNPad / kSPT;  // lanes sharing one channel's state
   static_assert(kLanes >= 1 && kLanes <= 32 && (kLanes & (kLanes - 1)) == 0,
                 "lanes per channel must be a power of two within a warp");
-  static constexpr int kGroups = kThreads / kLanes;   // channel groups per block
-  static constexpr int kChannels = kGroups * kCPT;    // channels per block
+  static constexpr int kChannels = kThreads / kLanes;  // channels per block
   static_assert(kChannels % 8 == 0, "the channel tile must be whole 16-byte vectors");
-  static constexpr int kChunk = ScanChunk(kSPT, kCPT);
-  // Partial sums of y reduced across lanes at once: kCPT channels x kTokGroup tokens.
-  static constexpr int kReduce = 16;
-  static constexpr int kTokGroup = kReduce / kCPT;
-  static_assert(kChunk % kTokGroup == 0 && kReduce % kLanes == 0, "whole reduction groups");
+  static constexpr int kChunk = kScanChunk;
   static constexpr int kTileVecs = kChunk * kChannels / 8;  // 16-byte vectors per x/dt/z tile
   static constexpr int kTileVecsPerThread = (kTileVecs + kThreads - 1) / kThreads;
   static_assert(kThreads % (kChannels / 8) == 0, "a thread's tile columns must not move");
@@ -84,9 +77,6 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
   constexpr int kCh = Traits::kChannels;
   constexpr int kLanes = Traits::kLanes;
   constexpr int kSPT = Traits::kStatesPerThread;
-  constexpr int kCPT = Traits::kChannelsPerThread;
-  constexpr int kGroups = Traits::kGroups;
-  constexpr int kTokGroup = Traits::kTokGroup;
   constexpr int kNPad = kLanes * kSPT;
   constexpr int kVecsPerRow = kCh / 8;
   constexpr int kBcVecsPerRow = kNPad / 8;
@@ -109,53 +99,42 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
   const int64_t len = MinI64(seg_len, seq_len - seg * seg_len);
   auto entry = [&](int64_t j) { return seq * p.max_segments + j; };
 
-  // This thread's scan work: channels cl[j] = group + j * kGroups of the tile, state elements
-  // n0..n0+kSPT of each.
-  const int group = tid / kLanes;
+  // This thread's scan work: channel cl of the tile, state elements n0..n0+kSPT.
+  const int cl = tid / kLanes;
   const int lane = tid % kLanes;
   const int n0 = lane * kSPT;
-  int cl[kCPT];
-  int64_t ec[kCPT];
-  bool owns_state[kCPT];
-  float h[kCPT][kSPT];
-  float a2[kCPT][kSPT];
-  S* state[kCPT];
+  const int64_t e = e0 + cl;
+  const bool channel_ok = e < p.dim;
+  const int64_t ec = channel_ok ? e : p.dim - 1;
+
+  float h[kSPT];
+  float a2[kSPT];
 #pragma unroll
-  for (int j = 0; j < kCPT; ++j) {
-    cl[j] = group + j * kGroups;
-    const int64_t e = e0 + cl[j];
-    ec[j] = e < p.dim ? e : p.dim - 1;
-    owns_state[j] = e < p.dim && n0 < dstate;
-#pragma unroll
-    for (int s = 0; s < kSPT; ++s)
-      a2[j][s] = n0 + s < dstate ? p.a2[ec[j] * dstate + n0 + s] : 0.0f;
-    state[j] = static_cast<S*>(p.state) + slot * p.state_slot_stride + ec[j] * dstate + n0;
-  }
+  for (int s = 0; s < kSPT; ++s) a2[s] = n0 + s < dstate ? p.a2[ec * dstate + n0 + s] : 0.0f;
+  S* state = static_cast<S*>(p.state) + slot * p.state_slot_stride + ec * dstate + n0;
+  const bool owns_state = channel_ok && n0 < dstate;
   auto load_slot = [&] {
-#pragma unroll
-    for (int j = 0; j < kCPT; ++j) {
-      if (vec_state && owns_state[j]) {
-        if constexpr (sizeof(S) == 4 && kSPT == 4) {
-          const float4 v = *reinterpret_cast<const float4*>(state[j]);
-          h[j][0] = v.x;
-          h[j][1] = v.y;
-          h[j][2] = v.z;
-          h[j][3] = v.w;
-        } else {
-#pragma unroll
-          for (int s = 0; s < kSPT; ++s) h[j][s] = ToFloat(state[j][s]);
-        }
+    if (vec_state && owns_state) {
+      if constexpr (sizeof(S) == 4 && kSPT == 4) {
+        const float4 v = *reinterpret_cast<const float4*>(state);
+        h[0] = v.x;
+        h[1] = v.y;
+        h[2] = v.z;
+        h[3] = v.w;
       } else {
 #pragma unroll
-        for (int s = 0; s < kSPT; ++s)
-          h[j][s] = (owns_state[j] && n0 + s < dstate) ? ToFloat(state[j][s]) : 0.0f;
+        for (int s = 0; s < kSPT; ++s) h[s] = ToFloat(state[s]);
       }
+    } else {
+#pragma unroll
+      for (int s = 0; s < kSPT; ++s)
+        h[s] = (owns_state && n0 + s < dstate) ? ToFloat(state[s]) : 0.0f;
     }
   };
   // Scratch entries of the segmented scan: a segment's local final state, or (in the last
   // segment's entry) a copy of the slot's state from before the launch.
-  auto scratch_state = [&](int64_t k, int j) {
-    return p.segment_state + (entry(k) * p.dim + ec[j]) * dstate + n0;
+  auto scratch_state = [&](int64_t j) {
+    return p.segment_state + (entry(j) * p.dim + ec) * dstate + n0;
   };
   if (mode == kScanSequential) {
     load_slot();
@@ -163,36 +142,28 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
     if (last_seg) {
       // The final pass overwrites the slot while other blocks still need its old value.
       load_slot();
-#pragma unroll
-      for (int j = 0; j < kCPT; ++j) {
-        if (!owns_state[j]) continue;
+      if (owns_state) {
 #pragma unroll
         for (int s = 0; s < kSPT; ++s) {
-          if (n0 + s < dstate) scratch_state(seg, j)[s] = h[j][s];
+          if (n0 + s < dstate) scratch_state(seg)[s] = h[s];
         }
       }
       return;  // the whole block
     }
 #pragma unroll
-    for (int j = 0; j < kCPT; ++j) {
-#pragma unroll
-      for (int s = 0; s < kSPT; ++s) h[j][s] = 0.0f;
-    }
+    for (int s = 0; s < kSPT; ++s) h[s] = 0.0f;
   } else {
     // The true start state: the slot's old state carried through every earlier segment.
 #pragma unroll
-    for (int j = 0; j < kCPT; ++j) {
+    for (int s = 0; s < kSPT; ++s)
+      h[s] = (owns_state && n0 + s < dstate) ? scratch_state(num_segs - 1)[s] : 0.0f;
+    for (int64_t j = 0; j < seg; ++j) {
+      const float dt_sum = p.segment_dt_sum[entry(j) * p.dim + ec];
+      const float* local = scratch_state(j);
 #pragma unroll
-      for (int s = 0; s < kSPT; ++s)
-        h[j][s] = (owns_state[j] && n0 + s < dstate) ? scratch_state(num_segs - 1, j)[s] : 0.0f;
-      for (int64_t k = 0; k < seg; ++k) {
-        const float dt_sum = p.segment_dt_sum[entry(k) * p.dim + ec[j]];
-        const float* local = scratch_state(k, j);
-#pragma unroll
-        for (int s = 0; s < kSPT; ++s) {
-          const float l = (owns_state[j] && n0 + s < dstate) ? local[s] : 0.0f;
-          h[j][s] = __fmaf_rn(FastExp2(__fmul_rn(a2[j][s], dt_sum)), h[j][s], l);
-        }
+      for (int s = 0; s < kSPT; ++s) {
+        const float l = (owns_state && n0 + s < dstate) ? local[s] : 0.0f;
+        h[s] = __fmaf_rn(FastExp2(__fmul_rn(a2[s], dt_sum)), h[s], l);
       }
     }
   }
@@ -240,34 +211,7 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
     }
   };
 
-  float dt_sum[kCPT];  // the local pass's sum of dt over the segment, per channel
-#pragma unroll
-  for (int j = 0; j < kCPT; ++j) dt_sum[j] = 0.0f;
-  // One token of the recurrence for every channel of the thread; with kOut, prod_sum[j] gets the
-  // thread's share of y (TreeSum over its states; the lanes complete it).
-  auto step = [&](int t, auto with_output, float* prod_sum) {
-    constexpr bool kOut = decltype(with_output)::value;
-    float bv[kSPT], cv[kSPT];
-#pragma unroll
-    for (int s = 0; s < kSPT; ++s) {
-      bv[s] = sm.b[t][n0 + s];
-      if constexpr (kOut) cv[s] = sm.c[t][n0 + s];
-    }
-#pragma unroll
-    for (int j = 0; j < kCPT; ++j) {
-      const float dt = sm.dt[t][cl[j]];
-      const float dtx = sm.dtx[t][cl[j]];
-      if constexpr (!kOut) dt_sum[j] = __fadd_rn(dt_sum[j], dt);
-      float prod[kSPT];
-#pragma unroll
-      for (int s = 0; s < kSPT; ++s) {
-        h[j][s] = SsmRecurrence(h[j][s], dt, a2[j][s], dtx, bv[s]);
-        if constexpr (kOut) prod[s] = __fmul_rn(cv[s], h[j][s]);
-      }
-      if constexpr (kOut) prod_sum[j] = TreeSum(prod);
-    }
-  };
-
+  float dt_sum = 0.0f;  // the local pass's sum of dt over the segment
   auto scan = [&](auto with_output) {
     constexpr bool kOut = decltype(with_output)::value;
     prefetch(0);
@@ -312,42 +256,55 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
       if (chunk_start + kChunk < len) prefetch(chunk_start + kChunk);
 
       // The recurrence, token by token, for this thread's state elements. A whole chunk keeps
-      // each (channel, token)'s partial y in registers and reduces across the channel group's
-      // lanes once per kTokGroup tokens (reduce-scatter), so the sequential loop has no shuffles
-      // on its path; a partial last chunk reduces token by token. Both give the canonical tree's
-      // bits.
+      // each token's partial y in registers and reduces across the channel's lanes once at the
+      // end (reduce-scatter), so the sequential loop has no shuffles on its path; a partial last
+      // chunk reduces token by token. Both give the canonical tree's bits.
       if constexpr (!kOut) {
-        float unused[kCPT];
 #pragma unroll 4
-        for (int t = 0; t < chunk_len; ++t) step(t, std::false_type{}, unused);
+        for (int t = 0; t < chunk_len; ++t) {
+          const float dt = sm.dt[t][cl];
+          const float dtx = sm.dtx[t][cl];
+          dt_sum = __fadd_rn(dt_sum, dt);
+#pragma unroll
+          for (int s = 0; s < kSPT; ++s)
+            h[s] = SsmRecurrence(h[s], dt, a2[s], dtx, sm.b[t][n0 + s]);
+        }
       } else if (chunk_len == kChunk) {
+        // Two halves of 16 tokens, each reduced on its own: half the registers for partials.
+        // The halves stay a loop: one unrolled half of code, not two (instruction cache).
+#pragma unroll 1
+        for (int half = 0; half < kChunk; half += kChunk / 2) {
+          float ypart[kChunk / 2];
 #pragma unroll
-        for (int t0 = 0; t0 < kChunk; t0 += kTokGroup) {
-          float ypart[kCPT * kTokGroup];  // [channel j][token i]
+          for (int i = 0; i < kChunk / 2; ++i) {
+            const int t = half + i;
+            const float dt = sm.dt[t][cl];
+            const float dtx = sm.dtx[t][cl];
+            float prod[kSPT];
 #pragma unroll
-          for (int i = 0; i < kTokGroup; ++i) {
-            float sums[kCPT];
-            step(t0 + i, std::true_type{}, sums);
-#pragma unroll
-            for (int j = 0; j < kCPT; ++j) ypart[j * kTokGroup + i] = sums[j];
+            for (int s = 0; s < kSPT; ++s) {
+              h[s] = SsmRecurrence(h[s], dt, a2[s], dtx, sm.b[t][n0 + s]);
+              prod[s] = __fmul_rn(sm.c[t][n0 + s], h[s]);
+            }
+            ypart[i] = TreeSum(prod);
           }
-          const int first = LaneReduceScatter<kLanes, kCPT * kTokGroup>(ypart, lane);
+          const int first = LaneReduceScatter<kLanes, kChunk / 2>(ypart, lane);
 #pragma unroll
-          for (int q = 0; q < kCPT * kTokGroup / kLanes; ++q) {
-            const int f = first + q;
-            sm.y[t0 + f % kTokGroup][group + (f / kTokGroup) * kGroups] = ypart[q];
-          }
+          for (int i = 0; i < kChunk / 2 / kLanes; ++i) sm.y[half + first + i][cl] = ypart[i];
         }
       } else {
 #pragma unroll 2
         for (int t = 0; t < chunk_len; ++t) {
-          float sums[kCPT];
-          step(t, std::true_type{}, sums);
+          const float dt = sm.dt[t][cl];
+          const float dtx = sm.dtx[t][cl];
+          float prod[kSPT];
 #pragma unroll
-          for (int j = 0; j < kCPT; ++j) {
-            const float y = LaneTreeSum<kLanes>(sums[j]);
-            if (lane == 0) sm.y[t][cl[j]] = y;
+          for (int s = 0; s < kSPT; ++s) {
+            h[s] = SsmRecurrence(h[s], dt, a2[s], dtx, sm.b[t][n0 + s]);
+            prod[s] = __fmul_rn(sm.c[t][n0 + s], h[s]);
           }
+          const float y = LaneTreeSum<kLanes>(TreeSum(prod));
+          if (lane == 0) sm.y[t][cl] = y;
         }
       }
       __syncthreads();
@@ -385,14 +342,12 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
   if (mode == kScanLocalPass) {
     scan(std::false_type{});
     // The segment's local final state and its sum of dt, for the final pass.
-#pragma unroll
-    for (int j = 0; j < kCPT; ++j) {
-      if (!owns_state[j]) continue;
+    if (owns_state) {
 #pragma unroll
       for (int s = 0; s < kSPT; ++s) {
-        if (n0 + s < dstate) scratch_state(seg, j)[s] = h[j][s];
+        if (n0 + s < dstate) scratch_state(seg)[s] = h[s];
       }
-      if (lane == 0) p.segment_dt_sum[entry(seg) * p.dim + ec[j]] = dt_sum[j];
+      if (lane == 0) p.segment_dt_sum[entry(seg) * p.dim + ec] = dt_sum;
     }
     return;
   }
@@ -400,28 +355,26 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
   if (mode == kScanFinalPass && !last_seg) return;
 
   // The final state goes back to the slot.
-#pragma unroll
-  for (int j = 0; j < kCPT; ++j) {
-    if (!owns_state[j]) continue;
+  if (owns_state) {
     if (vec_state) {
       if constexpr (sizeof(S) == 4 && kSPT == 4) {
-        *reinterpret_cast<float4*>(state[j]) = make_float4(h[j][0], h[j][1], h[j][2], h[j][3]);
+        *reinterpret_cast<float4*>(state) = make_float4(h[0], h[1], h[2], h[3]);
       } else {
 #pragma unroll
-        for (int s = 0; s < kSPT; ++s) state[j][s] = FromFloat<S>(h[j][s]);
+        for (int s = 0; s < kSPT; ++s) state[s] = FromFloat<S>(h[s]);
       }
     } else {
 #pragma unroll
       for (int s = 0; s < kSPT; ++s) {
-        if (n0 + s < dstate) state[j][s] = FromFloat<S>(h[j][s]);
+        if (n0 + s < dstate) state[s] = FromFloat<S>(h[s]);
       }
     }
   }
 }
 
-template <typename T, typename S, int kNPad, int kSPT, int kCPT = 1>
+template <typename T, typename S, int kNPad, int kSPT>
 cudaError_t LaunchScanVariant(const SelectiveScanParams& p, cudaStream_t stream) {
-  using Traits = SelectiveScanTraits<T, S, kNPad, kSPT, kCPT>;
+  using Traits = SelectiveScanTraits<T, S, kNPad, kSPT>;
   auto aligned16 = [](const void* q) { return reinterpret_cast<uintptr_t>(q) % 16 == 0; };
   const bool vec_tiles = p.dim % 8 == 0 && p.x_row_stride % 8 == 0 && p.dt_row_stride % 8 == 0 &&
                          p.z_row_stride % 8 == 0 && p.out_row_stride % 8 == 0 && aligned16(p.x) &&
@@ -458,11 +411,8 @@ cudaError_t RunSelectiveScanState(const SelectiveScanParams& p, cudaStream_t str
         return LaunchScanVariant<T, S, 16, 1>(p, stream);
       case 8:
         return LaunchScanVariant<T, S, 16, 8>(p, stream);
-      case 16:
-        return LaunchScanVariant<T, S, 16, 16>(p, stream);
       default:
-        return p.channels_per_thread == 2 ? LaunchScanVariant<T, S, 16, 4, 2>(p, stream)
-                                          : LaunchScanVariant<T, S, 16, 4>(p, stream);
+        return LaunchScanVariant<T, S, 16, 4>(p, stream);
     }
   }
   return LaunchScanVariant<T, S, kScanMaxState, 4>(p, stream);

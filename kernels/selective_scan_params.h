@@ -13,13 +13,13 @@
 // plus B and C (shared by all channels) move.
 //
 // Tiling: a block owns one sequence and a tile of channels; each channel's dstate elements are
-// split over kLanes consecutive lanes (4 elements each, or 1 for small launches that need more
-// threads). The block walks the sequence in chunks of kScanChunk tokens: 16-byte loads of the next
-// chunk are issued into registers before the current chunk is computed (register double
-// buffering), softplus and dt*x are computed once per (token, channel) into shared memory, then
-// every lane runs its state elements sequentially over the chunk (the recurrence is exact in
-// time order, so chunking the sequence differently cannot change the result), and the gated
-// output is written with 16-byte stores. The y reduction over state elements is one canonical
+// split over kLanes consecutive lanes (4 elements each; 8 where 4 would need more than one wave
+// of blocks; 1 only when forced). The block walks the sequence in chunks of kScanChunk tokens:
+// 16-byte loads of the next chunk are issued into registers before the current chunk is computed
+// (register double buffering), softplus and dt*x are computed once per (token, channel) into shared
+// memory, then every lane runs its state elements sequentially over the chunk (the recurrence is
+// exact in time order, so chunking the sequence differently cannot change the result), and the
+// gated output is written with 16-byte stores. The y reduction over state elements is one canonical
 // pairwise tree (device_math.cuh), shared with the decode kernel, so a token gives the same bits
 // whether it is prefilled or decoded.
 #pragma once
@@ -35,20 +35,12 @@ namespace mamba::kernels {
 inline constexpr int kScanMaxState = 64;
 inline constexpr int kScanChunk = 32;
 inline constexpr int kScanThreads = 128;
-// A thread layout: `cpt` channels x `spt` state elements per thread (the cpt channels share
-// their state indices, so each B and C value read from shared memory serves cpt channels).
-// Tokens per shared-memory tile: 16 when a thread owns 16 states (128 channels per block:
-// 32-token tiles would pass the 48 KB of static shared memory), else kScanChunk.
-constexpr int ScanChunk(int spt, int cpt = 1) { return spt * cpt >= 16 ? 16 : kScanChunk; }
-// Resident blocks per SM each layout is built for (its register cap); the launcher sizes
-// time-parallel launches to one wave of these.
-constexpr int ScanBlocksPerSm(int spt, int cpt = 1) {
-  return spt * cpt >= 16 ? 3 : spt * cpt == 8 ? 4 : 5;
-}
-// Channels of one block: kScanThreads / (lanes per channel group) x cpt, lanes = padded d_state
-// / spt.
-constexpr int ScanChannelsPerBlock(int64_t dstate, int spt, int cpt = 1) {
-  return kScanThreads / ((dstate <= 16 ? 16 : kScanMaxState) / spt) * cpt;
+// Resident blocks per SM each layout (state elements per thread) is built for: its register
+// cap. The launcher sizes time-parallel launches to one wave of these.
+constexpr int ScanBlocksPerSm(int states_per_thread) { return states_per_thread == 8 ? 4 : 5; }
+// Channels of one block: kScanThreads / (lanes per channel), lanes = padded d_state / spt.
+constexpr int ScanChannelsPerBlock(int64_t dstate, int states_per_thread) {
+  return kScanThreads / ((dstate <= 16 ? 16 : kScanMaxState) / states_per_thread);
 }
 
 struct SelectiveScanParams {
@@ -76,12 +68,9 @@ struct SelectiveScanParams {
   const int32_t* __restrict__ slots = nullptr;       // [num_seqs], distinct
   void* __restrict__ state = nullptr;                // this layer's [dim][dstate] StateT at slot 0
   int64_t state_slot_stride = 0;                     // elements between consecutive slots
-  // State elements of one channel per thread: 4; or, with dstate <= 16, 1, 8 or 16 (16, 2 or 1
-  // lanes per channel); 0 lets the launcher choose (ChooseScanStatesPerThread).
+  // State elements of one channel per thread: 4; or, with dstate <= 16, 1 or 8 (16 or 2 lanes
+  // per channel); 0 lets the launcher choose (ChooseScanStatesPerThread).
   int32_t states_per_thread = 0;
-  // Channels per thread sharing those state indices: 1, or 2 with dstate <= 16 and 4 states per
-  // thread; 0 lets the launcher choose (with states_per_thread).
-  int32_t channels_per_thread = 0;
 
   // Time-parallel mode, for launches with too few channels x sequences to fill the GPU (one
   // long prompt): each sequence is cut into segments of segment_len tokens; a first pass scans

@@ -84,8 +84,7 @@ struct ScanShape {
 struct ScanResult {
   double us = 0.0;
   int states_per_thread = 0;
-  int segments = 1;  // time-parallel segments per sequence (1: sequential)
-  int channels_per_thread = 1;
+  int segments = 1;          // time-parallel segments per sequence (1: sequential)
   bool auto_layout = false;  // the launcher's own choice of layout and segments
   bool sequential = false;   // segments not allowed
 };
@@ -166,15 +165,13 @@ absl::StatusOr<std::vector<ScanResult>> TimeScan(const ScanShape& s) {
   // The launcher's own choice (time-parallel segments when the shape is too small for the GPU),
   // then each thread layout with the launcher's segments, then each sequentially.
   struct Variant {
-    int spt, cpt;
+    int spt;
     bool segments;
   };
-  const Variant variants[] = {{0, 0, true},   {4, 1, true},  {4, 2, true},  {8, 1, true},
-                              {4, 1, false},  {4, 2, false}, {8, 1, false}, {16, 1, false}};
+  const Variant variants[] = {{0, true}, {4, true}, {8, true}, {4, false}, {8, false}, {1, false}};
   for (const Variant& v : variants) {
     const int spt = v.spt;
     p.states_per_thread = spt;
-    p.channels_per_thread = v.cpt;
     p.allow_segments = v.segments;
     for (int i = 0; i < 3; ++i) {
       MAMBA_RETURN_IF_ERROR(kernels::LaunchSelectiveScan(p, kernels::KernelDType::kF16,
@@ -194,8 +191,6 @@ absl::StatusOr<std::vector<ScanResult>> TimeScan(const ScanShape& s) {
     ScanResult r;
     r.us = Median(times);
     r.states_per_thread = spt == 0 ? kernels::ChooseScanStatesPerThread(p) : spt;
-    r.channels_per_thread =
-        v.cpt == 0 ? kernels::ChooseScanChannelsPerThread(p, r.states_per_thread) : v.cpt;
     r.auto_layout = spt == 0;
     r.sequential = !v.segments;
     kernels::SelectiveScanParams chosen = p;
@@ -317,7 +312,7 @@ absl::StatusOr<std::string> RunScanKernelBench() {
   std::string json = "{\"scan\":[";
   std::printf(
       "fused selective scan (fp16, d_state 16, z gate, softplus, fp32 state from/to slots)\n");
-  std::printf("%-20s %4s %4s %4s %9s %13s %10s %9s %12s %9s\n", "d_inner x len x bat", "spt", "cpt", "seg",
+  std::printf("%-20s %4s %4s %9s %13s %10s %9s %12s %9s\n", "d_inner x len x bat", "spt", "seg",
               "us", "tok/s/layer", "GB/s", "of copy", "official us", "speedup");
   for (size_t i = 0; i < shapes.size(); ++i) {
     const ScanShape& s = shapes[i];
@@ -337,16 +332,14 @@ absl::StatusOr<std::string> RunScanKernelBench() {
           absl::StrFormat("%dx%dx%d%s", s.dim, s.length, s.batch,
                           r[k].auto_layout ? "" : (r[k].sequential ? " (seq)" : " (spt)"));
       const double speedup = s.official_us > 0 ? s.official_us / r[k].us : 0.0;
-      std::printf("%-20s %4d %4d %4d %9.1f %12.1fM %10.0f %8.1f%% %12.0f %8.2fx\n", label.c_str(),
-                  r[k].states_per_thread, r[k].channels_per_thread, r[k].segments, r[k].us, tokens / sec / 1e6,
+      std::printf("%-20s %4d %4d %9.1f %12.1fM %10.0f %8.1f%% %12.0f %8.2fx\n", label.c_str(),
+                  r[k].states_per_thread, r[k].segments, r[k].us, tokens / sec / 1e6,
                   bytes / sec / 1e9, 100.0 * bytes / sec / kCopyBandwidth, s.official_us, speedup);
       json += absl::StrFormat(
-          "%s{\"auto\":%s,\"sequential\":%s,\"states_per_thread\":%d,"
-          "\"channels_per_thread\":%d,\"segments\":%d,"
+          "%s{\"auto\":%s,\"sequential\":%s,\"states_per_thread\":%d,\"segments\":%d,"
           "\"us\":%.2f,\"tokens_per_s\":%.0f,\"gb_per_s\":%.1f,\"speedup_vs_official\":%.3f}",
           k ? "," : "", r[k].auto_layout ? "true" : "false", r[k].sequential ? "true" : "false",
-          r[k].states_per_thread, r[k].channels_per_thread, r[k].segments, r[k].us, tokens / sec,
-          bytes / sec / 1e9, speedup);
+          r[k].states_per_thread, r[k].segments, r[k].us, tokens / sec, bytes / sec / 1e9, speedup);
     }
     json += "]}";
   }

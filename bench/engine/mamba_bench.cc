@@ -42,9 +42,9 @@
 #if defined(MAMBA_HAVE_CUDA) && defined(MAMBA_BENCH_CUDA_HOOKS)
 #include "bench/engine/cuda_bench.h"
 #include "engine/cuda/cuda_model.h"
+#include "kernels/causal_conv1d.h"
 #include "kernels/decode_step.h"
 #include "kernels/dependent_launch.h"
-#include "kernels/causal_conv1d.h"
 #include "kernels/selective_scan.h"
 #include "kernels/selective_state_update.h"
 #endif
@@ -80,14 +80,11 @@ ABSL_FLAG(int64_t, state_update_rows, -1,
           "cuda: rows per block of the decode state update at large batches (0: by size, 4, 8 "
           "or 16; for A/B comparisons); -1 keeps the kernel's default (0)");
 ABSL_FLAG(int64_t, scan_states_per_thread, -1,
-          "cuda: state elements per thread of the prefill scan (0: by shape, 1, 4, 8 or 16; for "
-          "A/B comparisons); -1 keeps the kernel's default (0)");
-ABSL_FLAG(int64_t, scan_channels_per_thread, -1,
-          "cuda: channels per thread of the prefill scan (0: by shape, 1 or 2; for A/B "
+          "cuda: state elements per thread of the prefill scan (0: by shape, 1, 4 or 8; for A/B "
           "comparisons); -1 keeps the kernel's default (0)");
 ABSL_FLAG(int64_t, conv_prefill_layout, -1,
-          "cuda: thread layout of the prefill conv (0: default 4 channels x 8 tokens, 1: 8 x 8, 2: "
-          "4 x 8, 3: 4 x 16; for A/B comparisons); -1 keeps the default");
+          "cuda: thread layout of the prefill conv (0: default, 4 channels x 8 tokens per thread; "
+          "1: 8 x 8, the previous layout; for A/B comparisons); -1 keeps the default");
 ABSL_FLAG(double, bandwidth_gbps, 0.0,
           "memory bandwidth for the floor in GB/s (0: measure on "
           "cpu; 3000 for cuda)");
@@ -418,10 +415,6 @@ absl::Status Run() {
   }
   if (const int64_t layout = absl::GetFlag(FLAGS_conv_prefill_layout); layout >= 0) {
     absl::Status s = mamba::kernels::SetConvPrefillLayout(static_cast<int>(layout));
-    if (!s.ok()) return s;
-  }
-  if (const int64_t cpt = absl::GetFlag(FLAGS_scan_channels_per_thread); cpt >= 0) {
-    absl::Status s = mamba::kernels::SetScanChannelsPerThread(static_cast<int>(cpt));
     if (!s.ok()) return s;
   }
   if (const int64_t spt = absl::GetFlag(FLAGS_scan_states_per_thread); spt >= 0) {

@@ -360,8 +360,7 @@ TEST(CudaConvTest, PrefillLayoutsAgreeBitwise) {
       std::vector<float> out8, state8;
       RunConv(p, /*decode=*/false, &out8, &state8, kernels::ConvPrefillLayout::k8x8);
       for (kernels::ConvPrefillLayout layout :
-           {kernels::ConvPrefillLayout::kDefault, kernels::ConvPrefillLayout::k4x8,
-            kernels::ConvPrefillLayout::k4x16}) {
+           {kernels::ConvPrefillLayout::kDefault, kernels::ConvPrefillLayout::k4x8}) {
         SCOPED_TRACE(absl::StrCat("layout ", static_cast<int>(layout)));
         std::vector<float> out, state;
         RunConv(p, /*decode=*/false, &out, &state, layout);
@@ -370,7 +369,7 @@ TEST(CudaConvTest, PrefillLayoutsAgreeBitwise) {
       }
     }
   }
-  EXPECT_EQ(kernels::SetConvPrefillLayout(4).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(kernels::SetConvPrefillLayout(3).code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(kernels::SetConvPrefillLayout(-1).code(), absl::StatusCode::kInvalidArgument);
 }
 
@@ -542,7 +541,7 @@ struct SsmDevice {
   }
   std::vector<float> Out() { return HalfToFloats(out.Download(), p.act); }
 
-  kernels::SelectiveScanParams Scan(int spt, int cpt = 0) {
+  kernels::SelectiveScanParams Scan(int spt) {
     kernels::SelectiveScanParams s;
     s.num_seqs = static_cast<int64_t>(p.lengths.size());
     s.total_tokens = p.tokens;
@@ -569,7 +568,6 @@ struct SsmDevice {
     s.state = state();
     s.state_slot_stride = p.dim * p.dstate;
     s.states_per_thread = spt;
-    s.channels_per_thread = cpt;
     return s;
   }
 
@@ -619,17 +617,14 @@ TEST(CudaSelectiveScanTest, MatchesReference) {
     bool z_bias;
     KernelDType state;
     int spt;
-    int cpt = 0;
   };
   const std::vector<Case> cases = {
       // chunk boundaries (32), length 1, a varlen batch
       {64, 16, 8, {1, 31, 32, 33, 64, 65, 100}, false, KernelDType::kF32, 4},
       {64, 16, 8, {1, 31, 32, 33, 64, 65, 100}, true, KernelDType::kF32, 1},
       {64, 16, 8, {1, 15, 16, 17, 31, 33, 100}, true, KernelDType::kF32, 8},
-      {200, 16, 8, {1, 15, 16, 17, 31, 33, 100}, false, KernelDType::kF32, 16},  // 16-token chunks
-      {96, 8, 6, {17, 1}, false, KernelDType::kBF16, 16},
-      {200, 16, 8, {1, 7, 8, 9, 31, 33, 100}, true, KernelDType::kF32, 4, 2},  // 2 channels
-      {40, 16, 5, {3, 70}, false, KernelDType::kBF16, 4, 2},
+      {200, 16, 8, {1, 15, 16, 17, 31, 33, 100}, false, KernelDType::kF32, 8},  // tile tails
+      {96, 8, 6, {17, 1}, false, KernelDType::kBF16, 8},
       {40, 16, 5, {3, 70}, true, KernelDType::kF32, 0},   // channel tails, unaligned B/C
       {96, 8, 6, {17, 1}, false, KernelDType::kF32, 0},   // d_state below 16
       {48, 32, 8, {45, 2}, false, KernelDType::kF32, 0},  // d_state 32 (padded to 64)
@@ -640,8 +635,7 @@ TEST(CudaSelectiveScanTest, MatchesReference) {
   for (KernelDType act : kActs) {
     for (const Case& c : cases) {
       SCOPED_TRACE(absl::StrCat(KernelDTypeName(act), " dim ", c.dim, " dstate ", c.dstate,
-                                " state ", KernelDTypeName(c.state), " spt ", c.spt, " cpt ",
-                                c.cpt));
+                                " state ", KernelDTypeName(c.state), " spt ", c.spt));
       SsmProblem p;
       p.act = act;
       p.state_dtype = c.state;
@@ -654,8 +648,7 @@ TEST(CudaSelectiveScanTest, MatchesReference) {
       std::vector<double> ref_out, ref_state;
       p.Reference(/*low_rank=*/false, &ref_out, &ref_state);
       SsmDevice dev(p);
-      absl::Status s =
-          kernels::LaunchSelectiveScan(dev.Scan(c.spt, c.cpt), act, c.state, nullptr);
+      absl::Status s = kernels::LaunchSelectiveScan(dev.Scan(c.spt), act, c.state, nullptr);
       ASSERT_TRUE(s.ok()) << s;
       Sync();
       const std::vector<float> out = dev.Out();
@@ -682,11 +675,10 @@ TEST(CudaSelectiveScanTest, ChunkedEqualsWholeAndLayoutsAgreeBitwise) {
     p.Make(rng);
     SsmDevice whole(p);
     ASSERT_TRUE(kernels::LaunchSelectiveScan(whole.Scan(4), act, p.state_dtype, nullptr).ok());
-    for (auto [spt, cpt] : {std::pair{1, 1}, {8, 1}, {16, 1}, {4, 2}}) {
-      SCOPED_TRACE(absl::StrCat("states per thread ", spt, ", channels per thread ", cpt));
+    for (int spt : {1, 8}) {
+      SCOPED_TRACE(absl::StrCat("states per thread ", spt));
       SsmDevice other(p);
-      ASSERT_TRUE(
-          kernels::LaunchSelectiveScan(other.Scan(spt, cpt), act, p.state_dtype, nullptr).ok());
+      ASSERT_TRUE(kernels::LaunchSelectiveScan(other.Scan(spt), act, p.state_dtype, nullptr).ok());
       Sync();
       EXPECT_TRUE(BitEqual(whole.Out(), other.Out()));
       EXPECT_TRUE(BitEqual(whole.State(), other.State()));
@@ -722,17 +714,13 @@ TEST(CudaSelectiveScanTest, ChunkedEqualsWholeAndLayoutsAgreeBitwise) {
   wide.lengths = {5};
   wide.Make(rng);
   SsmDevice dev(wide);
-  for (int spt : {8, 16, 3}) {
-    EXPECT_EQ(kernels::LaunchSelectiveScan(dev.Scan(spt), wide.act, wide.state_dtype, nullptr)
-                  .code(),
-              absl::StatusCode::kInvalidArgument)
+  for (int spt : {8, 1, 3}) {
+    EXPECT_EQ(
+        kernels::LaunchSelectiveScan(dev.Scan(spt), wide.act, wide.state_dtype, nullptr).code(),
+        absl::StatusCode::kInvalidArgument)
         << spt;
   }
-  EXPECT_EQ(kernels::LaunchSelectiveScan(dev.Scan(4, 2), wide.act, wide.state_dtype, nullptr)
-                .code(),
-            absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(kernels::SetScanStatesPerThread(3).code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(kernels::SetScanChannelsPerThread(3).code(), absl::StatusCode::kInvalidArgument);
 }
 
 // Few long sequences: the launcher scans segments in parallel (two passes); results stay within
@@ -745,10 +733,10 @@ TEST(CudaSelectiveScanTest, SegmentedScanMatchesReference) {
   for (KernelDType act : kActs) {
     for (const std::vector<int>& lengths :
          {std::vector<int>{1000}, std::vector<int>{700, 5, 333}, std::vector<int>{900, 17}}) {
-      // The last case with 2 channels per thread (segment scratch per channel of a thread).
-      const int cpt = lengths.size() == 2 ? 2 : 0;
-      SCOPED_TRACE(absl::StrCat(KernelDTypeName(act), " ", lengths.size(), " sequences, cpt ",
-                                cpt));
+      // The last case with 8 states per thread (forced; the launcher picks 4 for segments).
+      const int spt = lengths.size() == 2 ? 8 : 0;
+      SCOPED_TRACE(
+          absl::StrCat(KernelDTypeName(act), " ", lengths.size(), " sequences, spt ", spt));
       SsmProblem p;
       p.act = act;
       p.dim = 72;  // a partial channel tile too
@@ -760,7 +748,7 @@ TEST(CudaSelectiveScanTest, SegmentedScanMatchesReference) {
       SsmDevice dev(p);
       const int64_t capacity = 64;
       DeviceArray<float> seg_state(capacity * p.dim * p.dstate), seg_dt(capacity * p.dim);
-      kernels::SelectiveScanParams s = dev.Scan(cpt == 2 ? 4 : 0, cpt);
+      kernels::SelectiveScanParams s = dev.Scan(spt);
       s.allow_segments = true;
       s.max_seqlen = *std::max_element(lengths.begin(), lengths.end());
       s.segment_state = seg_state.get();
