@@ -1,7 +1,6 @@
 #include "server/mamba_server.h"
 
 #include <algorithm>
-#include <thread>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -24,10 +23,13 @@ constexpr absl::Duration kCancelGrace = absl::Seconds(5);
 // Unary calls waiting on the engine get this long at shutdown.
 constexpr absl::Duration kEngineCallGrace = absl::Seconds(5);
 
-int DefaultStreamThreads() {
-  const int cores = static_cast<int>(std::thread::hardware_concurrency());
-  return std::clamp(cores / 4, 1, 8);
-}
+// One thread: its work per ready stream is a read, a protobuf encode and StartWrite (gRPC's own
+// threads do the socket work), and each stream coalesces what arrives while its write is in
+// flight. More threads only added contention with the scheduler thread: on the H100 host, 256
+// streams of synthetic:130m on 8 server cores delivered 157-159k tok/s with 4 threads (the old
+// default on 16 cores), 162-163k with 2 and 168-171k with 1 (bench/RESULTS.md, issue 9's sixth
+// pass).
+int DefaultStreamThreads() { return 1; }
 
 int ToMillis(absl::Duration d) {
   return static_cast<int>(std::min<int64_t>(absl::ToInt64Milliseconds(d), INT32_MAX));

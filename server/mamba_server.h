@@ -51,7 +51,7 @@ struct ServerOptions {
   // Largest request accepted. ImportSession carries a whole state (2.8b in f32: about 25 MB),
   // so the default leaves room for it.
   int32_t max_receive_message_bytes = 64 << 20;
-  // Threads that send engine output to clients (0: a quarter of the cores, 1 to 8).
+  // Threads that send engine output to clients (0: the default, one).
   int32_t stream_threads = 0;
   // Default sampling seeds derived from engine.seed instead of random ones.
   bool deterministic_seeds = false;
