@@ -1,7 +1,8 @@
 // Moves "output is ready" notifications off the engine's scheduler thread. The engine calls a
 // stream's on_ready from the thread that steps the model; building and sending a response there
 // (protobuf encoding, a gRPC write that may reach the socket) would make every running stream
-// wait. So on_ready only queues the stream here, and a few dispatcher threads do the work.
+// wait. So on_ready only queues the stream here, and dispatcher threads (one by default: see
+// DefaultStreamThreads) do the work.
 //
 // Thread-safety: Post may be called from any thread; targets run on dispatcher threads, one at a
 // time per Post (a target posted twice may run twice, possibly concurrently).
