@@ -37,16 +37,17 @@ int ChooseScanStatesPerThread(const SelectiveScanParams& p) {
   const int forced = scan_states_per_thread.load(std::memory_order_relaxed);
   if (forced != 0 && ValidStatesPerThread(forced, p.dstate)) return forced;
   // Measured on an H100 (bench/RESULTS.md, issue 9's sixth pass): 8 states per thread issue
-  // fewer instructions and shared-memory loads per element than 4 (1536 x 2048 x 16: 548 vs
-  // 612 us; 4096 x 2048 x 8: 671 vs 706), but launch half the threads, so they win only where 4
-  // per thread fill more than one wave of resident blocks (5120 x 2048 x 4, 0.97 waves with 4:
-  // 549 vs 461 us). One state per thread doubles the instructions per element and lost
-  // everywhere. Launches that fill less than half a wave get time segments instead
-  // (ChooseScanSegments), with 4 per thread.
+  // fewer instructions and shared-memory loads per element than 4, but launch half the threads
+  // with twice the registers (4 blocks per SM against 6), so they win only where their blocks
+  // still fill most of a wave: 1536 x 2048 x 16 (0.73 of a wave with 8) 512 vs 525-531 us with
+  // 4, 4096 x 2048 x 8 (0.97) 612 vs 677-684; 5120 x 2048 x 4 (0.61) 510 vs 448 with 4. One
+  // state per thread doubles the instructions per element and lost everywhere. Launches that
+  // fill less than half a wave get time segments instead (ChooseScanSegments), with 4 per
+  // thread.
   if (p.dstate <= 16) {
-    const int64_t blocks4 = (p.dim + ScanChannelsPerBlock(p.dstate, 4) - 1) /
-                            ScanChannelsPerBlock(p.dstate, 4) * p.num_seqs;
-    if (blocks4 > int64_t{ScanBlocksPerSm(4)} * CurrentDeviceSmCount()) return 8;
+    const int64_t per_block = ScanChannelsPerBlock(p.dstate, 8);
+    const int64_t blocks8 = (p.dim + per_block - 1) / per_block * p.num_seqs;
+    if (3 * blocks8 >= 2 * int64_t{ScanBlocksPerSm(8)} * CurrentDeviceSmCount()) return 8;
   }
   return 4;
 }

@@ -17,8 +17,8 @@ absl::Status LaunchSelectiveScan(const SelectiveScanParams& params, KernelDType 
                                  KernelDType state_dtype, cudaStream_t stream);
 
 // The states_per_thread the launcher picks for `params`: the process-wide override when one is
-// set and exists for params.dstate; else 8 when d_state <= 16 and 4 per thread would need more
-// than one wave of resident blocks on the current device; else 4.
+// set and exists for params.dstate; else 8 when d_state <= 16 and 8 per thread fill at least
+// two thirds of a wave of their resident blocks on the current device; else 4.
 int ChooseScanStatesPerThread(const SelectiveScanParams& params);
 
 // Process-wide layout override for launches with states_per_thread 0 (benchmarks and A/B runs):

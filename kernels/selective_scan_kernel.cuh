@@ -28,13 +28,23 @@ struct SelectiveScanTraits {
   static_assert(kThreads % (kChannels / 8) == 0, "a thread's tile columns must not move");
   static constexpr int kBcVecs = kChunk * kNPad / 8;  // 16-byte vectors per B or C tile
   static constexpr int kBcVecsPerThread = (kBcVecs + kThreads - 1) / kThreads;
+  // The next chunk's raw tiles arrive by cp.async in shared memory (x and z double-buffered: the
+  // current chunk's output phase still reads them) instead of registers, which frees the
+  // registers for more resident blocks (ScanBlocksPerSm). With 8 or 16 states per thread the
+  // tiles would pass the 48 KB of static shared memory, so those layouts keep registers.
+  static constexpr bool kAsyncStage = kSPT <= 4;
+  static constexpr int kXzStages = kAsyncStage ? 2 : 1;
+  static constexpr int kRawRows = kAsyncStage ? kChunk : 1;
 
   // Rows of the fp32 tiles are padded: threads write a row's 8 consecutive channels while the
   // warp spans 8 rows, which without padding puts 8 threads on every bank. B and C keep 16-byte
   // row alignment for the scan loop's vector reads.
   struct alignas(16) SharedStorage {
-    T x[kChunk][kChannels];
-    T z[kChunk][kChannels];
+    T x[kXzStages][kChunk][kChannels];
+    T z[kXzStages][kChunk][kChannels];
+    T dt_raw[kRawRows][kChannels];  // dt_proj output, before softplus (cp.async staging)
+    T b_raw[kRawRows][kNPad];
+    T c_raw[kRawRows][kNPad];
     float dt[kChunk][kChannels + 1];   // softplus(dt + bias)
     float dtx[kChunk][kChannels + 1];  // dt * x
     float b[kChunk][kNPad + 4];
@@ -57,6 +67,14 @@ __device__ __forceinline__ uint4 LoadVec8(const T* p, int valid, bool vec) {
   uint4 u;
   memcpy(&u, &v, sizeof u);
   return u;
+}
+
+// 16 bytes from global to shared memory without registers; src_bytes < 16 zero-fills the rest
+// (0: nothing is read, `src` must still be a valid address).
+__device__ __forceinline__ void CopyAsync16Fill(void* smem, const void* src, int src_bytes) {
+  const unsigned int dst = static_cast<unsigned int>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(dst), "l"(src), "r"(src_bytes)
+               : "memory");
 }
 
 template <typename T>
@@ -185,49 +203,103 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
   const T* c_base = static_cast<const T*>(p.c) + start * p.c_row_stride;
   T* out_base = static_cast<T*>(p.out) + start * p.out_row_stride + e0 + col8;
 
-  uint4 rx[Traits::kTileVecsPerThread], rdt[Traits::kTileVecsPerThread],
-      rz[Traits::kTileVecsPerThread];
-  uint4 rb[Traits::kBcVecsPerThread], rc[Traits::kBcVecsPerThread];
+  constexpr bool kAsync = Traits::kAsyncStage;
+  constexpr int kRegVecs = kAsync ? 1 : Traits::kTileVecsPerThread;
+  constexpr int kRegBcVecs = kAsync ? 1 : Traits::kBcVecsPerThread;
+  uint4 rx[kRegVecs], rdt[kRegVecs], rz[kRegVecs];
+  uint4 rb[kRegBcVecs], rc[kRegBcVecs];
 
-  auto prefetch = [&](int64_t chunk_start) {
+  // Requests the chunk at chunk_start: into registers, or (kAsync) into the shared staging tiles
+  // (x and z into buffer `stage`), by cp.async where 16-byte aligned, else by plain loads.
+  auto prefetch = [&](int64_t chunk_start, int stage) {
 #pragma unroll
     for (int k = 0; k < Traits::kTileVecsPerThread; ++k) {
       const int v = tid + k * Traits::kThreads;
-      const int64_t t = chunk_start + v / kVecsPerRow;
+      const int row = v / kVecsPerRow;
+      const int64_t t = chunk_start + row;
       const int valid = (v < Traits::kTileVecs && t < len) ? valid_cols : 0;
-      rx[k] = LoadVec8(x_base + t * p.x_row_stride, valid, vec_tiles);
-      rdt[k] = LoadVec8(dt_base + t * p.dt_row_stride, valid, vec_tiles);
-      rz[k] = LoadVec8(z_base + t * p.z_row_stride, valid, vec_tiles);
+      if constexpr (kAsync) {
+        if (v >= Traits::kTileVecs) continue;
+        T* dx = &sm.x[stage][row][col8];
+        T* dz = &sm.z[stage][row][col8];
+        T* dd = &sm.dt_raw[row][col8];
+        if (vec_tiles) {
+          const int bytes = valid == 8 ? 16 : 0;
+          const int64_t tt = bytes ? t : 0;
+          CopyAsync16Fill(dx, x_base + tt * p.x_row_stride, bytes);
+          CopyAsync16Fill(dd, dt_base + tt * p.dt_row_stride, bytes);
+          CopyAsync16Fill(dz, z_base + tt * p.z_row_stride, bytes);
+        } else {
+          *reinterpret_cast<uint4*>(dx) = LoadVec8(x_base + t * p.x_row_stride, valid, false);
+          *reinterpret_cast<uint4*>(dd) = LoadVec8(dt_base + t * p.dt_row_stride, valid, false);
+          *reinterpret_cast<uint4*>(dz) = LoadVec8(z_base + t * p.z_row_stride, valid, false);
+        }
+      } else {
+        rx[k] = LoadVec8(x_base + t * p.x_row_stride, valid, vec_tiles);
+        rdt[k] = LoadVec8(dt_base + t * p.dt_row_stride, valid, vec_tiles);
+        rz[k] = LoadVec8(z_base + t * p.z_row_stride, valid, vec_tiles);
+      }
     }
 #pragma unroll
     for (int k = 0; k < Traits::kBcVecsPerThread; ++k) {
       const int v = tid + k * Traits::kThreads;
-      const int64_t t = chunk_start + v / kBcVecsPerRow;
+      const int row = v / kBcVecsPerRow;
+      const int64_t t = chunk_start + row;
       const int n = (v % kBcVecsPerRow) * 8;
       const int valid =
           (v < Traits::kBcVecs && t < len) ? static_cast<int>(MaxI64(0, MinI64(8, dstate - n))) : 0;
-      rb[k] = LoadVec8(b_base + t * p.b_row_stride + n, valid, vec_bc);
-      rc[k] = LoadVec8(c_base + t * p.c_row_stride + n, valid, vec_bc);
+      if constexpr (kAsync) {
+        if (v >= Traits::kBcVecs) continue;
+        T* db = &sm.b_raw[row][n];
+        T* dc = &sm.c_raw[row][n];
+        if (vec_bc) {
+          const int bytes = valid == 8 ? 16 : 0;
+          const int64_t tt = bytes ? t : 0;
+          CopyAsync16Fill(db, b_base + tt * p.b_row_stride + (bytes ? n : 0), bytes);
+          CopyAsync16Fill(dc, c_base + tt * p.c_row_stride + (bytes ? n : 0), bytes);
+        } else {
+          *reinterpret_cast<uint4*>(db) = LoadVec8(b_base + t * p.b_row_stride + n, valid, false);
+          *reinterpret_cast<uint4*>(dc) = LoadVec8(c_base + t * p.c_row_stride + n, valid, false);
+        }
+      } else {
+        rb[k] = LoadVec8(b_base + t * p.b_row_stride + n, valid, vec_bc);
+        rc[k] = LoadVec8(c_base + t * p.c_row_stride + n, valid, vec_bc);
+      }
     }
+    if constexpr (kAsync) asm volatile("cp.async.commit_group;" ::: "memory");
   };
 
   float dt_sum = 0.0f;  // the local pass's sum of dt over the segment
   auto scan = [&](auto with_output) {
     constexpr bool kOut = decltype(with_output)::value;
-    prefetch(0);
-    for (int64_t chunk_start = 0; chunk_start < len; chunk_start += kChunk) {
+    prefetch(0, 0);
+    int stage = 0;
+    for (int64_t chunk_start = 0; chunk_start < len; chunk_start += kChunk, stage ^= kAsync) {
       const int chunk_len = static_cast<int>(MinI64(kChunk, len - chunk_start));
-      // Registers -> shared memory, computing softplus and dt * x once per (token, channel).
+      if constexpr (kAsync) {
+        asm volatile("cp.async.wait_all;" ::: "memory");
+        __syncthreads();  // every thread's copies are visible
+      }
+      // Registers or staging tiles -> shared memory, computing softplus and dt * x once per
+      // (token, channel).
 #pragma unroll
       for (int k = 0; k < Traits::kTileVecsPerThread; ++k) {
         const int v = tid + k * Traits::kThreads;
         if (v < Traits::kTileVecs) {
           const int row = v / kVecsPerRow;
-          *reinterpret_cast<uint4*>(&sm.x[row][col8]) = rx[k];
-          *reinterpret_cast<uint4*>(&sm.z[row][col8]) = rz[k];
+          uint4 ux, ud;
+          if constexpr (kAsync) {
+            ux = *reinterpret_cast<const uint4*>(&sm.x[stage][row][col8]);
+            ud = *reinterpret_cast<const uint4*>(&sm.dt_raw[row][col8]);
+          } else {
+            ux = rx[k];
+            ud = rdt[k];
+            *reinterpret_cast<uint4*>(&sm.x[0][row][col8]) = rx[k];
+            *reinterpret_cast<uint4*>(&sm.z[0][row][col8]) = rz[k];
+          }
           float xv[8], dv[8];
-          UnpackVec8<T>(rx[k], xv);
-          UnpackVec8<T>(rdt[k], dv);
+          UnpackVec8<T>(ux, xv);
+          UnpackVec8<T>(ud, dv);
 #pragma unroll
           for (int i = 0; i < 8; ++i) {
             const float dt = DeltaFromRaw(dv[i], sm.dt_bias[col8 + i]);
@@ -243,8 +315,13 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
           const int row = v / kBcVecsPerRow;
           const int n = (v % kBcVecsPerRow) * 8;
           float bv[8], cv[8];
-          UnpackVec8<T>(rb[k], bv);
-          UnpackVec8<T>(rc[k], cv);
+          if constexpr (kAsync) {
+            UnpackVec8<T>(*reinterpret_cast<const uint4*>(&sm.b_raw[row][n]), bv);
+            UnpackVec8<T>(*reinterpret_cast<const uint4*>(&sm.c_raw[row][n]), cv);
+          } else {
+            UnpackVec8<T>(rb[k], bv);
+            UnpackVec8<T>(rc[k], cv);
+          }
 #pragma unroll
           for (int i = 0; i < 8; ++i) {
             sm.b[row][n + i] = bv[i];
@@ -253,7 +330,9 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
         }
       }
       __syncthreads();
-      if (chunk_start + kChunk < len) prefetch(chunk_start + kChunk);
+      // The staging tiles read above and the other x/z buffer (read by the previous chunk's
+      // output phase, before the barrier above) are free for the next chunk.
+      if (chunk_start + kChunk < len) prefetch(chunk_start + kChunk, stage ^ kAsync);
 
       // The recurrence, token by token, for this thread's state elements. A whole chunk keeps
       // each token's partial y in registers and reduces across the channel's lanes once at the
@@ -317,8 +396,8 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
           const int row = v / kVecsPerRow;
           if (v < Traits::kTileVecs && row < chunk_len) {
             float xv[8], zv[8], o[8];
-            UnpackVec8<T>(*reinterpret_cast<const uint4*>(&sm.x[row][col8]), xv);
-            UnpackVec8<T>(*reinterpret_cast<const uint4*>(&sm.z[row][col8]), zv);
+            UnpackVec8<T>(*reinterpret_cast<const uint4*>(&sm.x[stage][row][col8]), xv);
+            UnpackVec8<T>(*reinterpret_cast<const uint4*>(&sm.z[stage][row][col8]), zv);
 #pragma unroll
             for (int i = 0; i < 8; ++i) {
               const float zi = p.z_bias != nullptr ? __fadd_rn(zv[i], sm.z_bias[col8 + i]) : zv[i];

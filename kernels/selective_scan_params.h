@@ -13,15 +13,15 @@
 // plus B and C (shared by all channels) move.
 //
 // Tiling: a block owns one sequence and a tile of channels; each channel's dstate elements are
-// split over kLanes consecutive lanes (4 elements each; 8 where 4 would need more than one wave
-// of blocks; 1 only when forced). The block walks the sequence in chunks of kScanChunk tokens:
-// 16-byte loads of the next chunk are issued into registers before the current chunk is computed
-// (register double buffering), softplus and dt*x are computed once per (token, channel) into shared
-// memory, then every lane runs its state elements sequentially over the chunk (the recurrence is
-// exact in time order, so chunking the sequence differently cannot change the result), and the
-// gated output is written with 16-byte stores. The y reduction over state elements is one canonical
-// pairwise tree (device_math.cuh), shared with the decode kernel, so a token gives the same bits
-// whether it is prefilled or decoded.
+// split over kLanes consecutive lanes (4 elements each; 8 where 8 per thread still fill most of a
+// wave of blocks; 1 only when forced). The block walks the sequence in chunks of kScanChunk tokens:
+// the next chunk's tiles are requested before the current chunk is computed (cp.async into shared
+// memory with 4 or fewer states per thread, 16-byte loads into registers with 8), softplus and
+// dt*x are computed once per (token, channel) into shared memory, then every lane runs its state
+// elements sequentially over the chunk (the recurrence is exact in time order, so chunking the
+// sequence differently cannot change the result), and the gated output is written with 16-byte
+// stores. The y reduction over state elements is one canonical pairwise tree (device_math.cuh),
+// shared with the decode kernel, so a token gives the same bits whether it is prefilled or decoded.
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -36,8 +36,9 @@ inline constexpr int kScanMaxState = 64;
 inline constexpr int kScanChunk = 32;
 inline constexpr int kScanThreads = 128;
 // Resident blocks per SM each layout (state elements per thread) is built for: its register
-// cap. The launcher sizes time-parallel launches to one wave of these.
-constexpr int ScanBlocksPerSm(int states_per_thread) { return states_per_thread == 8 ? 4 : 5; }
+// cap (80 registers for 4 states, whose next chunk waits in shared memory rather than registers;
+// 128 for 8). The launcher sizes time-parallel launches to one wave of these.
+constexpr int ScanBlocksPerSm(int states_per_thread) { return states_per_thread == 8 ? 4 : 6; }
 // Channels of one block: kScanThreads / (lanes per channel), lanes = padded d_state / spt.
 constexpr int ScanChannelsPerBlock(int64_t dstate, int states_per_thread) {
   return kScanThreads / ((dstate <= 16 ? 16 : kScanMaxState) / states_per_thread);
