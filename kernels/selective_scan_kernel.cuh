@@ -225,10 +225,14 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
         T* dd = &sm.dt_raw[row][col8];
         if (vec_tiles) {
           const int bytes = valid == 8 ? 16 : 0;
-          const int64_t tt = bytes ? t : 0;
-          CopyAsync16Fill(dx, x_base + tt * p.x_row_stride, bytes);
-          CopyAsync16Fill(dd, dt_base + tt * p.dt_row_stride, bytes);
-          CopyAsync16Fill(dz, z_base + tt * p.z_row_stride, bytes);
+          // A zero-byte copy reads nothing, but its address stays a valid one: the tensors'
+          // first elements (a tail tile's columns may lie past the last row).
+          CopyAsync16Fill(dx, bytes ? x_base + t * p.x_row_stride : static_cast<const T*>(p.x),
+                          bytes);
+          CopyAsync16Fill(dd, bytes ? dt_base + t * p.dt_row_stride : static_cast<const T*>(p.dt),
+                          bytes);
+          CopyAsync16Fill(dz, bytes ? z_base + t * p.z_row_stride : static_cast<const T*>(p.z),
+                          bytes);
         } else {
           *reinterpret_cast<uint4*>(dx) = LoadVec8(x_base + t * p.x_row_stride, valid, false);
           *reinterpret_cast<uint4*>(dd) = LoadVec8(dt_base + t * p.dt_row_stride, valid, false);
@@ -254,9 +258,10 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
         T* dc = &sm.c_raw[row][n];
         if (vec_bc) {
           const int bytes = valid == 8 ? 16 : 0;
-          const int64_t tt = bytes ? t : 0;
-          CopyAsync16Fill(db, b_base + tt * p.b_row_stride + (bytes ? n : 0), bytes);
-          CopyAsync16Fill(dc, c_base + tt * p.c_row_stride + (bytes ? n : 0), bytes);
+          CopyAsync16Fill(db, bytes ? b_base + t * p.b_row_stride + n : static_cast<const T*>(p.b),
+                          bytes);
+          CopyAsync16Fill(dc, bytes ? c_base + t * p.c_row_stride + n : static_cast<const T*>(p.c),
+                          bytes);
         } else {
           *reinterpret_cast<uint4*>(db) = LoadVec8(b_base + t * p.b_row_stride + n, valid, false);
           *reinterpret_cast<uint4*>(dc) = LoadVec8(c_base + t * p.c_row_stride + n, valid, false);
