@@ -13,6 +13,12 @@ constexpr int64_t kConvPrefillMaxTokens = int64_t{65535} * 8;
 
 std::atomic<int32_t> conv_prefill_layout{static_cast<int32_t>(ConvPrefillLayout::kDefault)};
 
+bool ValidConvPrefillLayout(int layout) {
+  return layout >= 0 && layout <= static_cast<int>(ConvPrefillLayout::k4x8);
+}
+constexpr char kConvLayoutsAllowed[] =
+    "allowed: 0 (default, 4 x 8), 1 (8 channels x 8 tokens per thread), 2 (4 x 8)";
+
 absl::Status CheckCommon(const CausalConv1dParams& p, KernelDType act, KernelDType state) {
   if (p.dim <= 0 || p.num_seqs < 0 || p.total_tokens < 0) {
     return absl::InvalidArgumentError(absl::StrCat("causal_conv1d: dim ", p.dim, ", num_seqs ",
@@ -64,10 +70,9 @@ absl::Status LaunchCausalConv1dPrefill(const CausalConv1dParams& p, KernelDType 
         absl::StrCat("causal_conv1d prefill: at most 65535 sequences and ", kConvPrefillMaxTokens,
                      " tokens per launch (got ", p.num_seqs, ", ", p.total_tokens, ")"));
   }
-  const int32_t layout = static_cast<int32_t>(p.prefill_layout);
-  if (layout < 0 || layout > static_cast<int32_t>(ConvPrefillLayout::k4x8)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("causal_conv1d prefill: layout ", layout, " unsupported; allowed: 0..2"));
+  if (const int layout = static_cast<int>(p.prefill_layout); !ValidConvPrefillLayout(layout)) {
+    return absl::InvalidArgumentError(absl::StrCat("causal_conv1d prefill: layout ", layout,
+                                                   " unsupported; ", kConvLayoutsAllowed));
   }
   CausalConv1dParams q = p;
   if (q.prefill_layout == ConvPrefillLayout::kDefault) {
@@ -96,11 +101,9 @@ absl::Status LaunchCausalConv1dDecode(const CausalConv1dParams& p, KernelDType a
 }
 
 absl::Status SetConvPrefillLayout(int layout) {
-  if (layout < 0 || layout > static_cast<int>(ConvPrefillLayout::k4x8)) {
+  if (!ValidConvPrefillLayout(layout)) {
     return absl::InvalidArgumentError(
-        absl::StrCat("conv prefill layout ", layout,
-                     " unsupported; allowed: 0 (default, 4 x 8), 1 (8 channels x 8 tokens per "
-                     "thread), 2 (4 x 8)"));
+        absl::StrCat("conv prefill layout ", layout, " unsupported; ", kConvLayoutsAllowed));
   }
   conv_prefill_layout.store(layout, std::memory_order_relaxed);
   return absl::OkStatus();

@@ -1,8 +1,6 @@
 // Causal conv1d kernel bodies (see causal_conv1d_params.h). Included by the per-dtype files.
 #pragma once
 
-#include <cstring>
-
 #include "kernels/causal_conv1d_params.h"
 #include "kernels/conv_decode.cuh"
 #include "kernels/dependent_launch.cuh"
@@ -20,14 +18,9 @@ __device__ __forceinline__ float ConvInput(const CausalConv1dParams& p, int64_t 
   return p.x_bias != nullptr ? __fadd_rn(v, p.x_bias[e]) : v;
 }
 
-// kCh consecutive channels of 2-byte elements: one 8- or 16-byte access.
+// A thread's kCh channels of one token (one 8- or 16-byte access), widened, plus the x bias.
 template <typename T, int kCh>
-struct alignas(sizeof(T) * kCh) ConvVec {
-  T v[kCh];
-};
-
-template <typename T, int kCh>
-__device__ __forceinline__ void UnpackConvVec(const ConvVec<T, kCh>& u, const float (&x_bias)[kCh],
+__device__ __forceinline__ void UnpackConvVec(const VecN<T, kCh>& u, const float (&x_bias)[kCh],
                                               bool has_bias, float (&v)[kCh]) {
 #pragma unroll
   for (int c = 0; c < kCh; ++c) {
@@ -114,12 +107,12 @@ __global__ void __launch_bounds__(kConvThreads)
     if (t0 - (kConvTaps - 1) >= start && t_end <= end) {
       constexpr int kInputs = kTok + kConvTaps - 1;
       const T* xb = static_cast<const T*>(p.x) + e0;
-      ConvVec<T, kCh> raw[kInputs];
+      VecN<T, kCh> raw[kInputs];
 #pragma unroll
       for (int j = 0; j < kInputs; ++j) {
         const int64_t t = t0 - (kConvTaps - 1) + j;
         if (t < t_end) {
-          raw[j] = *reinterpret_cast<const ConvVec<T, kCh>*>(xb + t * p.x_row_stride);
+          raw[j] = *reinterpret_cast<const VecN<T, kCh>*>(xb + t * p.x_row_stride);
         } else {
 #pragma unroll
           for (int c = 0; c < kCh; ++c) raw[j].v[c] = FromFloat<T>(0.0f);
@@ -145,14 +138,13 @@ __global__ void __launch_bounds__(kConvThreads)
           for (int c = 0; c < kCh; ++c) win[k][c] = win[k + 1][c];
         }
         UnpackConvVec(raw[j + kConvTaps - 1], x_bias, has_x_bias, win[kConvTaps - 1]);
-        ConvVec<T, kCh> out;
+        float out[kCh];
 #pragma unroll
         for (int c = 0; c < kCh; ++c) {
           const float in[kConvTaps] = {win[0][c], win[1][c], win[2][c], win[3][c]};
-          out.v[c] = FromFloat<T>(Silu(ConvAccumulate(bias[c], w[c], in)));
+          out[c] = Silu(ConvAccumulate(bias[c], w[c], in));
         }
-        *reinterpret_cast<ConvVec<T, kCh>*>(static_cast<T*>(p.out) + (t0 + j) * p.out_row_stride +
-                                            e0) = out;
+        StoreVec(static_cast<T*>(p.out) + (t0 + j) * p.out_row_stride + e0, out);
       }
       return;
     }
@@ -160,10 +152,7 @@ __global__ void __launch_bounds__(kConvThreads)
 
   auto load_inputs = [&](int64_t t, float(&v)[kCh]) {
     if constexpr (kVec) {
-      const ConvVec<T, kCh> u = *reinterpret_cast<const ConvVec<T, kCh>*>(
-          static_cast<const T*>(p.x) + t * p.x_row_stride + e0);
-#pragma unroll
-      for (int c = 0; c < kCh; ++c) v[c] = ToFloat(u.v[c]);
+      LoadVec(static_cast<const T*>(p.x) + t * p.x_row_stride + e0, v);
       if (p.x_bias != nullptr) {
 #pragma unroll
         for (int c = 0; c < kCh; ++c) v[c] = __fadd_rn(v[c], p.x_bias[e0 + c]);
@@ -195,13 +184,13 @@ __global__ void __launch_bounds__(kConvThreads)
 
   // All of this thread's inputs are requested before any is used (the stores below could alias
   // them as far as the compiler knows, so it would not hoist the loads itself).
-  ConvVec<T, kCh> raw[kTok];
+  VecN<T, kCh> raw[kTok];
   if constexpr (kVec) {
 #pragma unroll
     for (int j = 0; j < kTok; ++j) {
       if (t0 + j < t_end) {
-        raw[j] = *reinterpret_cast<const ConvVec<T, kCh>*>(static_cast<const T*>(p.x) +
-                                                           (t0 + j) * p.x_row_stride + e0);
+        raw[j] = *reinterpret_cast<const VecN<T, kCh>*>(static_cast<const T*>(p.x) +
+                                                        (t0 + j) * p.x_row_stride + e0);
       }
     }
   }
@@ -236,10 +225,7 @@ __global__ void __launch_bounds__(kConvThreads)
     }
     T* o = static_cast<T*>(p.out) + t * p.out_row_stride + e0;
     if constexpr (kVec) {
-      ConvVec<T, kCh> packed;
-#pragma unroll
-      for (int c = 0; c < kCh; ++c) packed.v[c] = FromFloat<T>(out[c]);
-      *reinterpret_cast<ConvVec<T, kCh>*>(o) = packed;
+      StoreVec(o, out);
     } else {
 #pragma unroll
       for (int c = 0; c < kCh; ++c) {

@@ -5,6 +5,7 @@
 #include <type_traits>
 
 #include "kernels/conv_decode.cuh"
+#include "kernels/cp_async.cuh"
 #include "kernels/decode_step_params.h"
 #include "kernels/device_math.cuh"
 
@@ -112,18 +113,6 @@ __device__ __forceinline__ void Fma8(const Vec8<T>& w, const float* act, int act
       acc[r] = s;
     }
   }
-}
-
-__device__ __forceinline__ void CopyAsync16(void* smem, const void* global) {
-  const unsigned int dst = static_cast<unsigned int>(__cvta_generic_to_shared(smem));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(dst), "l"(global) : "memory");
-}
-__device__ __forceinline__ void CommitAsync() {
-  asm volatile("cp.async.commit_group;" ::: "memory");
-}
-template <int kPending>
-__device__ __forceinline__ void WaitAsync() {
-  asm volatile("cp.async.wait_group %0;" ::"n"(kPending) : "memory");
 }
 
 // One warp's share of a matrix-vector phase: rows first_row, first_row + row_step, ... of W
@@ -299,7 +288,7 @@ struct UpdateInputs {
             h[r][2] = v.z;
             h[r][3] = v.w;
           } else {
-            Load8(state[r], h[r]);
+            LoadVec(state[r], h[r]);
           }
         } else {
 #pragma unroll
@@ -660,7 +649,7 @@ __global__ void __launch_bounds__(kDecodeStepThreads, 1)
                 *reinterpret_cast<float4*>(upd.state[r]) =
                     make_float4(upd.h[r][0], upd.h[r][1], upd.h[r][2], upd.h[r][3]);
               } else {
-                Store8(upd.state[r], upd.h[r]);
+                StoreVec(upd.state[r], upd.h[r]);
               }
             } else {
 #pragma unroll

@@ -39,29 +39,32 @@ __device__ __forceinline__ __nv_bfloat16 FromFloat<__nv_bfloat16>(float v) {
   return __float2bfloat16_rn(v);
 }
 
-// 16 bytes of 2-byte elements, viewed either as one vector access or as 8 elements.
-template <typename T>
-struct alignas(16) Vec8 {
-  T v[8];
+// N consecutive 2-byte elements, viewed either as one vector access (2N bytes) or as N elements.
+template <typename T, int N>
+struct alignas(sizeof(T) * N) VecN {
+  T v[N];
 };
-
-// Loads 8 consecutive elements starting at p (16-byte aligned) and widens them.
+// 16 bytes: the common case.
 template <typename T>
-__device__ __forceinline__ void Load8(const T* p, float (&out)[8]) {
-  static_assert(sizeof(T) == 2, "Load8 is for 2-byte types");
-  Vec8<T> v = *reinterpret_cast<const Vec8<T>*>(p);
+using Vec8 = VecN<T, 8>;
+
+// Loads N consecutive elements starting at p (aligned to the vector) and widens them.
+template <typename T, int N>
+__device__ __forceinline__ void LoadVec(const T* p, float (&out)[N]) {
+  static_assert(sizeof(T) == 2, "LoadVec is for 2-byte types");
+  VecN<T, N> v = *reinterpret_cast<const VecN<T, N>*>(p);
 #pragma unroll
-  for (int i = 0; i < 8; ++i) out[i] = ToFloat(v.v[i]);
+  for (int i = 0; i < N; ++i) out[i] = ToFloat(v.v[i]);
 }
 
-// Rounds 8 floats and stores them at p (16-byte aligned).
-template <typename T>
-__device__ __forceinline__ void Store8(T* p, const float (&in)[8]) {
-  static_assert(sizeof(T) == 2, "Store8 is for 2-byte types");
-  Vec8<T> v;
+// Rounds N floats and stores them at p (aligned to the vector).
+template <typename T, int N>
+__device__ __forceinline__ void StoreVec(T* p, const float (&in)[N]) {
+  static_assert(sizeof(T) == 2, "StoreVec is for 2-byte types");
+  VecN<T, N> v;
 #pragma unroll
-  for (int i = 0; i < 8; ++i) v.v[i] = FromFloat<T>(in[i]);
-  *reinterpret_cast<Vec8<T>*>(p) = v;
+  for (int i = 0; i < N; ++i) v.v[i] = FromFloat<T>(in[i]);
+  *reinterpret_cast<VecN<T, N>*>(p) = v;
 }
 
 // ---- the model's element functions -----------------------------------------------------------

@@ -20,6 +20,13 @@ bool ValidStatesPerThread(int spt, int64_t dstate) {
   return spt == 4 || (dstate <= 16 && (spt == 1 || spt == 8));
 }
 
+// Blocks of a sequential launch of `p` with `spt` states per thread: one per sequence and tile
+// of channels.
+int64_t ScanBlocks(const SelectiveScanParams& p, int spt) {
+  const int64_t per_block = ScanChannelsPerBlock(p.dstate, spt);
+  return (p.dim + per_block - 1) / per_block * p.num_seqs;
+}
+
 }  // namespace
 
 absl::Status SetScanStatesPerThread(int states_per_thread) {
@@ -44,10 +51,9 @@ int ChooseScanStatesPerThread(const SelectiveScanParams& p) {
   // state per thread doubles the instructions per element and lost everywhere. Launches that
   // fill less than half a wave get time segments instead (ChooseScanSegments), with 4 per
   // thread.
-  if (p.dstate <= 16) {
-    const int64_t per_block = ScanChannelsPerBlock(p.dstate, 8);
-    const int64_t blocks8 = (p.dim + per_block - 1) / per_block * p.num_seqs;
-    if (3 * blocks8 >= 2 * int64_t{ScanBlocksPerSm(8)} * CurrentDeviceSmCount()) return 8;
+  if (p.dstate <= 16 &&
+      3 * ScanBlocks(p, 8) >= 2 * int64_t{ScanBlocksPerSm(8)} * CurrentDeviceSmCount()) {
+    return 8;
   }
   return 4;
 }
@@ -64,8 +70,7 @@ void ChooseScanSegments(SelectiveScanParams& p) {
   // wave of resident blocks leaves SMs idle, and one a little over a wave waits on its tail: the
   // segments fill exactly one wave.
   const int spt = p.states_per_thread != 0 ? p.states_per_thread : ChooseScanStatesPerThread(p);
-  const int64_t channels_per_block = ScanChannelsPerBlock(p.dstate, spt);
-  const int64_t blocks = (p.dim + channels_per_block - 1) / channels_per_block * p.num_seqs;
+  const int64_t blocks = ScanBlocks(p, spt);
   const int64_t wave = int64_t{ScanBlocksPerSm(spt)} * CurrentDeviceSmCount();
   if (blocks * 2 > wave) return;
   int64_t segments = wave / blocks;

@@ -4,6 +4,7 @@
 #include <cstring>
 #include <type_traits>
 
+#include "kernels/cp_async.cuh"
 #include "kernels/device_math.cuh"
 #include "kernels/selective_scan_params.h"
 
@@ -69,12 +70,18 @@ __device__ __forceinline__ uint4 LoadVec8(const T* p, int valid, bool vec) {
   return u;
 }
 
-// 16 bytes from global to shared memory without registers; src_bytes < 16 zero-fills the rest
-// (0: nothing is read, `src` must still be a valid address).
-__device__ __forceinline__ void CopyAsync16Fill(void* smem, const void* src, int src_bytes) {
-  const unsigned int dst = static_cast<unsigned int>(__cvta_generic_to_shared(smem));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(dst), "l"(src), "r"(src_bytes)
-               : "memory");
+// One 16-byte vector of the next chunk into a shared staging tile: by cp.async where the tile is
+// 16-byte aligned (`vec`: then `valid` is 8 or 0; a zero-byte copy reads nothing but takes
+// `base`, the tensor's first element, as its address, since a tail tile's columns may lie past
+// the last row), else by element loads (LoadVec8 zero-fills past `valid`).
+template <typename T>
+__device__ __forceinline__ void StageVec8(T* smem, const T* src, const T* base, int valid,
+                                          bool vec) {
+  if (vec) {
+    CopyAsync16Fill(smem, valid == 8 ? src : base, valid == 8 ? 16 : 0);
+  } else {
+    *reinterpret_cast<uint4*>(smem) = LoadVec8(src, valid, false);
+  }
 }
 
 template <typename T>
@@ -220,24 +227,12 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
       const int valid = (v < Traits::kTileVecs && t < len) ? valid_cols : 0;
       if constexpr (kAsync) {
         if (v >= Traits::kTileVecs) continue;
-        T* dx = &sm.x[stage][row][col8];
-        T* dz = &sm.z[stage][row][col8];
-        T* dd = &sm.dt_raw[row][col8];
-        if (vec_tiles) {
-          const int bytes = valid == 8 ? 16 : 0;
-          // A zero-byte copy reads nothing, but its address stays a valid one: the tensors'
-          // first elements (a tail tile's columns may lie past the last row).
-          CopyAsync16Fill(dx, bytes ? x_base + t * p.x_row_stride : static_cast<const T*>(p.x),
-                          bytes);
-          CopyAsync16Fill(dd, bytes ? dt_base + t * p.dt_row_stride : static_cast<const T*>(p.dt),
-                          bytes);
-          CopyAsync16Fill(dz, bytes ? z_base + t * p.z_row_stride : static_cast<const T*>(p.z),
-                          bytes);
-        } else {
-          *reinterpret_cast<uint4*>(dx) = LoadVec8(x_base + t * p.x_row_stride, valid, false);
-          *reinterpret_cast<uint4*>(dd) = LoadVec8(dt_base + t * p.dt_row_stride, valid, false);
-          *reinterpret_cast<uint4*>(dz) = LoadVec8(z_base + t * p.z_row_stride, valid, false);
-        }
+        StageVec8(&sm.x[stage][row][col8], x_base + t * p.x_row_stride, static_cast<const T*>(p.x),
+                  valid, vec_tiles);
+        StageVec8(&sm.dt_raw[row][col8], dt_base + t * p.dt_row_stride, static_cast<const T*>(p.dt),
+                  valid, vec_tiles);
+        StageVec8(&sm.z[stage][row][col8], z_base + t * p.z_row_stride, static_cast<const T*>(p.z),
+                  valid, vec_tiles);
       } else {
         rx[k] = LoadVec8(x_base + t * p.x_row_stride, valid, vec_tiles);
         rdt[k] = LoadVec8(dt_base + t * p.dt_row_stride, valid, vec_tiles);
@@ -254,24 +249,16 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
           (v < Traits::kBcVecs && t < len) ? static_cast<int>(MaxI64(0, MinI64(8, dstate - n))) : 0;
       if constexpr (kAsync) {
         if (v >= Traits::kBcVecs) continue;
-        T* db = &sm.b_raw[row][n];
-        T* dc = &sm.c_raw[row][n];
-        if (vec_bc) {
-          const int bytes = valid == 8 ? 16 : 0;
-          CopyAsync16Fill(db, bytes ? b_base + t * p.b_row_stride + n : static_cast<const T*>(p.b),
-                          bytes);
-          CopyAsync16Fill(dc, bytes ? c_base + t * p.c_row_stride + n : static_cast<const T*>(p.c),
-                          bytes);
-        } else {
-          *reinterpret_cast<uint4*>(db) = LoadVec8(b_base + t * p.b_row_stride + n, valid, false);
-          *reinterpret_cast<uint4*>(dc) = LoadVec8(c_base + t * p.c_row_stride + n, valid, false);
-        }
+        StageVec8(&sm.b_raw[row][n], b_base + t * p.b_row_stride + n, static_cast<const T*>(p.b),
+                  valid, vec_bc);
+        StageVec8(&sm.c_raw[row][n], c_base + t * p.c_row_stride + n, static_cast<const T*>(p.c),
+                  valid, vec_bc);
       } else {
         rb[k] = LoadVec8(b_base + t * p.b_row_stride + n, valid, vec_bc);
         rc[k] = LoadVec8(c_base + t * p.c_row_stride + n, valid, vec_bc);
       }
     }
-    if constexpr (kAsync) asm volatile("cp.async.commit_group;" ::: "memory");
+    if constexpr (kAsync) CommitAsync();
   };
 
   float dt_sum = 0.0f;  // the local pass's sum of dt over the segment
@@ -282,8 +269,8 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
     for (int64_t chunk_start = 0; chunk_start < len; chunk_start += kChunk, stage ^= kAsync) {
       const int chunk_len = static_cast<int>(MinI64(kChunk, len - chunk_start));
       if constexpr (kAsync) {
-        asm volatile("cp.async.wait_all;" ::: "memory");
-        __syncthreads();  // every thread's copies are visible
+        WaitAsync<0>();   // this thread's copies (all of them committed) have landed
+        __syncthreads();  // and every other thread's
       }
       // Registers or staging tiles -> shared memory, computing softplus and dt * x once per
       // (token, channel).
@@ -410,7 +397,7 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
             }
             T* dst = out_base + (chunk_start + row) * p.out_row_stride;
             if (vec_tiles && valid_cols == 8) {
-              Store8(dst, o);
+              StoreVec(dst, o);
             } else {
 #pragma unroll
               for (int i = 0; i < 8; ++i) {

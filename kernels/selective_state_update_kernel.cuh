@@ -35,7 +35,7 @@ __device__ __forceinline__ void LoadStates(const S* p, float (&h)[kSPT], int val
       return;
     } else if constexpr (sizeof(S) == 2 && kSPT == 8) {
       float f[8];
-      Load8(p, f);
+      LoadVec(p, f);
 #pragma unroll
       for (int s = 0; s < 8; ++s) h[s] = f[s];
       return;
@@ -52,7 +52,7 @@ __device__ __forceinline__ void StoreStates(S* p, const float (&h)[kSPT], int va
       *reinterpret_cast<float4*>(p) = make_float4(h[0], h[1], h[2], h[3]);
       return;
     } else if constexpr (sizeof(S) == 2 && kSPT == 8) {
-      Store8(p, h);
+      StoreVec(p, h);
       return;
     }
   }

@@ -64,7 +64,7 @@ __global__ void __launch_bounds__(kSkinnyGemmWarps * 32)
     for (int m = 0; m < kMaxM; ++m) {
       if (m < m_rows) {
         float av[8];
-        Load8(a + m * g.lda + k, av);
+        LoadVec(a + m * g.lda + k, av);
 #pragma unroll
         for (int i = 0; i < 8; ++i) acc[m] = __fmaf_rn(wv[i], av[i], acc[m]);
       }
