@@ -8,7 +8,9 @@
 #include <cstddef>
 #include <map>
 #include <memory>
+#include <string>
 #include <tuple>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -34,6 +36,24 @@ absl::Status LaunchSkinnyGemm(const GemmArgs& args, cudaStream_t stream);
 // One launch instead of two, the same bits as LaunchSkinnyGemm + LaunchCausalConv1dDecode.
 absl::Status LaunchSkinnyGemmConv(const GemmArgs& args, const CausalConv1dParams& conv,
                                   KernelDType state, cudaStream_t stream);
+
+// How CublasLtGemm::Prepare chooses a timed shape's algorithm (process-wide; the default is
+// kTop8, the others are for benchmarks and A/B runs):
+// - kTop8: the heuristic's first 8 candidates, each timed as a decode step runs it (in a CUDA
+//   graph, after a memset that evicts the L2, so the weights come from memory);
+// - kTop8Alone: the same 8, each launched alone on an idle stream and waited for (the earlier
+//   method: the launch's own host latency, ~8 us, hides the kernels' differences);
+// - kWide: as kTop8, plus the heuristic's next 56 and every configuration cuBLASLt accepts for
+//   the shape when asked algorithm by algorithm (tile, stages, split-k with a reduction in the
+//   compute or output type): ~1400 candidates per shape, each screened once and the best 8 timed
+//   again (seconds per model at start-up).
+enum class GemmSearch { kTop8 = 0, kTop8Alone = 1, kWide = 2 };
+void SetGemmSearch(GemmSearch search);
+
+// One line per shape timed since the process started (m, n, k, candidates timed, the best of the
+// heuristic's first 8 and the chosen one in microseconds, the chosen configuration); for
+// benchmark reports.
+std::vector<std::string> GemmSearchReport();
 
 // A cuBLASLt handle, its workspace, and the algorithm chosen for every shape seen so far.
 // Not thread-safe (one per backend, used by its scheduler thread).

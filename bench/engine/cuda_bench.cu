@@ -6,6 +6,7 @@
 // inputs drawn at random on the device (never zeros) and larger than L2.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+#include <cuda_profiler_api.h>
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
@@ -553,6 +554,15 @@ absl::StatusOr<std::string> DecodeTraceReport(int n_layer) {
                         a_stage / norm, a_stream / norm, a_rest / norm, d_stage / norm,
                         d_stream / norm, d_rest / norm, (last_end - first_start) / 1e3);
   return json;
+}
+
+void SetProfilerCapture(bool on) {
+  cudaDeviceSynchronize();
+  if (on) {
+    cudaProfilerStart();
+  } else {
+    cudaProfilerStop();
+  }
 }
 
 }  // namespace mamba::bench

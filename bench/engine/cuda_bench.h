@@ -28,6 +28,8 @@ absl::StatusOr<std::string> RunCudaBreakdown(Backend& backend, int batch, int pr
 // timed steps: per phase (in_proj, x_proj, state update, out_proj) the blocks' working time and
 // the barrier's latency, averaged over the layers of the last step.
 absl::Status EnableDecodeTrace(int n_layer);
+// Starts (true) or stops (false) the CUDA profiler's capture range (cudaProfilerStart/Stop).
+void SetProfilerCapture(bool on);
 absl::StatusOr<std::string> DecodeTraceReport(int n_layer);
 
 }  // namespace mamba::bench

@@ -45,6 +45,7 @@
 #include "kernels/causal_conv1d.h"
 #include "kernels/decode_step.h"
 #include "kernels/dependent_launch.h"
+#include "kernels/gemm.h"
 #include "kernels/selective_scan.h"
 #include "kernels/selective_state_update.h"
 #endif
@@ -85,6 +86,15 @@ ABSL_FLAG(int64_t, scan_states_per_thread, -1,
 ABSL_FLAG(int64_t, conv_prefill_layout, -1,
           "cuda: thread layout of the prefill conv (0: default, 4 channels x 8 tokens per thread; "
           "1: 8 x 8, the previous layout; for A/B comparisons); -1 keeps the default");
+ABSL_FLAG(std::string, gemm_search, "top8",
+          "cuda: how decode GEMM algorithms are chosen: top8 (cuBLASLt's first 8 candidates, "
+          "timed in a graph with cold L2), top8_alone (the same, each launched alone: the old "
+          "method) or wide (also every configuration cuBLASLt accepts; slower start)");
+ABSL_FLAG(bool, profile_steps, false,
+          "cuda: open the CUDA profiler's capture range around the timed decode steps only "
+          "(for ncu --profile-from-start off, nsys --capture-range=cudaProfilerApi)");
+ABSL_FLAG(bool, gemm_report, false,
+          "cuda: print each timed GEMM shape's candidates, times and chosen configuration");
 ABSL_FLAG(double, bandwidth_gbps, 0.0,
           "memory bandwidth for the floor in GB/s (0: measure on "
           "cpu; 3000 for cuda)");
@@ -261,7 +271,11 @@ absl::StatusOr<DecodeResult> BenchDecode(Backend& b, int batch, int warmup, int 
   absl::Status s = b.Step(work, absl::MakeSpan(results));
   if (!s.ok()) return s;
   std::vector<double> times;
+  [[maybe_unused]] const bool profile = absl::GetFlag(FLAGS_profile_steps);
   for (int step = 0; step < warmup + steps; ++step) {
+#if defined(MAMBA_HAVE_CUDA) && defined(MAMBA_BENCH_CUDA_HOOKS)
+    if (profile && step == warmup) SetProfilerCapture(true);
+#endif
     const std::vector<int32_t> inputs = RandomTokens(batch, vocab, rng);
     for (int i = 0; i < batch; ++i) {
       next[i] = inputs[i];
@@ -274,6 +288,9 @@ absl::StatusOr<DecodeResult> BenchDecode(Backend& b, int batch, int warmup, int 
     if (!s.ok()) return s;
     if (step >= warmup) times.push_back(dt);
   }
+#if defined(MAMBA_HAVE_CUDA) && defined(MAMBA_BENCH_CUDA_HOOKS)
+  if (profile) SetProfilerCapture(false);
+#endif
   const double med = Median(times);
   return DecodeResult{batch, med, batch / med, 0.0};
 }
@@ -420,6 +437,16 @@ absl::Status Run() {
   if (const int64_t spt = absl::GetFlag(FLAGS_scan_states_per_thread); spt >= 0) {
     absl::Status s = mamba::kernels::SetScanStatesPerThread(static_cast<int>(spt));
     if (!s.ok()) return s;
+  }
+  {
+    const std::string search = absl::GetFlag(FLAGS_gemm_search);
+    if (search != "top8" && search != "top8_alone" && search != "wide") {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--gemm_search '", search, "' is invalid; allowed: top8, top8_alone, wide"));
+    }
+    mamba::kernels::SetGemmSearch(search == "wide"         ? mamba::kernels::GemmSearch::kWide
+                                  : search == "top8_alone" ? mamba::kernels::GemmSearch::kTop8Alone
+                                                           : mamba::kernels::GemmSearch::kTop8);
   }
   {
     const std::string mode = absl::GetFlag(FLAGS_persistent_decode);
@@ -583,6 +610,13 @@ absl::Status Run() {
     json += absl::StrCat(", \"breakdown\": ", *r);
 #else
     return absl::FailedPreconditionError("--breakdown needs a build with CUDA");
+#endif
+  }
+  if (absl::GetFlag(FLAGS_gemm_report)) {
+#if defined(MAMBA_HAVE_CUDA) && defined(MAMBA_BENCH_CUDA_HOOKS)
+    for (const std::string& line : mamba::kernels::GemmSearchReport()) {
+      std::printf("gemm %s\n", line.c_str());
+    }
 #endif
   }
   json += "}\n";
