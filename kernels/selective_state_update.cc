@@ -8,6 +8,9 @@
 namespace mamba::kernels {
 namespace {
 std::atomic<int> state_update_rows{0};
+std::atomic<int> state_update_pipeline{0};
+
+bool ValidPipeline(int blocks_per_sm) { return blocks_per_sm >= -1 && blocks_per_sm <= 32; }
 
 // The tilings the plain kernel is built for, or 0 (chosen by size).
 bool ValidRowsPerBlock(int rows) { return rows == 0 || rows == 4 || rows == 8 || rows == 16; }
@@ -24,6 +27,18 @@ absl::Status SetStateUpdateRowsPerBlock(int rows) {
 
 int StateUpdateRowsPerBlock() { return state_update_rows.load(std::memory_order_relaxed); }
 
+absl::Status SetStateUpdatePipeline(int blocks_per_sm) {
+  if (!ValidPipeline(blocks_per_sm)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("state update pipeline ", blocks_per_sm,
+                     " invalid; allowed: -1 (off), 0 (default), 1..32 (blocks per SM)"));
+  }
+  state_update_pipeline.store(blocks_per_sm, std::memory_order_relaxed);
+  return absl::OkStatus();
+}
+
+int StateUpdatePipeline() { return state_update_pipeline.load(std::memory_order_relaxed); }
+
 absl::Status LaunchSelectiveStateUpdate(const SelectiveStateUpdateParams& p, KernelDType act,
                                         KernelDType state, cudaStream_t stream) {
   if (p.batch < 0 || p.dim <= 0 || p.dstate < 1 || p.dstate > kStateUpdateMaxState) {
@@ -35,6 +50,11 @@ absl::Status LaunchSelectiveStateUpdate(const SelectiveStateUpdateParams& p, Ker
     return absl::InvalidArgumentError(absl::StrCat("selective_state_update: rows_per_block ",
                                                    p.rows_per_block,
                                                    " invalid; allowed: 0 (default), 4, 8, 16"));
+  }
+  if (!ValidPipeline(p.pipeline_blocks_per_sm)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("selective_state_update: pipeline_blocks_per_sm ", p.pipeline_blocks_per_sm,
+                     " invalid; allowed: -1 (off), 0 (default), 1..32"));
   }
   if (p.batch > int64_t{65535} * 4) {  // grid.y at the smallest tiling, 4 rows per block
     return absl::InvalidArgumentError(
@@ -77,9 +97,15 @@ absl::Status LaunchSelectiveStateUpdate(const SelectiveStateUpdateParams& p, Ker
   }
   SelectiveStateUpdateParams q = p;
   if (q.rows_per_block == 0) q.rows_per_block = StateUpdateRowsPerBlock();
-  if (q.rows_per_block == 0) {
-    q.rows_per_block =
-        state == KernelDType::kF32 && p.dim * p.batch >= kStateUpdateFourRowsMinElements ? 4 : 8;
+  if (q.pipeline_blocks_per_sm == 0) q.pipeline_blocks_per_sm = StateUpdatePipeline();
+  if (q.pipeline_blocks_per_sm == 0) {
+    // The pipelined kernel for bf16 states; fp32 states measured no faster with it. H100,
+    // 2026-12-06, us per step at 128 / 256 rows, one-pass vs pipelined (6 blocks per SM): bf16
+    // 130m 906-915 / 1243-1258 vs 832 / 1085, 1.4b 3481-3483 / 5045-5078 vs 3322 / 4566; fp32
+    // 130m 955-972 / 1337-1354 vs 973 / 1332, 1.4b 3850-3856 / 5671-5753 vs 3909 / 5754.
+    q.pipeline_blocks_per_sm = state == KernelDType::kBF16 && q.rows_per_block == 0
+                                   ? kStateUpdatePipeDefaultBlocksPerSm
+                                   : -1;
   }
   cudaError_t err = act == KernelDType::kF16 ? RunSelectiveStateUpdateF16(q, state, stream)
                                              : RunSelectiveStateUpdateBF16(q, state, stream);

@@ -1,7 +1,9 @@
 // Fused decode state update (see selective_state_update_params.h).
 #pragma once
 
+#include "kernels/cp_async.cuh"
 #include "kernels/dependent_launch.cuh"
+#include "kernels/device_info.h"
 #include "kernels/device_math.cuh"
 #include "kernels/selective_state_update_params.h"
 #include "kernels/static_switch.h"
@@ -319,6 +321,173 @@ cudaError_t LaunchPlainStateUpdate(const SelectiveStateUpdateParams& p, bool vec
   return cudaGetLastError();
 }
 
+// Large batches with dt precomputed, full 16-byte lanes (dstate == kNPad): a block walks its
+// rows_per_block rows in groups of kStateUpdatePipeGroupRows, with the states of the next
+// kStateUpdatePipeStages - 1 groups arriving by cp.async in shared memory while it computes the
+// current one. The one-pass kernel above requests every state of its rows, waits, computes and
+// stores, and with a wave of blocks doing so in step, reads stop while the wave computes (ncu on
+// the H100: 130m at 256 rows, 37.5% occupancy, long-scoreboard stalls, 1.1 TB/s of reads, the
+// writes left in L2). Each thread copies and reads back only its own 16 bytes per row, so the
+// states need no block barrier. Per element the math is the one-pass kernel's: the same bits.
+// The default for bf16 states (selective_state_update.cc); with fp32 states it measured no
+// faster than the one-pass kernel (80 registers either way: the same bytes in flight per SM).
+template <typename Traits>
+__global__ void __launch_bounds__(Traits::kThreads)
+    SelectiveStateUpdatePipelinedKernel(SelectiveStateUpdateParams p, int rows_per_block) {
+  using T = typename Traits::Input;
+  using S = typename Traits::State;
+  constexpr int kSPT = Traits::kSPT;
+  constexpr int kLanes = Traits::kLanes;
+  constexpr int kCh = Traits::kChannels;
+  constexpr int kNPad = kSPT * kLanes;
+  constexpr int kThreads = Traits::kThreads;
+  constexpr int kG = kStateUpdatePipeGroupRows;
+  constexpr int kStages = kStateUpdatePipeStages;
+  __shared__ __align__(16) uint4 sm_state[kStages][kG][kThreads];
+  __shared__ float sm_b[kG][kNPad];
+  __shared__ float sm_c[kG][kNPad];
+  __shared__ float sm_x[kG][kCh];
+  __shared__ float sm_z[kG][kCh];  // z plus its bias
+  __shared__ float sm_dt[kG][kCh];
+  __shared__ int32_t sm_slot[kStateUpdatePipeMaxRows];
+
+  const int tid = threadIdx.x;
+  const int lane = tid % kLanes;
+  const int cl = tid / kLanes;
+  const int n0 = lane * kSPT;
+  const int64_t e0 = static_cast<int64_t>(blockIdx.x) * kCh;
+  const int64_t e = e0 + cl;
+  const bool channel_ok = e < p.dim;
+  const int64_t ec = channel_ok ? e : p.dim - 1;
+  const int64_t row0 = static_cast<int64_t>(blockIdx.y) * rows_per_block;
+  const int rows = static_cast<int>(MinI64(rows_per_block, p.batch - row0));
+  const int groups = (rows + kG - 1) / kG;
+  for (int i = tid; i < rows; i += kThreads) sm_slot[i] = p.slots[row0 + i];
+  __syncthreads();
+
+  S* const state = static_cast<S*>(p.state) + ec * p.dstate + n0;
+  auto issue = [&](int g) {
+    if (g < groups) {
+#pragma unroll
+      for (int r = 0; r < kG; ++r) {
+        const int row = g * kG + r;
+        if (row < rows) {
+          CopyAsync16(&sm_state[g % kStages][r][tid], state + sm_slot[row] * p.state_slot_stride);
+        }
+      }
+    }
+    CommitAsync();  // empty groups too: every iteration waits on the same count
+  };
+#pragma unroll
+  for (int g = 0; g < kStages - 1; ++g) issue(g);
+
+  float a2[kSPT];
+#pragma unroll
+  for (int s = 0; s < kSPT; ++s) a2[s] = p.a2[ec * p.dstate + n0 + s];
+  const float dt_bias = p.dt_bias[ec];
+  const float dskip = p.d[ec];
+  const T* tb = static_cast<const T*>(p.b);
+  const T* tc = static_cast<const T*>(p.c);
+
+  for (int g = 0; g < groups; ++g) {
+    issue(g + kStages - 1);
+    const int64_t grow0 = row0 + g * kG;
+    const int grows = min(kG, rows - g * kG);
+    for (int i = tid; i < kG * kNPad; i += kThreads) {
+      const int r = i / kNPad, n = i % kNPad;
+      const bool in = r < grows;
+      sm_b[r][n] = in ? ToFloat(tb[(grow0 + r) * p.b_row_stride + n]) : 0.0f;
+      sm_c[r][n] = in ? ToFloat(tc[(grow0 + r) * p.c_row_stride + n]) : 0.0f;
+    }
+    for (int i = tid; i < kG * kCh; i += kThreads) {
+      const int r = i / kCh, c = i % kCh;
+      const int64_t ei = MinI64(e0 + c, p.dim - 1);
+      const bool in = r < grows;
+      const int64_t row = grow0 + r;
+      sm_x[r][c] = in ? ToFloat(static_cast<const T*>(p.x)[row * p.x_row_stride + ei]) : 0.0f;
+      float zv = in ? ToFloat(static_cast<const T*>(p.z)[row * p.z_row_stride + ei]) : 0.0f;
+      if (p.z_bias != nullptr) zv = __fadd_rn(zv, p.z_bias[ei]);
+      sm_z[r][c] = zv;
+      sm_dt[r][c] = in ? ToFloat(static_cast<const T*>(p.dt)[row * p.dt_row_stride + ei]) : 0.0f;
+    }
+    WaitAsync<kStages - 1>();  // this thread's copies of group g have landed
+    __syncthreads();           // and every thread's staged inputs
+    // Unrolled: the rows' shared-memory reads and exp2 chains interleave (a rolled loop measured
+    // 6-11% slower steps at 256 rows with bf16 states).
+#pragma unroll
+    for (int r = 0; r < kG; ++r) {
+      if (r >= grows) break;  // uniform across the block
+      float h[kSPT];
+      LoadStates<kSPT>(reinterpret_cast<const S*>(&sm_state[g % kStages][r][tid]), h, kSPT,
+                       /*vec=*/true);
+      const float x = sm_x[r][cl];
+      const float dt = DeltaFromRaw(sm_dt[r][cl], dt_bias);
+      const float dtx = __fmul_rn(dt, x);
+      float prod[kSPT];
+#pragma unroll
+      for (int s = 0; s < kSPT; ++s) {
+        h[s] = SsmRecurrence(h[s], dt, a2[s], dtx, sm_b[r][n0 + s]);
+        prod[s] = __fmul_rn(sm_c[r][n0 + s], h[s]);
+      }
+      const float y = LaneTreeSum<kLanes>(TreeSum(prod));
+      if (channel_ok) {
+        StoreStates<kSPT>(state + sm_slot[g * kG + r] * p.state_slot_stride, h, kSPT,
+                          /*vec=*/true);
+        if (lane == 0) {
+          static_cast<T*>(p.out)[(grow0 + r) * p.out_row_stride + e] =
+              FromFloat<T>(GatedOutput(y, dskip, x, sm_z[r][cl]));
+        }
+      }
+    }
+    __syncthreads();  // the staged inputs are overwritten by the next group
+  }
+}
+
+// Rows per block of the pipelined kernel: enough blocks for `blocks_per_sm` per SM over the
+// batch, in whole groups, within [group rows, kStateUpdatePipeMaxRows].
+inline int PipelinedRowsPerBlock(int64_t batch, int64_t channel_tiles, int blocks_per_sm) {
+  constexpr int kG = kStateUpdatePipeGroupRows;
+  const int64_t slots = static_cast<int64_t>(CurrentDeviceSmCount()) * blocks_per_sm;
+  int64_t rows = (batch * channel_tiles + slots - 1) / slots;
+  rows = (rows + kG - 1) / kG * kG;
+  return static_cast<int>(MinI64(kStateUpdatePipeMaxRows, MaxI64(kG, rows)));
+}
+
+template <typename Traits>
+cudaError_t LaunchPipelinedStateUpdate(const SelectiveStateUpdateParams& p, int blocks_per_sm,
+                                       cudaStream_t stream) {
+  static const cudaError_t carveout =
+      cudaFuncSetAttribute(SelectiveStateUpdatePipelinedKernel<Traits>,
+                           cudaFuncAttributePreferredSharedMemoryCarveout,
+                           cudaSharedmemCarveoutMaxShared);
+  if (carveout != cudaSuccess) return carveout;
+  const int64_t tiles = (p.dim + Traits::kChannels - 1) / Traits::kChannels;
+  const int rows = PipelinedRowsPerBlock(p.batch, tiles, blocks_per_sm);
+  const dim3 grid(static_cast<unsigned>(tiles), static_cast<unsigned>((p.batch + rows - 1) / rows));
+  SelectiveStateUpdatePipelinedKernel<Traits><<<grid, Traits::kThreads, 0, stream>>>(p, rows);
+  return cudaGetLastError();
+}
+
+// How full the last wave of the plain kernel's grid is (blocks over the resident slots of the
+// waves it takes, 0..1).
+template <typename Traits>
+double PlainLastWaveFill(const SelectiveStateUpdateParams& p) {
+  static const int per_sm = [] {
+    int n = 0;
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+            &n, SelectiveStateUpdateKernel<Traits, false, false>, Traits::kThreads, 0) !=
+        cudaSuccess) {
+      cudaGetLastError();
+    }
+    return n > 0 ? n : 1;
+  }();
+  const int64_t slots = static_cast<int64_t>(CurrentDeviceSmCount()) * per_sm;
+  const int64_t blocks =
+      (p.dim + Traits::kChannels - 1) / Traits::kChannels * ((p.batch + Traits::kRows - 1) / Traits::kRows);
+  const int64_t waves = (blocks + slots - 1) / slots;
+  return static_cast<double>(blocks) / static_cast<double>(waves * slots);
+}
+
 template <typename T, typename S, int kNPad, bool kLowRank>
 cudaError_t LaunchStateUpdateVariant(const SelectiveStateUpdateParams& p, cudaStream_t stream) {
   using Traits = StateUpdateTraits<T, S, kNPad, kLowRank>;
@@ -349,10 +518,21 @@ cudaError_t LaunchStateUpdateVariant(const SelectiveStateUpdateParams& p, cudaSt
   }
   // Other tilings for plain dt only (the low-rank variant serves few rows).
   if constexpr (!kLowRank) {
+    if (p.pipeline_blocks_per_sm > 0 && vec_state && p.dstate == kNPad) {
+      return LaunchPipelinedStateUpdate<Traits>(p, p.pipeline_blocks_per_sm, stream);
+    }
     using Four = StateUpdateTraits<T, S, kNPad, false, 4>;
     using Sixteen = StateUpdateTraits<T, S, kNPad, false, 16>;
-    if (p.rows_per_block == 4) return LaunchPlainStateUpdate<Four>(p, vec_state, 0, stream);
-    if (p.rows_per_block == 16) return LaunchPlainStateUpdate<Sixteen>(p, vec_state, 0, stream);
+    // By default the tiling whose last wave of blocks is fuller (ties: 4 rows, twice the blocks
+    // with fewer registers each). On the H100 (2026-12-06, us per step, 8 vs 4 rows): 130m at 64
+    // rows 810-815 vs 781-794 (0.48 vs 0.73 of a wave), at 128 955-964 vs 976-996 (0.97 vs
+    // 0.73), at 256 1339-1354 vs 1321-1338 (0.97 both); 1.4b at 32 2571-2600 vs 2527-2528, at 64
+    // 3088-3090 vs 2964-2968, at 128 3850-3856 vs 3853-3857, at 256 6102 vs 5780.
+    const int rows = p.rows_per_block != 0                                      ? p.rows_per_block
+                     : PlainLastWaveFill<Four>(p) >= PlainLastWaveFill<Traits>(p) ? 4
+                                                                                  : 8;
+    if (rows == 4) return LaunchPlainStateUpdate<Four>(p, vec_state, 0, stream);
+    if (rows == 16) return LaunchPlainStateUpdate<Sixteen>(p, vec_state, 0, stream);
   }
   return LaunchPlainStateUpdate<Traits>(p, vec_state, smem, stream);
 }

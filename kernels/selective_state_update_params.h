@@ -24,12 +24,14 @@ namespace mamba::kernels {
 inline constexpr int kStateUpdateMaxState = 64;
 inline constexpr int kStateUpdateThreads = 128;
 inline constexpr int kStateUpdateRows = 8;
-// Large fp32-state batches (d_inner x rows at least this) take 4 rows per block in the plain
-// kernel: twice the blocks of 8 rows with half the registers each. On the H100 (2026-12-06):
-// 1.4b at 128 / 256 rows 3998 / 5780 us per step against 4108 / 6102 with 8 rows; 130m at 256
-// rows 1347 vs 1355 (even) and at 128 rows 1013 vs 979 (below this size: 8 rows); 16 rows was
-// slower everywhere.
-inline constexpr int64_t kStateUpdateFourRowsMinElements = int64_t{1} << 19;
+// The pipelined kernel for large batches (dt precomputed, dstate a multiple of 16-byte lanes): a
+// block walks its rows in groups of kStateUpdatePipeGroupRows with the next
+// kStateUpdatePipeStages - 1 groups' states in flight, at most kStateUpdatePipeMaxRows rows.
+inline constexpr int kStateUpdatePipeGroupRows = 4;
+inline constexpr int kStateUpdatePipeStages = 3;
+inline constexpr int kStateUpdatePipeMaxRows = 64;
+inline constexpr int kStateUpdatePipeDefaultBlocksPerSm = 6;
+
 // Largest dt_rank of the fused low-rank dt (the block's dt_low rows and dt_proj tile are staged
 // in shared memory); larger ranks pass dt precomputed.
 inline constexpr int kStateUpdateMaxRank = 512;
@@ -67,8 +69,14 @@ struct SelectiveStateUpdateParams {
   void* __restrict__ out = nullptr;  // [batch, out_row_stride] T
   int64_t out_row_stride = 0;
   // Rows per block of the plain kernel (large batches, dt precomputed): 4, 8 or 16; 0 takes
-  // StateUpdateRowsPerBlock() (selective_state_update.h), by default chosen by size.
+  // StateUpdateRowsPerBlock() (selective_state_update.h), by default 4 or 8, whichever fills
+  // its last wave of blocks better.
   int rows_per_block = 0;
+  // Large batches with dt precomputed: > 0 takes the pipelined kernel with rows per block chosen
+  // for this many blocks per SM, -1 the one-pass kernel (rows_per_block), 0 takes
+  // StateUpdatePipeline() (selective_state_update.h): by default the pipelined kernel for bf16
+  // states, the one-pass kernel for fp32.
+  int pipeline_blocks_per_sm = 0;
 };
 
 cudaError_t RunSelectiveStateUpdateF16(const SelectiveStateUpdateParams& params,

@@ -80,6 +80,9 @@ ABSL_FLAG(int64_t, fused_dt_max_rows, -1,
 ABSL_FLAG(int64_t, state_update_rows, -1,
           "cuda: rows per block of the decode state update at large batches (0: by size, 4, 8 "
           "or 16; for A/B comparisons); -1 keeps the kernel's default (0)");
+ABSL_FLAG(int64_t, state_update_pipeline, -2,
+          "cuda: the decode state update's pipelined kernel at large batches: -1 off, 0 "
+          "default, N on for N blocks per SM (for A/B comparisons); -2 keeps the default");
 ABSL_FLAG(int64_t, scan_states_per_thread, -1,
           "cuda: state elements per thread of the prefill scan (0: by shape, 1, 4 or 8; for A/B "
           "comparisons); -1 keeps the kernel's default (0)");
@@ -428,6 +431,10 @@ absl::Status Run() {
   }
   if (const int64_t rows = absl::GetFlag(FLAGS_state_update_rows); rows >= 0) {
     absl::Status s = mamba::kernels::SetStateUpdateRowsPerBlock(static_cast<int>(rows));
+    if (!s.ok()) return s;
+  }
+  if (const int64_t pipe = absl::GetFlag(FLAGS_state_update_pipeline); pipe >= -1) {
+    absl::Status s = mamba::kernels::SetStateUpdatePipeline(static_cast<int>(pipe));
     if (!s.ok()) return s;
   }
   if (const int64_t layout = absl::GetFlag(FLAGS_conv_prefill_layout); layout >= 0) {

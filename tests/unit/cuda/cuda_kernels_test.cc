@@ -11,6 +11,7 @@
 #include <numeric>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -820,8 +821,9 @@ TEST(CudaStateUpdateTest, MatchesReference) {
   }
 }
 
-// The plain kernel's rows per block (4, 8, 16, or by size) changes only the tiling: outputs and
-// states are the same bits, including a batch that is no multiple of any of them.
+// The plain kernel's rows per block (4, 8, 16, or by size) and the pipelined kernel's rows per
+// block (from its blocks per SM: 1 gives 64-row blocks, 32 four-row ones) change only the
+// tiling: outputs and states are the same bits, including a batch that is no multiple of any.
 TEST(CudaStateUpdateTest, RowsPerBlockGiveTheSameBits) {
   MAMBA_SKIP_WITHOUT_GPU();
   const uint64_t seed = FreshSeed();
@@ -839,10 +841,14 @@ TEST(CudaStateUpdateTest, RowsPerBlockGiveTheSameBits) {
     p.z_bias = true;
     p.Make(rng);
     std::vector<std::vector<float>> outs, states;
-    for (int rows : {8, 4, 16, 0}) {
+    // {rows per block of the one-pass kernel, blocks per SM of the pipelined kernel}.
+    for (auto [rows, pipeline] : std::vector<std::pair<int, int>>{
+             {8, -1}, {4, -1}, {16, -1}, {0, -1}, {0, 0}, {0, 1}, {0, 3}, {0, 8}, {0, 32}}) {
+      SCOPED_TRACE(absl::StrCat("rows ", rows, " pipeline ", pipeline));
       SsmDevice dev(p);
       kernels::SelectiveStateUpdateParams u = dev.Update(false);
       u.rows_per_block = rows;
+      u.pipeline_blocks_per_sm = pipeline;
       absl::Status s = kernels::LaunchSelectiveStateUpdate(u, p.act, state, nullptr);
       ASSERT_TRUE(s.ok()) << s;
       Sync();
@@ -869,6 +875,11 @@ TEST(CudaStateUpdateTest, RowsPerBlockGiveTheSameBits) {
   EXPECT_EQ(kernels::LaunchSelectiveStateUpdate(u, p.act, p.state_dtype, nullptr).code(),
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(kernels::SetStateUpdateRowsPerBlock(3).code(), absl::StatusCode::kInvalidArgument);
+  u.rows_per_block = 0;
+  u.pipeline_blocks_per_sm = 33;
+  EXPECT_EQ(kernels::LaunchSelectiveStateUpdate(u, p.act, p.state_dtype, nullptr).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(kernels::SetStateUpdatePipeline(-2).code(), absl::StatusCode::kInvalidArgument);
 }
 
 // With dt from the same source, the decode kernel computes bit for bit what the prefill scan
