@@ -288,8 +288,10 @@ absl::Status TimeCandidates(const Launch& launch,
       best_index = i;
     }
   };
+  float best_top = -1.0f;  // the best of the first `top`, for the report
   if (search == GemmSearch::kTop8Alone) {
     for (int i = 0; i < top; ++i) consider(i, TimeAlone(launch, candidates[i], ev));
+    best_top = best;
   } else {
     int l2_bytes = 0;
     int device = 0;
@@ -307,6 +309,7 @@ absl::Status TimeCandidates(const Launch& launch,
     const std::vector<float> t = TimeInGraph(launch, candidates, first, flush, flush_bytes,
                                              /*runs=*/5, ev, kBatch);
     for (int i = 0; i < top; ++i) consider(i, t[i]);
+    best_top = best;
     if (candidates.size() > static_cast<size_t>(top)) {
       std::vector<size_t> rest;
       for (size_t i = top; i < candidates.size(); ++i) rest.push_back(i);
@@ -321,19 +324,7 @@ absl::Status TimeCandidates(const Launch& launch,
       for (size_t j = 0; j < order.size() && j < 8; ++j) finalists.push_back(order[j].second);
       const std::vector<float> tf =
           TimeInGraph(launch, candidates, finalists, flush, flush_bytes, /*runs=*/5, ev, kBatch);
-      const float best_top = best;
       for (size_t j = 0; j < finalists.size(); ++j) consider(finalists[j], tf[j]);
-      if (best >= 0.0f) {
-        std::lock_guard<std::mutex> lock(report_mu);
-        if (Report().size() < 4096) {
-          Report().push_back(absl::StrCat(
-              "m ", launch.g->m, " n ", launch.g->n, " k ", launch.g->k, ": ", candidates.size(),
-              " candidates, top-", top, " best ", best_top * 1000.0f, " us, chosen ",
-              best * 1000.0f, " us (", DescribeAlgo(candidates[best_index]), ")"));
-        }
-        *chosen = candidates[best_index];
-        return absl::OkStatus();
-      }
     }
   }
   cudaGetLastError();  // a candidate's failed launch must not reach the next kernel's check
@@ -342,7 +333,8 @@ absl::Status TimeCandidates(const Launch& launch,
   std::lock_guard<std::mutex> lock(report_mu);
   if (Report().size() < 4096) {
     Report().push_back(absl::StrCat("m ", launch.g->m, " n ", launch.g->n, " k ", launch.g->k, ": ",
-                                    top, " candidates, chosen ", best * 1000.0f, " us (",
+                                    candidates.size(), " candidates, best of the first ", top, " ",
+                                    best_top * 1000.0f, " us, chosen ", best * 1000.0f, " us (",
                                     DescribeAlgo(*chosen), ")"));
   }
   return absl::OkStatus();

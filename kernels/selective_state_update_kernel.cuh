@@ -64,6 +64,57 @@ __device__ __forceinline__ void StoreStates(S* p, const float (&h)[kSPT], int va
   }
 }
 
+// Advances this thread's kSPT state elements of a channel by one token (b, c: this thread's B
+// and C values) and returns the channel's y = sum_n C_n h_n over its kLanes lanes (every lane
+// gets it), in the canonical order of device_math.cuh.
+template <int kSPT, int kLanes>
+__device__ __forceinline__ float AdvanceStates(float (&h)[kSPT], float dt, float x,
+                                               const float (&a2)[kSPT], const float* b,
+                                               const float* c) {
+  const float dtx = __fmul_rn(dt, x);
+  float prod[kSPT];
+#pragma unroll
+  for (int s = 0; s < kSPT; ++s) {
+    h[s] = SsmRecurrence(h[s], dt, a2[s], dtx, b[s]);
+    prod[s] = __fmul_rn(c[s], h[s]);
+  }
+  return LaneTreeSum<kLanes>(TreeSum(prod));
+}
+
+// Stages rows [row0, row0 + rows) of the per-row inputs in shared memory, one loop per kind:
+// B and C (kNPad per row, zero past dstate), and for the block's kCh channels from e0 (clamped
+// to the last channel) x, z plus its bias and, with kDt, the precomputed dt; zeros past `rows`.
+template <typename T, int kThreads, bool kDt, int kRowsCap, int kNPad, int kCh>
+__device__ __forceinline__ void StageRowInputs(const SelectiveStateUpdateParams& p, int64_t row0,
+                                               int rows, int64_t e0, int dstate, int tid,
+                                               float (&sm_b)[kRowsCap][kNPad],
+                                               float (&sm_c)[kRowsCap][kNPad],
+                                               float (&sm_x)[kRowsCap][kCh],
+                                               float (&sm_z)[kRowsCap][kCh],
+                                               float (&sm_dt)[kRowsCap][kCh]) {
+  const T* tb = static_cast<const T*>(p.b);
+  const T* tc = static_cast<const T*>(p.c);
+  for (int i = tid; i < kRowsCap * kNPad; i += kThreads) {
+    const int r = i / kNPad, n = i % kNPad;
+    const bool in = r < rows && n < dstate;
+    sm_b[r][n] = in ? ToFloat(tb[(row0 + r) * p.b_row_stride + n]) : 0.0f;
+    sm_c[r][n] = in ? ToFloat(tc[(row0 + r) * p.c_row_stride + n]) : 0.0f;
+  }
+  for (int i = tid; i < kRowsCap * kCh; i += kThreads) {
+    const int r = i / kCh, c = i % kCh;
+    const int64_t ei = MinI64(e0 + c, p.dim - 1);
+    const bool in = r < rows;
+    const int64_t row = row0 + r;
+    sm_x[r][c] = in ? ToFloat(static_cast<const T*>(p.x)[row * p.x_row_stride + ei]) : 0.0f;
+    float zv = in ? ToFloat(static_cast<const T*>(p.z)[row * p.z_row_stride + ei]) : 0.0f;
+    if (p.z_bias != nullptr) zv = __fadd_rn(zv, p.z_bias[ei]);
+    sm_z[r][c] = zv;
+    if constexpr (kDt) {
+      sm_dt[r][c] = in ? ToFloat(static_cast<const T*>(p.dt)[row * p.dt_row_stride + ei]) : 0.0f;
+    }
+  }
+}
+
 // kEarlyState (dependent only): p.state_read_early, as a compile-time choice.
 // kDependent: launched as a programmatic dependent (grids of about one wave, i.e. few rows): the
 // states and the weights are read before waiting for the previous kernel, the per-row inputs
@@ -125,27 +176,8 @@ __global__ void __launch_bounds__(Traits::kThreads)
   // kernel; the batched form in the plain kernel measured slower on the H100 (130m batch 256:
   // 747 vs 645 us over 24 layers), the loop form in the dependent one slower at batch 1.
   auto stage_rows = [&] {
-    const T* tb = static_cast<const T*>(p.b);
-    const T* tc = static_cast<const T*>(p.c);
-    for (int i = tid; i < kRows * kNPad; i += Traits::kThreads) {
-      const int r = i / kNPad, n = i % kNPad;
-      const bool in = r < rows && n < dstate;
-      sm_b[r][n] = in ? ToFloat(tb[(row0 + r) * p.b_row_stride + n]) : 0.0f;
-      sm_c[r][n] = in ? ToFloat(tc[(row0 + r) * p.c_row_stride + n]) : 0.0f;
-    }
-    for (int i = tid; i < kRows * kCh; i += Traits::kThreads) {
-      const int r = i / kCh, c = i % kCh;
-      const int64_t ei = MinI64(e0 + c, p.dim - 1);
-      const bool in = r < rows;
-      const int64_t row = row0 + r;
-      sm_x[r][c] = in ? ToFloat(static_cast<const T*>(p.x)[row * p.x_row_stride + ei]) : 0.0f;
-      float zv = in ? ToFloat(static_cast<const T*>(p.z)[row * p.z_row_stride + ei]) : 0.0f;
-      if (p.z_bias != nullptr) zv = __fadd_rn(zv, p.z_bias[ei]);
-      sm_z[r][c] = zv;
-      if constexpr (!Traits::kLowRank) {
-        sm_dt[r][c] = in ? ToFloat(static_cast<const T*>(p.dt)[row * p.dt_row_stride + ei]) : 0.0f;
-      }
-    }
+    StageRowInputs<T, Traits::kThreads, !Traits::kLowRank>(p, row0, rows, e0, dstate, tid, sm_b,
+                                                          sm_c, sm_x, sm_z, sm_dt);
     if constexpr (Traits::kLowRank) {
       for (int i = tid; i < kRows * rank; i += Traits::kThreads) {
         const int r = i / rank, k = i % rank;
@@ -292,14 +324,7 @@ __global__ void __launch_bounds__(Traits::kThreads)
     if (r >= rows) break;  // uniform across the block
     const float x = sm_x[r][cl];
     const float dt = DeltaFromRaw(dt_raw[r], dt_bias);
-    const float dtx = __fmul_rn(dt, x);
-    float prod[kSPT];
-#pragma unroll
-    for (int s = 0; s < kSPT; ++s) {
-      h[r][s] = SsmRecurrence(h[r][s], dt, a2[s], dtx, sm_b[r][n0 + s]);
-      prod[s] = __fmul_rn(sm_c[r][n0 + s], h[r][s]);
-    }
-    const float y = LaneTreeSum<kLanes>(TreeSum(prod));
+    const float y = AdvanceStates<kSPT, kLanes>(h[r], dt, x, a2, &sm_b[r][n0], &sm_c[r][n0]);
     if (channel_ok) {
       StoreStates<kSPT>(state[r], h[r], valid, vec_state);
       if (lane == 0) {
@@ -386,30 +411,13 @@ __global__ void __launch_bounds__(Traits::kThreads)
   for (int s = 0; s < kSPT; ++s) a2[s] = p.a2[ec * p.dstate + n0 + s];
   const float dt_bias = p.dt_bias[ec];
   const float dskip = p.d[ec];
-  const T* tb = static_cast<const T*>(p.b);
-  const T* tc = static_cast<const T*>(p.c);
 
   for (int g = 0; g < groups; ++g) {
     issue(g + kStages - 1);
     const int64_t grow0 = row0 + g * kG;
     const int grows = min(kG, rows - g * kG);
-    for (int i = tid; i < kG * kNPad; i += kThreads) {
-      const int r = i / kNPad, n = i % kNPad;
-      const bool in = r < grows;
-      sm_b[r][n] = in ? ToFloat(tb[(grow0 + r) * p.b_row_stride + n]) : 0.0f;
-      sm_c[r][n] = in ? ToFloat(tc[(grow0 + r) * p.c_row_stride + n]) : 0.0f;
-    }
-    for (int i = tid; i < kG * kCh; i += kThreads) {
-      const int r = i / kCh, c = i % kCh;
-      const int64_t ei = MinI64(e0 + c, p.dim - 1);
-      const bool in = r < grows;
-      const int64_t row = grow0 + r;
-      sm_x[r][c] = in ? ToFloat(static_cast<const T*>(p.x)[row * p.x_row_stride + ei]) : 0.0f;
-      float zv = in ? ToFloat(static_cast<const T*>(p.z)[row * p.z_row_stride + ei]) : 0.0f;
-      if (p.z_bias != nullptr) zv = __fadd_rn(zv, p.z_bias[ei]);
-      sm_z[r][c] = zv;
-      sm_dt[r][c] = in ? ToFloat(static_cast<const T*>(p.dt)[row * p.dt_row_stride + ei]) : 0.0f;
-    }
+    StageRowInputs<T, kThreads, /*kDt=*/true>(p, grow0, grows, e0, kNPad, tid, sm_b, sm_c, sm_x,
+                                               sm_z, sm_dt);
     WaitAsync<kStages - 1>();  // this thread's copies of group g have landed
     __syncthreads();           // and every thread's staged inputs
     // Unrolled: the rows' shared-memory reads and exp2 chains interleave (a rolled loop measured
@@ -422,14 +430,7 @@ __global__ void __launch_bounds__(Traits::kThreads)
                        /*vec=*/true);
       const float x = sm_x[r][cl];
       const float dt = DeltaFromRaw(sm_dt[r][cl], dt_bias);
-      const float dtx = __fmul_rn(dt, x);
-      float prod[kSPT];
-#pragma unroll
-      for (int s = 0; s < kSPT; ++s) {
-        h[s] = SsmRecurrence(h[s], dt, a2[s], dtx, sm_b[r][n0 + s]);
-        prod[s] = __fmul_rn(sm_c[r][n0 + s], h[s]);
-      }
-      const float y = LaneTreeSum<kLanes>(TreeSum(prod));
+      const float y = AdvanceStates<kSPT, kLanes>(h, dt, x, a2, &sm_b[r][n0], &sm_c[r][n0]);
       if (channel_ok) {
         StoreStates<kSPT>(state + sm_slot[g * kG + r] * p.state_slot_stride, h, kSPT,
                           /*vec=*/true);
