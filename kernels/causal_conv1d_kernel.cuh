@@ -63,13 +63,7 @@ __global__ void __launch_bounds__(kConvThreads)
   float bias[kCh];
   if (kVec && vec_params) {
 #pragma unroll
-    for (int c = 0; c < kCh; ++c) {
-      const float4 q = *reinterpret_cast<const float4*>(p.weight + (e0 + c) * kConvTaps);
-      w[c][0] = q.x;
-      w[c][1] = q.y;
-      w[c][2] = q.z;
-      w[c][3] = q.w;
-    }
+    for (int c = 0; c < kCh; ++c) LoadParams<kConvTaps>(p.weight + (e0 + c) * kConvTaps, true, w[c]);
     if (p.bias != nullptr) {
       LoadParams<kCh>(p.bias + e0, true, bias);
     } else {

@@ -172,6 +172,21 @@ struct Launch {
   }
 };
 
+// The launch of `g` with a plan's descriptors (a template: CublasLtGemm::Plan is private).
+template <typename PlanT>
+Launch LaunchFor(void* handle, const PlanT& plan, const GemmArgs& g, void* workspace,
+                 size_t workspace_bytes, cudaStream_t stream) {
+  return Launch{static_cast<cublasLtHandle_t>(handle),
+                plan.op,
+                plan.a,
+                plan.b,
+                plan.d,
+                &g,
+                workspace,
+                workspace_bytes,
+                stream};
+}
+
 // Events for timing candidates, destroyed with the object.
 class EventPool {
  public:
@@ -484,13 +499,19 @@ CublasLtGemm::Key CublasLtGemm::MakeKey(const GemmArgs& g) {
 }
 
 absl::Status CublasLtGemm::Prepare(const GemmArgs& g, cudaStream_t stream, bool autotune) {
+  return FindOrMakePlan(g, stream, autotune).status();
+}
+
+absl::StatusOr<const CublasLtGemm::Plan*> CublasLtGemm::FindOrMakePlan(const GemmArgs& g,
+                                                                       cudaStream_t stream,
+                                                                       bool autotune) {
   absl::Status s = CheckGemmArgs(g);
   if (!s.ok()) return s;
-  if (g.m == 0) return absl::OkStatus();
+  if (g.m == 0) return nullptr;
   const Key key = MakeKey(g);
   const bool want_timing = autotune && g.m <= kAutotuneMaxM;
   if (auto it = plans_.find(key); it != plans_.end() && (it->second->timed || !want_timing)) {
-    return absl::OkStatus();
+    return it->second.get();
   }
   // A long-running server sees many prefill sizes; keep the cache bounded.
   if (plans_.size() >= 4096) plans_.clear();
@@ -568,38 +589,26 @@ absl::Status CublasLtGemm::Prepare(const GemmArgs& g, cudaStream_t stream, bool 
       AppendEveryConfiguration(static_cast<cublasLtHandle_t>(handle_), plan->op, plan->a, plan->b,
                                plan->d, ab, dt, workspace_bytes_, /*cap=*/3000, &candidates);
     }
-    const Launch launch = {static_cast<cublasLtHandle_t>(handle_),
-                           plan->op,
-                           plan->a,
-                           plan->b,
-                           plan->d,
-                           &g,
-                           workspace_,
-                           workspace_bytes_,
-                           stream};
+    const Launch launch = LaunchFor(handle_, *plan, g, workspace_, workspace_bytes_, stream);
     absl::Status ts = TimeCandidates(launch, candidates, std::min(found, kTop), search, &chosen);
     if (!ts.ok()) return ts;
   }
   plan->algo = chosen;
   plan->timed = timed;
+  const Plan* made = plan.get();
   plans_[key] = std::move(plan);
-  return absl::OkStatus();
+  return made;
 }
 
 absl::Status CublasLtGemm::Run(const GemmArgs& g, cudaStream_t stream) {
   // A shape first seen here (an eager prefill or mixed pass: every distinct token count is a new
   // m) takes the heuristic's choice; timing 8 candidates x 5 runs inside a step stalled every
   // stream for milliseconds each time a new m came by (PrepareGemms times the decode shapes).
-  absl::Status s = Prepare(g, stream, /*autotune=*/false);
-  if (!s.ok()) return s;
-  if (g.m == 0) return absl::OkStatus();
-  const Plan& plan = *plans_.at(MakeKey(g));
-  const float alpha = 1.0f, beta = 0.0f;
-  MAMBA_CUBLAS_RETURN_IF_ERROR(
-      cublasLtMatmul(static_cast<cublasLtHandle_t>(handle_), plan.op, &alpha, g.w, plan.a, g.a,
-                     plan.b, &beta, g.d, plan.d, g.d, plan.d, &plan.algo, workspace_,
-                     workspace_bytes_, stream),
-      "cublasLtMatmul");
+  absl::StatusOr<const Plan*> plan = FindOrMakePlan(g, stream, /*autotune=*/false);
+  if (!plan.ok()) return plan.status();
+  if (*plan == nullptr) return absl::OkStatus();  // m == 0
+  const Launch launch = LaunchFor(handle_, **plan, g, workspace_, workspace_bytes_, stream);
+  MAMBA_CUBLAS_RETURN_IF_ERROR(launch((*plan)->algo), "cublasLtMatmul");
   return CheckLaunch("cublasLtMatmul", stream);
 }
 

@@ -88,6 +88,9 @@ class CublasLtGemm {
   using Key =
       std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int, int, int, int, int>;
   static Key MakeKey(const GemmArgs& args);
+  // Prepare's work, returning the plan (nullptr for m == 0) so Run needs no second lookup.
+  absl::StatusOr<const Plan*> FindOrMakePlan(const GemmArgs& args, cudaStream_t stream,
+                                             bool autotune);
 
   CublasLtGemm() = default;
   void* handle_ = nullptr;  // cublasLtHandle_t

@@ -335,14 +335,20 @@ __global__ void __launch_bounds__(Traits::kThreads)
   }
 }
 
+// The grid of SelectiveStateUpdateKernel: a tile of Traits::kChannels channels by Traits::kRows
+// rows per block.
+template <typename Traits>
+dim3 StateUpdateGrid(const SelectiveStateUpdateParams& p) {
+  return dim3(static_cast<unsigned>((p.dim + Traits::kChannels - 1) / Traits::kChannels),
+              static_cast<unsigned>((p.batch + Traits::kRows - 1) / Traits::kRows));
+}
+
 // The plain (not dependent-launched) kernel over the whole batch, Traits::kRows rows per block.
 template <typename Traits>
 cudaError_t LaunchPlainStateUpdate(const SelectiveStateUpdateParams& p, bool vec_state,
                                    size_t smem, cudaStream_t stream) {
-  const dim3 grid(static_cast<unsigned>((p.dim + Traits::kChannels - 1) / Traits::kChannels),
-                  static_cast<unsigned>((p.batch + Traits::kRows - 1) / Traits::kRows));
   SelectiveStateUpdateKernel<Traits, false, false>
-      <<<grid, Traits::kThreads, smem, stream>>>(p, vec_state);
+      <<<StateUpdateGrid<Traits>(p), Traits::kThreads, smem, stream>>>(p, vec_state);
   return cudaGetLastError();
 }
 
@@ -462,9 +468,9 @@ cudaError_t LaunchPipelinedStateUpdate(const SelectiveStateUpdateParams& p, int 
                            cudaFuncAttributePreferredSharedMemoryCarveout,
                            cudaSharedmemCarveoutMaxShared);
   if (carveout != cudaSuccess) return carveout;
-  const int64_t tiles = (p.dim + Traits::kChannels - 1) / Traits::kChannels;
+  const unsigned tiles = StateUpdateGrid<Traits>(p).x;
   const int rows = PipelinedRowsPerBlock(p.batch, tiles, blocks_per_sm);
-  const dim3 grid(static_cast<unsigned>(tiles), static_cast<unsigned>((p.batch + rows - 1) / rows));
+  const dim3 grid(tiles, static_cast<unsigned>((p.batch + rows - 1) / rows));
   SelectiveStateUpdatePipelinedKernel<Traits><<<grid, Traits::kThreads, 0, stream>>>(p, rows);
   return cudaGetLastError();
 }
@@ -483,8 +489,8 @@ double PlainLastWaveFill(const SelectiveStateUpdateParams& p) {
     return n > 0 ? n : 1;
   }();
   const int64_t slots = static_cast<int64_t>(CurrentDeviceSmCount()) * per_sm;
-  const int64_t blocks =
-      (p.dim + Traits::kChannels - 1) / Traits::kChannels * ((p.batch + Traits::kRows - 1) / Traits::kRows);
+  const dim3 grid = StateUpdateGrid<Traits>(p);
+  const int64_t blocks = static_cast<int64_t>(grid.x) * grid.y;
   const int64_t waves = (blocks + slots - 1) / slots;
   return static_cast<double>(blocks) / static_cast<double>(waves * slots);
 }
@@ -509,8 +515,7 @@ cudaError_t LaunchStateUpdateVariant(const SelectiveStateUpdateParams& p, cudaSt
       if (err != cudaSuccess) return err;
     }
   }
-  const dim3 grid(static_cast<unsigned>((p.dim + Traits::kChannels - 1) / Traits::kChannels),
-                  static_cast<unsigned>((p.batch + Traits::kRows - 1) / Traits::kRows));
+  const dim3 grid = StateUpdateGrid<Traits>(p);
   if (PreloadBeforeWait(static_cast<int64_t>(grid.x) * grid.y)) {
     return LaunchKernel(p.state_read_early ? SelectiveStateUpdateKernel<Traits, true, true>
                                            : SelectiveStateUpdateKernel<Traits, true, false>,

@@ -171,8 +171,7 @@ absl::StatusOr<std::vector<ScanResult>> TimeScan(const ScanShape& s) {
   };
   const Variant variants[] = {{0, true}, {4, true}, {8, true}, {4, false}, {8, false}, {1, false}};
   for (const Variant& v : variants) {
-    const int spt = v.spt;
-    p.states_per_thread = spt;
+    p.states_per_thread = v.spt;
     p.allow_segments = v.segments;
     for (int i = 0; i < 3; ++i) {
       MAMBA_RETURN_IF_ERROR(kernels::LaunchSelectiveScan(p, kernels::KernelDType::kF16,
@@ -191,8 +190,8 @@ absl::StatusOr<std::vector<ScanResult>> TimeScan(const ScanShape& s) {
     }
     ScanResult r;
     r.us = Median(times);
-    r.states_per_thread = spt == 0 ? kernels::ChooseScanStatesPerThread(p) : spt;
-    r.auto_layout = spt == 0;
+    r.states_per_thread = v.spt == 0 ? kernels::ChooseScanStatesPerThread(p) : v.spt;
+    r.auto_layout = v.spt == 0;
     r.sequential = !v.segments;
     kernels::SelectiveScanParams chosen = p;
     kernels::ChooseScanSegments(chosen);

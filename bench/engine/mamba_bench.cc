@@ -430,20 +430,16 @@ absl::Status Run() {
     mamba::gpu::SetFusedDtMaxRows(absl::GetFlag(FLAGS_fused_dt_max_rows));
   }
   if (const int64_t rows = absl::GetFlag(FLAGS_state_update_rows); rows >= 0) {
-    absl::Status s = mamba::kernels::SetStateUpdateRowsPerBlock(static_cast<int>(rows));
-    if (!s.ok()) return s;
+    MAMBA_RETURN_IF_ERROR(mamba::kernels::SetStateUpdateRowsPerBlock(static_cast<int>(rows)));
   }
   if (const int64_t pipe = absl::GetFlag(FLAGS_state_update_pipeline); pipe >= -1) {
-    absl::Status s = mamba::kernels::SetStateUpdatePipeline(static_cast<int>(pipe));
-    if (!s.ok()) return s;
+    MAMBA_RETURN_IF_ERROR(mamba::kernels::SetStateUpdatePipeline(static_cast<int>(pipe)));
   }
   if (const int64_t layout = absl::GetFlag(FLAGS_conv_prefill_layout); layout >= 0) {
-    absl::Status s = mamba::kernels::SetConvPrefillLayout(static_cast<int>(layout));
-    if (!s.ok()) return s;
+    MAMBA_RETURN_IF_ERROR(mamba::kernels::SetConvPrefillLayout(static_cast<int>(layout)));
   }
   if (const int64_t spt = absl::GetFlag(FLAGS_scan_states_per_thread); spt >= 0) {
-    absl::Status s = mamba::kernels::SetScanStatesPerThread(static_cast<int>(spt));
-    if (!s.ok()) return s;
+    MAMBA_RETURN_IF_ERROR(mamba::kernels::SetScanStatesPerThread(static_cast<int>(spt)));
   }
   {
     const std::string search = absl::GetFlag(FLAGS_gemm_search);
