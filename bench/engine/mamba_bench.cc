@@ -19,6 +19,7 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <initializer_list>
 #include <memory>
 #include <string>
 #include <thread>
@@ -140,6 +141,19 @@ absl::StatusOr<std::vector<int>> ParseList(const std::string& text, const char* 
     if (v > 0) out.push_back(v);
   }
   return out;
+}
+
+// The value of a flag that names one of `choices` ({name, value} pairs, listed in the error).
+template <typename E>
+absl::StatusOr<E> ParseChoice(const char* flag, const std::string& text,
+                              std::initializer_list<std::pair<const char*, E>> choices) {
+  std::vector<std::string> names;
+  for (const auto& [name, value] : choices) {
+    if (text == name) return value;
+    names.emplace_back(name);
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("--", flag, " '", text, "' is invalid; allowed: ", absl::StrJoin(names, ", ")));
 }
 
 struct HostBandwidth {
@@ -442,24 +456,24 @@ absl::Status Run() {
     MAMBA_RETURN_IF_ERROR(mamba::kernels::SetScanStatesPerThread(static_cast<int>(spt)));
   }
   {
-    const std::string search = absl::GetFlag(FLAGS_gemm_search);
-    if (search != "top8" && search != "top8_alone" && search != "wide") {
-      return absl::InvalidArgumentError(
-          absl::StrCat("--gemm_search '", search, "' is invalid; allowed: top8, top8_alone, wide"));
-    }
-    mamba::kernels::SetGemmSearch(search == "wide"         ? mamba::kernels::GemmSearch::kWide
-                                  : search == "top8_alone" ? mamba::kernels::GemmSearch::kTop8Alone
-                                                           : mamba::kernels::GemmSearch::kTop8);
+    using mamba::kernels::GemmSearch;
+    absl::StatusOr<GemmSearch> search =
+        ParseChoice<GemmSearch>("gemm_search", absl::GetFlag(FLAGS_gemm_search),
+                                {{"top8", GemmSearch::kTop8},
+                                 {"top8_alone", GemmSearch::kTop8Alone},
+                                 {"wide", GemmSearch::kWide}});
+    if (!search.ok()) return search.status();
+    mamba::kernels::SetGemmSearch(*search);
   }
   {
-    const std::string mode = absl::GetFlag(FLAGS_persistent_decode);
-    if (mode != "auto" && mode != "always" && mode != "off") {
-      return absl::InvalidArgumentError(
-          absl::StrCat("--persistent_decode '", mode, "' is invalid; allowed: auto, always, off"));
-    }
-    mamba::kernels::SetPersistentDecode(mode == "always" ? mamba::kernels::PersistentDecode::kAlways
-                                        : mode == "off"  ? mamba::kernels::PersistentDecode::kOff
-                                                         : mamba::kernels::PersistentDecode::kAuto);
+    using mamba::kernels::PersistentDecode;
+    absl::StatusOr<PersistentDecode> mode =
+        ParseChoice<PersistentDecode>("persistent_decode", absl::GetFlag(FLAGS_persistent_decode),
+                                      {{"auto", PersistentDecode::kAuto},
+                                       {"always", PersistentDecode::kAlways},
+                                       {"off", PersistentDecode::kOff}});
+    if (!mode.ok()) return mode.status();
+    mamba::kernels::SetPersistentDecode(*mode);
   }
 #endif
   int max_batch = 1;
