@@ -29,7 +29,7 @@
 #include "client/load_stats.h"
 #include "client/load_workload.h"
 #include "client/subcommands.h"
-#include "engine/status_macros.h"
+#include "common/status_macros.h"
 #include "mambaserve/v1/models.grpc.pb.h"
 
 // Shared with `generate` (defined in generate_command.cc).

@@ -10,24 +10,24 @@ namespace mamba {
 
 bool CudaAvailable() {
 #ifdef MAMBA_HAVE_CUDA
-  return CudaDeviceCount() > 0;
+  return cuda::CudaDeviceCount() > 0;
 #else
   return false;
 #endif
 }
 
-absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(const BackendOptions& options,
-                                                       LoadedModel& model) {
+absl::StatusOr<std::unique_ptr<backend::Backend>> CreateBackend(
+    const backend::BackendOptions& options, model::LoadedModel& model) {
   std::string kind = options.kind;
   if (kind == "auto") kind = CudaAvailable() ? "cuda" : "cpu";
-  if (kind == "cpu") return CreateCpuBackend(options, model);
+  if (kind == "cpu") return cpu::CreateCpuBackend(options, model);
   if (kind == "cuda") {
 #ifdef MAMBA_HAVE_CUDA
-    if (CudaDeviceCount() == 0) {
+    if (cuda::CudaDeviceCount() == 0) {
       return absl::FailedPreconditionError(
           "--backend=cuda but no CUDA device is visible (no driver or GPU); use --backend=cpu");
     }
-    return CreateCudaBackend(options, model);
+    return cuda::CreateCudaBackend(options, model);
 #else
     return absl::FailedPreconditionError(
         "--backend=cuda but this binary was built without CUDA (configure with -DMAMBA_CUDA=ON)");

@@ -2,17 +2,18 @@
 
 #include <unistd.h>
 
-#include <cstring>
+#include <algorithm>
 #include <filesystem>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
 #include "engine/backend_factory.h"
-#include "engine/model_loader.h"
-#include "engine/scheduler.h"
-#include "engine/session_codec.h"
-#include "engine/session_store.h"
-#include "engine/status_macros.h"
+#include "engine/model/model_loader.h"
+#include "engine/sampling/sampling_params.h"
+#include "engine/scheduler/scheduler.h"
+#include "engine/sessions/session_store.h"
+#include "engine/sessions/state_placement.h"
 
 namespace mamba {
 namespace {
@@ -39,70 +40,64 @@ std::string DefaultModelDir() {
   return "";
 }
 
-absl::Status ValidateTokens(const std::vector<int32_t>& tokens, int32_t vocab) {
+absl::Status ValidateTokens(const std::vector<int32_t>& tokens, int32_t vocab, const char* field) {
   for (size_t i = 0; i < tokens.size(); ++i) {
     if (tokens[i] < 0 || tokens[i] >= vocab) {
-      return absl::InvalidArgumentError(absl::StrCat("token id ", tokens[i], " at position ", i,
-                                                     " is out of range; allowed: 0 to ",
-                                                     vocab - 1));
+      return absl::InvalidArgumentError(absl::StrCat(field, "[", i, "] = ", tokens[i],
+                                                     " is outside the vocabulary; allowed: [0, ",
+                                                     vocab, ")"));
     }
   }
   return absl::OkStatus();
 }
 
+// The engine's boundary: after this, a request is valid by construction.
 absl::Status ValidateRequest(const GenerationRequest& r, int32_t vocab) {
   if (r.prompt.empty()) {
     return absl::InvalidArgumentError("the input is empty; send at least one token");
   }
-  MAMBA_RETURN_IF_ERROR(ValidateTokens(r.prompt, vocab));
+  MAMBA_RETURN_IF_ERROR(ValidateTokens(r.prompt, vocab, "prompt"));
+  MAMBA_RETURN_IF_ERROR(
+      ValidateTokens(r.stopping.stop_token_ids, vocab, "stopping.stop_token_ids"));
   if (r.stopping.max_tokens < 1) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("max_tokens ", r.stopping.max_tokens, " is out of range; allowed: >= 1"));
+    return absl::InvalidArgumentError(absl::StrCat("stopping.max_tokens = ", r.stopping.max_tokens,
+                                                   " is out of range; allowed: >= 1"));
   }
-  if (r.logprobs > 20) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("logprobs ", r.logprobs, " is out of range; allowed: 0 to 20"));
+  if (r.logprobs < -1) {
+    return absl::InvalidArgumentError(absl::StrCat("logprobs = ", r.logprobs,
+                                                   " is out of range; allowed: -1 (none) or [0, ",
+                                                   sampling::kMaxTopLogprobs, "]"));
   }
-  const SamplingParams& s = r.sampling;
-  if (!(s.temperature >= 0.0f)) {
-    return absl::InvalidArgumentError("temperature must be >= 0 (0 is greedy)");
-  }
-  if (s.top_k < 0) return absl::InvalidArgumentError("top_k must be >= 0 (0 is off)");
-  if (!(s.top_p > 0.0f && s.top_p <= 1.0f)) {
-    return absl::InvalidArgumentError("top_p must be in (0, 1] (1 is off)");
-  }
-  if (!(s.min_p >= 0.0f && s.min_p <= 1.0f)) {
-    return absl::InvalidArgumentError("min_p must be in [0, 1] (0 is off)");
-  }
-  if (!(s.repetition_penalty > 0.0f)) {
-    return absl::InvalidArgumentError("repetition_penalty must be > 0 (1 is off)");
-  }
-  return absl::OkStatus();
+  return sampling::ValidateSamplingParams(r.sampling, std::max(0, r.logprobs));
 }
 
 // Runs one short prefill and a few decode steps so that first requests do not pay for lazy
 // initialization (kernel loading, graph capture, allocator growth).
-absl::Status WarmUp(Backend& backend) {
-  const ModelConfig& c = backend.config();
+absl::Status WarmUp(backend::Backend& backend) {
+  const model::ModelConfig& c = backend.config();
   std::vector<int32_t> prompt;
   for (int i = 0; i < 8; ++i) prompt.push_back((i * 7919 + 13) % c.vocab_size);
   MAMBA_RETURN_IF_ERROR(backend.ResetSlot(0));
-  SeqWork w;
+  backend::SeqWork w;
   w.slot = 0;
   w.tokens = prompt;
   w.sample = true;
-  std::vector<SeqResult> out(1);
-  MAMBA_RETURN_IF_ERROR(backend.Step(absl::MakeConstSpan(&w, 1), absl::MakeSpan(out)));
-  for (int i = 0; i < 3; ++i) {
-    const int32_t token = out[0].token;
-    w.tokens = absl::MakeConstSpan(&token, 1);
-    w.sample_position = static_cast<uint64_t>(i + 1);
+  std::vector<backend::SeqResult> out(1);
+  for (int i = 0; i < 4; ++i) {
     MAMBA_RETURN_IF_ERROR(backend.Step(absl::MakeConstSpan(&w, 1), absl::MakeSpan(out)));
+    MAMBA_RETURN_IF_ERROR(out[0].status);
+    prompt.assign(1, out[0].token);
+    w.tokens = prompt;
+    w.sample_position = static_cast<uint64_t>(i + 1);
   }
   return backend.ResetSlot(0);
 }
 
+absl::Status Unavailable() { return absl::UnavailableError("the server is shutting down"); }
+
 }  // namespace
+
+Engine::Engine() = default;
 
 absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& options,
                                                        EngineObserver* observer) {
@@ -118,28 +113,31 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
       note = " (the embedded default model is missing; serving synthetic:tiny)";
     }
   }
-  std::string backend_kind = options.backend;
-  if (backend_kind == "auto") backend_kind = CudaAvailable() ? "cuda" : "cpu";
+  backend::BackendOptions backend_options = options.backend;
+  if (backend_options.kind == "auto") backend_options.kind = CudaAvailable() ? "cuda" : "cpu";
+  // The backend must step every sequence the scheduler runs at once.
+  backend_options.max_batch = options.scheduler.max_running;
 
-  LoadOptions load;
+  model::LoadOptions load;
   load.seed = options.seed;
   if (options.dtype != "auto") {
-    MAMBA_ASSIGN_OR_RETURN(DType dtype, ParseDType(options.dtype));
+    MAMBA_ASSIGN_OR_RETURN(model::DType dtype, model::ParseDType(options.dtype));
     load.dtype = dtype;
   }
-  MAMBA_ASSIGN_OR_RETURN(LoadedModel model, LoadModel(spec, load));
-  if (backend_kind == "cuda" && !load.dtype && model.weights.MatrixDType() == DType::kF32) {
+  MAMBA_ASSIGN_OR_RETURN(model::LoadedModel model, model::LoadModel(spec, load));
+  if (backend_options.kind == "cuda" && !load.dtype &&
+      model.weights.MatrixDType() == model::DType::kF32) {
     // The GPU keeps half-precision weights: an f32 checkpoint becomes bf16 unless told otherwise.
-    MAMBA_ASSIGN_OR_RETURN(model.weights, model.weights.ConvertTo(DType::kBF16));
+    MAMBA_ASSIGN_OR_RETURN(model.weights, model.weights.ConvertTo(model::DType::kBF16));
   }
 
   // Tokenizer: the flag, else tokenizer.json beside the checkpoint, else bytes.
   const std::string tokenizer_path =
       !options.tokenizer.empty() ? options.tokenizer : model.tokenizer_path;
   if (!tokenizer_path.empty()) {
-    MAMBA_ASSIGN_OR_RETURN(engine->tokenizer_, LoadTokenizerJson(tokenizer_path));
+    MAMBA_ASSIGN_OR_RETURN(engine->tokenizer_, tokenizer::LoadTokenizerJson(tokenizer_path));
   } else {
-    engine->tokenizer_ = MakeByteTokenizer({"<|endoftext|>"}, model.config.vocab_size);
+    engine->tokenizer_ = tokenizer::MakeByteTokenizer({"<|endoftext|>"}, model.config.vocab_size);
   }
 
   ModelInfo& info = engine->info_;
@@ -153,40 +151,28 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
   info.tokenizer_kind = engine->tokenizer_->kind();
   info.eos_token_id = engine->tokenizer_->eos_id();
 
-  BackendOptions bo;
-  bo.kind = backend_kind;
-  bo.device = options.device;
-  bo.num_slots = options.num_slots;
-  bo.cpu_threads = options.cpu_threads;
-  bo.state_dtype = options.state_dtype;
-  bo.gpu_memory_fraction = options.gpu_memory_fraction;
-  bo.max_batch = options.max_running;
-  bo.deterministic = options.deterministic;
-  MAMBA_ASSIGN_OR_RETURN(std::unique_ptr<Backend> backend, CreateBackend(bo, model));
-  MAMBA_RETURN_IF_ERROR(WarmUp(*backend));
+  MAMBA_ASSIGN_OR_RETURN(engine->backend_, CreateBackend(backend_options, model));
+  backend::Backend& backend = *engine->backend_;
+  MAMBA_RETURN_IF_ERROR(WarmUp(backend));
 
-  info.backend = backend->name();
-  info.device = backend->device();
-  info.weight_dtype = std::string(DTypeName(backend->weight_dtype()));
-  info.state_dtype = std::string(DTypeName(backend->state_dtype()));
-  info.weight_bytes = static_cast<int64_t>(backend->weight_bytes());
-  info.state_bytes_per_session = static_cast<int64_t>(backend->state_bytes());
-  info.num_slots = backend->num_slots();
+  info.backend = backend.name();
+  info.device = backend.device();
+  info.weight_dtype = std::string(model::DTypeName(backend.weight_dtype()));
+  info.state_dtype = std::string(model::DTypeName(backend.state_dtype()));
+  info.weight_bytes = static_cast<int64_t>(backend.weight_bytes());
+  info.state_bytes_per_session = static_cast<int64_t>(backend.state_bytes());
+  info.num_slots = backend.num_slots();
 
-  engine->sessions_ = std::make_unique<SessionStore>(options.max_sessions,
-                                                     options.tenant_max_sessions,
-                                                     options.session_ttl);
-  SchedulerOptions so;
-  so.max_running = std::max(1, std::min(options.max_running, backend->num_slots()));
-  so.max_queue = options.max_queue;
-  so.max_prefill_tokens_per_step = std::max(1, options.max_prefill_tokens_per_step);
-  so.max_unread_tokens = std::max(1, options.max_unread_tokens);
-  so.tenant_max_running = options.tenant_max_running;
-  so.host_state_memory_gb = options.host_state_memory_gb;
-  so.eos_id = engine->tokenizer_->eos_id();
-  engine->backend_ = std::move(backend);
-  engine->scheduler_ = std::make_unique<Scheduler>(engine->backend_.get(), engine->tokenizer_.get(),
-                                                   engine->sessions_.get(), so, observer);
+  engine->sessions_ = std::make_unique<sessions::SessionStore>(options.sessions);
+  engine->placement_ = std::make_unique<sessions::StatePlacement>(&backend, engine->sessions_.get(),
+                                                                  options.sessions, observer);
+  scheduler::SchedulerOptions so = options.scheduler;
+  so.max_running = std::max(1, std::min(so.max_running, backend.num_slots()));
+  so.max_prefill_tokens_per_step = std::max(1, so.max_prefill_tokens_per_step);
+  so.max_unread_tokens = std::max(1, so.max_unread_tokens);
+  engine->scheduler_ = std::make_unique<scheduler::Scheduler>(
+      &backend, engine->tokenizer_.get(), engine->sessions_.get(), engine->placement_.get(), so,
+      observer);
   engine->scheduler_->Start();
   return engine;
 }
@@ -200,15 +186,17 @@ void Engine::Shutdown() {
 absl::StatusOr<std::shared_ptr<GenerationStream>> Engine::Submit(GenerationRequest request,
                                                                  std::function<void()> on_ready) {
   MAMBA_RETURN_IF_ERROR(ValidateRequest(request, info_.config.vocab_size));
-  if (request.request_id.empty()) request.request_id = SessionStore::NewId().substr(0, 16);
-  auto r = std::make_shared<ScheduledRequest>();
+  if (request.request_id.empty()) {
+    request.request_id = sessions::SessionStore::NewId().substr(0, 16);
+  }
+  auto r = std::make_shared<scheduler::ScheduledRequest>();
   if (!request.session_id.empty()) {
     MAMBA_ASSIGN_OR_RETURN(r->session, sessions_->Reserve(request.tenant, request.session_id));
   }
   r->stream = std::make_shared<GenerationStream>(request.request_id, std::move(on_ready));
   r->request = std::move(request);
   std::shared_ptr<GenerationStream> stream = r->stream;
-  std::shared_ptr<Session> session = r->session;
+  std::shared_ptr<sessions::Session> session = r->session;
   absl::Status st = scheduler_->Enqueue(std::move(r));
   if (!st.ok()) {
     if (session != nullptr) sessions_->Release(session);
@@ -220,32 +208,31 @@ absl::StatusOr<std::shared_ptr<GenerationStream>> Engine::Submit(GenerationReque
 void Engine::CreateSession(const std::string& tenant, std::vector<int32_t> prompt,
                            absl::Duration ttl, SessionCallback done,
                            const std::string& requested_id) {
-  absl::Status valid = ValidateTokens(prompt, info_.config.vocab_size);
+  absl::Status valid = ValidateTokens(prompt, info_.config.vocab_size, "prompt");
   if (!valid.ok()) return done(valid);
-  absl::StatusOr<std::shared_ptr<Session>> created =
+  absl::StatusOr<std::shared_ptr<sessions::Session>> created =
       sessions_->Create(tenant, ttl, /*busy=*/!prompt.empty(), requested_id);
   if (!created.ok()) return done(created.status());
-  std::shared_ptr<Session> session = *created;
+  std::shared_ptr<sessions::Session> session = *created;
   if (prompt.empty()) {
     auto lock = sessions_->Acquire();
     return done(sessions_->Info(*session));
   }
-  auto r = std::make_shared<ScheduledRequest>();
+  auto r = std::make_shared<scheduler::ScheduledRequest>();
   r->generate = false;
   r->session = session;
   r->request.tenant = tenant;
   r->request.session_id = session->id;
   r->request.prompt = std::move(prompt);
-  Scheduler* scheduler = scheduler_.get();
-  SessionStore* store = sessions_.get();
-  r->on_processed = [scheduler, store, session, done](absl::Status st) {
+  sessions::SessionStore* store = sessions_.get();
+  sessions::StatePlacement* placement = placement_.get();
+  r->on_processed = [store, placement, session, done](absl::Status st) {
     // Runs on the scheduler thread.
-    auto lock = store->Acquire();
     if (!st.ok()) {
-      if (!session->closed) scheduler->DropSessionLocked(lock, *session, /*evicted=*/false);
-      lock.unlock();
+      placement->Drop(*session, /*evicted=*/false);
       return done(st);
     }
+    auto lock = store->Acquire();
     SessionInfo info = store->Info(*session);
     lock.unlock();
     done(info);
@@ -266,65 +253,25 @@ absl::StatusOr<SessionPage> Engine::ListSessions(const std::string& tenant, int3
   return sessions_->List(tenant, page_size, page_token);
 }
 
-namespace {
-
-absl::Status Unavailable() { return absl::UnavailableError("the server is shutting down"); }
-
-}  // namespace
-
 void Engine::ForkSession(const std::string& tenant, const std::string& id, absl::Duration ttl,
                          SessionCallback done) {
-  Scheduler* sched = scheduler_.get();
-  SessionStore* store = sessions_.get();
-  const bool posted = sched->Post([sched, store, tenant, id, ttl, done] {
-    absl::StatusOr<std::shared_ptr<Session>> parent = store->Reserve(tenant, id);
+  sessions::SessionStore* store = sessions_.get();
+  sessions::StatePlacement* placement = placement_.get();
+  const bool posted = scheduler_->Post([store, placement, tenant, id, ttl, done] {
+    absl::StatusOr<std::shared_ptr<sessions::Session>> parent = store->Reserve(tenant, id);
     if (!parent.ok()) return done(parent.status());
-    absl::StatusOr<std::shared_ptr<Session>> child =
+    absl::StatusOr<std::shared_ptr<sessions::Session>> child =
         store->Create(tenant, ttl, /*busy=*/true, /*requested_id=*/"", /*id_prefix=*/id);
     if (!child.ok()) {
       store->Release(*parent);
       return done(child.status());
     }
-    Session& p = **parent;
-    Session& c = **child;
-    Backend* backend = sched->backend();
-    absl::Status st;
-    if (p.where == Session::Where::kDevice) {
-      if (std::optional<int32_t> slot = sched->AcquireSlot()) {
-        st = backend->CopySlot(p.slot, *slot);
-        auto lock = store->Acquire();
-        c.where = Session::Where::kDevice;
-        c.slot = *slot;
-      } else if (sched->ReserveHostBytes(static_cast<int64_t>(backend->state_bytes()), &c)) {
-        std::unique_ptr<HostState> host = backend->AllocateHostState();
-        st = backend->SaveSlot(p.slot, host.get());
-        auto lock = store->Acquire();
-        c.where = Session::Where::kHost;
-        c.host = std::move(host);
-      } else {
-        st = absl::ResourceExhaustedError(
-            "no state slot or host memory is free for the fork; retry when sessions are closed");
-      }
-    } else if (p.where == Session::Where::kHost) {
-      if (std::optional<int32_t> slot = sched->AcquireSlot()) {
-        st = backend->LoadSlot(*slot, *p.host);
-        auto lock = store->Acquire();
-        c.where = Session::Where::kDevice;
-        c.slot = *slot;
-      } else if (sched->ReserveHostBytes(static_cast<int64_t>(p.host->size()), &c)) {
-        std::unique_ptr<HostState> host = backend->AllocateHostState();
-        std::memcpy(host->data(), p.host->data(), p.host->size());
-        auto lock = store->Acquire();
-        c.where = Session::Where::kHost;
-        c.host = std::move(host);
-      } else {
-        st = absl::ResourceExhaustedError(
-            "no state slot or host memory is free for the fork; retry when sessions are closed");
-      }
-    }
+    sessions::Session& p = **parent;
+    sessions::Session& c = **child;
+    absl::Status st = placement->PlaceCopy(p, c);
     auto lock = store->Acquire();
     if (!st.ok()) {
-      sched->DropSessionLocked(lock, c, /*evicted=*/false);
+      placement->DropLocked(lock, c, /*evicted=*/false);
       p.busy = false;
       lock.unlock();
       return done(st);
@@ -344,105 +291,82 @@ void Engine::ForkSession(const std::string& tenant, const std::string& id, absl:
 
 void Engine::CloseSession(const std::string& tenant, const std::string& id,
                           std::function<void(absl::Status)> done) {
-  Scheduler* sched = scheduler_.get();
-  SessionStore* store = sessions_.get();
-  const bool posted = sched->Post([sched, store, tenant, id, done] {
-    absl::StatusOr<std::shared_ptr<Session>> s = store->Find(tenant, id);
+  scheduler::Scheduler* sched = scheduler_.get();
+  sessions::SessionStore* store = sessions_.get();
+  sessions::StatePlacement* placement = placement_.get();
+  const bool posted = sched->Post([sched, store, placement, tenant, id, done] {
+    absl::StatusOr<std::shared_ptr<sessions::Session>> s = store->Find(tenant, id);
     if (!s.ok()) return done(s.status());
     sched->CancelSessionRequest(s->get());
-    {
-      auto lock = store->Acquire();
-      if (!(*s)->closed) sched->DropSessionLocked(lock, **s, /*evicted=*/false);
-    }
+    placement->Drop(**s, /*evicted=*/false);
     done(absl::OkStatus());
   });
   if (!posted) done(Unavailable());
 }
 
 void Engine::ExportSession(const std::string& tenant, const std::string& id,
-                           std::function<void(absl::StatusOr<std::string>)> done) {
-  Scheduler* sched = scheduler_.get();
-  SessionStore* store = sessions_.get();
+                           std::function<void(absl::StatusOr<sessions::SessionSnapshot>)> done) {
+  sessions::SessionStore* store = sessions_.get();
+  sessions::StatePlacement* placement = placement_.get();
   const ModelInfo* info = &info_;
-  const bool posted = sched->Post([sched, store, info, tenant, id, done] {
-    absl::StatusOr<std::shared_ptr<Session>> reserved = store->Reserve(tenant, id);
+  const model::DType state_dtype = backend_->state_dtype();
+  const bool posted = scheduler_->Post([store, placement, info, state_dtype, tenant, id, done] {
+    absl::StatusOr<std::shared_ptr<sessions::Session>> reserved = store->Reserve(tenant, id);
     if (!reserved.ok()) return done(reserved.status());
-    Session& s = **reserved;
-    Backend* backend = sched->backend();
-    SessionSnapshot snap;
-    snap.model_identity = info->identity;
-    snap.state_dtype = backend->state_dtype();
-    snap.n_layer = info->config.n_layer;
-    snap.d_inner = info->config.d_inner;
-    snap.d_conv = info->config.d_conv;
-    snap.d_state = info->config.d_state;
-    absl::Status st;
-    if (s.where == Session::Where::kDevice) {
-      std::unique_ptr<HostState> host = backend->AllocateHostState();
-      st = backend->SaveSlot(s.slot, host.get());
-      snap.payload.assign(reinterpret_cast<const char*>(host->data()), host->size());
-    } else if (s.where == Session::Where::kHost) {
-      snap.payload.assign(reinterpret_cast<const char*>(s.host->data()), s.host->size());
-    } else {
-      snap.payload.assign(backend->state_bytes(), '\0');
-    }
+    sessions::Session& s = **reserved;
+    // The only copy made on this thread: the state's bytes. Encoding is the caller's.
+    absl::StatusOr<std::string> payload = placement->CopyOut(s);
+    sessions::SessionSnapshot snap;
     {
       auto lock = store->Acquire();
       snap.tokens = s.tokens;
       snap.pending = s.pending;
     }
     store->Release(*reserved);
-    if (!st.ok()) return done(st);
-    done(EncodeSession(snap));
+    if (!payload.ok()) return done(payload.status());
+    snap.model_identity = info->identity;
+    snap.state_dtype = state_dtype;
+    snap.layout = model::StateLayoutOf(info->config);
+    snap.payload = *std::move(payload);
+    done(std::move(snap));
   });
   if (!posted) done(Unavailable());
 }
 
 void Engine::ImportSession(const std::string& tenant, std::string bytes, absl::Duration ttl,
                            SessionCallback done, const std::string& requested_id) {
-  if (!requested_id.empty() && !SessionStore::IsWellFormedId(requested_id)) {
+  if (!requested_id.empty() && !sessions::SessionStore::IsWellFormedId(requested_id)) {
     return done(absl::InvalidArgumentError(
         "requested session id is malformed; allowed: 32 lowercase hex digits"));
   }
-  absl::StatusOr<SessionSnapshot> decoded = DecodeSession(bytes);
+  absl::StatusOr<sessions::SessionSnapshot> decoded = sessions::DecodeSession(bytes);
   if (!decoded.ok()) return done(decoded.status());
-  auto snap = std::make_shared<SessionSnapshot>(std::move(*decoded));
-  absl::Status ok = CheckSessionCompatible(*snap, info_.config, info_.identity);
+  auto snap = std::make_shared<sessions::SessionSnapshot>(std::move(*decoded));
+  absl::Status ok = sessions::CheckSessionCompatible(*snap, info_.config, info_.identity);
   if (!ok.ok()) return done(ok);
-  ok = ValidateTokens(snap->pending, info_.config.vocab_size);
-  if (!ok.ok()) return done(absl::InvalidArgumentError(absl::StrCat(
-                    "session state holds an invalid pending token: ", std::string(ok.message()))));
-  Scheduler* sched = scheduler_.get();
-  SessionStore* store = sessions_.get();
-  const bool posted = sched->Post([sched, store, snap, tenant, ttl, done, requested_id] {
-    Backend* backend = sched->backend();
-    absl::Status st = ConvertSessionPayload(snap.get(), backend->state_dtype());
-    if (!st.ok()) return done(st);
-    if (snap->payload.size() != backend->state_bytes()) {
-      return done(absl::FailedPreconditionError("session state size does not match this server"));
-    }
-    absl::StatusOr<std::shared_ptr<Session>> created =
+  ok = ValidateTokens(snap->pending, info_.config.vocab_size, "pending");
+  if (!ok.ok()) {
+    return done(absl::InvalidArgumentError(
+        absl::StrCat("session state holds an invalid pending token: ", std::string(ok.message()))));
+  }
+  // Converting the payload to this server's state dtype is work for this thread, not the
+  // scheduler's.
+  ok = sessions::ConvertSessionPayload(snap.get(), backend_->state_dtype());
+  if (!ok.ok()) return done(ok);
+  if (snap->payload.size() != backend_->state_bytes()) {
+    return done(absl::FailedPreconditionError("session state size does not match this server"));
+  }
+  sessions::SessionStore* store = sessions_.get();
+  sessions::StatePlacement* placement = placement_.get();
+  const bool posted = scheduler_->Post([store, placement, snap, tenant, ttl, done, requested_id] {
+    absl::StatusOr<std::shared_ptr<sessions::Session>> created =
         store->Create(tenant, ttl, /*busy=*/true, requested_id);
     if (!created.ok()) return done(created.status());
-    Session& s = **created;
-    std::unique_ptr<HostState> host = backend->AllocateHostState();
-    std::memcpy(host->data(), snap->payload.data(), snap->payload.size());
-    if (std::optional<int32_t> slot = sched->AcquireSlot()) {
-      st = backend->LoadSlot(*slot, *host);
-      auto lock = store->Acquire();
-      s.where = Session::Where::kDevice;
-      s.slot = *slot;
-    } else if (sched->ReserveHostBytes(static_cast<int64_t>(host->size()), &s)) {
-      auto lock = store->Acquire();
-      s.where = Session::Where::kHost;
-      s.host = std::move(host);
-    } else {
-      st = absl::ResourceExhaustedError(
-          "no state slot or host memory is free for the imported session; retry later");
-    }
+    sessions::Session& s = **created;
+    absl::Status st = placement->PlaceBytes(s, snap->payload);
     auto lock = store->Acquire();
     if (!st.ok()) {
-      sched->DropSessionLocked(lock, s, /*evicted=*/false);
+      placement->DropLocked(lock, s, /*evicted=*/false);
       lock.unlock();
       return done(st);
     }
@@ -459,8 +383,16 @@ void Engine::ImportSession(const std::string& tenant, std::string bytes, absl::D
 
 EngineStats Engine::Stats() const {
   EngineStats stats = scheduler_->Stats();
-  sessions_->ForEachLocked([&](Session& s) {
-    if (s.where == Session::Where::kHost) {
+  const sessions::PlacementStats p = placement_->Stats();
+  stats.slots_total = p.slots_total;
+  stats.slots_used = p.slots_used;
+  stats.state_bytes_device = p.slots_used * static_cast<int64_t>(backend_->state_bytes());
+  stats.state_bytes_host = p.host_bytes;
+  stats.evictions_to_host = p.evictions_to_host;
+  stats.evictions_dropped = p.evictions_dropped;
+  stats.restores_from_host = p.restores_from_host;
+  sessions_->ForEachLocked([&](sessions::Session& s) {
+    if (s.where == sessions::Session::Where::kHost) {
       ++stats.sessions_host;
     } else {
       ++stats.sessions_device;

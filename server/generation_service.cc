@@ -46,7 +46,7 @@ class GenerateCall final : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
                            public ReadyTarget,
                            public DrainableCall {
  public:
-  GenerateCall(ServingState* state, const Tokenizer* tokenizer, absl::Time start,
+  GenerateCall(ServingState* state, const tokenizer::Tokenizer* tokenizer, absl::Time start,
                absl::Time deadline, std::string session_id)
       : state_(state), tokenizer_(tokenizer), start_(start), deadline_(deadline) {
     record_.method = kMethod;
@@ -250,7 +250,7 @@ class GenerateCall final : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
   }
 
   ServingState* const state_;
-  const Tokenizer* const tokenizer_;
+  const tokenizer::Tokenizer* const tokenizer_;
   const absl::Time start_;
   const absl::Time deadline_;
 

@@ -25,9 +25,16 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/time.h"
+#include "engine/engine.h"
 #include "google/protobuf/stubs/logging.h"
 #include "server/mamba_server.h"
 #include "server/metrics/request_log.h"
+
+// Defaults come from the options structs, where each is written once.
+namespace {
+const mamba::EngineOptions kEngineDefaults;
+const mamba::server::ServerOptions kServerDefaults;
+}  // namespace
 
 // Model and device.
 ABSL_FLAG(std::string, model, "",
@@ -35,26 +42,30 @@ ABSL_FLAG(std::string, model, "",
           "370m, 790m, 1.4b, 2.8b); empty = the embedded default model");
 ABSL_FLAG(std::string, tokenizer, "",
           "tokenizer.json; empty = the one beside the model (byte-level when there is none)");
-ABSL_FLAG(std::string, backend, "auto", "auto | cpu | cuda (auto: cuda when a GPU is usable)");
-ABSL_FLAG(int32_t, device, 0, "GPU index (cuda backend)");
-ABSL_FLAG(std::string, dtype, "auto", "Weight dtype: auto | f32 | f16 | bf16");
-ABSL_FLAG(std::string, state_dtype, "f32", "Recurrent state dtype: f32 | bf16 (cuda only)");
-ABSL_FLAG(double, gpu_memory_fraction, 0.9,
+ABSL_FLAG(std::string, backend, kEngineDefaults.backend.kind,
+          "auto | cpu | cuda (auto: cuda when a GPU is usable)");
+ABSL_FLAG(int32_t, device, kEngineDefaults.backend.device, "GPU index (cuda backend)");
+ABSL_FLAG(std::string, dtype, kEngineDefaults.dtype, "Weight dtype: auto | f32 | f16 | bf16");
+ABSL_FLAG(std::string, state_dtype, kEngineDefaults.backend.state_dtype,
+          "Recurrent state dtype: f32 | bf16 (cuda only)");
+ABSL_FLAG(double, gpu_memory_fraction, kEngineDefaults.backend.gpu_memory_fraction,
           "Fraction of the GPU memory left after the weights that state slots may use, in (0, 1]");
-ABSL_FLAG(int32_t, num_slots, 0, "State slots; 0 = the backend's choice (from memory on cuda)");
-ABSL_FLAG(int32_t, cpu_threads, 0, "CPU backend threads; 0 = all cores");
-ABSL_FLAG(uint64_t, seed, 0,
+ABSL_FLAG(int32_t, num_slots, kEngineDefaults.backend.num_slots,
+          "State slots; 0 = the backend's choice (from memory on cuda)");
+ABSL_FLAG(int32_t, cpu_threads, kEngineDefaults.backend.cpu_threads,
+          "CPU backend threads; 0 = all cores");
+ABSL_FLAG(uint64_t, seed, kEngineDefaults.seed,
           "Seed of synthetic weights; with --deterministic also of default sampling seeds");
-ABSL_FLAG(bool, deterministic, false,
+ABSL_FLAG(bool, deterministic, kEngineDefaults.backend.deterministic,
           "Batch-invariant kernels (cuda) and reproducible default sampling seeds");
 
 // Network.
-ABSL_FLAG(std::string, host, "0.0.0.0", "Interface the gRPC port binds ('::' for IPv6)");
-ABSL_FLAG(int32_t, port, 50051, "gRPC port; 0 picks a free one");
+ABSL_FLAG(std::string, host, kServerDefaults.host, "Interface the gRPC port binds ('::' for IPv6)");
+ABSL_FLAG(int32_t, port, kServerDefaults.port, "gRPC port; 0 picks a free one");
 ABSL_FLAG(std::string, metrics_host, "", "Interface of the metrics port; empty = --host");
-ABSL_FLAG(int32_t, metrics_port, 8080,
+ABSL_FLAG(int32_t, metrics_port, kServerDefaults.metrics_port,
           "HTTP port of /metrics, /healthz and /readyz; 0 picks a free one, -1 serves none");
-ABSL_FLAG(int32_t, max_receive_message_bytes, 64 << 20,
+ABSL_FLAG(int32_t, max_receive_message_bytes, kServerDefaults.max_receive_message_bytes,
           "Largest request accepted, in bytes (ImportSession carries a whole session state)");
 ABSL_FLAG(std::string, tls_cert, "",
           "PEM certificate chain of the gRPC port; with --tls_key turns TLS on (both or neither)");
@@ -65,32 +76,41 @@ ABSL_FLAG(std::string, tls_client_ca, "",
 ABSL_FLAG(std::string, auth_tokens_file, "",
           "File of `TOKEN TENANT` lines; when set every mambaserve.v1 call needs "
           "`authorization: Bearer TOKEN` (health and reflection stay open). Re-read on SIGHUP");
-ABSL_FLAG(int32_t, stream_threads, 0,
+ABSL_FLAG(int32_t, stream_threads, kServerDefaults.stream_threads,
           "Threads that send generated tokens to clients; 0 = the default (1: measured fastest, "
           "more contend with the scheduler thread)");
 
 // Requests and sessions.
-ABSL_FLAG(int32_t, max_prompt_tokens, 16384, "Most input tokens one request may carry");
-ABSL_FLAG(int32_t, max_new_tokens, 4096, "Largest max_tokens a request may ask for");
-ABSL_FLAG(int32_t, max_sessions, 10000, "Most sessions alive at once");
-ABSL_FLAG(int32_t, session_ttl_seconds, 1800, "Idle time after which a session expires (default)");
-ABSL_FLAG(int32_t, tenant_max_sessions, 0,
+ABSL_FLAG(int32_t, max_prompt_tokens, kServerDefaults.limits.max_prompt_tokens,
+          "Most input tokens one request may carry");
+ABSL_FLAG(int32_t, max_new_tokens, kServerDefaults.limits.max_new_tokens,
+          "Largest max_tokens a request may ask for");
+ABSL_FLAG(int32_t, max_sessions, kEngineDefaults.sessions.max_sessions,
+          "Most sessions alive at once");
+ABSL_FLAG(int32_t, session_ttl_seconds,
+          static_cast<int32_t>(absl::ToInt64Seconds(kEngineDefaults.sessions.default_ttl)),
+          "Idle time after which a session expires (default)");
+ABSL_FLAG(int32_t, tenant_max_sessions, kEngineDefaults.sessions.tenant_max_sessions,
           "Most sessions one tenant may hold at once; 0 = no per-tenant limit");
-ABSL_FLAG(int32_t, tenant_max_running, 0,
+ABSL_FLAG(int32_t, tenant_max_running, kEngineDefaults.scheduler.tenant_max_running,
           "Most requests one tenant may have queued or running at once; 0 = no per-tenant limit");
-ABSL_FLAG(double, host_state_memory_gb, 4.0,
+ABSL_FLAG(double, host_state_memory_gb, kEngineDefaults.sessions.host_state_memory_gb,
           "Host memory for idle sessions moved off the GPU, in GB; past it the oldest are dropped");
 
 // Scheduler.
-ABSL_FLAG(int32_t, max_running, 256, "Sequences advanced together in one step (<= slots)");
-ABSL_FLAG(int32_t, max_queue, 1024, "Requests waiting for admission; beyond: RESOURCE_EXHAUSTED");
-ABSL_FLAG(int32_t, max_prefill_tokens_per_step, 2048,
+ABSL_FLAG(int32_t, max_running, kEngineDefaults.scheduler.max_running,
+          "Sequences advanced together in one step (<= slots)");
+ABSL_FLAG(int32_t, max_queue, kEngineDefaults.scheduler.max_queue,
+          "Requests waiting for admission; beyond: RESOURCE_EXHAUSTED");
+ABSL_FLAG(int32_t, max_prefill_tokens_per_step,
+          kEngineDefaults.scheduler.max_prefill_tokens_per_step,
           "Prompt tokens processed per step, so long prompts never stall running streams");
-ABSL_FLAG(int32_t, max_unread_tokens, 256,
+ABSL_FLAG(int32_t, max_unread_tokens, kEngineDefaults.scheduler.max_unread_tokens,
           "A stream whose client is further behind than this is paused until it catches up");
 
 // Lifecycle and logs.
-ABSL_FLAG(int32_t, drain_seconds, 30,
+ABSL_FLAG(int32_t, drain_seconds,
+          static_cast<int32_t>(absl::ToInt64Seconds(kServerDefaults.drain_timeout)),
           "On SIGTERM/SIGINT, how long running streams may continue before they are cancelled");
 ABSL_FLAG(std::string, log_level, "info", "debug | info | warning | error");
 
@@ -143,37 +163,40 @@ absl::StatusOr<ServerOptions> OptionsFromFlags() {
   mamba::EngineOptions& e = o.engine;
   e.model = absl::GetFlag(FLAGS_model);
   e.tokenizer = absl::GetFlag(FLAGS_tokenizer);
-  e.backend = absl::GetFlag(FLAGS_backend);
-  e.device = absl::GetFlag(FLAGS_device);
   e.dtype = absl::GetFlag(FLAGS_dtype);
-  e.state_dtype = absl::GetFlag(FLAGS_state_dtype);
-  e.gpu_memory_fraction = absl::GetFlag(FLAGS_gpu_memory_fraction);
-  e.cpu_threads = absl::GetFlag(FLAGS_cpu_threads);
-  e.num_slots = absl::GetFlag(FLAGS_num_slots);
   e.seed = absl::GetFlag(FLAGS_seed);
-  e.deterministic = absl::GetFlag(FLAGS_deterministic);
-  e.max_running = absl::GetFlag(FLAGS_max_running);
-  e.max_queue = absl::GetFlag(FLAGS_max_queue);
-  e.max_prefill_tokens_per_step = absl::GetFlag(FLAGS_max_prefill_tokens_per_step);
-  e.max_unread_tokens = absl::GetFlag(FLAGS_max_unread_tokens);
-  e.max_sessions = absl::GetFlag(FLAGS_max_sessions);
-  e.session_ttl = absl::Seconds(absl::GetFlag(FLAGS_session_ttl_seconds));
-  e.host_state_memory_gb = absl::GetFlag(FLAGS_host_state_memory_gb);
-  e.tenant_max_sessions = absl::GetFlag(FLAGS_tenant_max_sessions);
-  e.tenant_max_running = absl::GetFlag(FLAGS_tenant_max_running);
+  mamba::backend::BackendOptions& b = e.backend;
+  b.kind = absl::GetFlag(FLAGS_backend);
+  b.device = absl::GetFlag(FLAGS_device);
+  b.state_dtype = absl::GetFlag(FLAGS_state_dtype);
+  b.gpu_memory_fraction = absl::GetFlag(FLAGS_gpu_memory_fraction);
+  b.cpu_threads = absl::GetFlag(FLAGS_cpu_threads);
+  b.num_slots = absl::GetFlag(FLAGS_num_slots);
+  b.deterministic = absl::GetFlag(FLAGS_deterministic);
+  mamba::scheduler::SchedulerOptions& sc = e.scheduler;
+  sc.max_running = absl::GetFlag(FLAGS_max_running);
+  sc.max_queue = absl::GetFlag(FLAGS_max_queue);
+  sc.max_prefill_tokens_per_step = absl::GetFlag(FLAGS_max_prefill_tokens_per_step);
+  sc.max_unread_tokens = absl::GetFlag(FLAGS_max_unread_tokens);
+  sc.tenant_max_running = absl::GetFlag(FLAGS_tenant_max_running);
+  mamba::sessions::SessionOptions& se = e.sessions;
+  se.max_sessions = absl::GetFlag(FLAGS_max_sessions);
+  se.default_ttl = absl::Seconds(absl::GetFlag(FLAGS_session_ttl_seconds));
+  se.host_state_memory_gb = absl::GetFlag(FLAGS_host_state_memory_gb);
+  se.tenant_max_sessions = absl::GetFlag(FLAGS_tenant_max_sessions);
 
   absl::Status valid = FirstError({
-      OneOf("backend", e.backend, {"auto", "cpu", "cuda"}),
+      OneOf("backend", b.kind, {"auto", "cpu", "cuda"}),
       OneOf("dtype", e.dtype, {"auto", "f32", "f16", "bf16"}),
-      OneOf("state_dtype", e.state_dtype, {"f32", "bf16"}),
-      AtLeast("device", e.device, 0),
-      AtLeast("num_slots", e.num_slots, 0),
-      AtLeast("cpu_threads", e.cpu_threads, 0),
-      AtLeast("max_running", e.max_running, 1),
-      AtLeast("max_queue", e.max_queue, 0),
-      AtLeast("max_prefill_tokens_per_step", e.max_prefill_tokens_per_step, 1),
-      AtLeast("max_unread_tokens", e.max_unread_tokens, 1),
-      AtLeast("max_sessions", e.max_sessions, 0),
+      OneOf("state_dtype", b.state_dtype, {"f32", "bf16"}),
+      AtLeast("device", b.device, 0),
+      AtLeast("num_slots", b.num_slots, 0),
+      AtLeast("cpu_threads", b.cpu_threads, 0),
+      AtLeast("max_running", sc.max_running, 1),
+      AtLeast("max_queue", sc.max_queue, 0),
+      AtLeast("max_prefill_tokens_per_step", sc.max_prefill_tokens_per_step, 1),
+      AtLeast("max_unread_tokens", sc.max_unread_tokens, 1),
+      AtLeast("max_sessions", se.max_sessions, 0),
       AtLeast("session_ttl_seconds", absl::GetFlag(FLAGS_session_ttl_seconds), 1),
       AtLeast("max_prompt_tokens", o.limits.max_prompt_tokens, 1),
       AtLeast("max_new_tokens", o.limits.max_new_tokens, 1),
@@ -182,18 +205,18 @@ absl::StatusOr<ServerOptions> OptionsFromFlags() {
       AtLeast("port", o.port, 0),
       AtLeast("metrics_port", o.metrics_port, -1),
       AtLeast("max_receive_message_bytes", o.max_receive_message_bytes, 1024),
-      AtLeast("tenant_max_sessions", e.tenant_max_sessions, 0),
-      AtLeast("tenant_max_running", e.tenant_max_running, 0),
+      AtLeast("tenant_max_sessions", se.tenant_max_sessions, 0),
+      AtLeast("tenant_max_running", sc.tenant_max_running, 0),
       mamba::server::CheckTlsFileCombination(o.tls),
   });
   if (!valid.ok()) return valid;
-  if (!(e.gpu_memory_fraction > 0.0 && e.gpu_memory_fraction <= 1.0)) {
-    return absl::InvalidArgumentError(absl::StrCat("--gpu_memory_fraction=", e.gpu_memory_fraction,
+  if (!(b.gpu_memory_fraction > 0.0 && b.gpu_memory_fraction <= 1.0)) {
+    return absl::InvalidArgumentError(absl::StrCat("--gpu_memory_fraction=", b.gpu_memory_fraction,
                                                    " is out of range; allowed: (0, 1]"));
   }
-  if (!(e.host_state_memory_gb >= 0.0)) {
+  if (!(se.host_state_memory_gb >= 0.0)) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "--host_state_memory_gb=", e.host_state_memory_gb, " is out of range; allowed: >= 0"));
+        "--host_state_memory_gb=", se.host_state_memory_gb, " is out of range; allowed: >= 0"));
   }
   if (o.port > 65535 || o.metrics_port > 65535) {
     return absl::InvalidArgumentError("ports must be at most 65535");

@@ -70,7 +70,8 @@ grpc::ServerUnaryReactor* ModelService::GetModelInfo(grpc::CallbackServerContext
   Engine* engine = BeginUnaryCall(call, *context, request, &proto);
   if (engine == nullptr) return call.reactor;
   v1::ModelInfo out;
-  FillModelInfo(engine->model_info(), state_->limits(), engine->options().max_sessions, &out);
+  FillModelInfo(engine->model_info(), state_->limits(), engine->options().sessions.max_sessions,
+                &out);
   call.Finish(absl::OkStatus(), &out);
   return call.reactor;
 }

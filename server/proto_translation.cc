@@ -17,7 +17,8 @@ void FillTimestamp(absl::Time t, google::protobuf::Timestamp* out) {
   out->set_nanos(static_cast<int32_t>(ts.tv_nsec));
 }
 
-void FillLogprob(const TokenLogprob& in, const Tokenizer& tokenizer, v1::TokenLogprob* out) {
+void FillLogprob(const sampling::TokenLogprob& in, const tokenizer::Tokenizer& tokenizer,
+                 v1::TokenLogprob* out) {
   out->set_token_id(in.token);
   out->set_logprob(in.logprob);
   const int32_t id = in.token;
@@ -43,7 +44,7 @@ v1::FinishReason ToProtoFinishReason(FinishReason reason) {
   return v1::FINISH_REASON_UNSPECIFIED;
 }
 
-void FillGenerateResponse(const GenerationChunk& chunk, const Tokenizer& tokenizer,
+void FillGenerateResponse(const GenerationChunk& chunk, const tokenizer::Tokenizer& tokenizer,
                           const std::string& request_id, v1::GenerateResponse* out) {
   out->Clear();
   out->mutable_token_ids()->Add(chunk.token_ids.begin(), chunk.token_ids.end());
@@ -52,7 +53,7 @@ void FillGenerateResponse(const GenerationChunk& chunk, const Tokenizer& tokeniz
   for (const TokenLogprobs& lp : chunk.logprobs) {
     v1::TokenLogprobs* entry = out->add_logprobs();
     FillLogprob(lp.chosen, tokenizer, entry->mutable_chosen());
-    for (const TokenLogprob& alt : lp.top) FillLogprob(alt, tokenizer, entry->add_top());
+    for (const sampling::TokenLogprob& alt : lp.top) FillLogprob(alt, tokenizer, entry->add_top());
   }
   out->set_request_id(request_id);
   if (!chunk.finished) return;

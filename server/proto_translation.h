@@ -4,8 +4,8 @@
 
 #include <string>
 
+#include "engine/api/generation.h"
 #include "engine/engine.h"
-#include "engine/generation.h"
 #include "engine/tokenizer/tokenizer.h"
 #include "mambaserve/v1/generation.pb.h"
 #include "mambaserve/v1/models.pb.h"
@@ -17,7 +17,7 @@ namespace mamba::server {
 // Fills `out` from one chunk of output: tokens, text, logprobs (with each token's bytes from
 // `tokenizer`), and on the last chunk the finish reason, usage and timing. kError maps to
 // FINISH_REASON_UNSPECIFIED: such a stream ends with a non-OK status instead.
-void FillGenerateResponse(const GenerationChunk& chunk, const Tokenizer& tokenizer,
+void FillGenerateResponse(const GenerationChunk& chunk, const tokenizer::Tokenizer& tokenizer,
                           const std::string& request_id, mambaserve::v1::GenerateResponse* out);
 
 mambaserve::v1::FinishReason ToProtoFinishReason(FinishReason reason);

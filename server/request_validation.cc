@@ -1,7 +1,6 @@
 #include "server/request_validation.h"
 
 #include <algorithm>
-#include <cmath>
 #include <utility>
 
 #include "absl/strings/escaping.h"
@@ -64,36 +63,15 @@ absl::StatusOr<std::vector<int32_t>> InputTokens(bool has_text, const std::strin
   return tokens;
 }
 
-absl::Status ValidateSampling(const v1::SamplingParams& in, SamplingParams* out) {
-  // Written as negated ranges so that NaN, which fails every comparison, is rejected too.
-  if (!(in.temperature() >= 0.0f) || !std::isfinite(in.temperature())) {
-    return Invalid(absl::StrCat("sampling.temperature = ", in.temperature(),
-                                " is invalid; allowed: a finite value >= 0 (0 = greedy)"));
-  }
-  if (in.top_k() < 0) {
-    return Invalid(
-        absl::StrCat("sampling.top_k = ", in.top_k(), " is invalid; allowed: >= 0 (0 = off)"));
-  }
-  const float top_p = in.has_top_p() ? in.top_p() : 1.0f;
-  if (!(top_p > 0.0f && top_p <= 1.0f)) {
-    return Invalid(
-        absl::StrCat("sampling.top_p = ", top_p, " is out of range; allowed: (0, 1] (1 = off)"));
-  }
-  if (!(in.min_p() >= 0.0f && in.min_p() <= 1.0f)) {
-    return Invalid(absl::StrCat("sampling.min_p = ", in.min_p(),
-                                " is out of range; allowed: [0, 1] (0 = off)"));
-  }
-  const float penalty = in.has_repetition_penalty() ? in.repetition_penalty() : 1.0f;
-  if (!(penalty > 0.0f) || !std::isfinite(penalty)) {
-    return Invalid(absl::StrCat("sampling.repetition_penalty = ", penalty,
-                                " is invalid; allowed: a finite value > 0 (1 = off)"));
-  }
+// The sampling fields in engine terms. Their ranges are the engine's rules
+// (sampling::ValidateSamplingParams, checked once by Engine::Submit); here only the protocol's
+// encoding: unset optional fields mean "off".
+void ConvertSampling(const v1::SamplingParams& in, sampling::SamplingParams* out) {
   out->temperature = in.temperature();
   out->top_k = in.top_k();
-  out->top_p = top_p;
+  out->top_p = in.has_top_p() ? in.top_p() : 1.0f;
   out->min_p = in.min_p();
-  out->repetition_penalty = penalty;
-  return absl::OkStatus();
+  out->repetition_penalty = in.has_repetition_penalty() ? in.repetition_penalty() : 1.0f;
 }
 
 absl::Status ValidateStopping(const v1::StoppingCriteria& in, const RequestLimits& limits,
@@ -217,16 +195,17 @@ absl::StatusOr<GenerationRequest> ToGenerationRequest(const v1::GenerateRequest&
   if (!tokens.ok()) return tokens.status();
   out.prompt = *std::move(tokens);
 
-  absl::Status s = ValidateSampling(request.sampling(), &out.sampling);
-  if (!s.ok()) return s;
+  ConvertSampling(request.sampling(), &out.sampling);
   out.sampling.seed = request.sampling().has_seed() ? request.sampling().seed() : default_seed;
-  s = ValidateStopping(request.stopping(), limits, model, &out.stopping);
+  absl::Status s = ValidateStopping(request.stopping(), limits, model, &out.stopping);
   if (!s.ok()) return s;
 
   if (request.has_logprobs()) {
-    if (request.logprobs() < 0 || request.logprobs() > limits.max_logprobs) {
+    // The protocol's encoding: "none" is an unset field, so a set one must be a count. The upper
+    // bound is the engine's rule (it checks it); the message states both.
+    if (request.logprobs() < 0) {
       return Invalid(absl::StrCat("logprobs = ", request.logprobs(),
-                                  " is out of range; allowed: [0, ", limits.max_logprobs,
+                                  " is out of range; allowed: [0, ", sampling::kMaxTopLogprobs,
                                   "] (0 = the chosen token only), or unset for none"));
     }
     out.logprobs = request.logprobs();
@@ -243,7 +222,7 @@ absl::StatusOr<std::vector<int32_t>> SessionPrompt(const v1::CreateSessionReques
 }
 
 absl::Status ValidateDetokenizeRequest(const v1::DetokenizeRequest& request,
-                                       const Tokenizer& tokenizer) {
+                                       const tokenizer::Tokenizer& tokenizer) {
   return ValidateTokenIds(request.token_ids(), tokenizer.vocab_size(), "token_ids");
 }
 

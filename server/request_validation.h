@@ -1,6 +1,8 @@
-// Checks requests before any work is done and turns them into engine requests. Every failure
-// is INVALID_ARGUMENT with a message naming the field, the value that was wrong and what is
-// allowed; README's validation table lists the same rules.
+// Checks requests against the protocol's own limits before any work is done and turns them into
+// engine requests. Every failure is INVALID_ARGUMENT with a message naming the field, the value
+// that was wrong and what is allowed; README's validation table lists the rules. The engine's
+// rules (sampling ranges, logprobs count) are checked once, by Engine::Submit, with the same
+// field names.
 #pragma once
 
 #include <cstdint>
@@ -11,7 +13,8 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
-#include "engine/generation.h"
+#include "engine/api/generation.h"
+#include "engine/sampling/sampling_params.h"
 #include "engine/tokenizer/tokenizer.h"
 #include "mambaserve/v1/generation.pb.h"
 #include "mambaserve/v1/models.pb.h"
@@ -26,7 +29,6 @@ struct RequestLimits {
   int32_t max_stop_strings = 16;
   int32_t max_stop_string_bytes = 256;
   int32_t max_stop_token_ids = 64;
-  int32_t max_logprobs = 20;
   int32_t max_request_id_bytes = 128;
   int32_t max_list_page_size = 1000;
   int32_t default_list_page_size = 100;
@@ -35,7 +37,7 @@ struct RequestLimits {
 // What validation needs to know about the loaded model.
 struct ModelLimits {
   int32_t vocab_size = 0;  // model embedding rows: valid ids are [0, vocab_size)
-  const Tokenizer* tokenizer = nullptr;
+  const tokenizer::Tokenizer* tokenizer = nullptr;
 };
 
 // Validates `request` and converts it. Text input is tokenized here (so the prompt limit applies
@@ -68,6 +70,6 @@ absl::StatusOr<int32_t> ValidatePageSize(int32_t page_size, const RequestLimits&
 
 // Detokenize ids against the tokenizer's vocabulary.
 absl::Status ValidateDetokenizeRequest(const mambaserve::v1::DetokenizeRequest& request,
-                                       const Tokenizer& tokenizer);
+                                       const tokenizer::Tokenizer& tokenizer);
 
 }  // namespace mamba::server

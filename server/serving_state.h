@@ -52,7 +52,11 @@ class ServingState {
   ServingState& operator=(const ServingState&) = delete;
 
   const RequestLimits& limits() const { return limits_; }
+  // Threads that send stream output (Generate) ...
   StreamDispatcher& dispatcher() { return dispatcher_; }
+  // ... and the thread that builds session replies (encoding an exported state, the response
+  // protobuf), so that neither runs on the engine's scheduler thread that completes them.
+  StreamDispatcher& reply_dispatcher() { return reply_dispatcher_; }
 
   // Makes `engine` (not owned; it must outlive the calls) available and the phase kServing.
   void SetEngine(Engine* engine);
@@ -117,8 +121,9 @@ class ServingState {
   std::unordered_map<const DrainableCall*, std::weak_ptr<DrainableCall>> generations_;
   int64_t engine_calls_ = 0;
 
-  // Last member: its threads stop before the rest of the state goes away.
+  // Last members: their threads stop before the rest of the state goes away.
   StreamDispatcher dispatcher_;
+  StreamDispatcher reply_dispatcher_{1};
 };
 
 }  // namespace mamba::server

@@ -1,5 +1,7 @@
 #include "server/session_service.h"
 
+#include <functional>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -7,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "engine/sessions/session_codec.h"
 #include "server/proto_translation.h"
 #include "server/request_validation.h"
 #include "server/unary_call.h"
@@ -24,6 +27,22 @@ std::string_view SessionMetadata(const grpc::CallbackServerContext& context) {
   return std::string_view(it->second.data(), it->second.size());
 }
 
+// Runs `work` on the reply dispatcher's thread. Engine callbacks arrive on the scheduler thread,
+// which every running stream waits on; replies (encoding, protobuf, the gRPC finish) are built
+// here instead.
+class ReplyTask final : public ReadyTarget {
+ public:
+  explicit ReplyTask(std::function<void()> work) : work_(std::move(work)) {}
+  void OnReady() override { work_(); }
+
+ private:
+  std::function<void()> work_;
+};
+
+void OffSchedulerThread(ServingState* state, std::function<void()> work) {
+  state->reply_dispatcher().Post(std::make_shared<ReplyTask>(std::move(work)));
+}
+
 absl::Duration Ttl(uint32_t seconds) {
   return seconds == 0 ? absl::ZeroDuration() : absl::Seconds(static_cast<int64_t>(seconds));
 }
@@ -32,16 +51,19 @@ absl::Duration Ttl(uint32_t seconds) {
 Engine::SessionCallback FinishWithSession(UnaryCall call) {
   call.state->BeginEngineCall();
   return [call = std::move(call)](absl::StatusOr<SessionInfo> info) mutable {
-    ServingState* state = call.state;
-    if (!info.ok()) {
-      call.Finish(info.status(), nullptr);
-    } else {
-      v1::Session session;
-      FillSession(*info, &session);
-      call.session_id = info->session_id;
-      call.Finish(absl::OkStatus(), &session);
-    }
-    state->EndEngineCall();
+    ServingState* serving = call.state;
+    OffSchedulerThread(serving, [call = std::move(call), info = std::move(info)]() mutable {
+      ServingState* state = call.state;
+      if (!info.ok()) {
+        call.Finish(info.status(), nullptr);
+      } else {
+        v1::Session session;
+        FillSession(*info, &session);
+        call.session_id = info->session_id;
+        call.Finish(absl::OkStatus(), &session);
+      }
+      state->EndEngineCall();
+    });
   };
 }
 
@@ -131,10 +153,12 @@ grpc::ServerUnaryReactor* SessionService::CloseSession(grpc::CallbackServerConte
   if (engine == nullptr) return call.reactor;
   state_->BeginEngineCall();
   engine->CloseSession(call.tenant, proto.session_id(), [call](absl::Status status) {
-    ServingState* state = call.state;
-    v1::CloseSessionResponse empty;
-    call.Finish(status, &empty);
-    state->EndEngineCall();
+    OffSchedulerThread(call.state, [call, status] {
+      ServingState* state = call.state;
+      v1::CloseSessionResponse empty;
+      call.Finish(status, &empty);
+      state->EndEngineCall();
+    });
   });
   return call.reactor;
 }
@@ -184,20 +208,28 @@ grpc::ServerUnaryReactor* SessionService::ExportSession(grpc::CallbackServerCont
   const int64_t tokens = info->tokens;
   const std::string identity = engine->model_info().identity;
   state_->BeginEngineCall();
-  engine->ExportSession(tenant, proto.session_id(),
-                        [call, tokens, identity](absl::StatusOr<std::string> bytes) mutable {
-                          ServingState* state = call.state;
-                          if (!bytes.ok()) {
-                            call.Finish(bytes.status(), nullptr);
-                          } else {
-                            v1::ExportSessionResponse out;
-                            out.set_state(*std::move(bytes));
-                            out.set_model_identity(identity);
-                            out.set_tokens(tokens);
-                            call.Finish(absl::OkStatus(), &out);
-                          }
-                          state->EndEngineCall();
-                        });
+  engine->ExportSession(
+      tenant, proto.session_id(),
+      [call, tokens, identity](absl::StatusOr<sessions::SessionSnapshot> snapshot) mutable {
+        // The scheduler thread handed over the state's bytes; encoding (a copy and a checksum of
+        // the whole state) and the response are built on the reply thread.
+        auto shared =
+            std::make_shared<absl::StatusOr<sessions::SessionSnapshot>>(std::move(snapshot));
+        OffSchedulerThread(call.state, [call, tokens, identity, shared] {
+          ServingState* state = call.state;
+          if (!shared->ok()) {
+            call.Finish(shared->status(), nullptr);
+          } else {
+            v1::ExportSessionResponse out;
+            out.set_state(sessions::EncodeSession(**shared));
+            shared->value().payload.clear();
+            out.set_model_identity(identity);
+            out.set_tokens(tokens);
+            call.Finish(absl::OkStatus(), &out);
+          }
+          state->EndEngineCall();
+        });
+      });
   return call.reactor;
 }
 

@@ -34,7 +34,7 @@ absl::Status Diagnose(const std::string& bytes, const Descriptor& type, const st
     if (fd == nullptr) continue;
     const std::string field_path = path.empty() ? fd->name() : absl::StrCat(path, ".", fd->name());
     if (fd->type() == FieldDescriptor::TYPE_STRING) {
-      if (!IsValidUtf8(field.length_delimited())) {
+      if (!tokenizer::IsValidUtf8(field.length_delimited())) {
         return absl::InvalidArgumentError(absl::StrCat(
             "field '", field_path, "' is not valid UTF-8; text fields must be UTF-8 encoded",
             fd->containing_oneof() != nullptr ? " (to send arbitrary bytes, send token ids)" : ""));

@@ -18,8 +18,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "bench/engine/cuda_bench.h"
+#include "common/status_macros.h"
 #include "engine/cuda/cuda_backend.h"
-#include "engine/status_macros.h"
 #include "kernels/cuda_status.h"
 #include "kernels/decode_step.h"
 #include "kernels/dependent_launch.cuh"
@@ -213,16 +213,16 @@ std::vector<int32_t> BenchTokens(int64_t n, int32_t vocab, uint64_t seed) {
   return t;
 }
 
-std::string BreakdownTable(const char* title, const std::vector<CudaKernelTime>& times,
+std::string BreakdownTable(const char* title, const std::vector<cuda::CudaKernelTime>& times,
                            std::string* json) {
   double total = 0.0;
-  for (const CudaKernelTime& t : times) total += t.ms;
+  for (const cuda::CudaKernelTime& t : times) total += t.ms;
   std::string table = absl::StrFormat("%s: %.1f us in %d kernel families\n", title, total * 1000.0,
                                       static_cast<int>(times.size()));
   table += absl::StrFormat("  %-20s %10s %8s %7s\n", "family", "us", "launches", "share");
   *json += "[";
   for (size_t i = 0; i < times.size(); ++i) {
-    const CudaKernelTime& t = times[i];
+    const cuda::CudaKernelTime& t = times[i];
     table += absl::StrFormat("  %-20s %10.1f %8d %6.1f%%\n", t.family, t.ms * 1000.0, t.launches,
                              total > 0 ? 100.0 * t.ms / total : 0.0);
     *json += absl::StrFormat("%s{\"family\":\"%s\",\"us\":%.3f,\"launches\":%d}", i ? "," : "",
@@ -347,7 +347,8 @@ absl::StatusOr<std::string> RunScanKernelBench() {
   return json;
 }
 
-absl::StatusOr<std::string> RunCudaBreakdown(Backend& backend, int batch, int prefill_tokens) {
+absl::StatusOr<std::string> RunCudaBreakdown(backend::Backend& backend, int batch,
+                                             int prefill_tokens) {
   if (backend.name() != "cuda") {
     return absl::InvalidArgumentError("the breakdown needs --backend=cuda");
   }
@@ -356,16 +357,16 @@ absl::StatusOr<std::string> RunCudaBreakdown(Backend& backend, int batch, int pr
                                                    prefill_tokens, " need batch <= slots (",
                                                    backend.num_slots(), ")"));
   }
-  const ModelConfig& c = backend.config();
+  const model::ModelConfig& c = backend.config();
   std::string json = "{";
 
   // Prefill of one sequence, profiled (eager) and timed as Step runs it.
   const std::vector<int32_t> prompt = BenchTokens(prefill_tokens, c.vocab_size, 17);
-  SeqWork pw;
+  backend::SeqWork pw;
   pw.slot = 0;
   pw.tokens = prompt;
   pw.sample = true;
-  SeqResult pr;
+  backend::SeqResult pr;
   std::vector<double> prefill_ms;
   for (int i = 0; i < 4; ++i) {
     MAMBA_RETURN_IF_ERROR(backend.ResetSlot(0));
@@ -376,8 +377,8 @@ absl::StatusOr<std::string> RunCudaBreakdown(Backend& backend, int batch, int pr
   }
   MAMBA_RETURN_IF_ERROR(backend.ResetSlot(0));
   MAMBA_ASSIGN_OR_RETURN(
-      std::vector<CudaKernelTime> prefill_times,
-      ProfileCudaStep(backend, absl::MakeConstSpan(&pw, 1), absl::MakeSpan(&pr, 1)));
+      std::vector<cuda::CudaKernelTime> prefill_times,
+      cuda::ProfileCudaStep(backend, absl::MakeConstSpan(&pw, 1), absl::MakeSpan(&pr, 1)));
   json +=
       absl::StrFormat("\"prefill\":{\"tokens\":%d,\"step_ms\":%.3f,\"kernels\":", prefill_tokens,
                       Median(prefill_ms));
@@ -390,8 +391,8 @@ absl::StatusOr<std::string> RunCudaBreakdown(Backend& backend, int batch, int pr
 
   // Decode: `batch` sequences with a short history each, one token per step, greedy.
   std::vector<std::vector<int32_t>> histories(batch);
-  std::vector<SeqWork> work(batch);
-  std::vector<SeqResult> results(batch);
+  std::vector<backend::SeqWork> work(batch);
+  std::vector<backend::SeqResult> results(batch);
   for (int i = 0; i < batch; ++i) {
     MAMBA_RETURN_IF_ERROR(backend.ResetSlot(i));
     histories[i] = BenchTokens(8, c.vocab_size, 100 + i);
@@ -413,8 +414,8 @@ absl::StatusOr<std::string> RunCudaBreakdown(Backend& backend, int batch, int pr
     for (int k = 0; k < batch; ++k) next[k] = results[k].token;
     if (i >= 10) step_us.push_back(std::chrono::duration<double, std::micro>(t1 - t0).count());
   }
-  MAMBA_ASSIGN_OR_RETURN(std::vector<CudaKernelTime> decode_times,
-                         ProfileCudaStep(backend, work, absl::MakeSpan(results)));
+  MAMBA_ASSIGN_OR_RETURN(std::vector<cuda::CudaKernelTime> decode_times,
+                         cuda::ProfileCudaStep(backend, work, absl::MakeSpan(results)));
   const double step = Median(step_us);
   // PERF.md's floor, counted as mamba-bench counts it: the weights once, and per sequence its
   // state read and written and its logits written.

@@ -6,7 +6,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
-#include "engine/backend.h"
+#include "engine/backend/backend.h"
 
 namespace mamba::bench {
 
@@ -21,7 +21,8 @@ absl::StatusOr<std::string> RunLaunchProbe();
 
 // Per-kernel breakdown (time per kernel family, share of the step) of one decode step at `batch`
 // and one prefill of `prefill_tokens` tokens on a CUDA backend.
-absl::StatusOr<std::string> RunCudaBreakdown(Backend& backend, int batch, int prefill_tokens);
+absl::StatusOr<std::string> RunCudaBreakdown(backend::Backend& backend, int batch,
+                                             int prefill_tokens);
 
 // The persistent decode kernel's own timeline (kernels/decode_step.h's trace): EnableDecodeTrace
 // before the backend is created (decode graphs capture the buffer), DecodeTraceReport after the

@@ -36,10 +36,10 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
-#include "engine/backend.h"
+#include "common/status_macros.h"
+#include "engine/backend/backend.h"
 #include "engine/backend_factory.h"
-#include "engine/model_loader.h"
-#include "engine/status_macros.h"
+#include "engine/model/model_loader.h"
 #if defined(MAMBA_HAVE_CUDA) && defined(MAMBA_BENCH_CUDA_HOOKS)
 #include "bench/engine/cuda_bench.h"
 #include "engine/cuda/cuda_model.h"
@@ -243,17 +243,17 @@ struct PrefillResult {
 };
 
 // One prefill of `n` tokens into a fresh slot, last logits included.
-absl::StatusOr<PrefillResult> BenchPrefill(Backend& b, int n, int runs, uint64_t* rng) {
+absl::StatusOr<PrefillResult> BenchPrefill(backend::Backend& b, int n, int runs, uint64_t* rng) {
   std::vector<double> times;
   for (int run = -1; run < runs; ++run) {  // run -1 warms up
     const std::vector<int32_t> tokens = RandomTokens(n, b.config().vocab_size, rng);
     absl::Status s = b.ResetSlot(0);
     if (!s.ok()) return s;
-    SeqWork w;
+    backend::SeqWork w;
     w.slot = 0;
     w.tokens = tokens;
     w.sample = true;
-    SeqResult r;
+    backend::SeqResult r;
     const auto t0 = Clock::now();
     s = b.Step(absl::MakeConstSpan(&w, 1), absl::MakeSpan(&r, 1));
     const double dt = Seconds(t0, Clock::now());
@@ -266,7 +266,7 @@ absl::StatusOr<PrefillResult> BenchPrefill(Backend& b, int n, int runs, uint64_t
 
 // `batch` sequences (prefilled with 16 random tokens each) decode together, one random input
 // token each per step, with the output head and a greedy sample per sequence.
-absl::StatusOr<DecodeResult> BenchDecode(Backend& b, int batch, int warmup, int steps,
+absl::StatusOr<DecodeResult> BenchDecode(backend::Backend& b, int batch, int warmup, int steps,
                                          uint64_t* rng) {
   if (batch > b.num_slots()) {
     return absl::InvalidArgumentError(
@@ -275,8 +275,8 @@ absl::StatusOr<DecodeResult> BenchDecode(Backend& b, int batch, int warmup, int 
   const int32_t vocab = b.config().vocab_size;
   std::vector<std::vector<int32_t>> prompts;
   std::vector<int32_t> next(batch);
-  std::vector<SeqWork> work(batch);
-  std::vector<SeqResult> results(batch);
+  std::vector<backend::SeqWork> work(batch);
+  std::vector<backend::SeqResult> results(batch);
   for (int i = 0; i < batch; ++i) {
     absl::Status s = b.ResetSlot(i);
     if (!s.ok()) return s;
@@ -319,8 +319,8 @@ struct MixedResult {
   double mixed_s, decode_only_s, prefill_only_s;
 };
 
-absl::StatusOr<MixedResult> BenchMixed(Backend& b, int decode, int prompts, int length, int runs,
-                                       uint64_t* rng) {
+absl::StatusOr<MixedResult> BenchMixed(backend::Backend& b, int decode, int prompts, int length,
+                                       int runs, uint64_t* rng) {
   if (decode + prompts > b.num_slots()) {
     return absl::InvalidArgumentError(absl::StrCat("mixed ", decode, ":", prompts, ":", length,
                                                    " needs ", decode + prompts, " slots; the "
@@ -335,24 +335,24 @@ absl::StatusOr<MixedResult> BenchMixed(Backend& b, int decode, int prompts, int 
   auto time_steps = [&](bool with_decode, bool with_prompts) -> absl::StatusOr<double> {
     std::vector<double> times;
     for (int run = 0; run <= runs; ++run) {
-      std::vector<SeqWork> work;
+      std::vector<backend::SeqWork> work;
       for (int i = 0; with_prompts && i < prompts; ++i) {
         MAMBA_RETURN_IF_ERROR(b.ResetSlot(decode + i));
-        SeqWork w;
+        backend::SeqWork w;
         w.slot = decode + i;
         w.tokens = prompt_tokens[i];
         w.sample = true;
         work.push_back(w);
       }
       for (int i = 0; with_decode && i < decode; ++i) {
-        SeqWork w;
+        backend::SeqWork w;
         w.slot = i;
         w.tokens = absl::MakeConstSpan(&next[i], 1);
         w.sample = true;
         w.sample_position = static_cast<uint64_t>(run);
         work.push_back(w);
       }
-      std::vector<SeqResult> results(work.size());
+      std::vector<backend::SeqResult> results(work.size());
       const auto t0 = Clock::now();
       MAMBA_RETURN_IF_ERROR(b.Step(work, absl::MakeSpan(results)));
       if (run > 0) times.push_back(Seconds(t0, Clock::now()));
@@ -361,10 +361,10 @@ absl::StatusOr<MixedResult> BenchMixed(Backend& b, int decode, int prompts, int 
   };
   for (int i = 0; i < decode; ++i) {
     MAMBA_RETURN_IF_ERROR(b.ResetSlot(i));
-    SeqWork w;
+    backend::SeqWork w;
     w.slot = i;
     w.tokens = primes[i];
-    SeqResult r;
+    backend::SeqResult r;
     MAMBA_RETURN_IF_ERROR(b.Step(absl::MakeConstSpan(&w, 1), absl::MakeSpan(&r, 1)));
   }
   MixedResult r{};
@@ -407,18 +407,18 @@ absl::Status Run() {
 #endif
   }
 
-  LoadOptions load;
+  model::LoadOptions load;
   load.seed = absl::GetFlag(FLAGS_seed);
   if (!absl::GetFlag(FLAGS_dtype).empty()) {
-    absl::StatusOr<DType> d = ParseDType(absl::GetFlag(FLAGS_dtype));
+    absl::StatusOr<model::DType> d = model::ParseDType(absl::GetFlag(FLAGS_dtype));
     if (!d.ok()) return d.status();
     load.dtype = *d;
   }
   const auto load_start = Clock::now();
-  absl::StatusOr<LoadedModel> model = LoadModel(absl::GetFlag(FLAGS_model), load);
+  absl::StatusOr<model::LoadedModel> model = model::LoadModel(absl::GetFlag(FLAGS_model), load);
   if (!model.ok()) return model.status();
   const double load_s = Seconds(load_start, Clock::now());
-  const ModelConfig config = model->config;
+  const model::ModelConfig config = model->config;
   const std::string model_name = model->name;
 
   absl::StatusOr<std::vector<int>> batches =
@@ -433,7 +433,7 @@ absl::Status Run() {
   if (!prefills.ok()) return prefills.status();
   const int steps = absl::GetFlag(FLAGS_steps) > 0 ? absl::GetFlag(FLAGS_steps) : (cuda ? 200 : 20);
 
-  BackendOptions options;
+  backend::BackendOptions options;
   options.kind = backend_kind;
   options.cpu_threads = absl::GetFlag(FLAGS_threads);
   options.state_dtype = absl::GetFlag(FLAGS_state_dtype);
@@ -441,7 +441,7 @@ absl::Status Run() {
 #if defined(MAMBA_HAVE_CUDA) && defined(MAMBA_BENCH_CUDA_HOOKS)
   mamba::kernels::SetDependentLaunch(absl::GetFlag(FLAGS_dependent_launch));
   if (absl::GetFlag(FLAGS_fused_dt_max_rows) >= 0) {
-    mamba::gpu::SetFusedDtMaxRows(absl::GetFlag(FLAGS_fused_dt_max_rows));
+    mamba::cuda::SetFusedDtMaxRows(absl::GetFlag(FLAGS_fused_dt_max_rows));
   }
   if (const int64_t rows = absl::GetFlag(FLAGS_state_update_rows); rows >= 0) {
     MAMBA_RETURN_IF_ERROR(mamba::kernels::SetStateUpdateRowsPerBlock(static_cast<int>(rows)));
@@ -503,9 +503,9 @@ absl::Status Run() {
     return absl::FailedPreconditionError("--decode_trace needs a build with CUDA");
 #endif
   }
-  absl::StatusOr<std::unique_ptr<Backend>> backend = CreateBackend(options, *model);
+  absl::StatusOr<std::unique_ptr<backend::Backend>> backend = CreateBackend(options, *model);
   if (!backend.ok()) return backend.status();
-  Backend& b = **backend;
+  backend::Backend& b = **backend;
 
   const int threads = absl::GetFlag(FLAGS_threads) > 0
                           ? absl::GetFlag(FLAGS_threads)
@@ -526,16 +526,17 @@ absl::Status Run() {
   const double weight_bytes = static_cast<double>(b.weight_bytes());
   // Per sequence and step: the SSM state read and written, the conv state read and written, and
   // the logits written (fp32 state and logits).
-  const double state_bytes_per_seq = 2.0 * config.n_layer *
-                                         (static_cast<double>(config.SsmStateElementsPerLayer()) +
-                                          static_cast<double>(config.ConvStateElementsPerLayer())) *
-                                         (b.state_dtype() == DType::kF32 ? 4.0 : 2.0) +
-                                     4.0 * config.vocab_size;
+  const double state_bytes_per_seq =
+      2.0 * config.n_layer *
+          (static_cast<double>(model::StateLayoutOf(config).ssm_elements_per_layer()) +
+           static_cast<double>(model::StateLayoutOf(config).conv_elements_per_layer())) *
+          (b.state_dtype() == model::DType::kF32 ? 4.0 : 2.0) +
+      4.0 * config.vocab_size;
 
   std::printf("model      %s (%s, %.1fM parameters), loaded in %.1f s\n", model_name.c_str(),
               config.Summary().c_str(), config.NumParameters() / 1e6, load_s);
   std::printf("backend    %s: %s\n", b.name().c_str(), b.device().c_str());
-  std::printf("weights    %s, %.1f MB\n", std::string(DTypeName(b.weight_dtype())).c_str(),
+  std::printf("weights    %s, %.1f MB\n", std::string(model::DTypeName(b.weight_dtype())).c_str(),
               weight_bytes / 1e6);
   std::printf("bandwidth  %.1f GB/s (%s)\n", bandwidth / 1e9, bandwidth_source.c_str());
   if (!cuda) {
@@ -548,7 +549,7 @@ absl::Status Run() {
       "\"model\": %s, \"backend\": %s, \"device\": %s, \"dtype\": %s, \"weight_bytes\": %.0f, "
       "\"bandwidth_gbps\": %.2f, \"bandwidth_source\": %s, \"threads\": %d",
       JsonString(model_name), JsonString(b.name()), JsonString(b.device()),
-      JsonString(std::string(DTypeName(b.weight_dtype()))), weight_bytes, bandwidth / 1e9,
+      JsonString(std::string(model::DTypeName(b.weight_dtype()))), weight_bytes, bandwidth / 1e9,
       JsonString(bandwidth_source), threads);
   if (!cuda) {
     json += absl::StrFormat(", \"copy_all_cores_gbps\": %.2f, \"read_all_cores_gbps\": %.2f",

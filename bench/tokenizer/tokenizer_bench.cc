@@ -69,7 +69,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "--input is required\n");
     return 2;
   }
-  absl::StatusOr<std::string> text = mamba::ReadFileMaybeGzipped(input_path);
+  absl::StatusOr<std::string> text = mamba::tokenizer::ReadFileMaybeGzipped(input_path);
   if (!text.ok()) {
     std::fprintf(stderr, "%s\n", std::string(text.status().message()).c_str());
     return 1;
@@ -78,13 +78,13 @@ int main(int argc, char** argv) {
   const long rss_before = ProcStatusKb("VmRSS");
   const size_t heap_before = mallinfo2().uordblks + mallinfo2().hblkhd;
   const auto load_start = Clock::now();
-  std::unique_ptr<mamba::Tokenizer> tokenizer;
+  std::unique_ptr<mamba::tokenizer::Tokenizer> tokenizer;
   const std::string tokenizer_path = absl::GetFlag(FLAGS_tokenizer);
   if (tokenizer_path.empty()) {
-    tokenizer = mamba::MakeByteTokenizer({"<|endoftext|>"});
+    tokenizer = mamba::tokenizer::MakeByteTokenizer({"<|endoftext|>"});
   } else {
-    absl::StatusOr<std::unique_ptr<mamba::Tokenizer>> loaded =
-        mamba::LoadTokenizerJson(tokenizer_path);
+    absl::StatusOr<std::unique_ptr<mamba::tokenizer::Tokenizer>> loaded =
+        mamba::tokenizer::LoadTokenizerJson(tokenizer_path);
     if (!loaded.ok()) {
       std::fprintf(stderr, "%s\n", std::string(loaded.status().message()).c_str());
       return 1;
@@ -130,7 +130,7 @@ int main(int argc, char** argv) {
     if (!decoded.ok()) return 1;
     decoded_bytes = decoded->size();
     start = Clock::now();
-    mamba::IncrementalDecoder stream(tokenizer.get());
+    mamba::tokenizer::IncrementalDecoder stream(tokenizer.get());
     size_t streamed = 0;
     for (int32_t id : *ids) streamed += stream.Add(id)->size();
     streamed += stream.Flush().size();

@@ -5,14 +5,13 @@
 #include <memory>
 
 #include "absl/status/statusor.h"
-#include "engine/backend.h"
-#include "engine/backend_factory.h"
-#include "engine/model_loader.h"
+#include "engine/backend/backend.h"
+#include "engine/model/model_loader.h"
 
-namespace mamba {
+namespace mamba::cpu {
 
 // Takes ownership of `model.weights`. num_slots 0 means 64.
-absl::StatusOr<std::unique_ptr<Backend>> CreateCpuBackend(const BackendOptions& options,
-                                                          LoadedModel& model);
+absl::StatusOr<std::unique_ptr<backend::Backend>> CreateCpuBackend(
+    const backend::BackendOptions& options, model::LoadedModel& model);
 
-}  // namespace mamba
+}  // namespace mamba::cpu

@@ -1,7 +1,8 @@
-// The Mamba-1 forward pass on the CPU, in fp32, as HF transformers' MambaForCausalLM computes it
-// (DESIGN.md, "The model"). Big matrices stay in the checkpoint's dtype and are widened as they
-// are read; the per-channel vectors (norms, conv taps and biases, A = -exp(A_log), D) are widened
-// once at creation, about 1.5% of a model's bytes.
+// The forward pass on the CPU, in fp32, as HF transformers computes it (DESIGN.md, "The model"):
+// embedding, then per layer residual add, RMSNorm and the family's mixer (cpu/mixer.h), then the
+// final norm and the output head on each sequence's last row. Big matrices stay in the
+// checkpoint's dtype and are widened as they are read; the per-channel vectors (norms, conv taps
+// and biases, A = -exp(A_log), D) are widened once at creation, about 1.5% of a model's bytes.
 //
 // Numerics: every value a sequence computes depends only on that sequence's tokens and state, in
 // a fixed order of operations. So a batch gives each sequence exactly (bitwise) what it would get
@@ -15,38 +16,13 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
+#include "engine/cpu/mixer.h"
+#include "engine/cpu/sequence_state.h"
 #include "engine/cpu/thread_pool.h"
-#include "engine/model_config.h"
-#include "engine/model_weights.h"
+#include "engine/model/model_config.h"
+#include "engine/model/model_weights.h"
 
 namespace mamba::cpu {
-
-// One sequence's recurrent state in fp32, laid out as backend.h's HostState: the conv state of
-// every layer ([n_layer][d_inner][d_conv - 1], oldest input first, so entry d_conv - 2 is the
-// last input seen), then the SSM state of every layer ([n_layer][d_inner][d_state]). A fresh
-// sequence is all zeros. Copies are deep and independent.
-class SequenceState {
- public:
-  explicit SequenceState(const ModelConfig& config);
-
-  float* conv(int layer) { return data_.data() + layer * conv_per_layer_; }
-  const float* conv(int layer) const { return data_.data() + layer * conv_per_layer_; }
-  float* ssm(int layer) { return data_.data() + ssm_offset_ + layer * ssm_per_layer_; }
-  const float* ssm(int layer) const { return data_.data() + ssm_offset_ + layer * ssm_per_layer_; }
-
-  absl::Span<float> values() { return absl::MakeSpan(data_); }
-  absl::Span<const float> values() const { return data_; }
-  size_t bytes() const { return data_.size() * sizeof(float); }
-
-  // Back to zeros (a fresh sequence).
-  void Reset();
-
- private:
-  int64_t conv_per_layer_;
-  int64_t ssm_per_layer_;
-  int64_t ssm_offset_;
-  std::vector<float> data_;
-};
 
 // One sequence's part of a Forward call.
 struct SequenceInput {
@@ -61,14 +37,15 @@ class CpuModel {
  public:
   // Validates `weights` against `config` and takes ownership of them. num_threads 0 means every
   // core of the machine.
-  static absl::StatusOr<std::unique_ptr<CpuModel>> Create(const ModelConfig& config,
-                                                          ModelWeights weights, int num_threads);
+  static absl::StatusOr<std::unique_ptr<CpuModel>> Create(const model::ModelConfig& config,
+                                                          model::ModelWeights weights,
+                                                          int num_threads);
   ~CpuModel();
   CpuModel(const CpuModel&) = delete;
   CpuModel& operator=(const CpuModel&) = delete;
 
-  const ModelConfig& config() const { return config_; }
-  const ModelWeights& weights() const { return weights_; }
+  const model::ModelConfig& config() const { return config_; }
+  const model::ModelWeights& weights() const { return weights_; }
   int num_threads() const { return pool_.num_threads(); }
   ThreadPool& pool() { return pool_; }
 
@@ -83,19 +60,18 @@ class CpuModel {
   int64_t max_chunk_tokens() const { return max_chunk_tokens_; }
 
  private:
-  struct LayerParams;  // f32 per-channel vectors of one layer
-  struct Piece;        // a run of one sequence's tokens inside a chunk
+  struct Piece;  // a run of one sequence's tokens inside a chunk
   struct Scratch;
 
-  CpuModel(const ModelConfig& config, ModelWeights weights, int num_threads);
-  void PrepareLayerParams();
+  CpuModel(const model::ModelConfig& config, model::ModelWeights weights, int num_threads);
   void RunChunk(absl::Span<const Piece> pieces, int64_t num_tokens);
 
-  ModelConfig config_;
-  ModelWeights weights_;
+  model::ModelConfig config_;
+  model::ModelWeights weights_;
   ThreadPool pool_;
   int64_t max_chunk_tokens_ = 512;
-  std::vector<LayerParams> layer_params_;
+  std::unique_ptr<Mixer> mixer_;          // the family's layers; reads weights_
+  std::vector<std::vector<float>> norm_;  // [n_layer][d_model] pre-norm weights, widened
   std::vector<float> norm_f_;
   std::unique_ptr<Scratch> scratch_;
 };

@@ -10,7 +10,7 @@
 #include <array>
 #include <utility>
 
-#include "engine/cpu/simd_math.h"
+#include "engine/simd/simd_math.h"
 
 namespace mamba::cpu {
 namespace {
@@ -127,7 +127,7 @@ void MatMulTyped(const float* x, int64_t ldx, int64_t num_rows, const WeightMatr
 
 }  // namespace
 
-WeightMatrix WeightMatrix::From(const TensorView& t) {
+WeightMatrix WeightMatrix::From(const model::TensorView& t) {
   WeightMatrix m;
   m.dtype = t.dtype;
   m.data = t.data;
@@ -140,13 +140,13 @@ void MatMul(const float* x, int64_t ldx, int64_t num_rows, const WeightMatrix& w
             int64_t n_begin, int64_t n_end, OutputRows y) {
   if (num_rows <= 0 || n_begin >= n_end) return;
   switch (w.dtype) {
-    case DType::kF32:
+    case model::DType::kF32:
       MatMulTyped<simd::F32Weights>(x, ldx, num_rows, w, bias, n_begin, n_end, y);
       return;
-    case DType::kF16:
+    case model::DType::kF16:
       MatMulTyped<simd::F16Weights>(x, ldx, num_rows, w, bias, n_begin, n_end, y);
       return;
-    case DType::kBF16:
+    case model::DType::kBF16:
       MatMulTyped<simd::BF16Weights>(x, ldx, num_rows, w, bias, n_begin, n_end, y);
       return;
   }

@@ -6,20 +6,20 @@
 
 #include <cstdint>
 
-#include "engine/dtype.h"
-#include "engine/model_weights.h"
+#include "engine/model/dtype.h"
+#include "engine/model/model_weights.h"
 
 namespace mamba::cpu {
 
 // A row-major matrix [rows, cols] in its storage dtype: PyTorch's Linear layout [out, in].
 struct WeightMatrix {
-  DType dtype = DType::kF32;
+  model::DType dtype = model::DType::kF32;
   const void* data = nullptr;
   int64_t rows = 0;
   int64_t cols = 0;
 
   // A view of `t` as [shape[0], product of the other dims].
-  static WeightMatrix From(const TensorView& t);
+  static WeightMatrix From(const model::TensorView& t);
 };
 
 // Where row m of a product goes: base + m * stride, or rows[m] when `rows` is set.

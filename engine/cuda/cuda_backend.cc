@@ -8,18 +8,18 @@
 #include <map>
 
 #include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
 #include "engine/cuda/cuda_model.h"
 #include "engine/cuda/device_memory.h"
 #include "engine/cuda/kernel_timer.h"
 #include "engine/cuda/state_pool.h"
-#include "engine/sampler.h"
-#include "engine/status_macros.h"
+#include "engine/sampling/sampler.h"
 #include "kernels/cuda_status.h"
 #include "kernels/dependent_launch.h"
 #include "kernels/gemm.h"
 #include "kernels/sampling_params.h"
 
-namespace mamba {
+namespace mamba::cuda {
 
 int CudaDeviceCount() {
   int n = 0;
@@ -30,7 +30,6 @@ int CudaDeviceCount() {
   return n;
 }
 
-namespace gpu {
 namespace {
 
 // Decode batches run as graphs captured for a few batch sizes (buckets), padded up to the next
@@ -52,17 +51,17 @@ constexpr int32_t kMaxAutoSlots = 4096;
 constexpr size_t kCublasWorkspace = size_t{32} << 20;
 
 // A HostState in page-locked memory, so slot saves and loads run at full copy speed.
-class PinnedHostState final : public HostState {
+class PinnedHostState final : public backend::HostState {
  public:
-  PinnedHostState(DType dtype, PinnedBuffer buffer, size_t size)
+  PinnedHostState(model::DType dtype, PinnedBuffer buffer, size_t size)
       : dtype_(dtype), buffer_(std::move(buffer)), size_(size) {}
-  DType dtype() const override { return dtype_; }
+  model::DType dtype() const override { return dtype_; }
   uint8_t* data() override { return buffer_.as<uint8_t>(); }
   const uint8_t* data() const override { return buffer_.as<uint8_t>(); }
   size_t size() const override { return size_; }
 
  private:
-  DType dtype_;
+  model::DType dtype_;
   PinnedBuffer buffer_;
   size_t size_;
 };
@@ -85,53 +84,61 @@ T* At(void* base, size_t offset) {
   return reinterpret_cast<T*>(static_cast<uint8_t*>(base) + offset);
 }
 
-class CudaBackend final : public Backend {
+class CudaBackend final : public backend::Backend {
  public:
-  static absl::StatusOr<std::unique_ptr<CudaBackend>> Create(const BackendOptions& options,
-                                                             LoadedModel& model);
+  static absl::StatusOr<std::unique_ptr<CudaBackend>> Create(const backend::BackendOptions& options,
+                                                             model::LoadedModel& model);
   ~CudaBackend() override;
 
-  const ModelConfig& config() const override { return config_; }
+  const model::ModelConfig& config() const override { return config_; }
   std::string name() const override { return "cuda"; }
   std::string device() const override { return device_name_; }
-  DType weight_dtype() const override { return model_->dtype(); }
-  DType state_dtype() const override { return pool_.dtype(); }
+  model::DType weight_dtype() const override { return model_->dtype(); }
+  model::DType state_dtype() const override { return pool_.dtype(); }
   size_t weight_bytes() const override { return model_->weight_bytes(); }
   size_t state_bytes() const override { return pool_.state_bytes(); }
   int32_t num_slots() const override { return pool_.num_slots(); }
 
-  absl::Status Step(absl::Span<const SeqWork> work, absl::Span<SeqResult> results) override;
+  absl::Status Step(absl::Span<const backend::SeqWork> work,
+                    absl::Span<backend::SeqResult> results) override;
   absl::Status ResetSlot(int32_t slot) override;
   absl::Status CopySlot(int32_t from, int32_t to) override;
-  std::unique_ptr<HostState> AllocateHostState() override;
-  absl::Status SaveSlot(int32_t slot, HostState* out) override;
-  absl::Status LoadSlot(int32_t slot, const HostState& in) override;
+  std::unique_ptr<backend::HostState> AllocateHostState() override;
+  absl::Status SaveSlot(int32_t slot, backend::HostState* out) override;
+  absl::Status LoadSlot(int32_t slot, const backend::HostState& in) override;
   void DeviceMemory(int64_t* used, int64_t* total) const override;
 
-  absl::StatusOr<std::vector<CudaKernelTime>> Profile(absl::Span<const SeqWork> work,
-                                                      absl::Span<SeqResult> results);
+  absl::StatusOr<std::vector<CudaKernelTime>> Profile(absl::Span<const backend::SeqWork> work,
+                                                      absl::Span<backend::SeqResult> results);
 
  private:
   CudaBackend() = default;
-  absl::Status CheckWork(absl::Span<const SeqWork> work, absl::Span<SeqResult> results);
+  // Resets `results` and checks each sequence on its own (a refused one gets its status); an
+  // error only for a malformed step as a whole.
+  absl::Status CheckWork(absl::Span<const backend::SeqWork> work,
+                         absl::Span<backend::SeqResult> results);
+  // Runs the sequences CheckWork accepted (decode or prefill), leaving the refused ones out.
+  absl::Status RunChecked(absl::Span<const backend::SeqWork> work,
+                          absl::Span<backend::SeqResult> results, KernelTimer* timer);
   absl::Status CheckSlot(int32_t slot, const char* what) const;
-  absl::Status DecodeStep(absl::Span<const SeqWork> work, absl::Span<SeqResult> results,
-                          KernelTimer* timer);
-  absl::Status PrefillStep(absl::Span<const SeqWork> work, absl::Span<SeqResult> results,
-                           KernelTimer* timer);
+  absl::Status DecodeStep(absl::Span<const backend::SeqWork> work,
+                          absl::Span<backend::SeqResult> results, KernelTimer* timer);
+  absl::Status PrefillStep(absl::Span<const backend::SeqWork> work,
+                           absl::Span<backend::SeqResult> results, KernelTimer* timer);
   // Appends w's penalty tokens to the pinned penalty list (when it samples with a penalty) and
   // returns its sampling row.
-  SamplingRow MakeRow(const SeqWork& w, std::vector<int32_t>& penalties) const;
+  SamplingRow MakeRow(const backend::SeqWork& w, std::vector<int32_t>& penalties) const;
   absl::Status UploadPenalties(const std::vector<int32_t>& penalties);
   absl::StatusOr<cudaGraphExec_t> DecodeGraph(int32_t bucket);
   void DropGraphs();
   int32_t Bucket(int32_t batch) const;
   ForwardBatch DecodeBatch(int32_t bucket) const;
-  absl::Status ReadResults(absl::Span<const SeqWork> work, absl::Span<SeqResult> results,
+  absl::Status ReadResults(absl::Span<const backend::SeqWork> work,
+                           absl::Span<backend::SeqResult> results,
                            const std::vector<int32_t>& head_of, KernelTimer* timer);
   absl::Status Sync(const char* what);
 
-  ModelConfig config_;
+  model::ModelConfig config_;
   int32_t device_index_ = 0;
   std::string device_name_;
   int32_t max_batch_ = 1;
@@ -156,16 +163,17 @@ class CudaBackend final : public Backend {
   std::unique_ptr<KernelTimer> timer_;
 };
 
-absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(const BackendOptions& options,
-                                                                 LoadedModel& model) {
+absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(
+    const backend::BackendOptions& options, model::LoadedModel& model) {
   const int count = CudaDeviceCount();
   if (options.device < 0 || options.device >= count) {
     return absl::InvalidArgumentError(absl::StrCat("--device=", options.device,
                                                    " is not a CUDA device; allowed: 0..", count - 1,
                                                    " (", count, " visible)"));
   }
-  absl::StatusOr<DType> state_dtype = ParseDType(options.state_dtype);
-  if (!state_dtype.ok() || (*state_dtype != DType::kF32 && *state_dtype != DType::kBF16)) {
+  absl::StatusOr<model::DType> state_dtype = model::ParseDType(options.state_dtype);
+  if (!state_dtype.ok() ||
+      (*state_dtype != model::DType::kF32 && *state_dtype != model::DType::kBF16)) {
     return absl::InvalidArgumentError(absl::StrCat("--state_dtype=", options.state_dtype,
                                                    " unsupported on CUDA; allowed: f32, bf16"));
   }
@@ -198,14 +206,15 @@ absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(const BackendOp
   MAMBA_ASSIGN_OR_RETURN(b->gemm_, kernels::CublasLtGemm::Create(kCublasWorkspace));
 
   // Weights: half-precision checkpoints keep their dtype, f32 ones become bf16.
-  const DType matrix_dtype = model.weights.MatrixDType();
-  const DType weight_dtype = matrix_dtype == DType::kF32 ? DType::kBF16 : matrix_dtype;
+  const model::DType matrix_dtype = model.weights.MatrixDType();
+  const model::DType weight_dtype =
+      matrix_dtype == model::DType::kF32 ? model::DType::kBF16 : matrix_dtype;
 
   // The prefill pass size: 8192 tokens unless that workspace would take more than a quarter of
   // the memory left after the weights.
   size_t free_bytes = 0, total_bytes = 0;
   MAMBA_CUDA_RETURN_IF_ERROR(cudaMemGetInfo(&free_bytes, &total_bytes), "reading free memory");
-  const ModelConfig& c = model.config;
+  const model::ModelConfig& c = model.config;
   const size_t weight_estimate = static_cast<size_t>(c.NumParameters()) * 2;
   const size_t per_token = static_cast<size_t>(c.d_model) * (4 + 2 * 2) +
                            static_cast<size_t>(c.d_inner) * 2 * (2 + 3) +
@@ -263,16 +272,17 @@ absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(const BackendOp
   MAMBA_ASSIGN_OR_RETURN(b->pool_, StatePool::Create(c, *state_dtype, slots));
   b->slot_seen_.assign(slots, 0);
 
-  std::fprintf(
-      stderr,
-      "cuda backend: %s (device %d), weights %s in %s, %d state slots of %s (%s state), "
-      "workspace %s for %lld tokens per prefill pass, max batch %d%s%s\n",
-      b->device_name_.c_str(), options.device, FormatBytes(b->model_->weight_bytes()).c_str(),
-      std::string(DTypeName(weight_dtype)).c_str(), slots,
-      FormatBytes(b->pool_.state_bytes()).c_str(), std::string(DTypeName(*state_dtype)).c_str(),
-      FormatBytes(b->model_->workspace_bytes()).c_str(), static_cast<long long>(tokens),
-      options.max_batch, options.deterministic ? ", batch-invariant kernels" : "",
-      kernels::DependentLaunchEnabled() ? ", dependent launch" : "");
+  std::fprintf(stderr,
+               "cuda backend: %s (device %d), weights %s in %s, %d state slots of %s (%s state), "
+               "workspace %s for %lld tokens per prefill pass, max batch %d%s%s\n",
+               b->device_name_.c_str(), options.device,
+               FormatBytes(b->model_->weight_bytes()).c_str(),
+               std::string(model::DTypeName(weight_dtype)).c_str(), slots,
+               FormatBytes(b->pool_.state_bytes()).c_str(),
+               std::string(model::DTypeName(*state_dtype)).c_str(),
+               FormatBytes(b->model_->workspace_bytes()).c_str(), static_cast<long long>(tokens),
+               options.max_batch, options.deterministic ? ", batch-invariant kernels" : "",
+               kernels::DependentLaunchEnabled() ? ", dependent launch" : "");
   // Capture every decode bucket now, not when load first reaches it: a bucket met under load
   // times its GEMMs and captures its graph inside a step, stalling every stream (a cold server
   // showed a 200 ms TTFT p90 at 256 streams on the H100).
@@ -282,7 +292,7 @@ absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(const BackendOp
     if (size >= b->max_batch_) break;
   }
   // The backend owns the model now; the host copy of the weights is no longer needed.
-  model.weights = ModelWeights();
+  model.weights = model::ModelWeights();
   return b;
 }
 
@@ -313,7 +323,8 @@ absl::Status CudaBackend::CheckSlot(int32_t slot, const char* what) const {
   return absl::OkStatus();
 }
 
-absl::Status CudaBackend::CheckWork(absl::Span<const SeqWork> work, absl::Span<SeqResult> results) {
+absl::Status CudaBackend::CheckWork(absl::Span<const backend::SeqWork> work,
+                                    absl::Span<backend::SeqResult> results) {
   if (work.size() != results.size()) {
     return absl::InvalidArgumentError(
         absl::StrCat("step: ", work.size(), " sequences but ", results.size(), " result slots"));
@@ -323,52 +334,70 @@ absl::Status CudaBackend::CheckWork(absl::Span<const SeqWork> work, absl::Span<S
     return absl::InvalidArgumentError(
         absl::StrCat("step: batch of ", work.size(), " sequences exceeds max_batch ", max_batch_));
   }
-  absl::Status status;
-  size_t checked = 0;
-  for (; checked < work.size() && status.ok(); ++checked) {
-    const SeqWork& w = work[checked];
-    status = CheckSlot(w.slot, "step:");
-    if (!status.ok()) break;
+  // Each sequence on its own: a refused one gets its status and is left out of the step.
+  for (size_t i = 0; i < work.size(); ++i) {
+    const backend::SeqWork& w = work[i];
+    backend::SeqResult& r = results[i];
+    r = backend::SeqResult();
+    r.status = CheckSlot(w.slot, "step:");
+    if (!r.status.ok()) continue;
     if (slot_seen_[w.slot]) {
-      status = absl::InvalidArgumentError(
+      r.status = absl::InvalidArgumentError(
           absl::StrCat("step: slot ", w.slot, " appears twice in one batch"));
-      break;
+      continue;
     }
-    slot_seen_[w.slot] = 1;
     if (w.tokens.empty()) {
-      status = absl::InvalidArgumentError(
-          absl::StrCat("step: the sequence in slot ", w.slot, " has no tokens"));
-      break;
+      r.status = absl::InvalidArgumentError("step: the sequence has no tokens");
+      continue;
     }
     for (int32_t t : w.tokens) {
       if (t < 0 || t >= config_.vocab_size) {
-        status = absl::InvalidArgumentError(absl::StrCat("step: token id ", t, " (slot ", w.slot,
-                                                         ") out of range; allowed: 0..",
-                                                         config_.vocab_size - 1));
+        r.status = absl::InvalidArgumentError(absl::StrCat(
+            "step: token id ", t, " out of range; allowed: 0..", config_.vocab_size - 1));
         break;
       }
     }
-    if (!status.ok()) break;
-    if (w.sample) {
-      status = ValidateSamplingParams(w.sampling, w.top_logprobs);
-      if (!status.ok()) break;
+    if (r.status.ok() && w.sample) {
       for (int32_t t : w.penalty_tokens) {
         if (t < 0 || t >= config_.vocab_size) {
-          status = absl::InvalidArgumentError(absl::StrCat("step: repetition penalty token id ", t,
-                                                           " out of range; allowed: 0..",
-                                                           config_.vocab_size - 1));
+          r.status = absl::InvalidArgumentError(absl::StrCat("step: repetition penalty token id ",
+                                                             t, " out of range; allowed: 0..",
+                                                             config_.vocab_size - 1));
           break;
         }
       }
     }
+    if (r.status.ok()) slot_seen_[w.slot] = 1;
   }
-  for (const SeqWork& w : work) {
-    if (w.slot >= 0 && w.slot < pool_.num_slots()) slot_seen_[w.slot] = 0;
+  for (size_t i = 0; i < work.size(); ++i) {
+    if (results[i].status.ok()) slot_seen_[work[i].slot] = 0;
   }
-  return status;
+  return absl::OkStatus();
 }
 
-SamplingRow CudaBackend::MakeRow(const SeqWork& w, std::vector<int32_t>& penalties) const {
+absl::Status CudaBackend::RunChecked(absl::Span<const backend::SeqWork> work,
+                                     absl::Span<backend::SeqResult> results, KernelTimer* timer) {
+  std::vector<size_t> valid;
+  for (size_t i = 0; i < work.size(); ++i) {
+    if (results[i].status.ok()) valid.push_back(i);
+  }
+  if (valid.empty()) return absl::OkStatus();
+  auto run = [&](absl::Span<const backend::SeqWork> w, absl::Span<backend::SeqResult> r) {
+    const bool decode = std::all_of(w.begin(), w.end(),
+                                    [](const backend::SeqWork& s) { return s.tokens.size() == 1; });
+    return decode ? DecodeStep(w, r, timer) : PrefillStep(w, r, timer);
+  };
+  if (valid.size() == work.size()) return run(work, results);
+  // Some sequences were refused: step the others as a batch of their own.
+  std::vector<backend::SeqWork> w;
+  std::vector<backend::SeqResult> r(valid.size());
+  for (size_t i : valid) w.push_back(work[i]);
+  MAMBA_RETURN_IF_ERROR(run(w, absl::MakeSpan(r)));
+  for (size_t k = 0; k < valid.size(); ++k) results[valid[k]] = std::move(r[k]);
+  return absl::OkStatus();
+}
+
+SamplingRow CudaBackend::MakeRow(const backend::SeqWork& w, std::vector<int32_t>& penalties) const {
   SamplingRow r;
   if (!w.sample) return r;
   r.sample = 1;
@@ -465,8 +494,8 @@ absl::StatusOr<cudaGraphExec_t> CudaBackend::DecodeGraph(int32_t bucket) {
   return exec;
 }
 
-absl::Status CudaBackend::DecodeStep(absl::Span<const SeqWork> work, absl::Span<SeqResult> results,
-                                     KernelTimer* timer) {
+absl::Status CudaBackend::DecodeStep(absl::Span<const backend::SeqWork> work,
+                                     absl::Span<backend::SeqResult> results, KernelTimer* timer) {
   const int32_t batch = static_cast<int32_t>(work.size());
   const int32_t bucket = Bucket(batch);
   int32_t* tokens = At<int32_t>(decode_in_.host.data(), dec_tokens_);
@@ -512,7 +541,8 @@ absl::Status CudaBackend::DecodeStep(absl::Span<const SeqWork> work, absl::Span<
   return ReadResults(work, results, head_of, timer);
 }
 
-absl::Status CudaBackend::ReadResults(absl::Span<const SeqWork> work, absl::Span<SeqResult> results,
+absl::Status CudaBackend::ReadResults(absl::Span<const backend::SeqWork> work,
+                                      absl::Span<backend::SeqResult> results,
                                       const std::vector<int32_t>& head_of, KernelTimer* timer) {
   const int64_t vocab = config_.vocab_size;
   for (size_t i = 0; i < work.size(); ++i) {
@@ -531,11 +561,12 @@ absl::Status CudaBackend::ReadResults(absl::Span<const SeqWork> work, absl::Span
     if (head_of[i] < 0 || !work[i].sample) continue;
     const SamplingResult& r = out[head_of[i]];
     if (r.status != kernels::kSamplingOk) {
-      return absl::InternalError(
-          absl::StrCat("the logits of the sequence in slot ", work[i].slot,
-                       r.status == kernels::kSamplingNonFiniteLogits
-                           ? " are not finite (NaN or +inf): the model diverged"
-                           : " are all -inf: nothing can be sampled"));
+      // This sequence alone: its logits (so its state) went bad; the others sampled normally.
+      results[i].status = absl::InternalError(
+          r.status == kernels::kSamplingNonFiniteLogits
+              ? "the logits are not finite (NaN or +inf): the model diverged on this sequence"
+              : "the logits are all -inf: nothing can be sampled");
+      continue;
     }
     results[i].token = r.token;
     results[i].logprob = r.logprob;
@@ -546,8 +577,8 @@ absl::Status CudaBackend::ReadResults(absl::Span<const SeqWork> work, absl::Span
   return absl::OkStatus();
 }
 
-absl::Status CudaBackend::PrefillStep(absl::Span<const SeqWork> work, absl::Span<SeqResult> results,
-                                      KernelTimer* timer) {
+absl::Status CudaBackend::PrefillStep(absl::Span<const backend::SeqWork> work,
+                                      absl::Span<backend::SeqResult> results, KernelTimer* timer) {
   const int64_t capacity = model_->capacity().tokens;
   size_t seq = 0;        // the first sequence with tokens left
   int64_t consumed = 0;  // tokens of work[seq] already processed
@@ -564,7 +595,7 @@ absl::Status CudaBackend::PrefillStep(absl::Span<const SeqWork> work, absl::Span
     int32_t n_seqs = 0, n_head = 0;
     cu[0] = 0;
     while (seq < work.size() && n_tokens < capacity) {
-      const SeqWork& w = work[seq];
+      const backend::SeqWork& w = work[seq];
       const int64_t take = std::min<int64_t>(w.tokens.size() - consumed, capacity - n_tokens);
       std::memcpy(tokens + n_tokens, w.tokens.data() + consumed, take * sizeof(int32_t));
       n_tokens += take;
@@ -628,28 +659,22 @@ absl::Status CudaBackend::PrefillStep(absl::Span<const SeqWork> work, absl::Span
   return absl::OkStatus();
 }
 
-absl::Status CudaBackend::Step(absl::Span<const SeqWork> work, absl::Span<SeqResult> results) {
+absl::Status CudaBackend::Step(absl::Span<const backend::SeqWork> work,
+                               absl::Span<backend::SeqResult> results) {
   MAMBA_CUDA_RETURN_IF_ERROR(cudaSetDevice(device_index_), "selecting the CUDA device");
   MAMBA_RETURN_IF_ERROR(CheckWork(work, results));
-  for (SeqResult& r : results) r = SeqResult();
-  const bool decode =
-      std::all_of(work.begin(), work.end(), [](const SeqWork& w) { return w.tokens.size() == 1; });
-  return decode ? DecodeStep(work, results, nullptr) : PrefillStep(work, results, nullptr);
+  return RunChecked(work, results, nullptr);
 }
 
-absl::StatusOr<std::vector<CudaKernelTime>> CudaBackend::Profile(absl::Span<const SeqWork> work,
-                                                                 absl::Span<SeqResult> results) {
+absl::StatusOr<std::vector<CudaKernelTime>> CudaBackend::Profile(
+    absl::Span<const backend::SeqWork> work, absl::Span<backend::SeqResult> results) {
   MAMBA_CUDA_RETURN_IF_ERROR(cudaSetDevice(device_index_), "selecting the CUDA device");
   MAMBA_RETURN_IF_ERROR(CheckWork(work, results));
-  for (SeqResult& r : results) r = SeqResult();
   if (timer_ == nullptr) {
     MAMBA_ASSIGN_OR_RETURN(timer_, KernelTimer::Create());
   }
   timer_->Reset();
-  const bool decode =
-      std::all_of(work.begin(), work.end(), [](const SeqWork& w) { return w.tokens.size() == 1; });
-  MAMBA_RETURN_IF_ERROR(decode ? DecodeStep(work, results, timer_.get())
-                               : PrefillStep(work, results, timer_.get()));
+  MAMBA_RETURN_IF_ERROR(RunChecked(work, results, timer_.get()));
   MAMBA_ASSIGN_OR_RETURN(std::vector<KernelFamilyTime> times, timer_->Collect());
   std::vector<CudaKernelTime> out;
   for (const KernelFamilyTime& t : times) out.push_back({t.family, t.ms, t.launches});
@@ -685,7 +710,7 @@ void CudaBackend::DeviceMemory(int64_t* used, int64_t* total) const {
   *total = static_cast<int64_t>(total_bytes);
 }
 
-std::unique_ptr<HostState> CudaBackend::AllocateHostState() {
+std::unique_ptr<backend::HostState> CudaBackend::AllocateHostState() {
   cudaSetDevice(device_index_);
   absl::StatusOr<PinnedBuffer> buffer = PinnedBuffer::Allocate(pool_.state_bytes(), "a host state");
   if (buffer.ok()) {
@@ -693,16 +718,16 @@ std::unique_ptr<HostState> CudaBackend::AllocateHostState() {
                                              pool_.state_bytes());
   }
   // Pinned memory is a limited resource; ordinary memory works, only slower.
-  return std::make_unique<HeapHostState>(pool_.dtype(), pool_.state_bytes());
+  return std::make_unique<backend::HeapHostState>(pool_.dtype(), pool_.state_bytes());
 }
 
-absl::Status CudaBackend::SaveSlot(int32_t slot, HostState* out) {
+absl::Status CudaBackend::SaveSlot(int32_t slot, backend::HostState* out) {
   MAMBA_CUDA_RETURN_IF_ERROR(cudaSetDevice(device_index_), "selecting the CUDA device");
   MAMBA_RETURN_IF_ERROR(CheckSlot(slot, "SaveSlot:"));
   if (out == nullptr || out->dtype() != pool_.dtype() || out->size() != pool_.state_bytes()) {
     return absl::InvalidArgumentError(
         absl::StrCat("SaveSlot: the host state must hold ", pool_.state_bytes(), " bytes of ",
-                     std::string(DTypeName(pool_.dtype())), " (use AllocateHostState)"));
+                     std::string(model::DTypeName(pool_.dtype())), " (use AllocateHostState)"));
   }
   MAMBA_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(out->data(), pool_.slot(slot), pool_.state_bytes(),
                                              cudaMemcpyDeviceToHost, stream_),
@@ -710,14 +735,14 @@ absl::Status CudaBackend::SaveSlot(int32_t slot, HostState* out) {
   return Sync("saving a slot");
 }
 
-absl::Status CudaBackend::LoadSlot(int32_t slot, const HostState& in) {
+absl::Status CudaBackend::LoadSlot(int32_t slot, const backend::HostState& in) {
   MAMBA_CUDA_RETURN_IF_ERROR(cudaSetDevice(device_index_), "selecting the CUDA device");
   MAMBA_RETURN_IF_ERROR(CheckSlot(slot, "LoadSlot:"));
   if (in.dtype() != pool_.dtype() || in.size() != pool_.state_bytes()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("LoadSlot: the host state holds ", in.size(), " bytes of ",
-                     std::string(DTypeName(in.dtype())), "; this backend's states are ",
-                     pool_.state_bytes(), " bytes of ", std::string(DTypeName(pool_.dtype()))));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "LoadSlot: the host state holds ", in.size(), " bytes of ",
+        std::string(model::DTypeName(in.dtype())), "; this backend's states are ",
+        pool_.state_bytes(), " bytes of ", std::string(model::DTypeName(pool_.dtype()))));
   }
   MAMBA_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(pool_.slot(slot), in.data(), pool_.state_bytes(),
                                              cudaMemcpyHostToDevice, stream_),
@@ -726,19 +751,17 @@ absl::Status CudaBackend::LoadSlot(int32_t slot, const HostState& in) {
 }
 
 }  // namespace
-}  // namespace gpu
 
-absl::StatusOr<std::unique_ptr<Backend>> CreateCudaBackend(const BackendOptions& options,
-                                                           LoadedModel& model) {
-  MAMBA_ASSIGN_OR_RETURN(std::unique_ptr<gpu::CudaBackend> backend,
-                         gpu::CudaBackend::Create(options, model));
-  return std::unique_ptr<Backend>(std::move(backend));
+absl::StatusOr<std::unique_ptr<backend::Backend>> CreateCudaBackend(
+    const backend::BackendOptions& options, model::LoadedModel& model) {
+  MAMBA_ASSIGN_OR_RETURN(std::unique_ptr<CudaBackend> backend, CudaBackend::Create(options, model));
+  return std::unique_ptr<backend::Backend>(std::move(backend));
 }
 
-absl::StatusOr<std::vector<CudaKernelTime>> ProfileCudaStep(Backend& backend,
-                                                            absl::Span<const SeqWork> work,
-                                                            absl::Span<SeqResult> results) {
-  auto* cuda = dynamic_cast<gpu::CudaBackend*>(&backend);
+absl::StatusOr<std::vector<CudaKernelTime>> ProfileCudaStep(
+    backend::Backend& backend, absl::Span<const backend::SeqWork> work,
+    absl::Span<backend::SeqResult> results) {
+  auto* cuda = dynamic_cast<CudaBackend*>(&backend);
   if (cuda == nullptr) {
     return absl::InvalidArgumentError(
         absl::StrCat("ProfileCudaStep needs a CUDA backend, not ", backend.name()));
@@ -746,4 +769,4 @@ absl::StatusOr<std::vector<CudaKernelTime>> ProfileCudaStep(Backend& backend,
   return cuda->Profile(work, results);
 }
 
-}  // namespace mamba
+}  // namespace mamba::cuda

@@ -21,11 +21,10 @@
 
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
-#include "engine/backend.h"
-#include "engine/backend_factory.h"
-#include "engine/model_loader.h"
+#include "engine/backend/backend.h"
+#include "engine/model/model_loader.h"
 
-namespace mamba {
+namespace mamba::cuda {
 
 // Number of CUDA devices usable by this process (0 when there is no driver or GPU).
 int CudaDeviceCount();
@@ -34,8 +33,8 @@ int CudaDeviceCount();
 // become bf16) and allocates the state pool, then releases the host copy of the weights (the
 // backend owns the model from then on). Fails cleanly, never crashes, when the device lacks
 // memory: RESOURCE_EXHAUSTED says what did not fit.
-absl::StatusOr<std::unique_ptr<Backend>> CreateCudaBackend(const BackendOptions& options,
-                                                           LoadedModel& model);
+absl::StatusOr<std::unique_ptr<backend::Backend>> CreateCudaBackend(
+    const backend::BackendOptions& options, model::LoadedModel& model);
 
 // Time spent in one kernel family during a profiled step.
 struct CudaKernelTime {
@@ -48,8 +47,8 @@ struct CudaKernelTime {
 // CUDA event before every launch, and returns the time per kernel family in launch order
 // ("copy in" / "copy out" are the host-device transfers). Results are those Step would give.
 // For benchmarks: the events add a little time per launch, and graphs are not used.
-absl::StatusOr<std::vector<CudaKernelTime>> ProfileCudaStep(Backend& backend,
-                                                            absl::Span<const SeqWork> work,
-                                                            absl::Span<SeqResult> results);
+absl::StatusOr<std::vector<CudaKernelTime>> ProfileCudaStep(backend::Backend& backend,
+                                                            absl::Span<const backend::SeqWork> work,
+                                                            absl::Span<backend::SeqResult> results);
 
-}  // namespace mamba
+}  // namespace mamba::cuda

@@ -7,7 +7,7 @@
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
-#include "engine/status_macros.h"
+#include "common/status_macros.h"
 #include "kernels/causal_conv1d.h"
 #include "kernels/cuda_status.h"
 #include "kernels/decode_step.h"
@@ -17,7 +17,7 @@
 #include "kernels/selective_scan.h"
 #include "kernels/selective_state_update.h"
 
-namespace mamba::gpu {
+namespace mamba::cuda {
 namespace {
 
 // Sequences x segments the time-parallel scan can hold at once.
@@ -32,11 +32,12 @@ void* Offset(void* p, int64_t elements, size_t elem_size) {
 }
 
 // Copies a matrix to the device in `target` (f16 or bf16), converting in bounded chunks.
-absl::Status UploadMatrix(const TensorView& v, DType target, void* dst, const char* what) {
+absl::Status UploadMatrix(const model::TensorView& v, model::DType target, void* dst,
+                          const char* what) {
   const size_t n = static_cast<size_t>(v.numel());
   if (v.dtype == target) {
     MAMBA_CUDA_RETURN_IF_ERROR(
-        cudaMemcpy(dst, v.data, n * DTypeSize(target), cudaMemcpyHostToDevice), what);
+        cudaMemcpy(dst, v.data, n * model::DTypeSize(target), cudaMemcpyHostToDevice), what);
     return absl::OkStatus();
   }
   constexpr size_t kChunk = size_t{1} << 20;
@@ -44,9 +45,10 @@ absl::Status UploadMatrix(const TensorView& v, DType target, void* dst, const ch
   std::vector<uint16_t> h(std::min(n, kChunk));
   for (size_t off = 0; off < n; off += kChunk) {
     const size_t c = std::min(kChunk, n - off);
-    ConvertToFloat(v.dtype, static_cast<const uint8_t*>(v.data) + off * DTypeSize(v.dtype),
-                   f.data(), c);
-    ConvertFromFloat(target, f.data(), h.data(), c);
+    model::ConvertToFloat(v.dtype,
+                          static_cast<const uint8_t*>(v.data) + off * model::DTypeSize(v.dtype),
+                          f.data(), c);
+    model::ConvertFromFloat(target, f.data(), h.data(), c);
     MAMBA_CUDA_RETURN_IF_ERROR(
         cudaMemcpy(static_cast<uint8_t*>(dst) + off * 2, h.data(), c * 2, cudaMemcpyHostToDevice),
         what);
@@ -56,15 +58,15 @@ absl::Status UploadMatrix(const TensorView& v, DType target, void* dst, const ch
 
 // Copies a small tensor to the device in fp32, optionally transformed element by element.
 template <typename Fn>
-absl::Status UploadVector(const TensorView& v, float* dst, const char* what, Fn fn) {
+absl::Status UploadVector(const model::TensorView& v, float* dst, const char* what, Fn fn) {
   std::vector<float> f(static_cast<size_t>(v.numel()));
-  ConvertToFloat(v.dtype, v.data, f.data(), f.size());
+  model::ConvertToFloat(v.dtype, v.data, f.data(), f.size());
   for (float& x : f) x = fn(x);
   MAMBA_CUDA_RETURN_IF_ERROR(
       cudaMemcpy(dst, f.data(), f.size() * sizeof(float), cudaMemcpyHostToDevice), what);
   return absl::OkStatus();
 }
-absl::Status UploadVector(const TensorView& v, float* dst, const char* what) {
+absl::Status UploadVector(const model::TensorView& v, float* dst, const char* what) {
   return UploadVector(v, dst, what, [](float x) { return x; });
 }
 
@@ -73,26 +75,24 @@ absl::Status UploadVector(const TensorView& v, float* dst, const char* what) {
 void SetFusedDtMaxRows(int64_t rows) { fused_dt_max_rows.store(rows, std::memory_order_relaxed); }
 int64_t FusedDtMaxRows() { return fused_dt_max_rows.load(std::memory_order_relaxed); }
 
-KernelDType ToKernelDType(DType t) {
+KernelDType ToKernelDType(model::DType t) {
   switch (t) {
-    case DType::kF32:
+    case model::DType::kF32:
       return KernelDType::kF32;
-    case DType::kF16:
+    case model::DType::kF16:
       return KernelDType::kF16;
-    case DType::kBF16:
+    case model::DType::kBF16:
       return KernelDType::kBF16;
   }
   return KernelDType::kF32;
 }
 
-absl::StatusOr<std::unique_ptr<CudaModel>> CudaModel::Create(const ModelConfig& config,
-                                                             const ModelWeights& weights,
-                                                             DType dtype, const Capacity& capacity,
-                                                             bool deterministic,
-                                                             kernels::CublasLtGemm* gemm) {
-  if (dtype != DType::kF16 && dtype != DType::kBF16) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("CUDA weights must be f16 or bf16, not ", std::string(DTypeName(dtype))));
+absl::StatusOr<std::unique_ptr<CudaModel>> CudaModel::Create(
+    const model::ModelConfig& config, const model::ModelWeights& weights, model::DType dtype,
+    const Capacity& capacity, bool deterministic, kernels::CublasLtGemm* gemm) {
+  if (dtype != model::DType::kF16 && dtype != model::DType::kBF16) {
+    return absl::InvalidArgumentError(absl::StrCat("CUDA weights must be f16 or bf16, not ",
+                                                   std::string(model::DTypeName(dtype))));
   }
   if (capacity.tokens < 1 || capacity.head_rows < 1 || capacity.head_rows > capacity.tokens) {
     return absl::InvalidArgumentError("CUDA model: invalid workspace capacity");
@@ -132,13 +132,13 @@ absl::StatusOr<std::unique_ptr<CudaModel>> CudaModel::Create(const ModelConfig& 
   return m;
 }
 
-absl::Status CudaModel::Upload(const ModelWeights& w) {
-  const ModelConfig& c = config_;
+absl::Status CudaModel::Upload(const model::ModelWeights& w) {
+  const model::ModelConfig& c = config_;
   if (static_cast<int32_t>(w.layers.size()) != c.n_layer) {
     return absl::InvalidArgumentError(
         absl::StrCat("weights have ", w.layers.size(), " layers, the config ", c.n_layer));
   }
-  const size_t half = DTypeSize(dtype_);
+  const size_t half = model::DTypeSize(dtype_);
   const int64_t D = c.d_model, E = c.d_inner, N = c.d_state, R = c.dt_rank, K = c.d_conv;
   const int64_t V = c.vocab_size;
   struct LayerOffsets {
@@ -152,7 +152,7 @@ absl::Status CudaModel::Upload(const ModelWeights& w) {
   const size_t norm_f_off = layout.Reserve(D * sizeof(float));
   std::vector<LayerOffsets> offs(c.n_layer);
   for (int l = 0; l < c.n_layer; ++l) {
-    const LayerWeights& lw = w.layers[l];
+    const model::LayerWeights& lw = w.layers[l];
     LayerOffsets& o = offs[l];
     o.in_proj = layout.Reserve(2 * E * D * half);
     o.in_proj_bias = lw.in_proj_bias.empty() ? SIZE_MAX : layout.Reserve(2 * E * sizeof(float));
@@ -184,7 +184,7 @@ absl::Status CudaModel::Upload(const ModelWeights& w) {
 
   layers_.resize(c.n_layer);
   for (int l = 0; l < c.n_layer; ++l) {
-    const LayerWeights& lw = w.layers[l];
+    const model::LayerWeights& lw = w.layers[l];
     const LayerOffsets& o = offs[l];
     Layer& L = layers_[l];
     MAMBA_RETURN_IF_ERROR(UploadMatrix(lw.in_proj, dtype_, at(o.in_proj), "uploading in_proj"));
@@ -238,8 +238,8 @@ absl::Status CudaModel::Upload(const ModelWeights& w) {
 }
 
 absl::Status CudaModel::AllocateWorkspace() {
-  const ModelConfig& c = config_;
-  const size_t half = DTypeSize(dtype_);
+  const model::ModelConfig& c = config_;
+  const size_t half = model::DTypeSize(dtype_);
   const int64_t T = capacity_.tokens, H = capacity_.head_rows;
   const int64_t D = c.d_model, E = c.d_inner, V = c.vocab_size;
   dbc_ld_ = (c.dt_rank + 2 * c.d_state + 7) / 8 * 8;
@@ -313,7 +313,7 @@ kernels::GemmArgs CudaModel::LmHead(int64_t rows) const {
 
 kernels::DecodeStepParams CudaModel::DecodeStep(const ForwardBatch& b,
                                                 const StatePool* pool) const {
-  const ModelConfig& c = config_;
+  const model::ModelConfig& c = config_;
   kernels::DecodeStepParams p;
   p.rows = static_cast<int32_t>(b.tokens);
   p.n_layer = c.n_layer;
@@ -331,8 +331,8 @@ kernels::DecodeStepParams CudaModel::DecodeStep(const ForwardBatch& b,
   p.slots = b.slots;
   p.conv_state = pool->conv(0);
   p.ssm_state = pool->ssm(0);
-  p.conv_layer_stride = c.ConvStateElementsPerLayer();
-  p.ssm_layer_stride = c.SsmStateElementsPerLayer();
+  p.conv_layer_stride = model::StateLayoutOf(c).conv_elements_per_layer();
+  p.ssm_layer_stride = model::StateLayoutOf(c).ssm_elements_per_layer();
   p.slot_stride = pool->slot_stride();
   p.residual[0] = residual_;
   p.residual[1] = residual_alt_;
@@ -388,9 +388,9 @@ absl::Status CudaModel::Forward(const ForwardBatch& b, const StatePool& pool, cu
   auto mark = [&](const char* family) {
     return timer != nullptr ? timer->Mark(family, stream) : absl::OkStatus();
   };
-  const ModelConfig& c = config_;
+  const model::ModelConfig& c = config_;
   const int64_t T = b.tokens, D = c.d_model, E = c.d_inner, N = c.d_state, R = c.dt_rank;
-  const size_t half = DTypeSize(dtype_);
+  const size_t half = model::DTypeSize(dtype_);
   const KernelDType act = kdtype_;
   const KernelDType st = ToKernelDType(pool.dtype());
   const bool fused_dt = UsesFusedDt(T, b.decode);
@@ -584,4 +584,4 @@ absl::Status CudaModel::Forward(const ForwardBatch& b, const StatePool& pool, cu
   return absl::OkStatus();
 }
 
-}  // namespace mamba::gpu
+}  // namespace mamba::cuda

@@ -28,15 +28,15 @@
 #include "engine/cuda/device_memory.h"
 #include "engine/cuda/kernel_timer.h"
 #include "engine/cuda/state_pool.h"
-#include "engine/dtype.h"
-#include "engine/model_config.h"
-#include "engine/model_weights.h"
+#include "engine/model/dtype.h"
+#include "engine/model/model_config.h"
+#include "engine/model/model_weights.h"
 #include "kernels/decode_step_params.h"
 #include "kernels/gemm.h"
 #include "kernels/kernel_types.h"
 #include "kernels/sampling_params.h"
 
-namespace mamba::gpu {
+namespace mamba::cuda {
 
 // The device inputs of one forward pass. All pointers are device memory.
 struct ForwardBatch {
@@ -67,11 +67,9 @@ class CudaModel {
   // for `capacity`. With `deterministic`, every GEMM runs on the batch-invariant kernel and the
   // decode step takes dt from the same GEMM as prefill, so a sequence's results do not depend on
   // the batch. `gemm` (cuBLASLt) must outlive the model.
-  static absl::StatusOr<std::unique_ptr<CudaModel>> Create(const ModelConfig& config,
-                                                           const ModelWeights& weights, DType dtype,
-                                                           const Capacity& capacity,
-                                                           bool deterministic,
-                                                           kernels::CublasLtGemm* gemm);
+  static absl::StatusOr<std::unique_ptr<CudaModel>> Create(
+      const model::ModelConfig& config, const model::ModelWeights& weights, model::DType dtype,
+      const Capacity& capacity, bool deterministic, kernels::CublasLtGemm* gemm);
   CudaModel(const CudaModel&) = delete;
   CudaModel& operator=(const CudaModel&) = delete;
 
@@ -87,8 +85,8 @@ class CudaModel {
   absl::Status PrepareGemms(int64_t tokens, int64_t head_rows, bool decode,
                             cudaStream_t stream) const;
 
-  const ModelConfig& config() const { return config_; }
-  DType dtype() const { return dtype_; }
+  const model::ModelConfig& config() const { return config_; }
+  model::DType dtype() const { return dtype_; }
   kernels::KernelDType kernel_dtype() const { return kdtype_; }
   size_t weight_bytes() const { return weight_bytes_; }
   size_t workspace_bytes() const { return workspace_.size(); }
@@ -115,7 +113,7 @@ class CudaModel {
   };
 
   CudaModel() = default;
-  absl::Status Upload(const ModelWeights& weights);
+  absl::Status Upload(const model::ModelWeights& weights);
   absl::Status AllocateWorkspace();
   absl::Status Gemm(const kernels::GemmArgs& args, cudaStream_t stream) const;
   // The arguments of each GEMM for `rows` rows (so Forward and PrepareGemms agree).
@@ -133,8 +131,8 @@ class CudaModel {
   // Whether `b` (with states in `state`) runs on the persistent decode kernel.
   bool UsesDecodeStep(const ForwardBatch& b, kernels::KernelDType state) const;
 
-  ModelConfig config_;
-  DType dtype_ = DType::kBF16;
+  model::ModelConfig config_;
+  model::DType dtype_ = model::DType::kBF16;
   kernels::KernelDType kdtype_ = kernels::KernelDType::kBF16;
   Capacity capacity_;
   bool deterministic_ = false;
@@ -179,6 +177,6 @@ void SetFusedDtMaxRows(int64_t rows);
 int64_t FusedDtMaxRows();
 
 // The kernels' name for an engine dtype.
-kernels::KernelDType ToKernelDType(DType t);
+kernels::KernelDType ToKernelDType(model::DType t);
 
-}  // namespace mamba::gpu
+}  // namespace mamba::cuda

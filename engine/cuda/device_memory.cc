@@ -7,7 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 
-namespace mamba::gpu {
+namespace mamba::cuda {
 
 std::string FormatBytes(size_t bytes) {
   const double b = static_cast<double>(bytes);
@@ -84,4 +84,4 @@ absl::StatusOr<PinnedBuffer> PinnedBuffer::Allocate(size_t bytes, const std::str
   return b;
 }
 
-}  // namespace mamba::gpu
+}  // namespace mamba::cuda

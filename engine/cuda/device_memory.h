@@ -8,7 +8,7 @@
 
 #include "absl/status/statusor.h"
 
-namespace mamba::gpu {
+namespace mamba::cuda {
 
 // cudaMalloc'd memory on the current device, freed on destruction. Move-only.
 class DeviceBuffer {
@@ -77,4 +77,4 @@ class BufferLayout {
 // "1.50 GiB", "12.0 MiB", "512 B".
 std::string FormatBytes(size_t bytes);
 
-}  // namespace mamba::gpu
+}  // namespace mamba::cuda

@@ -5,7 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "kernels/cuda_status.h"
 
-namespace mamba::gpu {
+namespace mamba::cuda {
 
 absl::StatusOr<std::unique_ptr<KernelTimer>> KernelTimer::Create(int capacity) {
   std::unique_ptr<KernelTimer> t(new KernelTimer());
@@ -68,4 +68,4 @@ absl::StatusOr<std::vector<KernelFamilyTime>> KernelTimer::Collect() const {
   return out;
 }
 
-}  // namespace mamba::gpu
+}  // namespace mamba::cuda

@@ -12,7 +12,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 
-namespace mamba::gpu {
+namespace mamba::cuda {
 
 struct KernelFamilyTime {
   std::string family;
@@ -46,4 +46,4 @@ class KernelTimer {
   bool finished_ = false;
 };
 
-}  // namespace mamba::gpu
+}  // namespace mamba::cuda

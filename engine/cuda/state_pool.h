@@ -11,20 +11,20 @@
 
 #include "absl/status/statusor.h"
 #include "engine/cuda/device_memory.h"
-#include "engine/dtype.h"
-#include "engine/model_config.h"
+#include "engine/model/dtype.h"
+#include "engine/model/model_config.h"
 
-namespace mamba::gpu {
+namespace mamba::cuda {
 
 class StatePool {
  public:
   // Bytes of one slot's state (the HostState size), without padding.
-  static size_t StateBytes(const ModelConfig& config, DType dtype);
+  static size_t StateBytes(const model::ModelConfig& config, model::DType dtype);
   // Device bytes one slot takes, padding included.
-  static size_t SlotFootprint(const ModelConfig& config, DType dtype);
+  static size_t SlotFootprint(const model::ModelConfig& config, model::DType dtype);
 
   // Allocates num_slots + 1 slots, zeroed. RESOURCE_EXHAUSTED names the sizes when they do not fit.
-  static absl::StatusOr<StatePool> Create(const ModelConfig& config, DType dtype,
+  static absl::StatusOr<StatePool> Create(const model::ModelConfig& config, model::DType dtype,
                                           int32_t num_slots);
 
   StatePool() = default;
@@ -33,7 +33,7 @@ class StatePool {
 
   int32_t num_slots() const { return num_slots_; }
   int32_t scratch_slot() const { return num_slots_; }
-  DType dtype() const { return dtype_; }
+  model::DType dtype() const { return dtype_; }
   size_t state_bytes() const { return state_bytes_; }
   // Elements between the starts of consecutive slots.
   int64_t slot_stride() const { return slot_stride_; }
@@ -46,7 +46,7 @@ class StatePool {
 
  private:
   int32_t num_slots_ = 0;
-  DType dtype_ = DType::kF32;
+  model::DType dtype_ = model::DType::kF32;
   int64_t conv_per_layer_ = 0;  // elements
   int64_t ssm_per_layer_ = 0;
   int64_t ssm_offset_ = 0;
@@ -55,4 +55,4 @@ class StatePool {
   DeviceBuffer buffer_;
 };
 
-}  // namespace mamba::gpu
+}  // namespace mamba::cuda

@@ -5,7 +5,7 @@
 
 #include "engine/tokenizer/unicode_classes.h"
 
-namespace mamba::tokenizer_internal {
+namespace mamba::tokenizer::internal {
 namespace {
 
 bool EndsWithWordChar(std::string_view s) {
@@ -143,4 +143,4 @@ void AddedTokenMatcher::Split(std::string_view text, std::vector<AddedTokenSplit
   if (start_offset != text.size()) out->push_back({start_offset, text.size(), -1});
 }
 
-}  // namespace mamba::tokenizer_internal
+}  // namespace mamba::tokenizer::internal

@@ -16,7 +16,7 @@
 
 #include "absl/container/flat_hash_map.h"
 
-namespace mamba::tokenizer_internal {
+namespace mamba::tokenizer::internal {
 
 struct AddedTokenSpec {
   std::string pattern;  // what is matched (the content, normalized when the token is)
@@ -63,4 +63,4 @@ class AddedTokenMatcher {
   int single_first_byte_ = -1;  // the first byte of every token, when they share one
 };
 
-}  // namespace mamba::tokenizer_internal
+}  // namespace mamba::tokenizer::internal

@@ -10,7 +10,7 @@
 #include "absl/strings/string_view.h"
 #include "engine/tokenizer/byte_level_alphabet.h"
 
-namespace mamba::tokenizer_internal {
+namespace mamba::tokenizer::internal {
 namespace {
 
 std::atomic<uint64_t> next_cache_owner{1};
@@ -334,4 +334,4 @@ void BpeModel::MergeWord(std::string_view word, std::vector<int32_t>* out) const
   }
 }
 
-}  // namespace mamba::tokenizer_internal
+}  // namespace mamba::tokenizer::internal

@@ -18,7 +18,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 
-namespace mamba::tokenizer_internal {
+namespace mamba::tokenizer::internal {
 
 struct BpeOptions {
   bool ignore_merges = false;
@@ -59,4 +59,4 @@ class BpeModel {
   absl::flat_hash_map<std::string, int32_t> raw_vocab_;
 };
 
-}  // namespace mamba::tokenizer_internal
+}  // namespace mamba::tokenizer::internal

@@ -4,7 +4,7 @@
 
 #include "engine/tokenizer/unicode_classes.h"
 
-namespace mamba::tokenizer_internal {
+namespace mamba::tokenizer::internal {
 namespace {
 
 constexpr bool StandsForItself(int b) {
@@ -74,4 +74,4 @@ bool AlphabetToBytes(std::string_view token, std::string* out) {
   return true;
 }
 
-}  // namespace mamba::tokenizer_internal
+}  // namespace mamba::tokenizer::internal

@@ -8,7 +8,7 @@
 #include <string>
 #include <string_view>
 
-namespace mamba::tokenizer_internal {
+namespace mamba::tokenizer::internal {
 
 // The code point that stands for byte `b`.
 char32_t ByteToCodePoint(uint8_t b);
@@ -24,4 +24,4 @@ bool AlphabetToBytes(std::string_view token, std::string* out);
 // Appends the UTF-8 encoding of `c`.
 void AppendUtf8(char32_t c, std::string* out);
 
-}  // namespace mamba::tokenizer_internal
+}  // namespace mamba::tokenizer::internal

@@ -14,12 +14,12 @@
 #include "engine/tokenizer/byte_level_alphabet.h"
 #include "engine/tokenizer/tokenizer.h"
 
-namespace mamba {
+namespace mamba::tokenizer {
 namespace {
 
-using tokenizer_internal::AddedTokenMatcher;
-using tokenizer_internal::AddedTokenSpec;
-using tokenizer_internal::AddedTokenSplit;
+using internal::AddedTokenMatcher;
+using internal::AddedTokenSpec;
+using internal::AddedTokenSplit;
 
 class ByteTokenizer final : public Tokenizer {
  public:
@@ -38,8 +38,7 @@ class ByteTokenizer final : public Tokenizer {
     matcher_ = AddedTokenMatcher(specs);
     for (int b = 0; b < 256; ++b) {
       std::string spelling;
-      tokenizer_internal::AppendUtf8(tokenizer_internal::ByteToCodePoint(static_cast<uint8_t>(b)),
-                                     &spelling);
+      internal::AppendUtf8(internal::ByteToCodePoint(static_cast<uint8_t>(b)), &spelling);
       byte_ids_.emplace(std::move(spelling), b);
     }
     if (const auto it = special_ids_.find("<|endoftext|>"); it != special_ids_.end()) {
@@ -104,8 +103,7 @@ class ByteTokenizer final : public Tokenizer {
   std::string IdToToken(int32_t id) const override {
     if (id >= 0 && id < 256) {
       std::string spelling;
-      tokenizer_internal::AppendUtf8(tokenizer_internal::ByteToCodePoint(static_cast<uint8_t>(id)),
-                                     &spelling);
+      internal::AppendUtf8(internal::ByteToCodePoint(static_cast<uint8_t>(id)), &spelling);
       return spelling;
     }
     if (id >= 256 && id < 256 + static_cast<int32_t>(specials_.size())) return specials_[id - 256];
@@ -136,4 +134,4 @@ std::unique_ptr<Tokenizer> MakeByteTokenizer(std::vector<std::string> special_to
   return std::make_unique<ByteTokenizer>(std::move(special_tokens), vocab_size);
 }
 
-}  // namespace mamba
+}  // namespace mamba::tokenizer

@@ -10,7 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "engine/tokenizer/tokenizer.h"
 
-namespace mamba {
+namespace mamba::tokenizer {
 namespace {
 
 struct FileCloser {
@@ -99,4 +99,4 @@ absl::StatusOr<std::string> ReadFileMaybeGzipped(const std::string& path, size_t
   return data;
 }
 
-}  // namespace mamba
+}  // namespace mamba::tokenizer

@@ -2,7 +2,7 @@
 
 #include "engine/tokenizer/unicode_classes.h"
 
-namespace mamba::tokenizer_internal {
+namespace mamba::tokenizer::internal {
 namespace {
 
 inline CharClass ClassAt(std::string_view s, size_t i, size_t* next) {
@@ -64,4 +64,4 @@ size_t Gpt2MatchEnd(std::string_view s, size_t pos) {
   return last_start > pos ? last_start : end;
 }
 
-}  // namespace mamba::tokenizer_internal
+}  // namespace mamba::tokenizer::internal

@@ -12,7 +12,7 @@
 #include <cstddef>
 #include <string_view>
 
-namespace mamba::tokenizer_internal {
+namespace mamba::tokenizer::internal {
 
 // The exact pattern string as tokenizer.json files spell it.
 inline constexpr std::string_view kGpt2Pattern =
@@ -21,4 +21,4 @@ inline constexpr std::string_view kGpt2Pattern =
 // End of the match that starts at `pos` (pos < text.size(); `text` valid UTF-8).
 size_t Gpt2MatchEnd(std::string_view text, size_t pos);
 
-}  // namespace mamba::tokenizer_internal
+}  // namespace mamba::tokenizer::internal

@@ -23,8 +23,8 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
-#include "engine/json_nesting.h"
-#include "engine/status_macros.h"
+#include "common/json_nesting.h"
+#include "common/status_macros.h"
 #include "engine/tokenizer/added_vocabulary.h"
 #include "engine/tokenizer/bpe_model.h"
 #include "engine/tokenizer/byte_level_alphabet.h"
@@ -33,25 +33,25 @@
 #include "engine/tokenizer/pre_tokenizer.h"
 #include "engine/tokenizer/tokenizer.h"
 
-namespace mamba {
+namespace mamba::tokenizer {
 namespace {
 
 using Json = nlohmann::json;
-using tokenizer_internal::AddedTokenMatcher;
-using tokenizer_internal::AddedTokenSpec;
-using tokenizer_internal::AddedTokenSplit;
-using tokenizer_internal::BpeModel;
-using tokenizer_internal::BpeOptions;
-using tokenizer_internal::NormalizationForm;
-using tokenizer_internal::Normalizer;
-using tokenizer_internal::PreTokenizer;
-using tokenizer_internal::PreTokenizerStep;
-using tokenizer_internal::SplitBehavior;
+using internal::AddedTokenMatcher;
+using internal::AddedTokenSpec;
+using internal::AddedTokenSplit;
+using internal::BpeModel;
+using internal::BpeOptions;
+using internal::NormalizationForm;
+using internal::Normalizer;
+using internal::PreTokenizer;
+using internal::PreTokenizerStep;
+using internal::SplitBehavior;
 
 // Bounds that keep a hostile file from exhausting memory or stack. Real vocabularies have at
 // most a few hundred thousand tokens, a few hundred bytes long.
 constexpr size_t kMaxJsonBytes = size_t{512} << 20;
-constexpr int kMaxJsonDepth = kMaxJsonNesting;
+constexpr int kMaxJsonDepth = common::kMaxJsonNesting;
 constexpr int64_t kMaxTokenId = (int64_t{1} << 24) - 1;
 constexpr size_t kMaxTokenBytes = size_t{1} << 16;
 constexpr size_t kMaxAddedTokens = size_t{1} << 20;
@@ -216,12 +216,11 @@ absl::Status ParsePreTokenizer(const JsonReader& r, const Json& j, const std::st
       }
     } else if (const Json* regex = JsonReader::Member(*pattern, "Regex"); regex != nullptr) {
       if (!regex->is_string()) return r.Error(pattern_path + ".Regex", "expected a string");
-      if (regex->get<std::string>() != tokenizer_internal::kGpt2Pattern) {
-        return r.Unsupported(
-            pattern_path,
-            absl::StrCat("unsupported Split regex \"", regex->get<std::string>(),
-                         "\" (only the GPT-2 pattern \"",
-                         std::string(tokenizer_internal::kGpt2Pattern), "\" is supported)"));
+      if (regex->get<std::string>() != internal::kGpt2Pattern) {
+        return r.Unsupported(pattern_path,
+                             absl::StrCat("unsupported Split regex \"", regex->get<std::string>(),
+                                          "\" (only the GPT-2 pattern \"",
+                                          std::string(internal::kGpt2Pattern), "\" is supported)"));
       }
       step.kind = PreTokenizerStep::Kind::kSplitGpt2;
     } else {
@@ -797,7 +796,7 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> BuildHfTokenizer(const JsonReader& r,
   for (size_t id = 0; id < num_ids; ++id) {
     t.decoded_offsets_[id] = static_cast<uint32_t>(t.decoded_.size());
     const std::string& token = t.id_to_token_[id];
-    if (tokenizer_internal::AlphabetToBytes(token, &bytes)) {
+    if (internal::AlphabetToBytes(token, &bytes)) {
       t.decoded_ += bytes;
     } else {
       t.decoded_ += token;
@@ -822,7 +821,7 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> ParseTokenizerJson(std::string_view j
   if (json.size() > kMaxJsonBytes) {
     return reader.Error("(file)", absl::StrCat("larger than ", kMaxJsonBytes, " bytes"));
   }
-  if (!JsonNestingWithin(json, kMaxJsonDepth)) {
+  if (!common::JsonNestingWithin(json, kMaxJsonDepth)) {
     return reader.Error("(file)",
                         absl::StrCat("JSON nested deeper than ", kMaxJsonDepth, " levels"));
   }
@@ -842,4 +841,4 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizerJson(const std::string& 
   return ParseTokenizerJson(json, path);
 }
 
-}  // namespace mamba
+}  // namespace mamba::tokenizer

@@ -11,7 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "engine/tokenizer/unicode_classes.h"
 
-namespace mamba::tokenizer_internal {
+namespace mamba::tokenizer::internal {
 namespace {
 
 const icu::Normalizer2* GetIcuNormalizer(NormalizationForm form, UErrorCode* error) {
@@ -133,4 +133,4 @@ std::string_view Normalizer::Apply(std::string_view text, std::string* storage) 
   return current;
 }
 
-}  // namespace mamba::tokenizer_internal
+}  // namespace mamba::tokenizer::internal

@@ -14,7 +14,7 @@
 
 #include "absl/status/statusor.h"
 
-namespace mamba::tokenizer_internal {
+namespace mamba::tokenizer::internal {
 
 enum class NormalizationForm { kNfc, kNfd, kNfkc, kNfkd };
 
@@ -36,4 +36,4 @@ class Normalizer {
   std::vector<Form> forms_;
 };
 
-}  // namespace mamba::tokenizer_internal
+}  // namespace mamba::tokenizer::internal

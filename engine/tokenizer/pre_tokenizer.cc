@@ -5,7 +5,7 @@
 #include "engine/tokenizer/gpt2_pattern.h"
 #include "engine/tokenizer/unicode_classes.h"
 
-namespace mamba::tokenizer_internal {
+namespace mamba::tokenizer::internal {
 namespace {
 
 using Ranges = std::vector<std::pair<size_t, size_t>>;
@@ -164,4 +164,4 @@ void PreTokenizer::RunStep(size_t k, std::string_view piece,
   }
 }
 
-}  // namespace mamba::tokenizer_internal
+}  // namespace mamba::tokenizer::internal

@@ -15,7 +15,7 @@
 
 #include "absl/functional/function_ref.h"
 
-namespace mamba::tokenizer_internal {
+namespace mamba::tokenizer::internal {
 
 // How a Split step treats the matches of its pattern (Hugging Face's SplitDelimiterBehavior).
 enum class SplitBehavior { kRemoved, kIsolated, kMergedWithPrevious, kMergedWithNext, kContiguous };
@@ -60,4 +60,4 @@ class PreTokenizer {
   std::vector<PreTokenizerStep> steps_;
 };
 
-}  // namespace mamba::tokenizer_internal
+}  // namespace mamba::tokenizer::internal

@@ -2,9 +2,9 @@
 
 #include <string>
 
-#include "engine/status_macros.h"
+#include "common/status_macros.h"
 
-namespace mamba {
+namespace mamba::tokenizer {
 
 absl::StatusOr<std::string> Tokenizer::Decode(absl::Span<const int32_t> ids,
                                               bool skip_special_tokens) const {
@@ -29,4 +29,4 @@ std::string IncrementalDecoder::Flush() {
   return text;
 }
 
-}  // namespace mamba
+}  // namespace mamba::tokenizer

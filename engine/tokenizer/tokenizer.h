@@ -38,7 +38,7 @@
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 
-namespace mamba {
+namespace mamba::tokenizer {
 
 class Tokenizer {
  public:
@@ -128,4 +128,4 @@ std::string ToValidUtf8(std::string_view s);
 absl::StatusOr<std::string> ReadFileMaybeGzipped(const std::string& path,
                                                  size_t max_bytes = size_t{1} << 30);
 
-}  // namespace mamba
+}  // namespace mamba::tokenizer

@@ -5,7 +5,7 @@
 #include <algorithm>
 #include <iterator>
 
-namespace mamba::tokenizer_internal {
+namespace mamba::tokenizer::internal {
 namespace {
 
 struct NewerRange {
@@ -98,4 +98,4 @@ bool IsWordChar(char32_t c) {
   }
 }
 
-}  // namespace mamba::tokenizer_internal
+}  // namespace mamba::tokenizer::internal

@@ -12,7 +12,7 @@
 #include <cstdint>
 #include <string_view>
 
-namespace mamba::tokenizer_internal {
+namespace mamba::tokenizer::internal {
 
 enum class CharClass : uint8_t { kLetter, kNumber, kWhitespace, kOther };
 
@@ -75,4 +75,4 @@ bool IsNumeric(char32_t c);
 // Rust regex \w.
 bool IsWordChar(char32_t c);
 
-}  // namespace mamba::tokenizer_internal
+}  // namespace mamba::tokenizer::internal

@@ -5,7 +5,7 @@
 
 #include "engine/tokenizer/tokenizer.h"
 
-namespace mamba {
+namespace mamba::tokenizer {
 namespace {
 
 // What the bytes at s[i] hold: a whole valid character of `len` bytes, an invalid sequence
@@ -123,4 +123,4 @@ std::string ToValidUtf8(std::string_view s) {
   return out;
 }
 
-}  // namespace mamba
+}  // namespace mamba::tokenizer

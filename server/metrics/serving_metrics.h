@@ -30,7 +30,9 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
-#include "engine/engine.h"
+#include "engine/api/engine_observer.h"
+#include "engine/api/engine_stats.h"
+#include "engine/api/model_info.h"
 #include "server/metrics/registry.h"
 #include "server/metrics/request_log.h"
 

@@ -6,12 +6,13 @@
 #include <string>
 #include <string_view>
 
-#include "engine/model_config.h"
+#include "engine/model/model_config.h"
 #include "tests/fuzz/fuzz_check.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string_view text(reinterpret_cast<const char*>(data), size);
-  absl::StatusOr<mamba::ModelConfig> config = mamba::ParseHfConfig(text, "fuzz/config.json");
+  absl::StatusOr<mamba::model::ModelConfig> config =
+      mamba::model::ParseHfConfig(text, "fuzz/config.json");
   if (!config.ok()) {
     FUZZ_CHECK(config.status().code() == absl::StatusCode::kInvalidArgument, "unexpected status %s",
                config.status().ToString().c_str());
@@ -22,15 +23,16 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   FUZZ_CHECK(valid.ok(), "accepted config fails Validate: %s", valid.ToString().c_str());
   FUZZ_CHECK(config->NumParameters() > 0, "NumParameters %lld",
              static_cast<long long>(config->NumParameters()));
-  FUZZ_CHECK(config->StateElements() > 0, "StateElements %lld",
-             static_cast<long long>(config->StateElements()));
+  FUZZ_CHECK(mamba::model::StateLayoutOf(*config).elements() > 0, "StateElements %lld",
+             static_cast<long long>(mamba::model::StateLayoutOf(*config).elements()));
   FUZZ_CHECK(!config->Summary().empty(), "empty summary");
 
-  const std::string canonical = mamba::ToHfConfigJson(*config);
-  absl::StatusOr<mamba::ModelConfig> back = mamba::ParseHfConfig(canonical, "canonical");
+  const std::string canonical = mamba::model::ToHfConfigJson(*config);
+  absl::StatusOr<mamba::model::ModelConfig> back =
+      mamba::model::ParseHfConfig(canonical, "canonical");
   FUZZ_CHECK(back.ok(), "the canonical form does not parse: %s\n%s",
              back.status().ToString().c_str(), canonical.c_str());
   FUZZ_CHECK(*back == *config, "round trip changed the config:\n%s\nback:\n%s", canonical.c_str(),
-             mamba::ToHfConfigJson(*back).c_str());
+             mamba::model::ToHfConfigJson(*back).c_str());
   return 0;
 }

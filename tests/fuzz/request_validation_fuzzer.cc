@@ -18,8 +18,9 @@
 #include <string>
 #include <string_view>
 
-#include "engine/model_config.h"
-#include "engine/session_codec.h"
+#include "engine/model/model_config.h"
+#include "engine/sampling/sampling_params.h"
+#include "engine/sessions/session_codec.h"
 #include "engine/tokenizer/tokenizer.h"
 #include "google/protobuf/stubs/logging.h"
 #include "server/request_validation.h"
@@ -38,17 +39,17 @@ constexpr size_t kMaxMessageBytes = 1024;
 constexpr uint64_t kDefaultSeed = 0x5eed;
 
 struct Setup {
-  std::unique_ptr<mamba::Tokenizer> tokenizer;
+  std::unique_ptr<mamba::tokenizer::Tokenizer> tokenizer;
   RequestLimits limits;
   ModelLimits model;
-  mamba::ModelConfig config;  // what an imported session must match
+  mamba::model::ModelConfig config;  // what an imported session must match
 };
 
 const Setup& GetSetup() {
   static const Setup* setup = [] {
     auto* s = new Setup();
-    auto tok =
-        mamba::LoadTokenizerJson(mamba::fuzz::TestDataDir() + "/tokenizer/small/tokenizer.json");
+    auto tok = mamba::tokenizer::LoadTokenizerJson(mamba::fuzz::TestDataDir() +
+                                                   "/tokenizer/small/tokenizer.json");
     FUZZ_CHECK(tok.ok(), "cannot load the tokenizer: %s", tok.status().ToString().c_str());
     s->tokenizer = *std::move(tok);
     s->limits.max_prompt_tokens = 64;
@@ -57,7 +58,6 @@ const Setup& GetSetup() {
     s->limits.max_stop_strings = 4;
     s->limits.max_stop_string_bytes = 32;
     s->limits.max_stop_token_ids = 8;
-    s->limits.max_logprobs = 5;
     s->limits.max_request_id_bytes = 32;
     s->limits.max_list_page_size = 50;
     s->limits.default_list_page_size = 10;
@@ -84,7 +84,7 @@ void CheckRefusal(const absl::Status& s, bool import_allowed = false) {
   const std::string message(s.message());
   FUZZ_CHECK(!message.empty(), "a refusal without a message");
   FUZZ_CHECK(message.size() <= kMaxMessageBytes, "a %zu-byte error message", message.size());
-  FUZZ_CHECK(mamba::IsValidUtf8(message), "error message is not valid UTF-8");
+  FUZZ_CHECK(mamba::tokenizer::IsValidUtf8(message), "error message is not valid UTF-8");
 }
 
 bool IdsInVocabulary(const std::vector<int32_t>& ids, int32_t vocab) {
@@ -117,6 +117,11 @@ void FuzzGenerate(const v1::GenerateRequest& r, const Setup& s) {
   absl::StatusOr<mamba::GenerationRequest> g =
       mamba::server::ToGenerationRequest(r, s.limits, s.model, kDefaultSeed);
   if (!g.ok()) return CheckRefusal(g.status());
+  // What reaches the engine's scheduler has also passed the engine's boundary (Engine::Submit):
+  // the sampling rules, checked there once.
+  const absl::Status engine_rules =
+      mamba::sampling::ValidateSamplingParams(g->sampling, std::max(0, g->logprobs));
+  if (!engine_rules.ok()) return CheckRefusal(engine_rules);
   const RequestLimits& l = s.limits;
   FUZZ_CHECK(!g->prompt.empty(), "empty prompt accepted");
   CheckPrompt(r, r.input_case() == v1::GenerateRequest::kText,
@@ -127,7 +132,7 @@ void FuzzGenerate(const v1::GenerateRequest& r, const Setup& s) {
   FUZZ_CHECK(g->session_id == r.session_id(), "session_id changed");
   FUZZ_CHECK(g->session_id.empty() || mamba::server::ValidateSessionId(g->session_id).ok(),
              "malformed session id accepted");
-  const mamba::SamplingParams& p = g->sampling;
+  const mamba::sampling::SamplingParams& p = g->sampling;
   FUZZ_CHECK(std::isfinite(p.temperature) && p.temperature >= 0, "temperature %g", p.temperature);
   FUZZ_CHECK(p.top_k >= 0, "top_k %d", p.top_k);
   FUZZ_CHECK(p.top_p > 0 && p.top_p <= 1, "top_p %g", p.top_p);
@@ -147,7 +152,7 @@ void FuzzGenerate(const v1::GenerateRequest& r, const Setup& s) {
              "stop id count");
   FUZZ_CHECK(IdsInVocabulary(st.stop_token_ids, s.model.vocab_size), "stop id outside vocab");
   FUZZ_CHECK(g->logprobs == (r.has_logprobs() ? r.logprobs() : -1) && g->logprobs >= -1 &&
-                 g->logprobs <= l.max_logprobs,
+                 g->logprobs <= mamba::sampling::kMaxTopLogprobs,
              "logprobs %d", g->logprobs);
 }
 
@@ -174,15 +179,17 @@ void FuzzDetokenize(const v1::DetokenizeRequest& r, const Setup& s) {
              "Detokenize validation disagrees with the vocabulary");
   if (!valid.ok()) return CheckRefusal(valid);
   absl::StatusOr<std::string> text = s.tokenizer->Decode(ids, r.skip_special_tokens());
-  FUZZ_CHECK(text.ok() && mamba::IsValidUtf8(*text), "validated ids do not decode");
+  FUZZ_CHECK(text.ok() && mamba::tokenizer::IsValidUtf8(*text), "validated ids do not decode");
 }
 
 void FuzzImport(const v1::ImportSessionRequest& r, std::string_view metadata, const Setup& s) {
   absl::StatusOr<std::string> id = mamba::server::RequestedSessionId(r.session_id(), metadata);
   if (!id.ok()) CheckRefusal(id.status());
-  absl::StatusOr<mamba::SessionSnapshot> snapshot = mamba::DecodeSession(r.state());
+  absl::StatusOr<mamba::sessions::SessionSnapshot> snapshot =
+      mamba::sessions::DecodeSession(r.state());
   if (!snapshot.ok()) return CheckRefusal(snapshot.status());
-  absl::Status compatible = mamba::CheckSessionCompatible(*snapshot, s.config, "fuzz-model");
+  absl::Status compatible =
+      mamba::sessions::CheckSessionCompatible(*snapshot, s.config, "fuzz-model");
   if (!compatible.ok()) CheckRefusal(compatible, /*import_allowed=*/true);
 }
 

@@ -17,9 +17,9 @@
 #include <string>
 #include <vector>
 
-#include "engine/model_config.h"
-#include "engine/safetensors.h"
-#include "engine/session_codec.h"
+#include "engine/model/model_config.h"
+#include "engine/model/safetensors.h"
+#include "engine/sessions/session_codec.h"
 #include "engine/tokenizer/tokenizer.h"
 #include "mambaserve/v1/generation.pb.h"
 #include "mambaserve/v1/models.pb.h"
@@ -48,7 +48,7 @@ class CorpusWriter {
     fs::create_directories(dir);
     char name[17];
     std::snprintf(name, sizeof name, "%016llx",
-                  static_cast<unsigned long long>(mamba::Checksum64(bytes)));
+                  static_cast<unsigned long long>(mamba::sessions::Checksum64(bytes)));
     const fs::path path = dir / (std::string("seed-") + name);
     if (fs::exists(path)) return;
     std::ofstream out(path, std::ios::binary);
@@ -90,13 +90,15 @@ void SafetensorsSeeds(const fs::path& data, CorpusWriter* out) {
   const fs::path tmp = fs::temp_directory_path() / "mamba_seed.safetensors";
   const float f32[3] = {1.0f, -2.0f, 0.5f};
   const uint16_t b16[4] = {0x3f80, 0xc000, 0x0000, 0x7fc0};
-  const std::vector<std::vector<mamba::NamedTensor>> files = {
-      {{"a", {mamba::DType::kF32, {3}, f32}}},
-      {{"w", {mamba::DType::kBF16, {2, 2}, b16}}, {"b", {mamba::DType::kF32, {1}, f32}}},
-      {{"h", {mamba::DType::kF16, {4}, b16}}, {"empty", {mamba::DType::kF32, {0, 5}, nullptr}}},
+  const std::vector<std::vector<mamba::model::NamedTensor>> files = {
+      {{"a", {mamba::model::DType::kF32, {3}, f32}}},
+      {{"w", {mamba::model::DType::kBF16, {2, 2}, b16}},
+       {"b", {mamba::model::DType::kF32, {1}, f32}}},
+      {{"h", {mamba::model::DType::kF16, {4}, b16}},
+       {"empty", {mamba::model::DType::kF32, {0, 5}, nullptr}}},
   };
   for (const auto& tensors : files) {
-    FUZZ_CHECK(mamba::WriteSafetensors(tmp, tensors, {{"format", "pt"}}).ok(), "write");
+    FUZZ_CHECK(mamba::model::WriteSafetensors(tmp, tensors, {{"format", "pt"}}).ok(), "write");
     out->Add("safetensors", std::string(1, '\1') + ReadFile(tmp));
   }
   fs::remove(tmp);
@@ -107,7 +109,7 @@ void ModelConfigSeeds(const fs::path& data, CorpusWriter* out) {
   for (const auto& entry : fs::recursive_directory_iterator(data / "golden")) {
     if (entry.path().filename() == "config.json") out->Add("model_config", ReadFile(entry.path()));
   }
-  out->Add("model_config", mamba::ToHfConfigJson(mamba::ModelConfig{}));
+  out->Add("model_config", mamba::model::ToHfConfigJson(mamba::model::ModelConfig{}));
   // The original state-spaces layout, and the fields that take unusual forms.
   out->Add("model_config",
            R"({"d_model": 768, "n_layer": 24, "vocab_size": 50277, "ssm_cfg": {"d_state": 16,
@@ -165,7 +167,7 @@ void TokenizerSeeds(const fs::path& data, CorpusWriter* out) {
     const fs::path json = entry.path() / "tokenizer.json";
     if (!fs::exists(json)) continue;
     const std::string shrunk = ShrinkTokenizer(ReadFile(json), 300);
-    FUZZ_CHECK(mamba::ParseTokenizerJson(shrunk, "seed").ok(), "shrunk %s does not load",
+    FUZZ_CHECK(mamba::tokenizer::ParseTokenizerJson(shrunk, "seed").ok(), "shrunk %s does not load",
                json.c_str());
     out->Add("tokenizer_json", shrunk);
   }
@@ -238,17 +240,15 @@ void RequestSeeds(CorpusWriter* out) {
   d.set_skip_special_tokens(true);
   add(2, "", d);
 
-  mamba::SessionSnapshot s;
+  mamba::sessions::SessionSnapshot s;
   s.model_identity = "fuzz-model";
-  s.n_layer = 2;
-  s.d_inner = 32;
-  s.d_conv = 4;
-  s.d_state = 4;
+  s.layout = {/*n_layer=*/2, /*conv_channels=*/32, /*conv_width=*/4, /*ssm_channels=*/32,
+              /*ssm_state=*/4};
   s.tokens = 12;
   s.pending = {7};
   s.payload.assign(2 * 32 * (3 + 4) * 4, '\0');
   v1::ImportSessionRequest imp;
-  imp.set_state(mamba::EncodeSession(s));
+  imp.set_state(mamba::sessions::EncodeSession(s));
   imp.set_session_id(id);
   add(3, "", imp);
 
@@ -259,21 +259,20 @@ void RequestSeeds(CorpusWriter* out) {
 }
 
 void SessionSeeds(CorpusWriter* out) {
-  const std::pair<mamba::DType, int> shapes[] = {
-      {mamba::DType::kF32, 1}, {mamba::DType::kBF16, 2}, {mamba::DType::kF16, 3}};
+  const std::pair<mamba::model::DType, int> shapes[] = {{mamba::model::DType::kF32, 1},
+                                                        {mamba::model::DType::kBF16, 2},
+                                                        {mamba::model::DType::kF16, 3}};
   for (const auto& [dtype, layers] : shapes) {
-    mamba::SessionSnapshot s;
+    mamba::sessions::SessionSnapshot s;
     s.model_identity = "sha256:0123abcd/config";
     s.state_dtype = dtype;
-    s.n_layer = layers;
-    s.d_inner = 8;
-    s.d_conv = 4;
-    s.d_state = 2;
+    s.layout = {/*n_layer=*/layers, /*conv_channels=*/8, /*conv_width=*/4, /*ssm_channels=*/8,
+                /*ssm_state=*/2};
     s.tokens = 40 * layers;
     s.pending = std::vector<int32_t>(static_cast<size_t>(layers), 3);
-    s.payload.resize(static_cast<size_t>(layers) * 8 * (3 + 2) * mamba::DTypeSize(dtype));
+    s.payload.resize(static_cast<size_t>(layers) * 8 * (3 + 2) * mamba::model::DTypeSize(dtype));
     for (size_t i = 0; i < s.payload.size(); ++i) s.payload[i] = static_cast<char>(i * 7);
-    const std::string bytes = mamba::EncodeSession(s);
+    const std::string bytes = mamba::sessions::EncodeSession(s);
     out->Add("session_codec", std::string(1, '\0') + bytes);
     out->Add("session_codec", std::string(1, '\1') + bytes.substr(0, bytes.size() - 8));
   }

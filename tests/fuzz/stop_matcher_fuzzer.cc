@@ -15,7 +15,7 @@
 #include <string_view>
 #include <vector>
 
-#include "engine/stop_matcher.h"
+#include "engine/scheduler/stop_matcher.h"
 #include "tests/fuzz/fuzz_check.h"
 
 namespace {
@@ -58,7 +58,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     boundaries.push_back(at);
   }
 
-  mamba::StopMatcher matcher(stops);
+  mamba::scheduler::StopMatcher matcher(stops);
   std::string emitted;
   bool stopped = false;
   size_t begin = 0;

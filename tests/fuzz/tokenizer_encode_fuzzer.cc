@@ -22,7 +22,7 @@
 
 namespace {
 
-using mamba::Tokenizer;
+using mamba::tokenizer::Tokenizer;
 
 // Which texts must survive Encode -> DecodeBytes unchanged.
 enum class RoundTrip { kNone, kAscii, kAll };
@@ -30,7 +30,7 @@ enum class RoundTrip { kNone, kAscii, kAll };
 struct Fixture {
   const char* name;  // folder under tests/data/tokenizer, or "" for the byte tokenizer
   RoundTrip round_trip;
-  std::unique_ptr<Tokenizer> tokenizer;
+  std::unique_ptr<tokenizer::Tokenizer> tokenizer;
 };
 
 std::vector<Fixture>* LoadFixtures() {
@@ -51,14 +51,14 @@ std::vector<Fixture>* LoadFixtures() {
   const std::string root = mamba::fuzz::TestDataDir() + "/tokenizer/";
   for (const auto& [name, round_trip] : table) {
     std::string path = root + name + "/tokenizer.json";
-    auto tokenizer = mamba::LoadTokenizerJson(path);
-    if (!tokenizer.ok()) tokenizer = mamba::LoadTokenizerJson(path + ".gz");
+    auto tokenizer = mamba::tokenizer::LoadTokenizerJson(path);
+    if (!tokenizer.ok()) tokenizer = mamba::tokenizer::LoadTokenizerJson(path + ".gz");
     FUZZ_CHECK(tokenizer.ok(), "cannot load fixture %s: %s", name,
                tokenizer.status().ToString().c_str());
     fixtures->push_back({name, round_trip, *std::move(tokenizer)});
   }
-  fixtures->push_back(
-      {"", RoundTrip::kAll, mamba::MakeByteTokenizer({"<|endoftext|>", "<|pad|>"}, 300)});
+  fixtures->push_back({"", RoundTrip::kAll,
+                       mamba::tokenizer::MakeByteTokenizer({"<|endoftext|>", "<|pad|>"}, 300)});
   return fixtures;
 }
 
@@ -69,7 +69,8 @@ bool IsAscii(std::string_view s) {
   return true;
 }
 
-void CheckDecode(const Tokenizer& tok, const std::vector<int32_t>& ids, bool skip_special) {
+void CheckDecode(const tokenizer::Tokenizer& tok, const std::vector<int32_t>& ids,
+                 bool skip_special) {
   bool all_valid = true;
   for (int32_t id : ids) all_valid &= id >= 0 && id < tok.vocab_size();
   absl::StatusOr<std::string> bytes = tok.DecodeBytes(ids, skip_special);
@@ -77,7 +78,7 @@ void CheckDecode(const Tokenizer& tok, const std::vector<int32_t>& ids, bool ski
              bytes.status().ToString().c_str(), all_valid ? "all" : "not all");
   absl::StatusOr<std::string> text = tok.Decode(ids, skip_special);
   FUZZ_CHECK(text.ok() == all_valid, "Decode and DecodeBytes disagree");
-  mamba::IncrementalDecoder incremental(&tok, skip_special);
+  mamba::tokenizer::IncrementalDecoder incremental(&tok, skip_special);
   std::string streamed;
   for (int32_t id : ids) {
     absl::StatusOr<std::string> piece = incremental.Add(id);
@@ -85,20 +86,21 @@ void CheckDecode(const Tokenizer& tok, const std::vector<int32_t>& ids, bool ski
     FUZZ_CHECK(piece.ok() == valid_id, "IncrementalDecoder::Add(%d) gave %s", id,
                piece.status().ToString().c_str());
     if (!piece.ok()) continue;
-    FUZZ_CHECK(mamba::IsValidUtf8(*piece), "a streamed piece is not valid UTF-8");
+    FUZZ_CHECK(mamba::tokenizer::IsValidUtf8(*piece), "a streamed piece is not valid UTF-8");
     streamed += *piece;
   }
   const size_t pending = incremental.pending_bytes();
   FUZZ_CHECK(pending < 4, "%zu bytes held back (a UTF-8 character has at most 4)", pending);
   const std::string rest = incremental.Flush();
-  FUZZ_CHECK(mamba::IsValidUtf8(rest), "Flush() is not valid UTF-8");
+  FUZZ_CHECK(mamba::tokenizer::IsValidUtf8(rest), "Flush() is not valid UTF-8");
   FUZZ_CHECK(incremental.pending_bytes() == 0, "bytes left after Flush()");
   streamed += rest;
   if (!all_valid) return;
-  FUZZ_CHECK(mamba::IsValidUtf8(*text), "Decode() is not valid UTF-8");
+  FUZZ_CHECK(mamba::tokenizer::IsValidUtf8(*text), "Decode() is not valid UTF-8");
   FUZZ_CHECK(streamed == *text, "streamed text (%zu bytes) differs from Decode() (%zu bytes)",
              streamed.size(), text->size());
-  FUZZ_CHECK(*text == mamba::ToValidUtf8(*bytes), "Decode() != ToValidUtf8(DecodeBytes())");
+  FUZZ_CHECK(*text == mamba::tokenizer::ToValidUtf8(*bytes),
+             "Decode() != tokenizer::ToValidUtf8(DecodeBytes())");
 }
 
 }  // namespace
@@ -109,19 +111,19 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const Fixture& fixture = (*fixtures)[data[0] % fixtures->size()];
   const bool add_special = (data[0] & 0x40) != 0;
   const bool skip_special = (data[0] & 0x80) != 0;
-  const Tokenizer& tok = *fixture.tokenizer;
+  const tokenizer::Tokenizer& tok = *fixture.tokenizer;
   const std::string_view text(reinterpret_cast<const char*>(data + 1), size - 1);
 
   absl::StatusOr<std::vector<int32_t>> ids = tok.Encode(text, add_special);
-  const bool valid_utf8 = mamba::IsValidUtf8(text);
-  FUZZ_CHECK((mamba::FirstInvalidUtf8Byte(text) == text.size()) == valid_utf8,
+  const bool valid_utf8 = mamba::tokenizer::IsValidUtf8(text);
+  FUZZ_CHECK((mamba::tokenizer::FirstInvalidUtf8Byte(text) == text.size()) == valid_utf8,
              "FirstInvalidUtf8Byte disagrees with IsValidUtf8");
   if (!valid_utf8) {
     FUZZ_CHECK(!ids.ok() && ids.status().code() == absl::StatusCode::kInvalidArgument,
                "invalid UTF-8 gave %s", ids.status().ToString().c_str());
     // The lossy repair must produce valid UTF-8 that the tokenizer accepts.
-    const std::string repaired = mamba::ToValidUtf8(text);
-    FUZZ_CHECK(mamba::IsValidUtf8(repaired), "ToValidUtf8 produced invalid UTF-8");
+    const std::string repaired = mamba::tokenizer::ToValidUtf8(text);
+    FUZZ_CHECK(mamba::tokenizer::IsValidUtf8(repaired), "ToValidUtf8 produced invalid UTF-8");
     ids = tok.Encode(repaired, add_special);
     FUZZ_CHECK(ids.ok(), "repaired text refused: %s", ids.status().ToString().c_str());
   } else {

@@ -24,7 +24,7 @@ constexpr const char* kTexts[] = {
     "\n\n\t \r\n",
 };
 
-void Exercise(const mamba::Tokenizer& tok, std::string_view text, bool add_special) {
+void Exercise(const mamba::tokenizer::Tokenizer& tok, std::string_view text, bool add_special) {
   absl::StatusOr<std::vector<int32_t>> ids = tok.Encode(text, add_special);
   if (!ids.ok()) return;  // a vocabulary may lack pieces of the text; an error is fine
   for (int32_t id : *ids) {
@@ -34,26 +34,26 @@ void Exercise(const mamba::Tokenizer& tok, std::string_view text, bool add_speci
   absl::StatusOr<std::string> decoded = tok.Decode(*ids);
   FUZZ_CHECK(decoded.ok(), "ids from Encode do not decode: %s",
              decoded.status().ToString().c_str());
-  FUZZ_CHECK(mamba::IsValidUtf8(*decoded), "Decode() is not valid UTF-8");
-  mamba::IncrementalDecoder incremental(&tok, /*skip_special_tokens=*/true);
+  FUZZ_CHECK(mamba::tokenizer::IsValidUtf8(*decoded), "Decode() is not valid UTF-8");
+  mamba::tokenizer::IncrementalDecoder incremental(&tok, /*skip_special_tokens=*/true);
   for (int32_t id : *ids) {
     absl::StatusOr<std::string> piece = incremental.Add(id);
-    FUZZ_CHECK(piece.ok() && mamba::IsValidUtf8(*piece), "IncrementalDecoder failed");
+    FUZZ_CHECK(piece.ok() && mamba::tokenizer::IsValidUtf8(*piece), "IncrementalDecoder failed");
   }
-  FUZZ_CHECK(mamba::IsValidUtf8(incremental.Flush()), "Flush() is not valid UTF-8");
+  FUZZ_CHECK(mamba::tokenizer::IsValidUtf8(incremental.Flush()), "Flush() is not valid UTF-8");
 }
 
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string_view json(reinterpret_cast<const char*>(data), size);
-  absl::StatusOr<std::unique_ptr<mamba::Tokenizer>> loaded =
-      mamba::ParseTokenizerJson(json, "fuzz/tokenizer.json");
+  absl::StatusOr<std::unique_ptr<mamba::tokenizer::Tokenizer>> loaded =
+      mamba::tokenizer::ParseTokenizerJson(json, "fuzz/tokenizer.json");
   if (!loaded.ok()) {
     FUZZ_CHECK(!loaded.status().message().empty(), "an error without a message");
     return 0;
   }
-  const mamba::Tokenizer& tok = **loaded;
+  const mamba::tokenizer::Tokenizer& tok = **loaded;
   FUZZ_CHECK(tok.vocab_size() >= 0, "negative vocab_size %d", tok.vocab_size());
   FUZZ_CHECK(tok.kind() == "bpe" || tok.kind() == "byte", "kind '%s'", tok.kind().c_str());
   if (auto eos = tok.eos_id(); eos.has_value()) {
@@ -63,7 +63,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   // added token is spelled in its normalized form but looked up by its content, as in the file.)
   const int32_t shown = std::min(tok.vocab_size(), 4096);
   for (int32_t id = 0; id < shown; ++id) {
-    FUZZ_CHECK(mamba::IsValidUtf8(tok.IdToToken(id)), "IdToToken(%d) is not valid UTF-8", id);
+    FUZZ_CHECK(mamba::tokenizer::IsValidUtf8(tok.IdToToken(id)), "IdToToken(%d) is not valid UTF-8",
+               id);
     (void)tok.IsSpecial(id);
     (void)tok.TokenToId(tok.IdToToken(id));
   }
@@ -75,6 +76,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   // The tail of the input as text, so the fuzzer can steer it toward the vocabulary it wrote.
   const std::string_view tail = json.substr(json.size() - std::min<size_t>(json.size(), 64));
-  if (mamba::IsValidUtf8(tail)) Exercise(tok, tail, false);
+  if (mamba::tokenizer::IsValidUtf8(tail)) Exercise(tok, tail, false);
   return 0;
 }

@@ -29,7 +29,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
-#include "engine/model_loader.h"
+#include "engine/model/model_loader.h"
 #include "gmock/gmock.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
@@ -239,7 +239,7 @@ class OpenStream {
 
 TEST_F(FaultTest, ClientGoneWhileQueued) {
   ServerOptions options = TinyServerOptions();
-  options.engine.max_running = 1;  // one stream runs, the rest queue
+  options.engine.scheduler.max_running = 1;  // one stream runs, the rest queue
   StartServer(options);
   const std::vector<int32_t> history = {5, 6, 7};
   const std::string session = CreateSession(history);
@@ -271,7 +271,7 @@ TEST_F(FaultTest, ClientGoneWhileQueued) {
 TEST_F(FaultTest, ClientGoneWhilePrefilling) {
   ServerOptions options = TinyServerOptions();
   // One prompt token per step: a long prompt takes long enough to be caught half-way.
-  options.engine.max_prefill_tokens_per_step = 1;
+  options.engine.scheduler.max_prefill_tokens_per_step = 1;
   options.limits.max_prompt_tokens = 8192;
   StartServer(options);
   const std::vector<int32_t> history = {1, 2, 3};
@@ -379,7 +379,7 @@ TEST_F(FaultTest, DeadlineStorm) {
 
 TEST_F(FaultTest, ClientThatNeverReadsIsPausedWhileOthersAreServed) {
   ServerOptions options = TinyServerOptions();
-  options.engine.max_unread_tokens = 64;
+  options.engine.scheduler.max_unread_tokens = 64;
   StartServer(options);
   const Counts baseline = Now();
 
@@ -431,9 +431,9 @@ TEST_F(FaultTest, ClientThatNeverReadsIsPausedWhileOthersAreServed) {
 
 TEST_F(FaultTest, BurstFarPastCapacityIsRefusedCleanly) {
   ServerOptions options = TinyServerOptions();
-  options.engine.num_slots = 2;
-  options.engine.max_running = 2;
-  options.engine.max_queue = 4;
+  options.engine.backend.num_slots = 2;
+  options.engine.scheduler.max_running = 2;
+  options.engine.scheduler.max_queue = 4;
   StartServer(options);
   const Counts baseline = Now();
 
@@ -479,7 +479,7 @@ TEST_F(FaultTest, BurstFarPastCapacityIsRefusedCleanly) {
 
 TEST_F(FaultTest, StatePoolExhaustedMovesSessionsToHostAndBack) {
   ServerOptions options = TinyServerOptions();
-  options.engine.num_slots = 2;
+  options.engine.backend.num_slots = 2;
   StartServer(options);
   // Twelve sessions on two slots: ten idle ones live in host memory, none is lost.
   constexpr int kSessions = 12;
@@ -521,13 +521,14 @@ TEST_F(FaultTest, StatePoolExhaustedMovesSessionsToHostAndBack) {
 }
 
 TEST_F(FaultTest, StatePoolAndHostBudgetExhaustedDropsTheOldestIdleSessions) {
-  absl::StatusOr<ModelConfig> config = SyntheticConfig("tiny");
+  absl::StatusOr<model::ModelConfig> config = model::SyntheticConfig("tiny");
   ASSERT_TRUE(config.ok());
-  const double state_bytes = static_cast<double>(config->StateElements()) * sizeof(float);
+  const double state_bytes =
+      static_cast<double>(model::StateLayoutOf(*config).elements()) * sizeof(float);
   ServerOptions options = TinyServerOptions();
-  options.engine.num_slots = 2;
+  options.engine.backend.num_slots = 2;
   // Room for two states in host memory, and a little less than a third.
-  options.engine.host_state_memory_gb = 2.5 * state_bytes / (1024.0 * 1024.0 * 1024.0);
+  options.engine.sessions.host_state_memory_gb = 2.5 * state_bytes / (1024.0 * 1024.0 * 1024.0);
   StartServer(options);
   constexpr int kSessions = 6;
   std::vector<std::string> ids;

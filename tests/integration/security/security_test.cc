@@ -125,8 +125,8 @@ class AuthServerTest : public ::testing::Test {
     ASSERT_TRUE(WriteFile(dir_ + "/tokens", AlphaBravoTokensFile()));
     ServerOptions options = TinyServerOptions();
     options.auth_tokens_file = dir_ + "/tokens";
-    options.engine.tenant_max_sessions = kTenantMaxSessions;
-    options.engine.tenant_max_running = kTenantMaxRunning;
+    options.engine.sessions.tenant_max_sessions = kTenantMaxSessions;
+    options.engine.scheduler.tenant_max_running = kTenantMaxRunning;
     auto server = MambaServer::Start(std::move(options));
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = *std::move(server);

@@ -650,7 +650,7 @@ class ServerLimitsTest : public ServerTest {
  protected:
   void SetUp() override {
     ServerOptions options = TinyServerOptions();
-    options.engine.max_sessions = 2;
+    options.engine.sessions.max_sessions = 2;
     StartServer(options);
   }
 };

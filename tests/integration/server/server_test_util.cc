@@ -35,10 +35,10 @@ ServerOptions TinyServerOptions() {
   o.limits.max_new_tokens = kLongGeneration;
   o.drain_timeout = absl::Seconds(5);
   o.engine.model = "synthetic:tiny";
-  o.engine.backend = "cpu";
+  o.engine.backend.kind = "cpu";
   o.engine.seed = 1;
   // One CPU thread: these tests are about the service, and the machines that run them are small.
-  o.engine.cpu_threads = 1;
+  o.engine.backend.cpu_threads = 1;
   return o;
 }
 

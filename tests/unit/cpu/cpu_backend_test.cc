@@ -9,13 +9,14 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <memory>
 #include <string>
 #include <vector>
 
-#include "engine/backend.h"
+#include "engine/backend/backend.h"
 #include "engine/cpu/cpu_model.h"
-#include "engine/model_loader.h"
+#include "engine/model/model_loader.h"
 #include "gtest/gtest.h"
 #include "tests/unit/cpu/reference_mamba.h"
 
@@ -26,16 +27,16 @@ using ::mamba::testing::ReferenceMamba;
 
 struct ModelCase {
   std::string name;
-  ModelConfig config;
-  DType dtype;
+  model::ModelConfig config;
+  model::DType dtype;
 };
 
-ModelConfig TinyConfig() { return SyntheticConfig("tiny").value(); }
+model::ModelConfig TinyConfig() { return model::SyntheticConfig("tiny").value(); }
 
 // Sizes that are not multiples of the vector width anywhere: d_inner, d_state, dt_rank and
 // d_model leave tails, the conv kernel is 3, biases are on, the head is untied.
-ModelConfig OddConfig() {
-  ModelConfig c;
+model::ModelConfig OddConfig() {
+  model::ModelConfig c;
   c.d_model = 50;
   c.n_layer = 2;
   c.d_state = 12;
@@ -52,31 +53,32 @@ ModelConfig OddConfig() {
 }
 
 // The 130m shapes (24 x 768, vocab 50280) with only two layers: the AVX paths at real sizes.
-ModelConfig Big2LayerConfig() {
-  ModelConfig c = SyntheticConfig("130m").value();
+model::ModelConfig Big2LayerConfig() {
+  model::ModelConfig c = model::SyntheticConfig("130m").value();
   c.n_layer = 2;
   return c;
 }
 
-LoadedModel MakeModel(const ModelConfig& config, DType dtype, uint64_t seed = 7) {
-  LoadedModel m;
+model::LoadedModel MakeModel(const model::ModelConfig& config, model::DType dtype,
+                             uint64_t seed = 7) {
+  model::LoadedModel m;
   m.name = "test";
   m.source = "test";
   m.config = config;
-  absl::StatusOr<ModelWeights> w = MakeSyntheticWeights(config, seed, dtype);
+  absl::StatusOr<model::ModelWeights> w = model::MakeSyntheticWeights(config, seed, dtype);
   EXPECT_TRUE(w.ok()) << w.status();
   m.weights = std::move(w).value();
   return m;
 }
 
-std::unique_ptr<Backend> MakeBackend(const ModelConfig& config, DType dtype, int threads = 0,
-                                     int slots = 8) {
-  LoadedModel m = MakeModel(config, dtype);
-  BackendOptions options;
+std::unique_ptr<backend::Backend> MakeBackend(const model::ModelConfig& config, model::DType dtype,
+                                              int threads = 0, int slots = 8) {
+  model::LoadedModel m = MakeModel(config, dtype);
+  backend::BackendOptions options;
   options.kind = "cpu";
   options.num_slots = slots;
   options.cpu_threads = threads;
-  absl::StatusOr<std::unique_ptr<Backend>> b = CreateCpuBackend(options, m);
+  absl::StatusOr<std::unique_ptr<backend::Backend>> b = cpu::CreateCpuBackend(options, m);
   EXPECT_TRUE(b.ok()) << b.status();
   return std::move(b).value();
 }
@@ -92,20 +94,20 @@ std::vector<int32_t> RandomTokens(int n, int32_t vocab, uint64_t seed) {
 }
 
 // Feeds `tokens` to `slot` in one step and returns the last logits.
-std::vector<float> Feed(Backend& b, int32_t slot, absl::Span<const int32_t> tokens) {
-  SeqWork w;
+std::vector<float> Feed(backend::Backend& b, int32_t slot, absl::Span<const int32_t> tokens) {
+  backend::SeqWork w;
   w.slot = slot;
   w.tokens = tokens;
   w.want_logits = true;
-  SeqResult r;
+  backend::SeqResult r;
   absl::Status s = b.Step(absl::MakeConstSpan(&w, 1), absl::MakeSpan(&r, 1));
   EXPECT_TRUE(s.ok()) << s;
   return r.logits;
 }
 
 // Feeds `tokens` in chunks of `chunk` and returns the last logits.
-std::vector<float> FeedChunked(Backend& b, int32_t slot, const std::vector<int32_t>& tokens,
-                               size_t chunk) {
+std::vector<float> FeedChunked(backend::Backend& b, int32_t slot,
+                               const std::vector<int32_t>& tokens, size_t chunk) {
   std::vector<float> logits;
   for (size_t i = 0; i < tokens.size(); i += chunk) {
     const size_t n = std::min(chunk, tokens.size() - i);
@@ -114,8 +116,8 @@ std::vector<float> FeedChunked(Backend& b, int32_t slot, const std::vector<int32
   return logits;
 }
 
-std::vector<uint8_t> SaveState(Backend& b, int32_t slot) {
-  std::unique_ptr<HostState> h = b.AllocateHostState();
+std::vector<uint8_t> SaveState(backend::Backend& b, int32_t slot) {
+  std::unique_ptr<backend::HostState> h = b.AllocateHostState();
   EXPECT_TRUE(b.SaveSlot(slot, h.get()).ok());
   return std::vector<uint8_t>(h->data(), h->data() + h->size());
 }
@@ -135,18 +137,20 @@ double MaxRelativeError(absl::Span<const float> ours, const std::vector<double>&
 
 std::vector<ModelCase> ReferenceCases() {
   return {
-      {"tiny f32", TinyConfig(), DType::kF32}, {"tiny f16", TinyConfig(), DType::kF16},
-      {"odd f32", OddConfig(), DType::kF32},   {"odd f16", OddConfig(), DType::kF16},
-      {"odd bf16", OddConfig(), DType::kBF16},
+      {"tiny f32", TinyConfig(), model::DType::kF32},
+      {"tiny f16", TinyConfig(), model::DType::kF16},
+      {"odd f32", OddConfig(), model::DType::kF32},
+      {"odd f16", OddConfig(), model::DType::kF16},
+      {"odd bf16", OddConfig(), model::DType::kBF16},
   };
 }
 
 TEST(CpuBackendTest, MatchesNaiveReference) {
   for (const ModelCase& mc : ReferenceCases()) {
     SCOPED_TRACE(mc.name);
-    LoadedModel ref_model = MakeModel(mc.config, mc.dtype);
+    model::LoadedModel ref_model = MakeModel(mc.config, mc.dtype);
     ReferenceMamba ref(mc.config, ref_model.weights);
-    std::unique_ptr<Backend> backend = MakeBackend(mc.config, mc.dtype);
+    std::unique_ptr<backend::Backend> backend = MakeBackend(mc.config, mc.dtype);
     const std::vector<int32_t> tokens = RandomTokens(40, mc.config.vocab_size, 1);
 
     // A prompt of 1, then 6 more, then 33 more: prefill from a fresh and from a used state.
@@ -172,10 +176,10 @@ TEST(CpuBackendTest, MatchesNaiveReference) {
 }
 
 TEST(CpuBackendTest, MatchesNaiveReferenceAtRealSizes) {
-  const ModelConfig config = Big2LayerConfig();
-  LoadedModel ref_model = MakeModel(config, DType::kF16);
+  const model::ModelConfig config = Big2LayerConfig();
+  model::LoadedModel ref_model = MakeModel(config, model::DType::kF16);
   ReferenceMamba ref(config, ref_model.weights);
-  std::unique_ptr<Backend> backend = MakeBackend(config, DType::kF16);
+  std::unique_ptr<backend::Backend> backend = MakeBackend(config, model::DType::kF16);
   const std::vector<int32_t> tokens = RandomTokens(5, config.vocab_size, 2);
   ReferenceMamba::State state = ref.NewState();
   const std::vector<double> expected = ref.Forward(state, tokens);
@@ -185,16 +189,16 @@ TEST(CpuBackendTest, MatchesNaiveReferenceAtRealSizes) {
 
 std::vector<ModelCase> InvarianceCases() {
   return {
-      {"tiny f32", TinyConfig(), DType::kF32},
-      {"odd bf16", OddConfig(), DType::kBF16},
-      {"130m shapes, 2 layers, f16", Big2LayerConfig(), DType::kF16},
+      {"tiny f32", TinyConfig(), model::DType::kF32},
+      {"odd bf16", OddConfig(), model::DType::kBF16},
+      {"130m shapes, 2 layers, f16", Big2LayerConfig(), model::DType::kF16},
   };
 }
 
 TEST(CpuBackendTest, ChunkedPrefillIsBitwiseEqualToOnePrefill) {
   for (const ModelCase& mc : InvarianceCases()) {
     SCOPED_TRACE(mc.name);
-    std::unique_ptr<Backend> b = MakeBackend(mc.config, mc.dtype);
+    std::unique_ptr<backend::Backend> b = MakeBackend(mc.config, mc.dtype);
     const std::vector<int32_t> tokens = RandomTokens(60, mc.config.vocab_size, 3);
     const std::vector<float> whole = Feed(*b, 0, tokens);
     const std::vector<uint8_t> whole_state = SaveState(*b, 0);
@@ -209,7 +213,7 @@ TEST(CpuBackendTest, ChunkedPrefillIsBitwiseEqualToOnePrefill) {
 
 TEST(CpuBackendTest, PrefillLongerThanOnePassEqualsChunks) {
   // 1100 tokens cross the model's internal pass size (512) twice.
-  std::unique_ptr<Backend> b = MakeBackend(TinyConfig(), DType::kF32);
+  std::unique_ptr<backend::Backend> b = MakeBackend(TinyConfig(), model::DType::kF32);
   const std::vector<int32_t> tokens = RandomTokens(1100, 257, 4);
   const std::vector<float> whole = Feed(*b, 0, tokens);
   EXPECT_EQ(FeedChunked(*b, 1, tokens, 100), whole);
@@ -219,7 +223,7 @@ TEST(CpuBackendTest, PrefillLongerThanOnePassEqualsChunks) {
 TEST(CpuBackendTest, PrefillThenDecodeEqualsLongerPrefill) {
   for (const ModelCase& mc : InvarianceCases()) {
     SCOPED_TRACE(mc.name);
-    std::unique_ptr<Backend> b = MakeBackend(mc.config, mc.dtype);
+    std::unique_ptr<backend::Backend> b = MakeBackend(mc.config, mc.dtype);
     const std::vector<int32_t> tokens = RandomTokens(30, mc.config.vocab_size, 5);
     Feed(*b, 0, absl::MakeConstSpan(tokens).subspan(0, 20));
     for (size_t n = 21; n <= tokens.size(); ++n) {
@@ -231,7 +235,7 @@ TEST(CpuBackendTest, PrefillThenDecodeEqualsLongerPrefill) {
 }
 
 TEST(CpuBackendTest, CopiedSlotEvolvesIndependently) {
-  std::unique_ptr<Backend> b = MakeBackend(TinyConfig(), DType::kF32);
+  std::unique_ptr<backend::Backend> b = MakeBackend(TinyConfig(), model::DType::kF32);
   const std::vector<int32_t> prefix = RandomTokens(12, 257, 6);
   const std::vector<int32_t> a_more = RandomTokens(5, 257, 7);
   const std::vector<int32_t> b_more = RandomTokens(9, 257, 8);
@@ -253,8 +257,8 @@ TEST(CpuBackendTest, CopiedSlotEvolvesIndependently) {
 }
 
 TEST(CpuBackendTest, CopiedSequenceStateEvolvesIndependently) {
-  const ModelConfig config = TinyConfig();
-  LoadedModel m = MakeModel(config, DType::kF32);
+  const model::ModelConfig config = TinyConfig();
+  model::LoadedModel m = MakeModel(config, model::DType::kF32);
   absl::StatusOr<std::unique_ptr<cpu::CpuModel>> model =
       cpu::CpuModel::Create(config, std::move(m.weights), 2);
   ASSERT_TRUE(model.ok()) << model.status();
@@ -281,7 +285,7 @@ TEST(CpuBackendTest, BatchGivesEachSequenceExactlyWhatItGetsAlone) {
     SCOPED_TRACE(mc.name);
     for (int threads : {1, 2}) {
       SCOPED_TRACE(threads);
-      std::unique_ptr<Backend> b = MakeBackend(mc.config, mc.dtype, threads, 16);
+      std::unique_ptr<backend::Backend> b = MakeBackend(mc.config, mc.dtype, threads, 16);
       // Five sequences: different histories, then one step that mixes prefill chunks of several
       // lengths with single-token decodes (tiles of 3 and 2 rows, and a lone row).
       const int lengths[] = {1, 7, 1, 20, 1};
@@ -297,8 +301,8 @@ TEST(CpuBackendTest, BatchGivesEachSequenceExactlyWhatItGetsAlone) {
         alone.push_back(Feed(*b, i, steps[i]));
         alone_states.push_back(SaveState(*b, i));
       }
-      std::vector<SeqWork> work(5);
-      std::vector<SeqResult> results(5);
+      std::vector<backend::SeqWork> work(5);
+      std::vector<backend::SeqResult> results(5);
       for (int i = 0; i < 5; ++i) {
         const int slot = 10 + i;
         Feed(*b, slot, histories[i]);
@@ -316,23 +320,23 @@ TEST(CpuBackendTest, BatchGivesEachSequenceExactlyWhatItGetsAlone) {
 }
 
 TEST(CpuBackendTest, ThreadCountDoesNotChangeResults) {
-  const ModelConfig config = Big2LayerConfig();
+  const model::ModelConfig config = Big2LayerConfig();
   const std::vector<int32_t> tokens = RandomTokens(9, config.vocab_size, 11);
-  std::unique_ptr<Backend> one = MakeBackend(config, DType::kF16, 1);
-  std::unique_ptr<Backend> two = MakeBackend(config, DType::kF16, 2);
+  std::unique_ptr<backend::Backend> one = MakeBackend(config, model::DType::kF16, 1);
+  std::unique_ptr<backend::Backend> two = MakeBackend(config, model::DType::kF16, 2);
   EXPECT_EQ(Feed(*one, 0, tokens), Feed(*two, 0, tokens));
 }
 
 TEST(CpuBackendTest, GreedySampleIsArgmaxWithItsLogprob) {
-  std::unique_ptr<Backend> b = MakeBackend(TinyConfig(), DType::kF32);
+  std::unique_ptr<backend::Backend> b = MakeBackend(TinyConfig(), model::DType::kF32);
   const std::vector<int32_t> tokens = RandomTokens(6, 257, 12);
-  SeqWork w;
+  backend::SeqWork w;
   w.slot = 0;
   w.tokens = tokens;
   w.sample = true;
   w.want_logits = true;
   w.top_logprobs = 3;
-  SeqResult r;
+  backend::SeqResult r;
   ASSERT_TRUE(b->Step(absl::MakeConstSpan(&w, 1), absl::MakeSpan(&r, 1)).ok());
   ASSERT_EQ(r.logits.size(), 257u);
   const int32_t argmax =
@@ -349,21 +353,21 @@ TEST(CpuBackendTest, GreedySampleIsArgmaxWithItsLogprob) {
   // Without want_logits the same token comes back and no logits are returned.
   ASSERT_TRUE(b->ResetSlot(0).ok());
   w.want_logits = false;
-  SeqResult r2;
+  backend::SeqResult r2;
   ASSERT_TRUE(b->Step(absl::MakeConstSpan(&w, 1), absl::MakeSpan(&r2, 1)).ok());
   EXPECT_EQ(r2.token, argmax);
   EXPECT_TRUE(r2.logits.empty());
 }
 
 TEST(CpuBackendTest, SamplingIsReproducibleAcrossBatching) {
-  std::unique_ptr<Backend> b = MakeBackend(TinyConfig(), DType::kF32, 0, 8);
+  std::unique_ptr<backend::Backend> b = MakeBackend(TinyConfig(), model::DType::kF32, 0, 8);
   const std::vector<int32_t> tokens = RandomTokens(6, 257, 13);
-  SamplingParams p;
+  sampling::SamplingParams p;
   p.temperature = 1.0f;
   p.top_p = 0.9f;
   p.seed = 42;
-  std::vector<SeqWork> work(3);
-  std::vector<SeqResult> results(3);
+  std::vector<backend::SeqWork> work(3);
+  std::vector<backend::SeqResult> results(3);
   for (int i = 0; i < 3; ++i) {
     work[i].slot = i;
     work[i].tokens = tokens;
@@ -373,18 +377,21 @@ TEST(CpuBackendTest, SamplingIsReproducibleAcrossBatching) {
   }
   ASSERT_TRUE(b->Step(work, absl::MakeSpan(results)).ok());
   ASSERT_TRUE(b->ResetSlot(0).ok());
-  SeqResult alone;
+  backend::SeqResult alone;
   ASSERT_TRUE(b->Step(absl::MakeConstSpan(&work[0], 1), absl::MakeSpan(&alone, 1)).ok());
   EXPECT_EQ(results[0].token, results[1].token);
   EXPECT_EQ(results[1].token, results[2].token);
   EXPECT_EQ(alone.token, results[0].token);
 }
 
-TEST(CpuBackendTest, InvalidStepsFailCleanlyAndChangeNothing) {
-  std::unique_ptr<Backend> b = MakeBackend(TinyConfig(), DType::kF32, 0, 4);
+// A refused sequence fails alone: the step goes on for the others, the refused one's state is
+// untouched and its status says what was wrong (about itself only). Sampling parameters are not
+// the backend's to check: they are valid by construction (the engine's boundary refuses them:
+// tests/unit/engine/engine_isolation_test.cc).
+TEST(CpuBackendTest, InvalidWorkFailsAloneAndChangesNothing) {
+  std::unique_ptr<backend::Backend> b = MakeBackend(TinyConfig(), model::DType::kF32, 0, 4);
   const std::vector<int32_t> good = RandomTokens(3, 257, 14);
-  Feed(*b, 0, good);
-  const std::vector<uint8_t> before = SaveState(*b, 0);
+  for (int32_t slot = 0; slot < 4; ++slot) Feed(*b, slot, good);
   const std::vector<int32_t> bad_token = {1, 257};
   const std::vector<int32_t> negative = {-1};
   const std::vector<int32_t> empty;
@@ -392,61 +399,121 @@ TEST(CpuBackendTest, InvalidStepsFailCleanlyAndChangeNothing) {
 
   struct Case {
     std::string name;
-    std::vector<SeqWork> work;
+    std::vector<backend::SeqWork> work;
+    size_t bad;  // the refused item
     std::string expected_message;
   };
   auto item = [&](int32_t slot, const std::vector<int32_t>& tokens) {
-    SeqWork w;
+    backend::SeqWork w;
     w.slot = slot;
     w.tokens = tokens;
+    w.sample = true;
     return w;
   };
-  SeqWork bad_temperature = item(0, good);
-  bad_temperature.sample = true;
-  bad_temperature.sampling.temperature = -1.0f;
-  SeqWork bad_top_p = item(0, good);
-  bad_top_p.sample = true;
-  bad_top_p.sampling.top_p = 0.0f;
-  SeqWork too_many_logprobs = item(0, good);
-  too_many_logprobs.sample = true;
-  too_many_logprobs.top_logprobs = 21;
-  SeqWork penalty_out_of_range = item(0, good);
-  penalty_out_of_range.sample = true;
+  backend::SeqWork penalty_out_of_range = item(3, good);
   penalty_out_of_range.sampling.repetition_penalty = 1.2f;
   penalty_out_of_range.penalty_tokens = bad_penalty;
   const std::vector<Case> cases = {
-      {"slot too large", {item(0, good), item(4, good)}, "slot 4 is out of range"},
-      {"negative slot", {item(-1, good)}, "slot -1 is out of range"},
-      {"duplicate slot", {item(0, good), item(1, good), item(0, good)}, "appears twice"},
-      {"no tokens", {item(0, empty)}, "has no tokens"},
-      {"token past the vocabulary", {item(0, bad_token)}, "id 257, outside the vocabulary"},
-      {"negative token", {item(0, negative)}, "id -1, outside the vocabulary"},
-      {"negative temperature", {bad_temperature}, "temperature"},
-      {"top_p of 0", {bad_top_p}, "top_p"},
-      {"21 logprobs", {too_many_logprobs}, "top_logprobs 21"},
-      {"penalty token out of range", {penalty_out_of_range}, "repetition penalty token id 300"},
+      {"slot too large", {item(0, good), item(4, good)}, 1, "slot 4 is out of range"},
+      {"negative slot", {item(-1, good), item(1, good)}, 0, "slot -1 is out of range"},
+      {"duplicate slot", {item(0, good), item(1, good), item(0, good)}, 2, "appears twice"},
+      {"no tokens", {item(2, empty), item(1, good)}, 0, "has no tokens"},
+      {"token past the vocabulary",
+       {item(1, good), item(2, bad_token)},
+       1,
+       "id 257, outside the vocabulary"},
+      {"negative token", {item(2, negative)}, 0, "id -1, outside the vocabulary"},
+      {"penalty token out of range",
+       {item(0, good), penalty_out_of_range},
+       1,
+       "repetition penalty token id 300"},
   };
   for (const Case& c : cases) {
     SCOPED_TRACE(c.name);
-    std::vector<SeqResult> results(c.work.size());
-    const absl::Status s = b->Step(c.work, absl::MakeSpan(results));
-    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
-    EXPECT_NE(std::string(s.message()).find(c.expected_message), std::string::npos) << s;
-    EXPECT_EQ(SaveState(*b, 0), before);
+    const int32_t bad_slot = c.work[c.bad].slot;
+    bool bad_slot_stepped = false;  // by a valid item of the same step
+    for (size_t i = 0; i < c.work.size(); ++i) {
+      if (i != c.bad && c.work[i].slot == bad_slot) bad_slot_stepped = true;
+    }
+    std::vector<uint8_t> before;
+    if (bad_slot >= 0 && bad_slot < 4) before = SaveState(*b, bad_slot);
+    std::vector<backend::SeqResult> results(c.work.size());
+    ASSERT_TRUE(b->Step(c.work, absl::MakeSpan(results)).ok());
+    for (size_t i = 0; i < c.work.size(); ++i) {
+      if (i == c.bad) {
+        EXPECT_EQ(results[i].status.code(), absl::StatusCode::kInvalidArgument);
+        EXPECT_NE(std::string(results[i].status.message()).find(c.expected_message),
+                  std::string::npos)
+            << results[i].status;
+        EXPECT_EQ(results[i].token, -1);
+      } else {
+        EXPECT_TRUE(results[i].status.ok()) << results[i].status;
+        EXPECT_GE(results[i].token, 0);
+      }
+    }
+    if (!before.empty() && !bad_slot_stepped) {
+      EXPECT_EQ(SaveState(*b, bad_slot), before);
+    }
   }
-  std::vector<SeqResult> one(1);
-  std::vector<SeqWork> two = {item(0, good), item(1, good)};
+  // A step whose spans do not match is refused as a whole, and changes nothing.
+  const std::vector<uint8_t> before = SaveState(*b, 0);
+  std::vector<backend::SeqResult> one(1);
+  std::vector<backend::SeqWork> two = {item(0, good), item(1, good)};
   EXPECT_EQ(b->Step(two, absl::MakeSpan(one)).code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(SaveState(*b, 0), before);
 }
 
+// Logits that are not finite (a state poisoned with NaN) fail that sequence alone; the others in
+// the step get exactly the tokens and log-probabilities they get without it.
+TEST(CpuBackendTest, ANonFiniteSequenceFailsAloneInItsStep) {
+  std::unique_ptr<backend::Backend> b = MakeBackend(TinyConfig(), model::DType::kF32, 0, 4);
+  const std::vector<int32_t> prompt = RandomTokens(5, 257, 21);
+  for (int32_t slot = 0; slot < 3; ++slot) Feed(*b, slot, prompt);
+  std::unique_ptr<backend::HostState> poisoned = b->AllocateHostState();
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  for (size_t i = 0; i + sizeof(float) <= poisoned->size(); i += sizeof(float)) {
+    std::memcpy(poisoned->data() + i, &nan, sizeof(float));
+  }
+  ASSERT_TRUE(b->LoadSlot(3, *poisoned).ok());
+  const std::vector<int32_t> next = {7};
+  std::vector<backend::SeqWork> work(4);
+  for (int32_t slot = 0; slot < 4; ++slot) {
+    work[slot].slot = slot;
+    work[slot].tokens = next;
+    work[slot].sample = true;
+    work[slot].top_logprobs = 3;
+  }
+  // Alone first (on copies of the healthy states), then beside the poisoned one.
+  std::vector<backend::SeqResult> alone(3);
+  std::vector<std::vector<uint8_t>> states;
+  for (int32_t slot = 0; slot < 3; ++slot) states.push_back(SaveState(*b, slot));
+  for (int32_t slot = 0; slot < 3; ++slot) {
+    ASSERT_TRUE(b->Step(absl::MakeConstSpan(&work[slot], 1), absl::MakeSpan(&alone[slot], 1)).ok());
+    std::unique_ptr<backend::HostState> h = b->AllocateHostState();
+    std::memcpy(h->data(), states[slot].data(), h->size());
+    ASSERT_TRUE(b->LoadSlot(slot, *h).ok());
+  }
+  std::vector<backend::SeqResult> results(4);
+  ASSERT_TRUE(b->Step(work, absl::MakeSpan(results)).ok());
+  EXPECT_EQ(results[3].status.code(), absl::StatusCode::kInternal) << results[3].status;
+  EXPECT_NE(std::string(results[3].status.message()).find("not finite"), std::string::npos);
+  for (int32_t slot = 0; slot < 3; ++slot) {
+    SCOPED_TRACE(slot);
+    ASSERT_TRUE(results[slot].status.ok()) << results[slot].status;
+    EXPECT_EQ(results[slot].token, alone[slot].token);
+    EXPECT_EQ(results[slot].logprob, alone[slot].logprob);
+    ASSERT_EQ(results[slot].top.size(), alone[slot].top.size());
+  }
+}
+
 TEST(CpuBackendTest, SlotOperationsValidateAndRoundTrip) {
-  std::unique_ptr<Backend> b = MakeBackend(TinyConfig(), DType::kF32, 0, 4);
-  const ModelConfig& c = b->config();
+  std::unique_ptr<backend::Backend> b = MakeBackend(TinyConfig(), model::DType::kF32, 0, 4);
+  const model::ModelConfig& c = b->config();
   EXPECT_EQ(b->name(), "cpu");
   EXPECT_EQ(b->num_slots(), 4);
-  EXPECT_EQ(b->state_dtype(), DType::kF32);
-  EXPECT_EQ(b->state_bytes(), static_cast<size_t>(c.StateElements()) * sizeof(float));
+  EXPECT_EQ(b->state_dtype(), model::DType::kF32);
+  EXPECT_EQ(b->state_bytes(),
+            static_cast<size_t>(model::StateLayoutOf(c).elements()) * sizeof(float));
   EXPECT_EQ(b->ResetSlot(4).code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(b->CopySlot(0, -1).code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(b->CopySlot(9, 0).code(), absl::StatusCode::kInvalidArgument);
@@ -454,16 +521,16 @@ TEST(CpuBackendTest, SlotOperationsValidateAndRoundTrip) {
   const std::vector<int32_t> tokens = RandomTokens(10, 257, 15);
   const std::vector<int32_t> next = {17};
   Feed(*b, 0, tokens);
-  std::unique_ptr<HostState> saved = b->AllocateHostState();
+  std::unique_ptr<backend::HostState> saved = b->AllocateHostState();
   ASSERT_TRUE(b->SaveSlot(0, saved.get()).ok());
   const std::vector<float> expected = Feed(*b, 0, next);
   ASSERT_TRUE(b->LoadSlot(3, *saved).ok());
   EXPECT_EQ(Feed(*b, 3, next), expected);
 
-  HeapHostState wrong_size(DType::kF32, saved->size() - 4);
+  backend::HeapHostState wrong_size(model::DType::kF32, saved->size() - 4);
   EXPECT_EQ(b->LoadSlot(0, wrong_size).code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(b->SaveSlot(0, &wrong_size).code(), absl::StatusCode::kInvalidArgument);
-  HeapHostState wrong_dtype(DType::kBF16, saved->size());
+  backend::HeapHostState wrong_dtype(model::DType::kBF16, saved->size());
   EXPECT_EQ(b->LoadSlot(0, wrong_dtype).code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(b->SaveSlot(0, nullptr).code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(b->LoadSlot(7, *saved).code(), absl::StatusCode::kInvalidArgument);
@@ -476,44 +543,44 @@ TEST(CpuBackendTest, SlotOperationsValidateAndRoundTrip) {
 
 TEST(CpuBackendTest, CreateRejectsBadOptions) {
   {
-    LoadedModel m = MakeModel(TinyConfig(), DType::kF32);
-    BackendOptions o;
+    model::LoadedModel m = MakeModel(TinyConfig(), model::DType::kF32);
+    backend::BackendOptions o;
     o.num_slots = -1;
-    EXPECT_EQ(CreateCpuBackend(o, m).status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_EQ(cpu::CreateCpuBackend(o, m).status().code(), absl::StatusCode::kInvalidArgument);
   }
   {
-    LoadedModel m = MakeModel(TinyConfig(), DType::kF32);
-    BackendOptions o;
+    model::LoadedModel m = MakeModel(TinyConfig(), model::DType::kF32);
+    backend::BackendOptions o;
     o.state_dtype = "bf16";
-    EXPECT_EQ(CreateCpuBackend(o, m).status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_EQ(cpu::CreateCpuBackend(o, m).status().code(), absl::StatusCode::kInvalidArgument);
   }
   {
-    LoadedModel m = MakeModel(TinyConfig(), DType::kF32);
-    BackendOptions o;
+    model::LoadedModel m = MakeModel(TinyConfig(), model::DType::kF32);
+    backend::BackendOptions o;
     o.cpu_threads = -3;
-    EXPECT_EQ(CreateCpuBackend(o, m).status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_EQ(cpu::CreateCpuBackend(o, m).status().code(), absl::StatusCode::kInvalidArgument);
   }
   {
     // Weights that do not match the config.
-    LoadedModel m = MakeModel(TinyConfig(), DType::kF32);
+    model::LoadedModel m = MakeModel(TinyConfig(), model::DType::kF32);
     m.config.d_state = 8;
-    BackendOptions o;
-    EXPECT_EQ(CreateCpuBackend(o, m).status().code(), absl::StatusCode::kInvalidArgument);
+    backend::BackendOptions o;
+    EXPECT_EQ(cpu::CreateCpuBackend(o, m).status().code(), absl::StatusCode::kInvalidArgument);
   }
   {
-    LoadedModel m = MakeModel(TinyConfig(), DType::kF32);
-    BackendOptions o;
+    model::LoadedModel m = MakeModel(TinyConfig(), model::DType::kF32);
+    backend::BackendOptions o;
     o.num_slots = 0;
-    absl::StatusOr<std::unique_ptr<Backend>> b = CreateCpuBackend(o, m);
+    absl::StatusOr<std::unique_ptr<backend::Backend>> b = cpu::CreateCpuBackend(o, m);
     ASSERT_TRUE(b.ok());
     EXPECT_EQ((*b)->num_slots(), 64);
   }
 }
 
 TEST(CpuBackendTest, HalfModelsReportHalfTheWeightBytes) {
-  std::unique_ptr<Backend> f32 = MakeBackend(TinyConfig(), DType::kF32);
-  std::unique_ptr<Backend> f16 = MakeBackend(TinyConfig(), DType::kF16);
-  EXPECT_EQ(f16->weight_dtype(), DType::kF16);
+  std::unique_ptr<backend::Backend> f32 = MakeBackend(TinyConfig(), model::DType::kF32);
+  std::unique_ptr<backend::Backend> f16 = MakeBackend(TinyConfig(), model::DType::kF16);
+  EXPECT_EQ(f16->weight_dtype(), model::DType::kF16);
   EXPECT_EQ(f16->weight_bytes() * 2, f32->weight_bytes());
 }
 

@@ -10,9 +10,9 @@
 #include <string>
 #include <vector>
 
-#include "engine/backend.h"
+#include "engine/backend/backend.h"
 #include "engine/cpu/cpu_backend.h"
-#include "engine/model_loader.h"
+#include "engine/model/model_loader.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 
@@ -74,15 +74,16 @@ TEST(CpuGoldenTest, MatchesTransformers) {
     std::string dtype, error;
     std::vector<GoldenPrompt> prompts;
     ASSERT_TRUE(ReadPrompts(dir / "expected.json", &dtype, &prompts, &error)) << error;
-    absl::StatusOr<LoadedModel> model = LoadModel(dir.string());
+    absl::StatusOr<model::LoadedModel> model = model::LoadModel(dir.string());
     ASSERT_TRUE(model.ok()) << model.status();
     const int32_t vocab = model->config.vocab_size;
-    BackendOptions options;
+    backend::BackendOptions options;
     options.kind = "cpu";
     options.num_slots = 2;
-    absl::StatusOr<std::unique_ptr<Backend>> backend = CreateCpuBackend(options, *model);
+    absl::StatusOr<std::unique_ptr<backend::Backend>> backend =
+        cpu::CreateCpuBackend(options, *model);
     ASSERT_TRUE(backend.ok()) << backend.status();
-    Backend& b = **backend;
+    backend::Backend& b = **backend;
 
     for (size_t p = 0; p < prompts.size(); ++p) {
       const GoldenPrompt& g = prompts[p];
@@ -90,12 +91,12 @@ TEST(CpuGoldenTest, MatchesTransformers) {
                    << "prompt " << p << " (" << g.ids.size() << " tokens, " << dtype << ")");
       ASSERT_EQ(g.last_logits.size(), static_cast<size_t>(vocab));
       ASSERT_TRUE(b.ResetSlot(0).ok());
-      SeqWork w;
+      backend::SeqWork w;
       w.slot = 0;
       w.tokens = g.ids;
       w.want_logits = true;
       w.sample = true;  // greedy
-      SeqResult r;
+      backend::SeqResult r;
       ASSERT_TRUE(b.Step(absl::MakeConstSpan(&w, 1), absl::MakeSpan(&r, 1)).ok());
       double max_ref = 0.0, max_diff = 0.0;
       for (int32_t i = 0; i < vocab; ++i) {
@@ -116,11 +117,11 @@ TEST(CpuGoldenTest, MatchesTransformers) {
       }
       std::vector<int32_t> generated = {r.token};
       while (generated.size() < expected.size()) {
-        SeqWork d;
+        backend::SeqWork d;
         d.slot = 0;
         d.tokens = absl::MakeConstSpan(&generated.back(), 1);
         d.sample = true;
-        SeqResult dr;
+        backend::SeqResult dr;
         ASSERT_TRUE(b.Step(absl::MakeConstSpan(&d, 1), absl::MakeSpan(&dr, 1)).ok());
         generated.push_back(dr.token);
       }

@@ -6,10 +6,10 @@
 #include <limits>
 #include <vector>
 
-#include "engine/cpu/activations.h"
 #include "engine/cpu/gemm.h"
 #include "engine/cpu/thread_pool.h"
-#include "engine/dtype.h"
+#include "engine/model/dtype.h"
+#include "engine/simd/vector_math.h"
 #include "gtest/gtest.h"
 
 namespace mamba::cpu {
@@ -29,7 +29,7 @@ double RelError(double got, double want) {
 TEST(ActivationsTest, ExpMatchesLibm) {
   const std::vector<float> x = Grid(-87.0f, 88.0f, 100003);  // odd length: a tail too
   std::vector<float> y(x.size());
-  ExpArray(x.data(), y.data(), static_cast<int64_t>(x.size()));
+  simd::ExpArray(x.data(), y.data(), static_cast<int64_t>(x.size()));
   double worst = 0.0;
   for (size_t i = 0; i < x.size(); ++i) {
     worst = std::max(worst, RelError(y[i], std::exp(static_cast<double>(x[i]))));
@@ -42,7 +42,7 @@ TEST(ActivationsTest, ExpEdges) {
   const float inf = std::numeric_limits<float>::infinity();
   std::vector<float> x = {0.0f, -100.0f, -inf, 100.0f, inf, nan, 1.0f};
   std::vector<float> y(x.size());
-  ExpArray(x.data(), y.data(), static_cast<int64_t>(x.size()));
+  simd::ExpArray(x.data(), y.data(), static_cast<int64_t>(x.size()));
   EXPECT_EQ(y[0], 1.0f);
   EXPECT_EQ(y[1], 0.0f);
   EXPECT_EQ(y[2], 0.0f);
@@ -55,7 +55,7 @@ TEST(ActivationsTest, ExpEdges) {
 TEST(ActivationsTest, SiluMatchesLibm) {
   const std::vector<float> x = Grid(-80.0f, 80.0f, 40001);
   std::vector<float> y(x.size());
-  SiluArray(x.data(), y.data(), static_cast<int64_t>(x.size()));
+  simd::SiluArray(x.data(), y.data(), static_cast<int64_t>(x.size()));
   for (size_t i = 0; i < x.size(); ++i) {
     const double xd = x[i];
     const double want = xd / (1.0 + std::exp(-xd));
@@ -63,7 +63,7 @@ TEST(ActivationsTest, SiluMatchesLibm) {
   }
   const float big[] = {-200.0f, 200.0f};
   float out[2];
-  SiluArray(big, out, 2);
+  simd::SiluArray(big, out, 2);
   EXPECT_EQ(out[0], 0.0f);
   EXPECT_EQ(out[1], 200.0f);
 }
@@ -71,7 +71,7 @@ TEST(ActivationsTest, SiluMatchesLibm) {
 TEST(ActivationsTest, SoftplusMatchesLibmAndPyTorchThreshold) {
   const std::vector<float> x = Grid(-60.0f, 40.0f, 50001);
   std::vector<float> y(x.size());
-  SoftplusArray(x.data(), y.data(), static_cast<int64_t>(x.size()));
+  simd::SoftplusArray(x.data(), y.data(), static_cast<int64_t>(x.size()));
   double worst = 0.0;
   for (size_t i = 0; i < x.size(); ++i) {
     const double xd = x[i];
@@ -82,19 +82,19 @@ TEST(ActivationsTest, SoftplusMatchesLibmAndPyTorchThreshold) {
   // Above 20 it is the identity, exactly (PyTorch's threshold).
   const float above[] = {20.5f, 33.25f};
   float out[2];
-  SoftplusArray(above, out, 2);
+  simd::SoftplusArray(above, out, 2);
   EXPECT_EQ(out[0], 20.5f);
   EXPECT_EQ(out[1], 33.25f);
 }
 
 struct Matrix {
-  DType dtype;
+  model::DType dtype;
   std::vector<uint8_t> bytes;
   std::vector<float> values;  // the exact values the stored elements hold
   WeightMatrix view;
 };
 
-Matrix MakeMatrix(DType dtype, int64_t rows, int64_t cols, uint64_t seed) {
+Matrix MakeMatrix(model::DType dtype, int64_t rows, int64_t cols, uint64_t seed) {
   Matrix m;
   m.dtype = dtype;
   std::vector<float> raw(rows * cols);
@@ -103,10 +103,10 @@ Matrix MakeMatrix(DType dtype, int64_t rows, int64_t cols, uint64_t seed) {
     x = x * 6364136223846793005ull + 1442695040888963407ull;
     v = static_cast<float>(static_cast<int64_t>(x >> 40) % 2001 - 1000) / 997.0f;
   }
-  m.bytes.resize(raw.size() * DTypeSize(dtype));
-  ConvertFromFloat(dtype, raw.data(), m.bytes.data(), raw.size());
+  m.bytes.resize(raw.size() * model::DTypeSize(dtype));
+  model::ConvertFromFloat(dtype, raw.data(), m.bytes.data(), raw.size());
   m.values.resize(raw.size());
-  ConvertToFloat(dtype, m.bytes.data(), m.values.data(), raw.size());
+  model::ConvertToFloat(dtype, m.bytes.data(), m.values.data(), raw.size());
   m.view = {dtype, m.bytes.data(), rows, cols};
   return m;
 }
@@ -114,12 +114,13 @@ Matrix MakeMatrix(DType dtype, int64_t rows, int64_t cols, uint64_t seed) {
 TEST(MatMulTest, MatchesDoubleLoopsInEveryDtypeAndShape) {
   const int64_t shapes[][3] = {{1, 8, 8},    {1, 77, 13},   {2, 40, 96}, {3, 33, 5},
                                {7, 65, 129}, {10, 12, 768}, {64, 24, 48}};
-  for (DType dtype : {DType::kF32, DType::kF16, DType::kBF16}) {
+  for (model::DType dtype : {model::DType::kF32, model::DType::kF16, model::DType::kBF16}) {
     for (const auto& s : shapes) {
       const int64_t m = s[0], n = s[1], k = s[2];
-      SCOPED_TRACE(::testing::Message() << DTypeName(dtype) << " " << m << "x" << n << "x" << k);
+      SCOPED_TRACE(::testing::Message()
+                   << model::DTypeName(dtype) << " " << m << "x" << n << "x" << k);
       Matrix w = MakeMatrix(dtype, n, k, 3 + n);
-      const Matrix x = MakeMatrix(DType::kF32, m, k, 5 + m);
+      const Matrix x = MakeMatrix(model::DType::kF32, m, k, 5 + m);
       std::vector<float> bias(n);
       for (int64_t i = 0; i < n; ++i) bias[i] = 0.25f * static_cast<float>(i % 5);
       std::vector<float> y(m * n, -1.0f);
@@ -142,10 +143,10 @@ TEST(MatMulTest, MatchesDoubleLoopsInEveryDtypeAndShape) {
 
 TEST(MatMulTest, ARowsResultDoesNotDependOnItsBatchOrRange) {
   const int64_t k = 203, n = 37;
-  for (DType dtype : {DType::kF32, DType::kF16, DType::kBF16}) {
-    SCOPED_TRACE(DTypeName(dtype));
+  for (model::DType dtype : {model::DType::kF32, model::DType::kF16, model::DType::kBF16}) {
+    SCOPED_TRACE(model::DTypeName(dtype));
     Matrix w = MakeMatrix(dtype, n, k, 11);
-    const Matrix x = MakeMatrix(DType::kF32, 9, k, 12);
+    const Matrix x = MakeMatrix(model::DType::kF32, 9, k, 12);
     // Every row alone, over the whole range.
     std::vector<float> alone(9 * n);
     for (int64_t i = 0; i < 9; ++i) {

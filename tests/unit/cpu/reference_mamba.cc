@@ -10,7 +10,7 @@ double Silu(double x) { return x / (1.0 + std::exp(-x)); }
 
 }  // namespace
 
-ReferenceMamba::ReferenceMamba(const ModelConfig& config, const ModelWeights& weights)
+ReferenceMamba::ReferenceMamba(const model::ModelConfig& config, const model::ModelWeights& weights)
     : c_(config), w_(weights) {}
 
 ReferenceMamba::State ReferenceMamba::NewState() const {
@@ -20,7 +20,8 @@ ReferenceMamba::State ReferenceMamba::NewState() const {
   return s;
 }
 
-std::vector<double> ReferenceMamba::Linear(const TensorView& w, const TensorView& bias,
+std::vector<double> ReferenceMamba::Linear(const model::TensorView& w,
+                                           const model::TensorView& bias,
                                            const std::vector<double>& x) const {
   const int64_t rows = w.shape[0];
   const int64_t cols = w.numel() / rows;
@@ -35,7 +36,7 @@ std::vector<double> ReferenceMamba::Linear(const TensorView& w, const TensorView
 }
 
 std::vector<double> ReferenceMamba::RmsNorm(const std::vector<double>& x,
-                                            const TensorView& w) const {
+                                            const model::TensorView& w) const {
   double ms = 0.0;
   for (double v : x) ms += v * v;
   ms /= static_cast<double>(x.size());
@@ -53,7 +54,7 @@ std::vector<double> ReferenceMamba::Forward(State& state,
   for (int32_t token : tokens) {
     for (int64_t i = 0; i < dm; ++i) hidden[i] = w_.embedding.At(token * dm + i);
     for (int l = 0; l < c_.n_layer; ++l) {
-      const LayerWeights& lw = w_.layers[l];
+      const model::LayerWeights& lw = w_.layers[l];
       for (int64_t i = 0; i < dm; ++i) residual[i] = (l == 0 ? 0.0 : residual[i]) + hidden[i];
       const std::vector<double> xn = RmsNorm(residual, lw.norm);
       const std::vector<double> xz = Linear(lw.in_proj, lw.in_proj_bias, xn);
@@ -71,7 +72,7 @@ std::vector<double> ReferenceMamba::Forward(State& state,
         if (kc > 1) cs[kc - 2] = xz[d];
         xs[d] = Silu(acc);
       }
-      const std::vector<double> dbc = Linear(lw.x_proj, TensorView(), xs);
+      const std::vector<double> dbc = Linear(lw.x_proj, model::TensorView(), xs);
       const std::vector<double> dt_low(dbc.begin(), dbc.begin() + dr);
       const std::vector<double> dt_raw = Linear(lw.dt_proj, lw.dt_proj_bias, dt_low);
       std::vector<double> y(di);
@@ -91,7 +92,7 @@ std::vector<double> ReferenceMamba::Forward(State& state,
   }
   for (int64_t i = 0; i < dm; ++i) residual[i] += hidden[i];
   const std::vector<double> xf = RmsNorm(residual, w_.norm_f);
-  return Linear(w_.lm_head, TensorView(), xf);
+  return Linear(w_.lm_head, model::TensorView(), xf);
 }
 
 }  // namespace mamba::testing

@@ -7,8 +7,8 @@
 #include <cstdint>
 #include <vector>
 
-#include "engine/model_config.h"
-#include "engine/model_weights.h"
+#include "engine/model/model_config.h"
+#include "engine/model/model_weights.h"
 
 namespace mamba::testing {
 
@@ -22,7 +22,7 @@ class ReferenceMamba {
   };
 
   // `weights` must outlive this object.
-  ReferenceMamba(const ModelConfig& config, const ModelWeights& weights);
+  ReferenceMamba(const model::ModelConfig& config, const model::ModelWeights& weights);
 
   State NewState() const;
   // Feeds `tokens` from `state` (updated) and returns the logits after the last one.
@@ -30,12 +30,12 @@ class ReferenceMamba {
 
  private:
   // y[n] = sum_k w[n][k] x[k] (+ bias[n]).
-  std::vector<double> Linear(const TensorView& w, const TensorView& bias,
+  std::vector<double> Linear(const model::TensorView& w, const model::TensorView& bias,
                              const std::vector<double>& x) const;
-  std::vector<double> RmsNorm(const std::vector<double>& x, const TensorView& w) const;
+  std::vector<double> RmsNorm(const std::vector<double>& x, const model::TensorView& w) const;
 
-  ModelConfig c_;
-  const ModelWeights& w_;
+  model::ModelConfig c_;
+  const model::ModelWeights& w_;
 };
 
 }  // namespace mamba::testing

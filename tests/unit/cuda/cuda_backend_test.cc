@@ -17,10 +17,10 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "engine/backend.h"
+#include "engine/backend/backend.h"
 #include "engine/cpu/cpu_backend.h"
-#include "engine/model_loader.h"
-#include "engine/sampler.h"
+#include "engine/model/model_loader.h"
+#include "engine/sampling/sampler.h"
 #include "gtest/gtest.h"
 #include "kernels/decode_step.h"
 #include "nlohmann/json.hpp"
@@ -30,7 +30,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-bool HaveGpu() { return CudaDeviceCount() > 0; }
+bool HaveGpu() { return cuda::CudaDeviceCount() > 0; }
 #define SKIP_WITHOUT_GPU() \
   if (!HaveGpu()) GTEST_SKIP() << "no CUDA device visible"
 
@@ -40,12 +40,12 @@ constexpr double kBF16LogitTolerance = 3e-2;
 constexpr double kGreedyAgreement = 0.95;
 constexpr double kBatchAgreement = 0.99;
 
-ModelConfig TinyConfig() { return SyntheticConfig("tiny").value(); }
+model::ModelConfig TinyConfig() { return model::SyntheticConfig("tiny").value(); }
 
 // Sizes that leave tails everywhere (d_inner 100, d_state 12, dt_rank 5, d_model 50), a conv of
 // width 3, in/out biases and an untied head: the kernels' scalar fallbacks.
-ModelConfig OddConfig() {
-  ModelConfig c;
+model::ModelConfig OddConfig() {
+  model::ModelConfig c;
   c.d_model = 50;
   c.n_layer = 2;
   c.d_state = 12;
@@ -62,18 +62,19 @@ ModelConfig OddConfig() {
 }
 
 // The 130m widths with 4 layers.
-ModelConfig Small130mConfig() {
-  ModelConfig c = SyntheticConfig("130m").value();
+model::ModelConfig Small130mConfig() {
+  model::ModelConfig c = model::SyntheticConfig("130m").value();
   c.n_layer = 4;
   return c;
 }
 
-LoadedModel MakeModel(const ModelConfig& config, DType dtype, uint64_t seed = 11) {
-  LoadedModel m;
+model::LoadedModel MakeModel(const model::ModelConfig& config, model::DType dtype,
+                             uint64_t seed = 11) {
+  model::LoadedModel m;
   m.name = "test";
   m.source = "test";
   m.config = config;
-  absl::StatusOr<ModelWeights> w = MakeSyntheticWeights(config, seed, dtype);
+  absl::StatusOr<model::ModelWeights> w = model::MakeSyntheticWeights(config, seed, dtype);
   EXPECT_TRUE(w.ok()) << w.status();
   m.weights = std::move(w).value();
   return m;
@@ -86,23 +87,23 @@ struct CudaOptions {
   int32_t max_batch = 64;
 };
 
-std::unique_ptr<Backend> MakeCuda(LoadedModel model, const CudaOptions& o = {}) {
-  BackendOptions options;
+std::unique_ptr<backend::Backend> MakeCuda(model::LoadedModel model, const CudaOptions& o = {}) {
+  backend::BackendOptions options;
   options.kind = "cuda";
   options.num_slots = o.slots;
   options.deterministic = o.deterministic;
   options.state_dtype = o.state_dtype;
   options.max_batch = o.max_batch;
-  absl::StatusOr<std::unique_ptr<Backend>> b = CreateCudaBackend(options, model);
+  absl::StatusOr<std::unique_ptr<backend::Backend>> b = cuda::CreateCudaBackend(options, model);
   EXPECT_TRUE(b.ok()) << b.status();
   return b.ok() ? std::move(b).value() : nullptr;
 }
 
-std::unique_ptr<Backend> MakeCpu(LoadedModel model, int32_t slots = 24) {
-  BackendOptions options;
+std::unique_ptr<backend::Backend> MakeCpu(model::LoadedModel model, int32_t slots = 24) {
+  backend::BackendOptions options;
   options.kind = "cpu";
   options.num_slots = slots;
-  absl::StatusOr<std::unique_ptr<Backend>> b = CreateCpuBackend(options, model);
+  absl::StatusOr<std::unique_ptr<backend::Backend>> b = cpu::CreateCpuBackend(options, model);
   EXPECT_TRUE(b.ok()) << b.status();
   return b.ok() ? std::move(b).value() : nullptr;
 }
@@ -118,19 +119,19 @@ std::vector<int32_t> RandomTokens(int n, int32_t vocab, uint64_t seed) {
 }
 
 // Feeds `tokens` to `slot` in one step and returns the last logits.
-std::vector<float> Feed(Backend& b, int32_t slot, absl::Span<const int32_t> tokens) {
-  SeqWork w;
+std::vector<float> Feed(backend::Backend& b, int32_t slot, absl::Span<const int32_t> tokens) {
+  backend::SeqWork w;
   w.slot = slot;
   w.tokens = tokens;
   w.want_logits = true;
-  SeqResult r;
+  backend::SeqResult r;
   absl::Status s = b.Step(absl::MakeConstSpan(&w, 1), absl::MakeSpan(&r, 1));
   EXPECT_TRUE(s.ok()) << s;
   return r.logits;
 }
 
-std::vector<float> FeedChunked(Backend& b, int32_t slot, const std::vector<int32_t>& tokens,
-                               size_t chunk) {
+std::vector<float> FeedChunked(backend::Backend& b, int32_t slot,
+                               const std::vector<int32_t>& tokens, size_t chunk) {
   std::vector<float> logits;
   for (size_t i = 0; i < tokens.size(); i += chunk) {
     logits =
@@ -140,13 +141,13 @@ std::vector<float> FeedChunked(Backend& b, int32_t slot, const std::vector<int32
 }
 
 // Steps every sequence of `work` once (all in one batch) and returns each one's logits.
-std::vector<std::vector<float>> StepAll(Backend& b, std::vector<SeqWork> work) {
-  for (SeqWork& w : work) w.want_logits = true;
-  std::vector<SeqResult> r(work.size());
+std::vector<std::vector<float>> StepAll(backend::Backend& b, std::vector<backend::SeqWork> work) {
+  for (backend::SeqWork& w : work) w.want_logits = true;
+  std::vector<backend::SeqResult> r(work.size());
   absl::Status s = b.Step(work, absl::MakeSpan(r));
   EXPECT_TRUE(s.ok()) << s;
   std::vector<std::vector<float>> out;
-  for (SeqResult& x : r) out.push_back(std::move(x.logits));
+  for (backend::SeqResult& x : r) out.push_back(std::move(x.logits));
   return out;
 }
 
@@ -183,7 +184,7 @@ struct Agreement {
   double fraction = 0.0;
   double worst_error = 0.0;
 };
-Agreement CompareGreedy(Backend& cpu, Backend& cuda, int32_t slot,
+Agreement CompareGreedy(backend::Backend& cpu, backend::Backend& cuda, int32_t slot,
                         const std::vector<int32_t>& prompt, int steps) {
   std::vector<float> lc = Feed(cpu, slot, prompt);
   std::vector<float> lg = Feed(cuda, slot, prompt);
@@ -205,16 +206,16 @@ Agreement CompareGreedy(Backend& cpu, Backend& cuda, int32_t slot,
 
 struct ModelCase {
   std::string name;
-  ModelConfig config;
-  DType dtype;
+  model::ModelConfig config;
+  model::DType dtype;
   double tolerance;
 };
 
 void ExpectMatchesCpu(const ModelCase& c) {
   SCOPED_TRACE(c.name);
   Progress(absl::StrCat(c.name, ": creating backends"));
-  std::unique_ptr<Backend> cpu = MakeCpu(MakeModel(c.config, c.dtype));
-  std::unique_ptr<Backend> cuda = MakeCuda(MakeModel(c.config, c.dtype));
+  std::unique_ptr<backend::Backend> cpu = MakeCpu(MakeModel(c.config, c.dtype));
+  std::unique_ptr<backend::Backend> cuda = MakeCuda(MakeModel(c.config, c.dtype));
   ASSERT_NE(cpu, nullptr);
   ASSERT_NE(cuda, nullptr);
   EXPECT_EQ(cuda->name(), "cuda");
@@ -233,22 +234,23 @@ void ExpectMatchesCpu(const ModelCase& c) {
 
 TEST(CudaBackendTest, MatchesCpuBackendTinyF16) {
   SKIP_WITHOUT_GPU();
-  ExpectMatchesCpu({"tiny f16", TinyConfig(), DType::kF16, kF16LogitTolerance});
+  ExpectMatchesCpu({"tiny f16", TinyConfig(), model::DType::kF16, kF16LogitTolerance});
 }
 
 TEST(CudaBackendTest, MatchesCpuBackendTinyBF16) {
   SKIP_WITHOUT_GPU();
-  ExpectMatchesCpu({"tiny bf16", TinyConfig(), DType::kBF16, kBF16LogitTolerance});
+  ExpectMatchesCpu({"tiny bf16", TinyConfig(), model::DType::kBF16, kBF16LogitTolerance});
 }
 
 TEST(CudaBackendTest, MatchesCpuBackendOddShapesF16) {
   SKIP_WITHOUT_GPU();
-  ExpectMatchesCpu({"odd f16", OddConfig(), DType::kF16, kF16LogitTolerance});
+  ExpectMatchesCpu({"odd f16", OddConfig(), model::DType::kF16, kF16LogitTolerance});
 }
 
 TEST(CudaBackendTest, MatchesCpuBackend130mWidthsF16) {
   SKIP_WITHOUT_GPU();
-  ExpectMatchesCpu({"130m x 4 layers f16", Small130mConfig(), DType::kF16, kF16LogitTolerance});
+  ExpectMatchesCpu(
+      {"130m x 4 layers f16", Small130mConfig(), model::DType::kF16, kF16LogitTolerance});
 }
 
 // The golden HF checkpoints (tests/data/golden/*, made by tools/make_golden_checkpoints.py):
@@ -258,8 +260,8 @@ TEST(CudaBackendTest, MatchesCpuBackend130mWidthsF16) {
 TEST(CudaBackendTest, MatchesCpuBackendWithPersistentDecode) {
   SKIP_WITHOUT_GPU();
   kernels::SetPersistentDecode(kernels::PersistentDecode::kAlways);
-  ExpectMatchesCpu({"130m widths f16", Small130mConfig(), DType::kF16, kF16LogitTolerance});
-  ExpectMatchesCpu({"tiny bf16", TinyConfig(), DType::kBF16, kBF16LogitTolerance});
+  ExpectMatchesCpu({"130m widths f16", Small130mConfig(), model::DType::kF16, kF16LogitTolerance});
+  ExpectMatchesCpu({"tiny bf16", TinyConfig(), model::DType::kBF16, kBF16LogitTolerance});
   kernels::SetPersistentDecode(kernels::PersistentDecode::kAuto);
 }
 
@@ -282,11 +284,12 @@ TEST(CudaBackendTest, MatchesTransformersGoldenCheckpoints) {
     text << in.rdbuf();
     nlohmann::json j = nlohmann::json::parse(text.str(), nullptr, false);
     ASSERT_FALSE(j.is_discarded());
-    LoadOptions load;
-    load.dtype = DType::kF16;  // half precision on the GPU; the error includes the weight rounding
-    absl::StatusOr<LoadedModel> model = LoadModel(dir.string(), load);
+    model::LoadOptions load;
+    load.dtype =
+        model::DType::kF16;  // half precision on the GPU; the error includes the weight rounding
+    absl::StatusOr<model::LoadedModel> model = model::LoadModel(dir.string(), load);
     ASSERT_TRUE(model.ok()) << model.status();
-    std::unique_ptr<Backend> cuda = MakeCuda(std::move(model).value());
+    std::unique_ptr<backend::Backend> cuda = MakeCuda(std::move(model).value());
     ASSERT_NE(cuda, nullptr);
     int32_t slot = 0;
     for (const nlohmann::json& p : j["prompts"]) {
@@ -315,12 +318,12 @@ TEST(CudaBackendTest, MatchesTransformersGoldenCheckpoints) {
 // decode rows and prefill passes longer than the workspace change no bit.
 TEST(CudaBackendTest, DeterministicModeIsBatchInvariantBitwise) {
   SKIP_WITHOUT_GPU();
-  for (const ModelCase& c : {ModelCase{"tiny f16", TinyConfig(), DType::kF16, 0},
-                             ModelCase{"odd bf16", OddConfig(), DType::kBF16, 0}}) {
+  for (const ModelCase& c : {ModelCase{"tiny f16", TinyConfig(), model::DType::kF16, 0},
+                             ModelCase{"odd bf16", OddConfig(), model::DType::kBF16, 0}}) {
     SCOPED_TRACE(c.name);
     CudaOptions o;
     o.deterministic = true;
-    std::unique_ptr<Backend> b = MakeCuda(MakeModel(c.config, c.dtype), o);
+    std::unique_ptr<backend::Backend> b = MakeCuda(MakeModel(c.config, c.dtype), o);
     ASSERT_NE(b, nullptr);
     const int32_t v = c.config.vocab_size;
     const std::vector<int32_t> tokens = RandomTokens(60, v, 5);
@@ -340,7 +343,7 @@ TEST(CudaBackendTest, DeterministicModeIsBatchInvariantBitwise) {
     std::vector<std::vector<float>> alone;
     for (int i = 0; i < 12; ++i) alone.push_back(Feed(*b, 10 + i, prompts[i]));
     for (int i = 0; i < 12; ++i) ASSERT_TRUE(b->ResetSlot(10 + i).ok());
-    std::vector<SeqWork> work(12);
+    std::vector<backend::SeqWork> work(12);
     for (int i = 0; i < 12; ++i) {
       work[i].slot = 10 + i;
       work[i].tokens = prompts[i];
@@ -363,8 +366,9 @@ TEST(CudaBackendTest, DeterministicModeIsBatchInvariantBitwise) {
 // tolerance and greedy tokens agree at >= 99% of positions.
 TEST(CudaBackendTest, BatchCompositionBarelyMattersWithoutDeterministicMode) {
   SKIP_WITHOUT_GPU();
-  const ModelConfig config = Small130mConfig();
-  std::unique_ptr<Backend> b = MakeCuda(MakeModel(config, DType::kF16), {48, false, "f32", 64});
+  const model::ModelConfig config = Small130mConfig();
+  std::unique_ptr<backend::Backend> b =
+      MakeCuda(MakeModel(config, model::DType::kF16), {48, false, "f32", 64});
   ASSERT_NE(b, nullptr);
   const int n = 16, steps = 24;
   std::vector<std::vector<int32_t>> prompts;
@@ -380,7 +384,7 @@ TEST(CudaBackendTest, BatchCompositionBarelyMattersWithoutDeterministicMode) {
     }
   }
   // Together: slots 16..31, one batch per step.
-  std::vector<SeqWork> work(n);
+  std::vector<backend::SeqWork> work(n);
   for (int i = 0; i < n; ++i) {
     work[i].slot = 16 + i;
     work[i].tokens = prompts[i];
@@ -413,18 +417,18 @@ TEST(CudaBackendTest, BatchCompositionBarelyMattersWithoutDeterministicMode) {
 
 TEST(CudaBackendTest, SlotSaveLoadCopyResetRoundTrips) {
   SKIP_WITHOUT_GPU();
-  const ModelConfig config = TinyConfig();
+  const model::ModelConfig config = TinyConfig();
   for (const std::string& state : {std::string("f32"), std::string("bf16")}) {
     SCOPED_TRACE(state);
     CudaOptions o;
     o.state_dtype = state;
-    std::unique_ptr<Backend> b = MakeCuda(MakeModel(config, DType::kF16), o);
+    std::unique_ptr<backend::Backend> b = MakeCuda(MakeModel(config, model::DType::kF16), o);
     ASSERT_NE(b, nullptr);
-    EXPECT_EQ(b->state_dtype(), state == "f32" ? DType::kF32 : DType::kBF16);
+    EXPECT_EQ(b->state_dtype(), state == "f32" ? model::DType::kF32 : model::DType::kBF16);
     const std::vector<int32_t> prompt = RandomTokens(40, config.vocab_size, 8);
     const std::vector<int32_t> more = RandomTokens(5, config.vocab_size, 9);
     Feed(*b, 0, prompt);
-    std::unique_ptr<HostState> saved = b->AllocateHostState();
+    std::unique_ptr<backend::HostState> saved = b->AllocateHostState();
     ASSERT_EQ(saved->size(), b->state_bytes());
     ASSERT_TRUE(b->SaveSlot(0, saved.get()).ok());
     ASSERT_TRUE(b->LoadSlot(3, *saved).ok());
@@ -433,14 +437,14 @@ TEST(CudaBackendTest, SlotSaveLoadCopyResetRoundTrips) {
     EXPECT_TRUE(BitEqual(Feed(*b, 3, more), a));
     EXPECT_TRUE(BitEqual(Feed(*b, 4, more), a));
     // The original evolves independently of its copies.
-    std::unique_ptr<HostState> after = b->AllocateHostState();
+    std::unique_ptr<backend::HostState> after = b->AllocateHostState();
     ASSERT_TRUE(b->SaveSlot(3, after.get()).ok());
     EXPECT_NE(std::memcmp(after->data(), saved->data(), saved->size()), 0);
     // Reset gives a fresh sequence.
     ASSERT_TRUE(b->ResetSlot(0).ok());
     EXPECT_TRUE(BitEqual(Feed(*b, 0, prompt), Feed(*b, 5, prompt)));
     // Mismatched host states are refused.
-    HeapHostState wrong(DType::kF16, b->state_bytes());
+    backend::HeapHostState wrong(model::DType::kF16, b->state_bytes());
     EXPECT_EQ(b->LoadSlot(1, wrong).code(), absl::StatusCode::kInvalidArgument);
     EXPECT_EQ(b->SaveSlot(99, saved.get()).code(), absl::StatusCode::kInvalidArgument);
   }
@@ -449,15 +453,15 @@ TEST(CudaBackendTest, SlotSaveLoadCopyResetRoundTrips) {
 // States have the CPU backend's layout (f32): a state moves between backends and continues.
 TEST(CudaBackendTest, StatesMoveBetweenCpuAndCuda) {
   SKIP_WITHOUT_GPU();
-  const ModelConfig config = TinyConfig();
-  std::unique_ptr<Backend> cpu = MakeCpu(MakeModel(config, DType::kF16));
-  std::unique_ptr<Backend> cuda = MakeCuda(MakeModel(config, DType::kF16));
+  const model::ModelConfig config = TinyConfig();
+  std::unique_ptr<backend::Backend> cpu = MakeCpu(MakeModel(config, model::DType::kF16));
+  std::unique_ptr<backend::Backend> cuda = MakeCuda(MakeModel(config, model::DType::kF16));
   const std::vector<int32_t> prompt = RandomTokens(30, config.vocab_size, 12);
   const std::vector<int32_t> more = RandomTokens(4, config.vocab_size, 13);
   Feed(*cpu, 0, prompt);
-  std::unique_ptr<HostState> h = cpu->AllocateHostState();
+  std::unique_ptr<backend::HostState> h = cpu->AllocateHostState();
   ASSERT_TRUE(cpu->SaveSlot(0, h.get()).ok());
-  std::unique_ptr<HostState> g = cuda->AllocateHostState();
+  std::unique_ptr<backend::HostState> g = cuda->AllocateHostState();
   ASSERT_EQ(g->size(), h->size());
   std::memcpy(g->data(), h->data(), h->size());
   ASSERT_TRUE(cuda->LoadSlot(0, *g).ok());
@@ -467,8 +471,8 @@ TEST(CudaBackendTest, StatesMoveBetweenCpuAndCuda) {
 // A graph replay computes exactly what the same step run eagerly computes.
 TEST(CudaBackendTest, GraphReplayEqualsEagerRun) {
   SKIP_WITHOUT_GPU();
-  const ModelConfig config = TinyConfig();
-  std::unique_ptr<Backend> b = MakeCuda(MakeModel(config, DType::kF16));
+  const model::ModelConfig config = TinyConfig();
+  std::unique_ptr<backend::Backend> b = MakeCuda(MakeModel(config, model::DType::kF16));
   ASSERT_NE(b, nullptr);
   const int n = 5;  // padded to the bucket of 8
   std::vector<std::vector<int32_t>> prompts;
@@ -478,7 +482,7 @@ TEST(CudaBackendTest, GraphReplayEqualsEagerRun) {
     Feed(*b, 8 + i, prompts[i]);
   }
   const std::vector<int32_t> next = RandomTokens(n, config.vocab_size, 61);
-  std::vector<SeqWork> graph_work(n), eager_work(n);
+  std::vector<backend::SeqWork> graph_work(n), eager_work(n);
   for (int i = 0; i < n; ++i) {
     graph_work[i].slot = i;
     eager_work[i].slot = 8 + i;
@@ -489,10 +493,10 @@ TEST(CudaBackendTest, GraphReplayEqualsEagerRun) {
     graph_work[i].sampling.seed = eager_work[i].sampling.seed = 1000 + i;
     graph_work[i].top_logprobs = eager_work[i].top_logprobs = 3;
   }
-  std::vector<SeqResult> graph_results(n), eager_results(n);
+  std::vector<backend::SeqResult> graph_results(n), eager_results(n);
   ASSERT_TRUE(b->Step(graph_work, absl::MakeSpan(graph_results)).ok());
-  absl::StatusOr<std::vector<CudaKernelTime>> times =
-      ProfileCudaStep(*b, eager_work, absl::MakeSpan(eager_results));
+  absl::StatusOr<std::vector<cuda::CudaKernelTime>> times =
+      cuda::ProfileCudaStep(*b, eager_work, absl::MakeSpan(eager_results));
   ASSERT_TRUE(times.ok()) << times.status();
   EXPECT_FALSE(times->empty());
   for (int i = 0; i < n; ++i) {
@@ -505,11 +509,11 @@ TEST(CudaBackendTest, GraphReplayEqualsEagerRun) {
 // Tokens sampled on the device are the ones the host sampler draws from the same logits.
 TEST(CudaBackendTest, DeviceSamplingMatchesHostSamplerOnItsLogits) {
   SKIP_WITHOUT_GPU();
-  const ModelConfig config = Small130mConfig();
-  std::unique_ptr<Backend> b = MakeCuda(MakeModel(config, DType::kF16));
+  const model::ModelConfig config = Small130mConfig();
+  std::unique_ptr<backend::Backend> b = MakeCuda(MakeModel(config, model::DType::kF16));
   ASSERT_NE(b, nullptr);
   const std::vector<int32_t> penalty = RandomTokens(20, config.vocab_size, 1);
-  std::vector<SeqWork> work(6);
+  std::vector<backend::SeqWork> work(6);
   std::vector<std::vector<int32_t>> prompts(6);
   for (int i = 0; i < 6; ++i) {
     prompts[i] = RandomTokens(5 + i, config.vocab_size, 300 + i);
@@ -527,11 +531,11 @@ TEST(CudaBackendTest, DeviceSamplingMatchesHostSamplerOnItsLogits) {
     work[i].penalty_tokens = penalty;
     work[i].top_logprobs = 4;
   }
-  std::vector<SeqResult> results(6);
+  std::vector<backend::SeqResult> results(6);
   ASSERT_TRUE(b->Step(work, absl::MakeSpan(results)).ok());
-  Sampler sampler;
+  sampling::Sampler sampler;
   for (int i = 0; i < 6; ++i) {
-    SampleOutput want;
+    sampling::SampleOutput want;
     ASSERT_TRUE(sampler
                     .Sample(results[i].logits, work[i].sampling, work[i].sample_position,
                             work[i].penalty_tokens, 4, &want)
@@ -547,20 +551,20 @@ TEST(CudaBackendTest, DeviceSamplingMatchesHostSamplerOnItsLogits) {
 // A prompt longer than one prefill pass (8192 tokens) is processed in several passes.
 TEST(CudaBackendTest, PromptsLongerThanOnePass) {
   SKIP_WITHOUT_GPU();
-  const ModelConfig config = TinyConfig();
-  std::unique_ptr<Backend> cpu = MakeCpu(MakeModel(config, DType::kF16));
-  std::unique_ptr<Backend> cuda = MakeCuda(MakeModel(config, DType::kF16));
+  const model::ModelConfig config = TinyConfig();
+  std::unique_ptr<backend::Backend> cpu = MakeCpu(MakeModel(config, model::DType::kF16));
+  std::unique_ptr<backend::Backend> cuda = MakeCuda(MakeModel(config, model::DType::kF16));
   const std::vector<int32_t> prompt = RandomTokens(9000, config.vocab_size, 21);
   EXPECT_LE(MaxRelative(Feed(*cuda, 0, prompt), Feed(*cpu, 0, prompt)), kF16LogitTolerance);
 }
 
 TEST(CudaBackendTest, Bf16StatesStayClose) {
   SKIP_WITHOUT_GPU();
-  const ModelConfig config = Small130mConfig();
+  const model::ModelConfig config = Small130mConfig();
   CudaOptions bf;
   bf.state_dtype = "bf16";
-  std::unique_ptr<Backend> f32 = MakeCuda(MakeModel(config, DType::kF16));
-  std::unique_ptr<Backend> b16 = MakeCuda(MakeModel(config, DType::kF16), bf);
+  std::unique_ptr<backend::Backend> f32 = MakeCuda(MakeModel(config, model::DType::kF16));
+  std::unique_ptr<backend::Backend> b16 = MakeCuda(MakeModel(config, model::DType::kF16), bf);
   ASSERT_NE(b16, nullptr);
   EXPECT_EQ(b16->state_bytes() * 2, f32->state_bytes());
   const std::vector<int32_t> prompt = RandomTokens(50, config.vocab_size, 31);
@@ -580,12 +584,13 @@ TEST(CudaBackendTest, PersistentDecodeMatchesLayeredKernels) {
   SKIP_WITHOUT_GPU();
   struct Case {
     std::string name;
-    ModelConfig config;
-    DType dtype;
+    model::ModelConfig config;
+    model::DType dtype;
     std::string state;
   };
-  const Case cases[] = {{"130m widths, f16, f32 states", Small130mConfig(), DType::kF16, "f32"},
-                        {"tiny, bf16, bf16 states", TinyConfig(), DType::kBF16, "bf16"}};
+  const Case cases[] = {
+      {"130m widths, f16, f32 states", Small130mConfig(), model::DType::kF16, "f32"},
+      {"tiny, bf16, bf16 states", TinyConfig(), model::DType::kBF16, "bf16"}};
   for (const Case& c : cases) {
     SCOPED_TRACE(c.name);
     Progress(c.name);
@@ -594,12 +599,13 @@ TEST(CudaBackendTest, PersistentDecodeMatchesLayeredKernels) {
     o.max_batch = 8;
     // Decode graphs are captured when the backend is created, under the policy of that moment.
     kernels::SetPersistentDecode(kernels::PersistentDecode::kOff);
-    std::unique_ptr<Backend> layered = MakeCuda(MakeModel(c.config, c.dtype), o);
+    std::unique_ptr<backend::Backend> layered = MakeCuda(MakeModel(c.config, c.dtype), o);
     kernels::SetPersistentDecode(kernels::PersistentDecode::kAlways);
-    std::unique_ptr<Backend> persistent = MakeCuda(MakeModel(c.config, c.dtype), o);
+    std::unique_ptr<backend::Backend> persistent = MakeCuda(MakeModel(c.config, c.dtype), o);
     ASSERT_NE(layered, nullptr);
     ASSERT_NE(persistent, nullptr);
-    const double tolerance = c.dtype == DType::kF16 ? kF16LogitTolerance : kBF16LogitTolerance;
+    const double tolerance =
+        c.dtype == model::DType::kF16 ? kF16LogitTolerance : kBF16LogitTolerance;
     int32_t slot = 0;
     for (int rows = 1; rows <= 4; ++rows) {
       SCOPED_TRACE(absl::StrCat(rows, " rows"));
@@ -615,7 +621,7 @@ TEST(CudaBackendTest, PersistentDecodeMatchesLayeredKernels) {
       int agree = 0, total = 0;
       double worst = 0.0;
       for (int step = 0; step < 12; ++step) {
-        std::vector<SeqWork> work(rows);
+        std::vector<backend::SeqWork> work(rows);
         for (int r = 0; r < rows; ++r) {
           work[r].slot = slots[r];
           work[r].tokens = absl::MakeConstSpan(&next[r], 1);
@@ -633,14 +639,14 @@ TEST(CudaBackendTest, PersistentDecodeMatchesLayeredKernels) {
       EXPECT_GE(static_cast<double>(agree) / total, kGreedyAgreement);
       // The states left behind (conv and SSM, every layer) agree as closely.
       for (int32_t s : slots) {
-        std::unique_ptr<HostState> a = layered->AllocateHostState();
-        std::unique_ptr<HostState> b = persistent->AllocateHostState();
+        std::unique_ptr<backend::HostState> a = layered->AllocateHostState();
+        std::unique_ptr<backend::HostState> b = persistent->AllocateHostState();
         ASSERT_TRUE(layered->SaveSlot(s, a.get()).ok());
         ASSERT_TRUE(persistent->SaveSlot(s, b.get()).ok());
-        std::vector<float> fa(a->size() / DTypeSize(a->dtype()));
+        std::vector<float> fa(a->size() / model::DTypeSize(a->dtype()));
         std::vector<float> fb(fa.size());
-        ConvertToFloat(a->dtype(), a->data(), fa.data(), fa.size());
-        ConvertToFloat(b->dtype(), b->data(), fb.data(), fb.size());
+        model::ConvertToFloat(a->dtype(), a->data(), fa.data(), fa.size());
+        model::ConvertToFloat(b->dtype(), b->data(), fb.data(), fb.size());
         EXPECT_LE(MaxRelative(fb, fa), tolerance) << "slot " << s;
       }
     }
@@ -650,56 +656,115 @@ TEST(CudaBackendTest, PersistentDecodeMatchesLayeredKernels) {
 
 TEST(CudaBackendTest, BadInputsAreRefusedWithReasons) {
   SKIP_WITHOUT_GPU();
-  const ModelConfig config = TinyConfig();
-  std::unique_ptr<Backend> b = MakeCuda(MakeModel(config, DType::kF16), {4, false, "f32", 8});
+  const model::ModelConfig config = TinyConfig();
+  std::unique_ptr<backend::Backend> b =
+      MakeCuda(MakeModel(config, model::DType::kF16), {4, false, "f32", 8});
   ASSERT_NE(b, nullptr);
   const std::vector<int32_t> ok = {1, 2, 3};
   const std::vector<int32_t> bad = {1, config.vocab_size};
-  auto step = [&](std::vector<SeqWork> work) {
-    std::vector<SeqResult> r(work.size());
-    return b->Step(work, absl::MakeSpan(r));
+  const std::vector<int32_t> none;
+  // A refused sequence fails alone (its status says why); the one beside it runs.
+  auto refused = [&](backend::SeqWork w) {
+    backend::SeqWork good;
+    good.slot = 3;
+    good.tokens = ok;
+    good.sample = true;
+    std::vector<backend::SeqWork> work = {w, good};
+    std::vector<backend::SeqResult> r(work.size());
+    EXPECT_TRUE(b->Step(work, absl::MakeSpan(r)).ok());
+    EXPECT_TRUE(r[1].status.ok()) << r[1].status;
+    EXPECT_GE(r[1].token, 0);
+    return r[0].status.code();
   };
-  SeqWork w;
+  backend::SeqWork w;
   w.slot = 4;
   w.tokens = ok;
-  EXPECT_EQ(step({w}).code(), absl::StatusCode::kInvalidArgument);  // slot out of range
+  EXPECT_EQ(refused(w), absl::StatusCode::kInvalidArgument);  // slot out of range
+  w.slot = 3;
+  EXPECT_EQ(refused(w), absl::StatusCode::kInvalidArgument);  // slot twice
   w.slot = 0;
-  EXPECT_EQ(step({w, w}).code(), absl::StatusCode::kInvalidArgument);  // slot twice
   w.tokens = bad;
-  EXPECT_EQ(step({w}).code(), absl::StatusCode::kInvalidArgument);  // token out of range
-  w.tokens = {};
-  EXPECT_EQ(step({w}).code(), absl::StatusCode::kInvalidArgument);  // no tokens
+  EXPECT_EQ(refused(w), absl::StatusCode::kInvalidArgument);  // token out of range
+  w.tokens = none;
+  EXPECT_EQ(refused(w), absl::StatusCode::kInvalidArgument);  // no tokens
   w.tokens = ok;
   w.sample = true;
-  w.sampling.top_p = 0.0f;
-  EXPECT_EQ(step({w}).code(), absl::StatusCode::kInvalidArgument);  // bad sampling
-  w.sampling.top_p = 1.0f;
-  std::vector<SeqWork> many(9, w);
+  auto step = [&](std::vector<backend::SeqWork> work) {
+    std::vector<backend::SeqResult> r(work.size());
+    return b->Step(work, absl::MakeSpan(r));
+  };
+  std::vector<backend::SeqWork> many(9, w);
   for (int i = 0; i < 9; ++i) many[i].slot = i % 4;
   EXPECT_EQ(step(many).code(), absl::StatusCode::kInvalidArgument);  // beyond max_batch
   EXPECT_TRUE(step({w}).ok());
 
   // Out of device memory at startup is a clear error, not a crash.
-  BackendOptions options;
+  backend::BackendOptions options;
   options.kind = "cuda";
   options.num_slots = 1 << 30;
-  LoadedModel m = MakeModel(SyntheticConfig("130m").value(), DType::kF16);
-  absl::StatusOr<std::unique_ptr<Backend>> huge = CreateCudaBackend(options, m);
+  model::LoadedModel m = MakeModel(model::SyntheticConfig("130m").value(), model::DType::kF16);
+  absl::StatusOr<std::unique_ptr<backend::Backend>> huge = cuda::CreateCudaBackend(options, m);
   EXPECT_EQ(huge.status().code(), absl::StatusCode::kResourceExhausted) << huge.status();
   options.num_slots = 0;
-  options.device = CudaDeviceCount();
-  LoadedModel m2 = MakeModel(config, DType::kF16);
-  EXPECT_EQ(CreateCudaBackend(options, m2).status().code(), absl::StatusCode::kInvalidArgument);
+  options.device = cuda::CudaDeviceCount();
+  model::LoadedModel m2 = MakeModel(config, model::DType::kF16);
+  EXPECT_EQ(cuda::CreateCudaBackend(options, m2).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+// A state poisoned with NaN fails its own sequence in a decode step (graph-captured) and in a
+// prefill step; the sequences beside it sample exactly what they sample beside a healthy one.
+TEST(CudaBackendTest, ANonFiniteSequenceFailsAloneInItsStep) {
+  SKIP_WITHOUT_GPU();
+  std::unique_ptr<backend::Backend> b = MakeCuda(MakeModel(TinyConfig(), model::DType::kF16));
+  ASSERT_NE(b, nullptr);
+  const std::vector<int32_t> prompt = RandomTokens(6, 257, 31);
+  std::unique_ptr<backend::HostState> poisoned = b->AllocateHostState();
+  const size_t width = model::DTypeSize(poisoned->dtype());
+  for (size_t i = 0; i + width <= poisoned->size(); i += width) {
+    std::memset(poisoned->data() + i, 0xff, width);  // all-ones: NaN in f32 and bf16 alike
+  }
+  for (const std::vector<int32_t>& tokens : {std::vector<int32_t>{9}, prompt}) {
+    SCOPED_TRACE(tokens.size() == 1 ? "decode" : "prefill");
+    // The same batch shape both times (4 sequences, slot 3 healthy first), so that every kernel
+    // takes the same path and the healthy rows compare bitwise.
+    std::vector<std::unique_ptr<backend::HostState>> healthy;
+    for (int32_t slot = 0; slot < 4; ++slot) {
+      ASSERT_TRUE(b->ResetSlot(slot).ok());
+      Feed(*b, slot, RandomTokens(4 + slot, 257, 40 + slot));
+      healthy.push_back(b->AllocateHostState());
+      ASSERT_TRUE(b->SaveSlot(slot, healthy.back().get()).ok());
+    }
+    std::vector<backend::SeqWork> work(4);
+    for (int32_t slot = 0; slot < 4; ++slot) {
+      work[slot].slot = slot;
+      work[slot].tokens = tokens;
+      work[slot].sample = true;
+    }
+    std::vector<backend::SeqResult> alone(4);
+    ASSERT_TRUE(b->Step(work, absl::MakeSpan(alone)).ok());
+    for (int32_t slot = 0; slot < 3; ++slot) ASSERT_TRUE(b->LoadSlot(slot, *healthy[slot]).ok());
+    ASSERT_TRUE(b->LoadSlot(3, *poisoned).ok());
+    std::vector<backend::SeqResult> results(4);
+    ASSERT_TRUE(b->Step(work, absl::MakeSpan(results)).ok());
+    EXPECT_EQ(results[3].status.code(), absl::StatusCode::kInternal) << results[3].status;
+    EXPECT_EQ(std::string(results[3].status.message()).find("slot"), std::string::npos);
+    for (int32_t slot = 0; slot < 3; ++slot) {
+      SCOPED_TRACE(slot);
+      ASSERT_TRUE(results[slot].status.ok()) << results[slot].status;
+      EXPECT_EQ(results[slot].token, alone[slot].token);
+    }
+  }
 }
 
 TEST(CudaBackendTest, SlotCountComesFromFreeMemory) {
   SKIP_WITHOUT_GPU();
-  BackendOptions options;
+  backend::BackendOptions options;
   options.kind = "cuda";
   options.num_slots = 0;
   options.gpu_memory_fraction = 0.01;
-  LoadedModel m = MakeModel(SyntheticConfig("130m").value(), DType::kF16);
-  absl::StatusOr<std::unique_ptr<Backend>> b = CreateCudaBackend(options, m);
+  model::LoadedModel m = MakeModel(model::SyntheticConfig("130m").value(), model::DType::kF16);
+  absl::StatusOr<std::unique_ptr<backend::Backend>> b = cuda::CreateCudaBackend(options, m);
   ASSERT_TRUE(b.ok()) << b.status();
   EXPECT_GE((*b)->num_slots(), 1);
   EXPECT_LE((*b)->num_slots(), 4096);

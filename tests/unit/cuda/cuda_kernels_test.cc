@@ -15,8 +15,8 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "engine/sampler.h"
-#include "engine/sampling_params.h"
+#include "engine/sampling/sampler.h"
+#include "engine/sampling/sampling_params.h"
 #include "gtest/gtest.h"
 #include "kernels/causal_conv1d.h"
 #include "kernels/gemm.h"
@@ -1153,13 +1153,13 @@ TEST(CudaSamplingTest, SampleUniformIsBitExact) {
   Sync();
   const std::vector<double> out = d_out.Download();
   for (int i = 0; i < n; ++i) {
-    ASSERT_EQ(out[i], SampleUniform(seeds[i], positions[i])) << i;
+    ASSERT_EQ(out[i], sampling::SampleUniform(seeds[i], positions[i])) << i;
   }
 }
 
 struct SampleCase {
   std::string name;
-  SamplingParams params;
+  sampling::SamplingParams params;
   int32_t top_logprobs = 0;
   float logit_scale = 3.0f;  // small values make a flat distribution (many candidates)
   int64_t vocab = 50280;
@@ -1172,7 +1172,7 @@ TEST(CudaSamplingTest, MatchesHostSampler) {
   SCOPED_TRACE(absl::StrCat("seed ", seed));
   std::mt19937_64 rng(seed);
   auto P = [](float t, int k, float p, float min_p, float rp) {
-    SamplingParams s;
+    sampling::SamplingParams s;
     s.temperature = t;
     s.top_k = k;
     s.top_p = p;
@@ -1249,12 +1249,12 @@ TEST(CudaSamplingTest, MatchesHostSampler) {
       ASSERT_TRUE(s.ok()) << s;
       Sync();
       const std::vector<kernels::SamplingResult> got = d_results.Download();
-      Sampler sampler;
+      sampling::Sampler sampler;
       for (int r = 0; r < rows; ++r) {
         SCOPED_TRACE(absl::StrCat("row ", r));
-        SamplingParams sp = c.params;
+        sampling::SamplingParams sp = c.params;
         sp.seed = params[r].seed;
-        SampleOutput want;
+        sampling::SampleOutput want;
         ASSERT_TRUE(sampler
                         .Sample(absl::MakeConstSpan(logits.data() + r * v, v), sp,
                                 params[r].position, row_penalty[r], c.top_logprobs, &want)

@@ -10,7 +10,7 @@
 #include <random>
 #include <vector>
 
-#include "engine/dtype.h"
+#include "engine/model/dtype.h"
 #include "gtest/gtest.h"
 #include "kernels/kernel_types.h"
 
@@ -79,23 +79,23 @@ class DeviceArray {
   size_t n_ = 0;
 };
 
-inline DType EngineDType(kernels::KernelDType t) {
+inline model::DType EngineDType(kernels::KernelDType t) {
   switch (t) {
     case kernels::KernelDType::kF16:
-      return DType::kF16;
+      return model::DType::kF16;
     case kernels::KernelDType::kBF16:
-      return DType::kBF16;
+      return model::DType::kBF16;
     case kernels::KernelDType::kF32:
-      return DType::kF32;
+      return model::DType::kF32;
   }
-  return DType::kF32;
+  return model::DType::kF32;
 }
 
 inline uint16_t ToHalfBits(float v, kernels::KernelDType t) {
-  return t == kernels::KernelDType::kF16 ? FloatToHalf(v) : FloatToBFloat16(v);
+  return t == kernels::KernelDType::kF16 ? model::FloatToHalf(v) : model::FloatToBFloat16(v);
 }
 inline float FromHalfBits(uint16_t b, kernels::KernelDType t) {
-  return t == kernels::KernelDType::kF16 ? HalfToFloat(b) : BFloat16ToFloat(b);
+  return t == kernels::KernelDType::kF16 ? model::HalfToFloat(b) : model::BFloat16ToFloat(b);
 }
 
 // Rounds every value to the 2-byte dtype `t` in place and returns the bits.

@@ -19,10 +19,10 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
-#include "engine/backend.h"
+#include "engine/backend/backend.h"
 #include "engine/backend_factory.h"
 #include "engine/cpu/cpu_backend.h"
-#include "engine/model_loader.h"
+#include "engine/model/model_loader.h"
 #include "engine/tokenizer/tokenizer.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
@@ -121,13 +121,14 @@ class DefaultModelTest : public ::testing::Test {
     }
     training_ = new nlohmann::json(nlohmann::json::parse(ReadFileOrDie(dir + "/training.json"),
                                                          nullptr, /*allow_exceptions=*/false));
-    absl::StatusOr<LoadedModel> model = LoadModel(dir);
+    absl::StatusOr<model::LoadedModel> model = model::LoadModel(dir);
     ASSERT_TRUE(model.ok()) << model.status();
-    model_ = new LoadedModel(std::move(*model));
-    BackendOptions options;
+    model_ = new model::LoadedModel(std::move(*model));
+    backend::BackendOptions options;
     options.kind = "cpu";
     options.num_slots = 1;
-    absl::StatusOr<std::unique_ptr<Backend>> backend = CreateCpuBackend(options, *model_);
+    absl::StatusOr<std::unique_ptr<backend::Backend>> backend =
+        cpu::CreateCpuBackend(options, *model_);
     ASSERT_TRUE(backend.ok()) << backend.status();
     backend_ = backend->release();
   }
@@ -151,11 +152,11 @@ class DefaultModelTest : public ::testing::Test {
 
   // Feeds `tokens` to slot 0 and returns the logits after the last one.
   static absl::StatusOr<std::vector<float>> Logits(absl::Span<const int32_t> tokens) {
-    SeqWork work;
+    backend::SeqWork work;
     work.slot = 0;
     work.tokens = tokens;
     work.want_logits = true;
-    SeqResult result;
+    backend::SeqResult result;
     absl::Status status = backend_->Step(absl::MakeConstSpan(&work, 1), absl::MakeSpan(&result, 1));
     if (!status.ok()) return status;
     if (result.logits.size() != static_cast<size_t>(kVocabSize)) {
@@ -167,24 +168,24 @@ class DefaultModelTest : public ::testing::Test {
 
   // Feeds `tokens` to slot 0 and returns the greedy next token.
   static absl::StatusOr<int32_t> Greedy(absl::Span<const int32_t> tokens) {
-    SeqWork work;
+    backend::SeqWork work;
     work.slot = 0;
     work.tokens = tokens;
     work.sample = true;  // default SamplingParams: temperature 0, greedy
-    SeqResult result;
+    backend::SeqResult result;
     absl::Status status = backend_->Step(absl::MakeConstSpan(&work, 1), absl::MakeSpan(&result, 1));
     if (!status.ok()) return status;
     return result.token;
   }
 
-  static LoadedModel* model_;
-  static Backend* backend_;
+  static model::LoadedModel* model_;
+  static backend::Backend* backend_;
   static nlohmann::json* training_;
   static std::string* skip_reason_;
 };
 
-LoadedModel* DefaultModelTest::model_ = nullptr;
-Backend* DefaultModelTest::backend_ = nullptr;
+model::LoadedModel* DefaultModelTest::model_ = nullptr;
+backend::Backend* DefaultModelTest::backend_ = nullptr;
 nlohmann::json* DefaultModelTest::training_ = nullptr;
 std::string* DefaultModelTest::skip_reason_ = nullptr;
 
@@ -199,9 +200,10 @@ TEST_F(DefaultModelTest, ConfigIsByteLevel) {
 
 TEST_F(DefaultModelTest, TokenizerMapsTextToUtf8Bytes) {
   ASSERT_FALSE(model_->tokenizer_path.empty()) << "no tokenizer.json beside the checkpoint";
-  absl::StatusOr<std::unique_ptr<Tokenizer>> tokenizer = LoadTokenizerJson(model_->tokenizer_path);
+  absl::StatusOr<std::unique_ptr<tokenizer::Tokenizer>> tokenizer =
+      tokenizer::LoadTokenizerJson(model_->tokenizer_path);
   ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
-  const Tokenizer& tok = **tokenizer;
+  const tokenizer::Tokenizer& tok = **tokenizer;
   EXPECT_EQ(tok.vocab_size(), kVocabSize);
   EXPECT_EQ(tok.eos_id(), std::optional<int32_t>(kEndOfText));
   EXPECT_EQ(tok.TokenToId("<|endoftext|>"), std::optional<int32_t>(kEndOfText));
@@ -273,7 +275,7 @@ TEST_F(DefaultModelTest, GreedyGenerationIsEnglish) {
   std::cout << "default model, greedy: \"" << prompt << out << "\"\n";
 
   ASSERT_FALSE(out.empty());
-  EXPECT_TRUE(IsValidUtf8(out)) << out;
+  EXPECT_TRUE(tokenizer::IsValidUtf8(out)) << out;
   size_t letters = 0, letters_or_spaces = 0;
   std::set<std::string> words;
   std::string word;
@@ -309,14 +311,15 @@ namespace {
 TEST(DefaultModelReferenceTest, CpuBackendEqualsTheReferenceOnTrainedWeights) {
   const std::string dir = ModelDir();
   if (!FileExists(dir + "/model.safetensors")) GTEST_SKIP() << dir << " has no trained model";
-  absl::StatusOr<LoadedModel> for_reference = LoadModel(dir);
+  absl::StatusOr<model::LoadedModel> for_reference = model::LoadModel(dir);
   ASSERT_TRUE(for_reference.ok()) << for_reference.status();
-  absl::StatusOr<LoadedModel> for_backend = LoadModel(dir);
+  absl::StatusOr<model::LoadedModel> for_backend = model::LoadModel(dir);
   ASSERT_TRUE(for_backend.ok()) << for_backend.status();
-  BackendOptions options;
+  backend::BackendOptions options;
   options.kind = "cpu";
   options.num_slots = 1;
-  absl::StatusOr<std::unique_ptr<Backend>> backend = CreateCpuBackend(options, *for_backend);
+  absl::StatusOr<std::unique_ptr<backend::Backend>> backend =
+      cpu::CreateCpuBackend(options, *for_backend);
   ASSERT_TRUE(backend.ok()) << backend.status();
   testing::ReferenceMamba reference(for_reference->config, for_reference->weights);
   testing::ReferenceMamba::State state = reference.NewState();
@@ -328,11 +331,11 @@ TEST(DefaultModelReferenceTest, CpuBackendEqualsTheReferenceOnTrainedWeights) {
   for (size_t i = 0; i < tokens.size(); ++i) {
     SCOPED_TRACE(::testing::Message() << "token " << i);
     const std::vector<double> want = reference.Forward(state, {tokens[i]});
-    SeqWork work;
+    backend::SeqWork work;
     work.slot = 0;
     work.tokens = absl::MakeConstSpan(&tokens[i], 1);
     work.want_logits = true;
-    SeqResult result;
+    backend::SeqResult result;
     ASSERT_TRUE((*backend)->Step(absl::MakeConstSpan(&work, 1), absl::MakeSpan(&result, 1)).ok());
     ASSERT_EQ(result.logits.size(), want.size());
     double max_ref = 0.0, max_diff = 0.0;

@@ -76,11 +76,11 @@ Collected Drain(GenerationStream& stream, Waiter& waiter) {
 EngineOptions TinyOptions() {
   EngineOptions o;
   o.model = "synthetic:tiny";
-  o.backend = "cpu";
+  o.backend.kind = "cpu";
   o.seed = 7;
-  o.num_slots = 96;
-  o.max_running = 96;
-  o.cpu_threads = 2;
+  o.backend.num_slots = 96;
+  o.scheduler.max_running = 96;
+  o.backend.cpu_threads = 2;
   return o;
 }
 
@@ -145,7 +145,7 @@ TEST(SchedulerTest, ChunkedPrefillMatchesWholePrefill) {
   std::mt19937 rng(2);
   GenerationRequest r = Greedy(RandomPrompt(rng, 300), 20);
   EngineOptions small = TinyOptions();
-  small.max_prefill_tokens_per_step = 17;
+  small.scheduler.max_prefill_tokens_per_step = 17;
   auto a = Engine::Create(TinyOptions());
   auto b = Engine::Create(small);
   ASSERT_TRUE(a.ok() && b.ok());
@@ -206,8 +206,8 @@ TEST(SchedulerTest, ForkDivergesWithoutTouchingParent) {
 
 TEST(SchedulerTest, SessionMovedToHostAndBackContinuesExactly) {
   EngineOptions o = TinyOptions();
-  o.num_slots = 2;
-  o.max_running = 2;
+  o.backend.num_slots = 2;
+  o.scheduler.max_running = 2;
   auto engine = Engine::Create(o);
   auto roomy = Engine::Create(TinyOptions());
   ASSERT_TRUE(engine.ok() && roomy.ok());
@@ -237,9 +237,9 @@ TEST(SchedulerTest, SessionMovedToHostAndBackContinuesExactly) {
 
 TEST(SchedulerTest, PastTheHostBudgetOldestIdleSessionsAreDropped) {
   EngineOptions o = TinyOptions();
-  o.num_slots = 1;
-  o.max_running = 1;
-  o.host_state_memory_gb = 1e-9;  // less than one state: evictions drop
+  o.backend.num_slots = 1;
+  o.scheduler.max_running = 1;
+  o.sessions.host_state_memory_gb = 1e-9;  // less than one state: evictions drop
   auto engine = Engine::Create(o);
   ASSERT_TRUE(engine.ok());
   SessionInfo a = CreateSession(**engine, {1, 2, 3});
@@ -312,8 +312,8 @@ TEST(SchedulerTest, CancelledTurnLeavesSessionConsistent) {
 
 TEST(SchedulerTest, CancellingAThirdFreesSlotsForQueuedRequests) {
   EngineOptions o = TinyOptions();
-  o.num_slots = 12;
-  o.max_running = 12;
+  o.backend.num_slots = 12;
+  o.scheduler.max_running = 12;
   auto engine = Engine::Create(o);
   ASSERT_TRUE(engine.ok());
   std::vector<std::shared_ptr<GenerationStream>> streams;
@@ -348,9 +348,9 @@ TEST(SchedulerTest, CancellingAThirdFreesSlotsForQueuedRequests) {
 
 TEST(SchedulerTest, QueueOverflowIsResourceExhausted) {
   EngineOptions o = TinyOptions();
-  o.num_slots = 1;
-  o.max_running = 1;
-  o.max_queue = 3;
+  o.backend.num_slots = 1;
+  o.scheduler.max_running = 1;
+  o.scheduler.max_queue = 3;
   auto engine = Engine::Create(o);
   ASSERT_TRUE(engine.ok());
   Waiter w;
@@ -382,7 +382,7 @@ TEST(SchedulerTest, DeadlineEndsTheRequest) {
 
 TEST(SchedulerTest, SlowReaderIsPausedOthersContinue) {
   EngineOptions o = TinyOptions();
-  o.max_unread_tokens = 8;
+  o.scheduler.max_unread_tokens = 8;
   auto engine = Engine::Create(o);
   ASSERT_TRUE(engine.ok());
   Waiter w;
@@ -398,7 +398,7 @@ TEST(SchedulerTest, SlowReaderIsPausedOthersContinue) {
 
 TEST(SchedulerTest, LongPromptDoesNotStallRunningStreams) {
   EngineOptions o = TinyOptions();
-  o.max_prefill_tokens_per_step = 256;
+  o.scheduler.max_prefill_tokens_per_step = 256;
   auto engine = Engine::Create(o);
   ASSERT_TRUE(engine.ok());
   std::mt19937 rng(8);

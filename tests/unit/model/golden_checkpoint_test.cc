@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "engine/model_loader.h"
+#include "engine/model/model_loader.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 
@@ -40,11 +40,11 @@ TEST(GoldenCheckpointTest, LoadsEveryCase) {
     const nlohmann::json expected = nlohmann::json::parse(in, nullptr, false);
     ASSERT_TRUE(expected.is_object());
 
-    absl::StatusOr<LoadedModel> m = LoadModel(dir.string());
+    absl::StatusOr<model::LoadedModel> m = model::LoadModel(dir.string());
     ASSERT_TRUE(m.ok()) << m.status();
     EXPECT_TRUE(m->warnings.empty()) << m->warnings.front();
     EXPECT_TRUE(m->tokenizer_path.empty()) << "golden checkpoints have no tokenizer";
-    const ModelConfig& c = m->config;
+    const model::ModelConfig& c = m->config;
 
     const nlohmann::json& hf = expected.at("config");  // as transformers saw it
     EXPECT_EQ(c.vocab_size, hf.at("vocab_size").get<int>());
@@ -58,13 +58,13 @@ TEST(GoldenCheckpointTest, LoadsEveryCase) {
     EXPECT_EQ(c.use_conv_bias, hf.at("use_conv_bias").get<bool>());
     EXPECT_EQ(c.tie_word_embeddings, hf.at("tie_word_embeddings").get<bool>());
 
-    absl::StatusOr<DType> dtype = ParseDType(expected.at("dtype").get<std::string>());
+    absl::StatusOr<model::DType> dtype = model::ParseDType(expected.at("dtype").get<std::string>());
     ASSERT_TRUE(dtype.ok());
     EXPECT_EQ(m->weights.MatrixDType(), *dtype);
     EXPECT_EQ(m->weights.embedding.dtype, *dtype);
     EXPECT_EQ(m->weights.lm_head_tied, c.tie_word_embeddings);
     ASSERT_TRUE(m->weights.Validate(c, dir.string()).ok());
-    m->weights.ForEachTensor(c, [&](const TensorSpec& spec, const TensorView& v) {
+    m->weights.ForEachTensor(c, [&](const model::TensorSpec& spec, const model::TensorView& v) {
       EXPECT_EQ(v.shape, spec.shape) << spec.name;
     });
 
@@ -77,7 +77,7 @@ TEST(GoldenCheckpointTest, LoadsEveryCase) {
         EXPECT_LT(id.get<int>(), c.vocab_size);
       }
     }
-    absl::StatusOr<LoadedModel> again = LoadModel(dir.string());
+    absl::StatusOr<model::LoadedModel> again = model::LoadModel(dir.string());
     ASSERT_TRUE(again.ok());
     EXPECT_EQ(again->identity, m->identity);
   }

@@ -1,4 +1,4 @@
-#include "engine/model_config.h"
+#include "engine/model/model_config.h"
 
 #include <string>
 #include <vector>
@@ -12,14 +12,14 @@ namespace {
 
 using ::testing::HasSubstr;
 
-ModelConfig MustParse(const std::string& json) {
-  absl::StatusOr<ModelConfig> c = ParseHfConfig(json, "config.json");
+model::ModelConfig MustParse(const std::string& json) {
+  absl::StatusOr<model::ModelConfig> c = model::ParseHfConfig(json, "config.json");
   EXPECT_TRUE(c.ok()) << c.status();
-  return c.ok() ? *c : ModelConfig{};
+  return c.ok() ? *c : model::ModelConfig{};
 }
 
 TEST(ModelConfigTest, EmptyObjectGetsHfDefaults) {
-  const ModelConfig c = MustParse("{}");
+  const model::ModelConfig c = MustParse("{}");
   EXPECT_EQ(c.vocab_size, 50280);
   EXPECT_EQ(c.d_model, 768);
   EXPECT_EQ(c.d_state, 16);
@@ -44,7 +44,7 @@ TEST(ModelConfigTest, EmptyObjectGetsHfDefaults) {
 // The config.json of the public mamba-130m-hf checkpoint (keys as transformers writes them,
 // including keys we ignore).
 TEST(ModelConfigTest, PublicCheckpointConfig) {
-  const ModelConfig c = MustParse(R"({
+  const model::ModelConfig c = MustParse(R"({
     "architectures": ["MambaForCausalLM"], "bos_token_id": 0, "conv_kernel": 4,
     "eos_token_id": 0, "expand": 2, "fused_add_norm": true, "hidden_act": "silu",
     "hidden_size": 768, "initializer_range": 0.1, "intermediate_size": 1536,
@@ -82,14 +82,15 @@ TEST(ModelConfigTest, DerivedValues) {
   };
   for (const DerivedCase& t : cases) {
     SCOPED_TRACE(t.json);
-    const ModelConfig c = MustParse(t.json);
+    const model::ModelConfig c = MustParse(t.json);
     EXPECT_EQ(c.d_inner, t.d_inner);
     EXPECT_EQ(c.dt_rank, t.dt_rank);
   }
 }
 
 TEST(ModelConfigTest, TokenIds) {
-  ModelConfig c = MustParse(R"({"pad_token_id": null, "bos_token_id": 1, "eos_token_id": [2, 3]})");
+  model::ModelConfig c =
+      MustParse(R"({"pad_token_id": null, "bos_token_id": 1, "eos_token_id": [2, 3]})");
   EXPECT_EQ(c.pad_token_id, -1);
   EXPECT_EQ(c.bos_token_id, 1);
   EXPECT_EQ(c.eos_token_id, 2);
@@ -137,7 +138,7 @@ TEST(ModelConfigTest, BadFieldsNameFileFieldAndAllowedValues) {
   };
   for (const BadCase& t : cases) {
     SCOPED_TRACE(t.json);
-    absl::StatusOr<ModelConfig> c = ParseHfConfig(t.json, "ckpt/config.json");
+    absl::StatusOr<model::ModelConfig> c = model::ParseHfConfig(t.json, "ckpt/config.json");
     ASSERT_FALSE(c.ok());
     EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
     const std::string message(c.status().message());
@@ -147,7 +148,7 @@ TEST(ModelConfigTest, BadFieldsNameFileFieldAndAllowedValues) {
 }
 
 TEST(ModelConfigTest, StateSpacesFormat) {
-  ModelConfig c = MustParse(R"({"d_model": 768, "n_layer": 24, "vocab_size": 50277,
+  model::ModelConfig c = MustParse(R"({"d_model": 768, "n_layer": 24, "vocab_size": 50277,
       "ssm_cfg": {}, "rms_norm": true, "residual_in_fp32": true, "fused_add_norm": true,
       "pad_vocab_size_multiple": 8})");
   EXPECT_EQ(c.d_model, 768);
@@ -171,47 +172,48 @@ TEST(ModelConfigTest, StateSpacesFormat) {
 }
 
 TEST(ModelConfigTest, SerializationRoundTrips) {
-  ModelConfig a;
-  ModelConfig b = MustParse(R"({"hidden_size": 96, "num_hidden_layers": 3, "state_size": 8,
+  model::ModelConfig a;
+  model::ModelConfig b = MustParse(R"({"hidden_size": 96, "num_hidden_layers": 3, "state_size": 8,
       "intermediate_size": 160, "time_step_rank": 5, "conv_kernel": 3, "use_bias": true,
       "use_conv_bias": false, "tie_word_embeddings": false, "vocab_size": 1000,
       "layer_norm_epsilon": 1e-6, "pad_token_id": null, "eos_token_id": 7,
       "time_step_min": 0.002, "time_step_max": 0.2, "time_step_floor": 0})");
-  for (const ModelConfig& c : {a, b}) {
-    const std::string json = ToHfConfigJson(c);
+  for (const model::ModelConfig& c : {a, b}) {
+    const std::string json = model::ToHfConfigJson(c);
     EXPECT_EQ(MustParse(json), c) << json;
   }
-  EXPECT_THAT(ToHfConfigJson(a), HasSubstr("\"layer_norm_epsilon\": 1e-05"));
+  EXPECT_THAT(model::ToHfConfigJson(a), HasSubstr("\"layer_norm_epsilon\": 1e-05"));
 }
 
 TEST(ModelConfigTest, ValidateRejectsInconsistentStructs) {
-  ModelConfig c;
+  model::ModelConfig c;
   EXPECT_TRUE(c.Validate().ok());
   c.dt_rank = c.d_inner + 1;
   EXPECT_THAT(std::string(c.Validate().message()), HasSubstr("time_step_rank"));
-  c = ModelConfig();
+  c = model::ModelConfig();
   c.d_state = 0;
   EXPECT_THAT(std::string(c.Validate().message()), HasSubstr("state_size"));
-  c = ModelConfig();
+  c = model::ModelConfig();
   c.eos_token_id = c.vocab_size;
   EXPECT_EQ(c.Validate().code(), absl::StatusCode::kInvalidArgument);
 }
 
 TEST(ModelConfigTest, LoadFromFile) {
   testing::TempDir dir;
-  EXPECT_EQ(LoadHfConfig(dir.File("config.json")).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(model::LoadHfConfig(dir.File("config.json")).status().code(),
+            absl::StatusCode::kNotFound);
   testing::WriteText(dir.File("config.json"), R"({"hidden_size": 64, "num_hidden_layers": 2})");
-  absl::StatusOr<ModelConfig> c = LoadHfConfig(dir.File("config.json"));
+  absl::StatusOr<model::ModelConfig> c = model::LoadHfConfig(dir.File("config.json"));
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_EQ(c->d_model, 64);
   testing::WriteText(dir.File("config.json"), R"({"hidden_size": true})");
-  c = LoadHfConfig(dir.File("config.json"));
+  c = model::LoadHfConfig(dir.File("config.json"));
   EXPECT_THAT(std::string(c.status().message()), HasSubstr(dir.File("config.json")));
 }
 
 // Random edits of a real config give a config or INVALID_ARGUMENT, never a crash or another code.
 TEST(ModelConfigTest, RandomEditsNeverCrash) {
-  const std::string good = ToHfConfigJson(ModelConfig());
+  const std::string good = model::ToHfConfigJson(model::ModelConfig());
   const std::string alphabet = "{}[]\",:0123456789.-eE truefalsn\\";
   uint64_t x = 7;
   auto next = [&x] {
@@ -224,7 +226,7 @@ TEST(ModelConfigTest, RandomEditsNeverCrash) {
     for (int e = 0, n = 1 + static_cast<int>(next() % 3); e < n; ++e) {
       text[next() % text.size()] = alphabet[next() % alphabet.size()];
     }
-    absl::StatusOr<ModelConfig> c = ParseHfConfig(text, "config.json");
+    absl::StatusOr<model::ModelConfig> c = model::ParseHfConfig(text, "config.json");
     if (c.ok()) {
       ++parsed;
       EXPECT_TRUE(c->Validate().ok());

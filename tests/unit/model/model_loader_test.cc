@@ -1,4 +1,4 @@
-#include "engine/model_loader.h"
+#include "engine/model/model_loader.h"
 
 #include <algorithm>
 #include <cstdio>
@@ -25,31 +25,31 @@ using testing::TempDir;
 // A small valid checkpoint in a temp folder, written from synthetic weights.
 struct SmallCheckpoint {
   SmallCheckpoint() : config(testing::SmallConfig()) {
-    auto w = MakeSyntheticWeights(config, 7, DType::kF32);
+    auto w = model::MakeSyntheticWeights(config, 7, model::DType::kF32);
     EXPECT_TRUE(w.ok()) << w.status();
     if (w.ok()) weights = *std::move(w);
-    EXPECT_TRUE(SaveCheckpoint(config, weights, dir.path()).ok());
+    EXPECT_TRUE(model::SaveCheckpoint(config, weights, dir.path()).ok());
   }
 
   // Rewrites model.safetensors from `tensors`.
-  void WriteWeights(const std::vector<NamedTensor>& tensors) const {
-    ASSERT_TRUE(WriteSafetensors(dir.File("model.safetensors"), tensors).ok());
+  void WriteWeights(const std::vector<model::NamedTensor>& tensors) const {
+    ASSERT_TRUE(model::WriteSafetensors(dir.File("model.safetensors"), tensors).ok());
   }
-  std::vector<NamedTensor> Tensors() const { return testing::NamedTensors(config, weights); }
-  std::vector<NamedTensor> Without(const std::string& name) const {
-    std::vector<NamedTensor> out;
-    for (const NamedTensor& t : Tensors()) {
+  std::vector<model::NamedTensor> Tensors() const { return testing::NamedTensors(config, weights); }
+  std::vector<model::NamedTensor> Without(const std::string& name) const {
+    std::vector<model::NamedTensor> out;
+    for (const model::NamedTensor& t : Tensors()) {
       if (t.name != name) out.push_back(t);
     }
     return out;
   }
-  void WriteConfig(const ModelConfig& c) const {
-    testing::WriteText(dir.File("config.json"), ToHfConfigJson(c));
+  void WriteConfig(const model::ModelConfig& c) const {
+    testing::WriteText(dir.File("config.json"), model::ToHfConfigJson(c));
   }
   // Rewrites the checkpoint as shards of at most 20000 bytes (several for SmallConfig) and
   // returns their file names in order.
   std::vector<std::string> Shard() const {
-    EXPECT_TRUE(SaveCheckpoint(config, weights, dir.path(), 20000).ok());
+    EXPECT_TRUE(model::SaveCheckpoint(config, weights, dir.path(), 20000).ok());
     std::vector<std::string> shards;
     for (const auto& e : fs::directory_iterator(dir.path())) {
       if (e.path().extension() == ".safetensors") shards.push_back(e.path().filename().string());
@@ -68,8 +68,8 @@ struct SmallCheckpoint {
   }
 
   TempDir dir;
-  ModelConfig config;
-  ModelWeights weights;
+  model::ModelConfig config;
+  model::ModelWeights weights;
 };
 
 class CheckpointTest : public ::testing::Test {
@@ -77,14 +77,14 @@ class CheckpointTest : public ::testing::Test {
   SmallCheckpoint ck_;
   // Shorthands for the tests below.
   const TempDir& dir_ = ck_.dir;
-  ModelConfig& config_ = ck_.config;
-  ModelWeights& weights_ = ck_.weights;
-  void WriteWeights(const std::vector<NamedTensor>& t) { ck_.WriteWeights(t); }
-  std::vector<NamedTensor> Tensors() const { return ck_.Tensors(); }
+  model::ModelConfig& config_ = ck_.config;
+  model::ModelWeights& weights_ = ck_.weights;
+  void WriteWeights(const std::vector<model::NamedTensor>& t) { ck_.WriteWeights(t); }
+  std::vector<model::NamedTensor> Tensors() const { return ck_.Tensors(); }
 };
 
 TEST_F(CheckpointTest, LoadsWhatWasSaved) {
-  absl::StatusOr<LoadedModel> m = LoadModel(dir_.path());
+  absl::StatusOr<model::LoadedModel> m = model::LoadModel(dir_.path());
   ASSERT_TRUE(m.ok()) << m.status();
   EXPECT_EQ(m->config, config_);
   EXPECT_EQ(m->source, dir_.path());
@@ -94,28 +94,28 @@ TEST_F(CheckpointTest, LoadsWhatWasSaved) {
   EXPECT_TRUE(m->weights.lm_head_tied);
   EXPECT_EQ(m->weights.lm_head.data, m->weights.embedding.data);
   EXPECT_EQ(m->weights.TotalBytes(), static_cast<size_t>(config_.NumParameters()) * 4);
-  const std::vector<NamedTensor> want = Tensors();
-  const std::vector<NamedTensor> got = testing::NamedTensors(m->config, m->weights);
+  const std::vector<model::NamedTensor> want = Tensors();
+  const std::vector<model::NamedTensor> got = testing::NamedTensors(m->config, m->weights);
   ASSERT_EQ(got.size(), want.size());
   for (size_t i = 0; i < got.size(); ++i) {
     EXPECT_EQ(got[i].name, want[i].name);
     EXPECT_EQ(testing::Bytes(got[i].view), testing::Bytes(want[i].view)) << got[i].name;
   }
-  EXPECT_EQ(m->identity, ModelIdentity(config_, weights_));
+  EXPECT_EQ(m->identity, model::ModelIdentity(config_, weights_));
   EXPECT_EQ(m->identity.size(), 16u);
 
   // A path to a file inside the folder names the folder; a tokenizer beside it is found.
   testing::WriteText(dir_.File("tokenizer.json"), "{}");
-  m = LoadModel(dir_.File("config.json"));
+  m = model::LoadModel(dir_.File("config.json"));
   ASSERT_TRUE(m.ok()) << m.status();
   EXPECT_EQ(m->tokenizer_path, dir_.File("tokenizer.json"));
 }
 
 TEST_F(CheckpointTest, ShardedEqualsSingleFile) {
-  absl::StatusOr<LoadedModel> single = LoadModel(dir_.path());
+  absl::StatusOr<model::LoadedModel> single = model::LoadModel(dir_.path());
   ASSERT_TRUE(single.ok()) << single.status();
   TempDir sharded;
-  ASSERT_TRUE(SaveCheckpoint(config_, weights_, sharded.path(), 20000).ok());
+  ASSERT_TRUE(model::SaveCheckpoint(config_, weights_, sharded.path(), 20000).ok());
   EXPECT_FALSE(fs::exists(sharded.File("model.safetensors")));
   EXPECT_TRUE(fs::exists(sharded.File("model.safetensors.index.json")));
   int shards = 0;
@@ -123,17 +123,17 @@ TEST_F(CheckpointTest, ShardedEqualsSingleFile) {
     shards += e.path().extension() == ".safetensors";
   }
   EXPECT_GE(shards, 3);
-  absl::StatusOr<LoadedModel> m = LoadModel(sharded.path());
+  absl::StatusOr<model::LoadedModel> m = model::LoadModel(sharded.path());
   ASSERT_TRUE(m.ok()) << m.status();
   EXPECT_EQ(m->identity, single->identity);
 }
 
 TEST_F(CheckpointTest, UntiedUsesLmHead) {
   config_.tie_word_embeddings = false;
-  auto w = MakeSyntheticWeights(config_, 3, DType::kF16);
+  auto w = model::MakeSyntheticWeights(config_, 3, model::DType::kF16);
   ASSERT_TRUE(w.ok());
-  ASSERT_TRUE(SaveCheckpoint(config_, *w, dir_.path()).ok());
-  absl::StatusOr<LoadedModel> m = LoadModel(dir_.path());
+  ASSERT_TRUE(model::SaveCheckpoint(config_, *w, dir_.path()).ok());
+  absl::StatusOr<model::LoadedModel> m = model::LoadModel(dir_.path());
   ASSERT_TRUE(m.ok()) << m.status();
   EXPECT_FALSE(m->weights.lm_head_tied);
   EXPECT_NE(m->weights.lm_head.data, m->weights.embedding.data);
@@ -142,16 +142,16 @@ TEST_F(CheckpointTest, UntiedUsesLmHead) {
 }
 
 TEST_F(CheckpointTest, TiedModelIgnoresStoredLmHead) {
-  std::vector<NamedTensor> t = Tensors();
+  std::vector<model::NamedTensor> t = Tensors();
   t.push_back({"lm_head.weight", weights_.embedding});  // identical copy: silently tied
   WriteWeights(t);
-  absl::StatusOr<LoadedModel> m = LoadModel(dir_.path());
+  absl::StatusOr<model::LoadedModel> m = model::LoadModel(dir_.path());
   ASSERT_TRUE(m.ok()) << m.status();
   EXPECT_TRUE(m->warnings.empty());
 
   t.back().view = weights_.layers[0].in_proj;  // different bytes (and shape): ignored, warned
   WriteWeights(t);
-  m = LoadModel(dir_.path());
+  m = model::LoadModel(dir_.path());
   ASSERT_TRUE(m.ok()) << m.status();
   ASSERT_EQ(m->warnings.size(), 1u);
   EXPECT_THAT(m->warnings[0], HasSubstr("lm_head.weight ignored"));
@@ -159,117 +159,119 @@ TEST_F(CheckpointTest, TiedModelIgnoresStoredLmHead) {
 }
 
 TEST_F(CheckpointTest, ExtraTensorOutsideBackboneIsAWarning) {
-  std::vector<NamedTensor> t = Tensors();
+  std::vector<model::NamedTensor> t = Tensors();
   const float x = 1;
-  t.push_back({"some_adapter.scale", {DType::kF32, {1}, &x}});
+  t.push_back({"some_adapter.scale", {model::DType::kF32, {1}, &x}});
   WriteWeights(t);
-  absl::StatusOr<LoadedModel> m = LoadModel(dir_.path());
+  absl::StatusOr<model::LoadedModel> m = model::LoadModel(dir_.path());
   ASSERT_TRUE(m.ok()) << m.status();
   ASSERT_EQ(m->warnings.size(), 1u);
   EXPECT_THAT(m->warnings[0], HasSubstr("'some_adapter.scale'"));
 }
 
 TEST_F(CheckpointTest, OriginalEmbeddingNameIsAccepted) {
-  std::vector<NamedTensor> t = Tensors();
+  std::vector<model::NamedTensor> t = Tensors();
   t[0].name = "backbone.embedding.weight";
   WriteWeights(t);
-  absl::StatusOr<LoadedModel> m = LoadModel(dir_.path());
+  absl::StatusOr<model::LoadedModel> m = model::LoadModel(dir_.path());
   ASSERT_TRUE(m.ok()) << m.status();
   EXPECT_EQ(testing::Bytes(m->weights.embedding), testing::Bytes(weights_.embedding));
 }
 
 TEST_F(CheckpointTest, MisalignedTensorsAreCopiedAligned) {
-  std::vector<NamedTensor> t = Tensors();
-  const uint16_t odd = FloatToHalf(1.0f);
-  t.insert(t.begin(), {"odd.f16", {DType::kF16, {1}, &odd}});  // shifts the rest by 2 bytes
+  std::vector<model::NamedTensor> t = Tensors();
+  const uint16_t odd = model::FloatToHalf(1.0f);
+  t.insert(t.begin(), {"odd.f16", {model::DType::kF16, {1}, &odd}});  // shifts the rest by 2 bytes
   WriteWeights(t);
-  absl::StatusOr<LoadedModel> m = LoadModel(dir_.path());
+  absl::StatusOr<model::LoadedModel> m = model::LoadModel(dir_.path());
   ASSERT_TRUE(m.ok()) << m.status();
-  m->weights.ForEachTensor(m->config, [&](const TensorSpec& spec, const TensorView& v) {
-    EXPECT_EQ(reinterpret_cast<uintptr_t>(v.data) % DTypeSize(v.dtype), 0u) << spec.name;
-  });
-  EXPECT_EQ(m->identity, ModelIdentity(config_, weights_));
+  m->weights.ForEachTensor(
+      m->config, [&](const model::TensorSpec& spec, const model::TensorView& v) {
+        EXPECT_EQ(reinterpret_cast<uintptr_t>(v.data) % model::DTypeSize(v.dtype), 0u) << spec.name;
+      });
+  EXPECT_EQ(m->identity, model::ModelIdentity(config_, weights_));
 }
 
 TEST_F(CheckpointTest, DtypeConversionAtLoad) {
-  for (DType to : {DType::kF16, DType::kBF16, DType::kF32}) {
-    SCOPED_TRACE(std::string(DTypeName(to)));
-    LoadOptions options;
+  for (model::DType to : {model::DType::kF16, model::DType::kBF16, model::DType::kF32}) {
+    SCOPED_TRACE(std::string(model::DTypeName(to)));
+    model::LoadOptions options;
     options.dtype = to;
-    absl::StatusOr<LoadedModel> m = LoadModel(dir_.path(), options);
+    absl::StatusOr<model::LoadedModel> m = model::LoadModel(dir_.path(), options);
     ASSERT_TRUE(m.ok()) << m.status();
     EXPECT_EQ(m->weights.MatrixDType(), to);
     EXPECT_EQ(m->weights.TotalBytes(),
-              static_cast<size_t>(config_.NumParameters()) * DTypeSize(to));
+              static_cast<size_t>(config_.NumParameters()) * model::DTypeSize(to));
     EXPECT_EQ(m->weights.lm_head.data, m->weights.embedding.data) << "tie survives conversion";
     ASSERT_TRUE(m->weights.Validate(m->config, "converted").ok());
-    const std::vector<NamedTensor> src = Tensors();
-    const std::vector<NamedTensor> got = testing::NamedTensors(m->config, m->weights);
+    const std::vector<model::NamedTensor> src = Tensors();
+    const std::vector<model::NamedTensor> got = testing::NamedTensors(m->config, m->weights);
     for (size_t i = 0; i < got.size(); ++i) {
       ASSERT_EQ(got[i].view.dtype, to) << got[i].name;
       for (int64_t e = 0; e < got[i].view.numel(); e += 7) {
         const float x = src[i].view.At(e);
-        const float want = to == DType::kF16    ? HalfToFloat(FloatToHalf(x))
-                           : to == DType::kBF16 ? BFloat16ToFloat(FloatToBFloat16(x))
-                                                : x;
+        const float want = to == model::DType::kF16 ? model::HalfToFloat(model::FloatToHalf(x))
+                           : to == model::DType::kBF16
+                               ? model::BFloat16ToFloat(model::FloatToBFloat16(x))
+                               : x;
         ASSERT_EQ(got[i].view.At(e), want) << got[i].name << "[" << e << "]";
       }
     }
-    if (to == DType::kF32) {
-      EXPECT_EQ(m->identity, ModelIdentity(config_, weights_));
+    if (to == model::DType::kF32) {
+      EXPECT_EQ(m->identity, model::ModelIdentity(config_, weights_));
     } else {
-      EXPECT_NE(m->identity, ModelIdentity(config_, weights_));
+      EXPECT_NE(m->identity, model::ModelIdentity(config_, weights_));
     }
   }
 }
 
 TEST_F(CheckpointTest, MixedDtypesStayAsStoredUnlessConverted) {
-  auto half = weights_.ConvertTo(DType::kF16);
+  auto half = weights_.ConvertTo(model::DType::kF16);
   ASSERT_TRUE(half.ok());
-  std::vector<NamedTensor> t = testing::NamedTensors(config_, *half);
-  for (NamedTensor& n : t) {  // A_log and D in f32, as some half checkpoints keep them
+  std::vector<model::NamedTensor> t = testing::NamedTensors(config_, *half);
+  for (model::NamedTensor& n : t) {  // A_log and D in f32, as some half checkpoints keep them
     if (n.name.ends_with("A_log") || n.name.ends_with(".D")) {
-      for (const NamedTensor& f : Tensors()) {
+      for (const model::NamedTensor& f : Tensors()) {
         if (f.name == n.name) n.view = f.view;
       }
     }
   }
   WriteWeights(t);
-  absl::StatusOr<LoadedModel> m = LoadModel(dir_.path());
+  absl::StatusOr<model::LoadedModel> m = model::LoadModel(dir_.path());
   ASSERT_TRUE(m.ok()) << m.status();
-  EXPECT_EQ(m->weights.MatrixDType(), DType::kF16);
-  EXPECT_EQ(m->weights.layers[1].a_log.dtype, DType::kF32);
-  EXPECT_EQ(m->weights.layers[1].d.dtype, DType::kF32);
-  LoadOptions options;
-  options.dtype = DType::kF16;
-  m = LoadModel(dir_.path(), options);
+  EXPECT_EQ(m->weights.MatrixDType(), model::DType::kF16);
+  EXPECT_EQ(m->weights.layers[1].a_log.dtype, model::DType::kF32);
+  EXPECT_EQ(m->weights.layers[1].d.dtype, model::DType::kF32);
+  model::LoadOptions options;
+  options.dtype = model::DType::kF16;
+  m = model::LoadModel(dir_.path(), options);
   ASSERT_TRUE(m.ok()) << m.status();
-  EXPECT_EQ(m->weights.layers[1].a_log.dtype, DType::kF16);
-  EXPECT_EQ(m->identity, ModelIdentity(config_, *half));
+  EXPECT_EQ(m->weights.layers[1].a_log.dtype, model::DType::kF16);
+  EXPECT_EQ(m->identity, model::ModelIdentity(config_, *half));
 }
 
 TEST_F(CheckpointTest, IdentityCoversEveryByte) {
-  const std::string base = ModelIdentity(config_, weights_);
-  EXPECT_EQ(base, ModelIdentity(config_, weights_));
+  const std::string base = model::ModelIdentity(config_, weights_);
+  EXPECT_EQ(base, model::ModelIdentity(config_, weights_));
   // Flip one element of the last tensor in a private copy.
   std::vector<float> d(static_cast<size_t>(weights_.layers[1].d.numel()));
   std::memcpy(d.data(), weights_.layers[1].d.data, d.size() * 4);
   d.back() = std::nextafter(d.back(), 2.0f);
-  const TensorView original = weights_.layers[1].d;
+  const model::TensorView original = weights_.layers[1].d;
   weights_.layers[1].d.data = d.data();
-  EXPECT_NE(ModelIdentity(config_, weights_), base);
+  EXPECT_NE(model::ModelIdentity(config_, weights_), base);
   weights_.layers[1].d = original;
-  ModelConfig other = config_;
+  model::ModelConfig other = config_;
   other.eos_token_id = 1;
-  EXPECT_NE(ModelIdentity(other, weights_), base);
+  EXPECT_NE(model::ModelIdentity(other, weights_), base);
 }
 
 TEST(Xxh64Test, KnownValues) {
-  EXPECT_EQ(Xxh64("", 0), 0xEF46DB3751D8E999ull);
+  EXPECT_EQ(model::Xxh64("", 0), 0xEF46DB3751D8E999ull);
   const std::string text(1000, 'x');
-  EXPECT_EQ(Xxh64(text.data(), text.size()), Xxh64(text.data(), text.size()));
-  EXPECT_NE(Xxh64(text.data(), text.size()), Xxh64(text.data(), text.size() - 1));
-  EXPECT_NE(Xxh64(text.data(), text.size(), 1), Xxh64(text.data(), text.size(), 2));
+  EXPECT_EQ(model::Xxh64(text.data(), text.size()), model::Xxh64(text.data(), text.size()));
+  EXPECT_NE(model::Xxh64(text.data(), text.size()), model::Xxh64(text.data(), text.size() - 1));
+  EXPECT_NE(model::Xxh64(text.data(), text.size(), 1), model::Xxh64(text.data(), text.size(), 2));
 }
 
 // ---- the corruption table --------------------------------------------------------------------
@@ -286,9 +288,9 @@ std::vector<CorruptCase> CorruptCases() {
   const auto kInvalid = absl::StatusCode::kInvalidArgument;
   const auto kDataLoss = absl::StatusCode::kDataLoss;
   const auto kNotFound = absl::StatusCode::kNotFound;
-  auto with_config = [](std::function<void(ModelConfig&)> edit) {
+  auto with_config = [](std::function<void(model::ModelConfig&)> edit) {
     return [edit](SmallCheckpoint& ck) {
-      ModelConfig k = ck.config;
+      model::ModelConfig k = ck.config;
       edit(k);
       ck.WriteConfig(k);
     };
@@ -316,7 +318,7 @@ std::vector<CorruptCase> CorruptCases() {
        kInvalid,
        {"config.json", "'hidden_size'", "must be an integer"}},
       {"config inconsistent in itself",
-       with_config([](ModelConfig& k) { k.eos_token_id = k.vocab_size; }),
+       with_config([](model::ModelConfig& k) { k.eos_token_id = k.vocab_size; }),
        kInvalid,
        {"config.json", "eos_token_id is 50", "vocab_size"}},
       {"no weights",
@@ -401,8 +403,8 @@ std::vector<CorruptCase> CorruptCases() {
         "time_step_rank + 2*state_size"}},
       {"misshapen tensor",
        [](SmallCheckpoint& ck) {
-         std::vector<NamedTensor> v = ck.Tensors();
-         for (NamedTensor& n : v) {
+         std::vector<model::NamedTensor> v = ck.Tensors();
+         for (model::NamedTensor& n : v) {
            if (n.name == "backbone.layers.0.mixer.A_log") n.view.shape = {4, 64};
          }
          ck.WriteWeights(v);
@@ -411,27 +413,27 @@ std::vector<CorruptCase> CorruptCases() {
        {"model.safetensors", "'backbone.layers.0.mixer.A_log' has shape [4, 64]",
         "expected [64, 4]", "[intermediate_size, state_size]"}},
       {"config state_size disagrees with the weights",
-       with_config([](ModelConfig& k) { k.d_state = 8; }),
+       with_config([](model::ModelConfig& k) { k.d_state = 8; }),
        kInvalid,
        {"x_proj.weight' has shape [10, 64]", "expected [18, 64]", "state_size 8"}},
       {"config has more layers than the weights",
-       with_config([](ModelConfig& k) { k.n_layer = 3; }),
+       with_config([](model::ModelConfig& k) { k.n_layer = 3; }),
        kInvalid,
        {"'backbone.layers.2.norm.weight' is missing"}},
       {"config has fewer layers than the weights",
-       with_config([](ModelConfig& k) { k.n_layer = 1; }),
+       with_config([](model::ModelConfig& k) { k.n_layer = 1; }),
        kInvalid,
        {"unexpected tensor 'backbone.layers.1.", "num_hidden_layers = 1"}},
       {"bias present but use_bias false",
        [](SmallCheckpoint& ck) {
-         std::vector<NamedTensor> v = ck.Tensors();
+         std::vector<model::NamedTensor> v = ck.Tensors();
          v.push_back({"backbone.layers.0.mixer.out_proj.bias", ck.weights.layers[0].norm});
          ck.WriteWeights(v);
        },
        kInvalid,
        {"unexpected tensor 'backbone.layers.0.mixer.out_proj.bias'", "use_bias = false"}},
       {"use_bias true but no biases",
-       with_config([](ModelConfig& k) { k.use_bias = true; }),
+       with_config([](model::ModelConfig& k) { k.use_bias = true; }),
        kInvalid,
        {"'backbone.layers.0.mixer.in_proj.bias' is missing", "(use_bias)"}},
       {"conv bias missing while use_conv_bias",
@@ -441,7 +443,7 @@ std::vector<CorruptCase> CorruptCases() {
        kInvalid,
        {"'backbone.layers.0.mixer.conv1d.bias' is missing", "use_conv_bias"}},
       {"untied config without lm_head.weight",
-       with_config([](ModelConfig& k) { k.tie_word_embeddings = false; }),
+       with_config([](model::ModelConfig& k) { k.tie_word_embeddings = false; }),
        kInvalid,
        {"'lm_head.weight' is missing", "expected shape [50, 32]"}},
       {"index lists a missing shard",
@@ -503,7 +505,7 @@ std::vector<CorruptCase> CorruptCases() {
       {"tensor stored in two shards",
        [](SmallCheckpoint& ck) {
          const std::vector<std::string> shards = ck.Shard();
-         ASSERT_TRUE(WriteSafetensors(ck.dir.File(shards.back()), ck.Tensors()).ok());
+         ASSERT_TRUE(model::WriteSafetensors(ck.dir.File(shards.back()), ck.Tensors()).ok());
        },
        kInvalid,
        {"is stored twice"}},
@@ -521,11 +523,11 @@ TEST(CorruptCheckpointTable, EachGivesItsError) {
   for (const CorruptCase& c : cases) {
     SCOPED_TRACE(c.name);
     SmallCheckpoint ck;
-    ASSERT_TRUE(LoadModel(ck.dir.path()).ok()) << "the undamaged checkpoint loads";
+    ASSERT_TRUE(model::LoadModel(ck.dir.path()).ok()) << "the undamaged checkpoint loads";
     c.damage(ck);
     const std::string spec =
         absl::StartsWith(c.spec, "synthetic:") ? c.spec : ck.dir.path() + c.spec;
-    absl::StatusOr<LoadedModel> m = LoadModel(spec);
+    absl::StatusOr<model::LoadedModel> m = model::LoadModel(spec);
     ASSERT_FALSE(m.ok()) << "loaded a damaged checkpoint";
     EXPECT_EQ(m.status().code(), c.code) << m.status();
     const std::string message(m.status().message());

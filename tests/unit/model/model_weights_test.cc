@@ -1,11 +1,11 @@
-#include "engine/model_weights.h"
+#include "engine/model/model_weights.h"
 
 #include <atomic>
 #include <cstring>
 #include <string>
 #include <vector>
 
-#include "engine/model_loader.h"
+#include "engine/model/model_loader.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/unit/model/temp_checkpoint.h"
@@ -30,8 +30,8 @@ std::vector<uint32_t> FloatPatterns() {
   return bits;
 }
 
-ModelWeights OneTensor(DType dtype, const void* data, int64_t n) {
-  ModelWeights w;
+model::ModelWeights OneTensor(model::DType dtype, const void* data, int64_t n) {
+  model::ModelWeights w;
   w.embedding = {dtype, {n}, data};
   w.lm_head = w.embedding;
   return w;
@@ -40,8 +40,8 @@ ModelWeights OneTensor(DType dtype, const void* data, int64_t n) {
 TEST(ModelWeightsTest, ConvertToIsBitExact) {
   const std::vector<uint32_t> f32 = FloatPatterns();
   const int64_t n = static_cast<int64_t>(f32.size());
-  auto half = OneTensor(DType::kF32, f32.data(), n).ConvertTo(DType::kF16);
-  auto bf16 = OneTensor(DType::kF32, f32.data(), n).ConvertTo(DType::kBF16);
+  auto half = OneTensor(model::DType::kF32, f32.data(), n).ConvertTo(model::DType::kF16);
+  auto bf16 = OneTensor(model::DType::kF32, f32.data(), n).ConvertTo(model::DType::kBF16);
   ASSERT_TRUE(half.ok() && bf16.ok());
   EXPECT_EQ(half->lm_head.data, half->embedding.data);
   const auto* h = static_cast<const uint16_t*>(half->embedding.data);
@@ -49,50 +49,51 @@ TEST(ModelWeightsTest, ConvertToIsBitExact) {
   for (int64_t i = 0; i < n; ++i) {
     float x;
     std::memcpy(&x, &f32[i], 4);
-    ASSERT_EQ(h[i], FloatToHalf(x)) << std::hex << f32[i];
-    ASSERT_EQ(b[i], FloatToBFloat16(x)) << std::hex << f32[i];
+    ASSERT_EQ(h[i], model::FloatToHalf(x)) << std::hex << f32[i];
+    ASSERT_EQ(b[i], model::FloatToBFloat16(x)) << std::hex << f32[i];
   }
 
   std::vector<uint16_t> f16(65536);
   for (int i = 0; i < 65536; ++i) f16[i] = static_cast<uint16_t>(i);
-  auto wide = OneTensor(DType::kF16, f16.data(), 65536).ConvertTo(DType::kF32);
-  auto to_bf16 = OneTensor(DType::kF16, f16.data(), 65536).ConvertTo(DType::kBF16);
+  auto wide = OneTensor(model::DType::kF16, f16.data(), 65536).ConvertTo(model::DType::kF32);
+  auto to_bf16 = OneTensor(model::DType::kF16, f16.data(), 65536).ConvertTo(model::DType::kBF16);
   ASSERT_TRUE(wide.ok() && to_bf16.ok());
   for (int i = 0; i < 65536; ++i) {
-    const float want = HalfToFloat(f16[i]);
+    const float want = model::HalfToFloat(f16[i]);
     float got;
     std::memcpy(&got, static_cast<const float*>(wide->embedding.data) + i, 4);
     ASSERT_EQ(std::memcmp(&got, &want, 4), 0) << std::hex << i;
-    ASSERT_EQ(static_cast<const uint16_t*>(to_bf16->embedding.data)[i], FloatToBFloat16(want));
+    ASSERT_EQ(static_cast<const uint16_t*>(to_bf16->embedding.data)[i],
+              model::FloatToBFloat16(want));
   }
 }
 
 TEST(ModelWeightsTest, ConvertToSameDtypeSharesMemory) {
-  const ModelConfig c = testing::SmallConfig();
-  auto w = MakeSyntheticWeights(c, 1, DType::kBF16);
+  const model::ModelConfig c = testing::SmallConfig();
+  auto w = model::MakeSyntheticWeights(c, 1, model::DType::kBF16);
   ASSERT_TRUE(w.ok());
-  auto same = w->ConvertTo(DType::kBF16);
+  auto same = w->ConvertTo(model::DType::kBF16);
   ASSERT_TRUE(same.ok());
   EXPECT_EQ(same->layers[1].in_proj.data, w->layers[1].in_proj.data);
-  ModelWeights moved = *std::move(w);  // the copy keeps the storage alive on its own
-  moved = ModelWeights();
+  model::ModelWeights moved = *std::move(w);  // the copy keeps the storage alive on its own
+  moved = model::ModelWeights();
   EXPECT_EQ(same->layers[1].d.At(3), 1.0f);
 }
 
 TEST(ModelWeightsTest, TotalBytesCountsTiedHeadOnce) {
-  ModelConfig c = testing::SmallConfig();
-  auto tied = MakeSyntheticWeights(c, 1, DType::kF32);
+  model::ModelConfig c = testing::SmallConfig();
+  auto tied = model::MakeSyntheticWeights(c, 1, model::DType::kF32);
   c.tie_word_embeddings = false;
-  auto untied = MakeSyntheticWeights(c, 1, DType::kF32);
+  auto untied = model::MakeSyntheticWeights(c, 1, model::DType::kF32);
   ASSERT_TRUE(tied.ok() && untied.ok());
   EXPECT_EQ(untied->TotalBytes() - tied->TotalBytes(), static_cast<size_t>(50 * 32 * 4));
-  EXPECT_EQ(tied->MatrixDType(), DType::kF32);
-  EXPECT_EQ(ModelWeights().MatrixDType(), DType::kF32);
+  EXPECT_EQ(tied->MatrixDType(), model::DType::kF32);
+  EXPECT_EQ(model::ModelWeights().MatrixDType(), model::DType::kF32);
 }
 
 TEST(ModelWeightsTest, ValidateNamesTheTensor) {
-  const ModelConfig c = testing::SmallConfig();
-  auto w = MakeSyntheticWeights(c, 1, DType::kF32);
+  const model::ModelConfig c = testing::SmallConfig();
+  auto w = model::MakeSyntheticWeights(c, 1, model::DType::kF32);
   ASSERT_TRUE(w.ok());
   ASSERT_TRUE(w->Validate(c, "src").ok());
 
@@ -103,10 +104,10 @@ TEST(ModelWeightsTest, ValidateNamesTheTensor) {
                         "expected [64, 2]"));
   w->layers[1].dt_proj.shape = {64, 2};
 
-  const TensorView bias = w->layers[0].norm;
+  const model::TensorView bias = w->layers[0].norm;
   w->layers[0].out_proj_bias = bias;
   EXPECT_THAT(std::string(w->Validate(c, "src").message()), HasSubstr("use_bias = false"));
-  w->layers[0].out_proj_bias = TensorView();
+  w->layers[0].out_proj_bias = model::TensorView();
 
   w->lm_head = w->layers[0].in_proj;
   EXPECT_THAT(std::string(w->Validate(c, "src").message()), HasSubstr("must be tied"));
@@ -117,14 +118,14 @@ TEST(ModelWeightsTest, ValidateNamesTheTensor) {
 }
 
 TEST(ModelWeightsTest, CheckpointTensorsFollowTheConfig) {
-  ModelConfig c = testing::SmallConfig();
-  std::vector<TensorSpec> specs = CheckpointTensors(c);
+  model::ModelConfig c = testing::SmallConfig();
+  std::vector<model::TensorSpec> specs = model::CheckpointTensors(c);
   EXPECT_EQ(specs.size(), 2u + 2 * 10);  // 10 per layer with a conv bias; tied head
   EXPECT_EQ(specs.front().name, "backbone.embeddings.weight");
   EXPECT_EQ(specs.back().name, "backbone.norm_f.weight");
   c.use_bias = true;
   c.tie_word_embeddings = false;
-  specs = CheckpointTensors(c);
+  specs = model::CheckpointTensors(c);
   EXPECT_EQ(specs.size(), 3u + 2 * 12);  // + in_proj.bias, out_proj.bias; lm_head
   EXPECT_EQ(specs.back().name, "lm_head.weight");
   EXPECT_EQ(specs.back().shape, (std::vector<int64_t>{50, 32}));
@@ -134,7 +135,7 @@ TEST(ParallelForTest, EveryIndexExactlyOnce) {
   for (int threads : {0, 1, 2, 7}) {
     for (int64_t n : {0, 1, 5, 1000}) {
       std::vector<std::atomic<int>> hits(static_cast<size_t>(n));
-      ParallelFor(
+      model::ParallelFor(
           n, [&](int64_t i) { hits[static_cast<size_t>(i)]++; }, threads);
       for (int64_t i = 0; i < n; ++i) ASSERT_EQ(hits[static_cast<size_t>(i)].load(), 1);
     }

@@ -1,4 +1,4 @@
-#include "engine/safetensors.h"
+#include "engine/model/safetensors.h"
 
 #include <cstring>
 #include <string>
@@ -17,29 +17,30 @@ using testing::TempDir;
 TEST(SafetensorsTest, WriteThenReadEveryDtype) {
   TempDir dir;
   const std::vector<float> f32 = {1.5f, -2.0f, 3.25f, 0.0f, 1e-3f, -7.0f};
-  const std::vector<uint16_t> f16 = {FloatToHalf(0.5f), FloatToHalf(-1.0f), FloatToHalf(2.0f)};
-  const std::vector<uint16_t> bf16 = {FloatToBFloat16(3.0f), FloatToBFloat16(-0.25f)};
-  const std::vector<NamedTensor> tensors = {
-      {"a.f16", {DType::kF16, {3}, f16.data()}},  // odd size first: later tensors misaligned
-      {"b.f32", {DType::kF32, {2, 3}, f32.data()}},
-      {"c.bf16", {DType::kBF16, {1, 2}, bf16.data()}},
-      {"d.empty", {DType::kF32, {0, 4}, nullptr}},
+  const std::vector<uint16_t> f16 = {model::FloatToHalf(0.5f), model::FloatToHalf(-1.0f),
+                                     model::FloatToHalf(2.0f)};
+  const std::vector<uint16_t> bf16 = {model::FloatToBFloat16(3.0f), model::FloatToBFloat16(-0.25f)};
+  const std::vector<model::NamedTensor> tensors = {
+      {"a.f16", {model::DType::kF16, {3}, f16.data()}},  // odd size first: later tensors misaligned
+      {"b.f32", {model::DType::kF32, {2, 3}, f32.data()}},
+      {"c.bf16", {model::DType::kBF16, {1, 2}, bf16.data()}},
+      {"d.empty", {model::DType::kF32, {0, 4}, nullptr}},
   };
   const std::string path = dir.File("t.safetensors");
-  ASSERT_TRUE(WriteSafetensors(path, tensors, {{"format", "pt"}}).ok());
+  ASSERT_TRUE(model::WriteSafetensors(path, tensors, {{"format", "pt"}}).ok());
 
   const std::string raw = testing::ReadText(path);
   uint64_t header_len = 0;
   std::memcpy(&header_len, raw.data(), 8);
   EXPECT_EQ((8 + header_len) % 8, 0u) << "header padded to 8 bytes";
 
-  absl::StatusOr<std::shared_ptr<SafetensorsFile>> file = SafetensorsFile::Open(path);
+  absl::StatusOr<std::shared_ptr<model::SafetensorsFile>> file = model::SafetensorsFile::Open(path);
   ASSERT_TRUE(file.ok()) << file.status();
   EXPECT_EQ((*file)->entries().size(), 4u);
   EXPECT_EQ((*file)->metadata().at("format"), "pt");
   EXPECT_TRUE((*file)->Has("b.f32"));
-  for (const NamedTensor& t : tensors) {
-    absl::StatusOr<TensorView> v = (*file)->Get(t.name);
+  for (const model::NamedTensor& t : tensors) {
+    absl::StatusOr<model::TensorView> v = (*file)->Get(t.name);
     ASSERT_TRUE(v.ok()) << v.status();
     EXPECT_EQ(v->dtype, t.view.dtype);
     EXPECT_EQ(v->shape, t.view.shape);
@@ -47,7 +48,7 @@ TEST(SafetensorsTest, WriteThenReadEveryDtype) {
       EXPECT_EQ(std::memcmp(v->data, t.view.data, t.view.nbytes()), 0) << t.name;
     }
   }
-  absl::StatusOr<TensorView> b = (*file)->Get("b.f32");
+  absl::StatusOr<model::TensorView> b = (*file)->Get("b.f32");
   EXPECT_FLOAT_EQ(b->At(2), 3.25f);
   EXPECT_FLOAT_EQ((*file)->Get("a.f16")->At(1), -1.0f);
   EXPECT_FLOAT_EQ((*file)->Get("c.bf16")->At(1), -0.25f);
@@ -57,14 +58,17 @@ TEST(SafetensorsTest, WriteThenReadEveryDtype) {
 TEST(SafetensorsTest, WriterRejectsBadNames) {
   TempDir dir;
   const float x = 1;
-  EXPECT_EQ(WriteSafetensors(dir.File("a"),
-                             {{"t", {DType::kF32, {1}, &x}}, {"t", {DType::kF32, {1}, &x}}})
+  EXPECT_EQ(model::WriteSafetensors(dir.File("a"), {{"t", {model::DType::kF32, {1}, &x}},
+                                                    {"t", {model::DType::kF32, {1}, &x}}})
                 .code(),
             absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(WriteSafetensors(dir.File("a"), {{"__metadata__", {DType::kF32, {1}, &x}}}).code(),
-            absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(WriteSafetensors(dir.File("a"), {{"t", {DType::kF32, {2}, nullptr}}}).code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(
+      model::WriteSafetensors(dir.File("a"), {{"__metadata__", {model::DType::kF32, {1}, &x}}})
+          .code(),
+      absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(
+      model::WriteSafetensors(dir.File("a"), {{"t", {model::DType::kF32, {2}, nullptr}}}).code(),
+      absl::StatusCode::kInvalidArgument);
   EXPECT_FALSE(std::filesystem::exists(dir.File("a")));
 }
 
@@ -178,7 +182,7 @@ TEST(SafetensorsTest, ParseHeaderTable) {
   };
   for (const HeaderCase& t : cases) {
     SCOPED_TRACE(t.name);
-    auto entries = SafetensorsFile::ParseHeader(t.header, t.data_size, "w.safetensors");
+    auto entries = model::SafetensorsFile::ParseHeader(t.header, t.data_size, "w.safetensors");
     EXPECT_EQ(entries.status().code(), t.code) << entries.status();
     if (!entries.ok()) {
       const std::string message(entries.status().message());
@@ -190,23 +194,23 @@ TEST(SafetensorsTest, ParseHeaderTable) {
 
 TEST(SafetensorsTest, OpenRejectsBrokenFiles) {
   TempDir dir;
-  EXPECT_EQ(SafetensorsFile::Open(dir.File("missing")).status().code(),
+  EXPECT_EQ(model::SafetensorsFile::Open(dir.File("missing")).status().code(),
             absl::StatusCode::kNotFound);
 
   testing::WriteText(dir.File("short"), "abc");
-  auto s = SafetensorsFile::Open(dir.File("short"));
+  auto s = model::SafetensorsFile::Open(dir.File("short"));
   EXPECT_EQ(s.status().code(), absl::StatusCode::kDataLoss);
   EXPECT_THAT(std::string(s.status().message()), HasSubstr("8-byte header length"));
 
   testing::WriteRawSafetensors(dir.File("long_header"), "{}", "", 1 << 20);
-  s = SafetensorsFile::Open(dir.File("long_header"));
+  s = model::SafetensorsFile::Open(dir.File("long_header"));
   EXPECT_EQ(s.status().code(), absl::StatusCode::kDataLoss);
   EXPECT_THAT(std::string(s.status().message()), HasSubstr("header length 1048576 runs past"));
 
   testing::WriteRawSafetensors(dir.File("ok"), "{}", "");
-  EXPECT_TRUE(SafetensorsFile::Open(dir.File("ok")).ok());
+  EXPECT_TRUE(model::SafetensorsFile::Open(dir.File("ok")).ok());
 
-  EXPECT_EQ(SafetensorsFile::Open(dir.path()).status().code(),
+  EXPECT_EQ(model::SafetensorsFile::Open(dir.path()).status().code(),
             absl::StatusCode::kInvalidArgument);  // a folder
 }
 
@@ -215,12 +219,12 @@ TEST(SafetensorsTest, OpenRejectsBrokenFiles) {
 TEST(SafetensorsTest, RandomDamageNeverCrashes) {
   TempDir dir;
   std::vector<float> a(37, 1.0f);
-  std::vector<uint16_t> b(11, FloatToHalf(2.0f));
+  std::vector<uint16_t> b(11, model::FloatToHalf(2.0f));
   const std::string path = dir.File("t.safetensors");
-  ASSERT_TRUE(WriteSafetensors(path,
-                               {{"alpha", {DType::kF32, {37}, a.data()}},
-                                {"beta.x", {DType::kBF16, {11, 1}, b.data()}}},
-                               {{"format", "pt"}})
+  ASSERT_TRUE(model::WriteSafetensors(path,
+                                      {{"alpha", {model::DType::kF32, {37}, a.data()}},
+                                       {"beta.x", {model::DType::kBF16, {11, 1}, b.data()}}},
+                                      {{"format", "pt"}})
                   .ok());
   const std::string good = testing::ReadText(path);
   uint64_t x = 99;
@@ -242,7 +246,7 @@ TEST(SafetensorsTest, RandomDamageNeverCrashes) {
       }
     }
     testing::WriteText(path, bad);
-    auto file = SafetensorsFile::Open(path);
+    auto file = model::SafetensorsFile::Open(path);
     if (!file.ok()) {
       EXPECT_FALSE(file.status().message().empty());
       continue;
@@ -254,7 +258,7 @@ TEST(SafetensorsTest, RandomDamageNeverCrashes) {
     const size_t data_start = 8 + header_len;
     for (const auto& [name, e] : (*file)->entries()) {
       ASSERT_LE(data_start + e.end, bad.size()) << name;
-      absl::StatusOr<TensorView> v = (*file)->Get(name);
+      absl::StatusOr<model::TensorView> v = (*file)->Get(name);
       ASSERT_TRUE(v.ok());
       EXPECT_EQ(std::memcmp(v->data, bad.data() + data_start + e.begin, v->nbytes()), 0) << name;
     }

@@ -4,7 +4,7 @@
 #include <string>
 #include <vector>
 
-#include "engine/model_loader.h"
+#include "engine/model/model_loader.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/unit/model/temp_checkpoint.h"
@@ -22,7 +22,8 @@ struct Shape {
 };
 
 TEST(SyntheticModelTest, PublicShapes) {
-  EXPECT_THAT(SyntheticModelNames(), ElementsAre("tiny", "130m", "370m", "790m", "1.4b", "2.8b"));
+  EXPECT_THAT(model::SyntheticModelNames(),
+              ElementsAre("tiny", "130m", "370m", "790m", "1.4b", "2.8b"));
   const std::vector<Shape> shapes = {{"130m", 24, 768},
                                      {"370m", 48, 1024},
                                      {"790m", 48, 1536},
@@ -30,7 +31,7 @@ TEST(SyntheticModelTest, PublicShapes) {
                                      {"2.8b", 64, 2560}};
   for (const Shape& s : shapes) {
     SCOPED_TRACE(s.name);
-    absl::StatusOr<ModelConfig> c = SyntheticConfig(s.name);
+    absl::StatusOr<model::ModelConfig> c = model::SyntheticConfig(s.name);
     ASSERT_TRUE(c.ok()) << c.status();
     EXPECT_TRUE(c->Validate().ok());
     EXPECT_EQ(c->n_layer, s.n_layer);
@@ -45,10 +46,10 @@ TEST(SyntheticModelTest, PublicShapes) {
     EXPECT_FALSE(c->use_bias);
   }
   // Parameter counts of the public checkpoints, as transformers reports them.
-  EXPECT_EQ(SyntheticConfig("130m")->NumParameters(), 129135360);
-  EXPECT_EQ(SyntheticConfig("2.8b")->NumParameters(), 2768345600);
+  EXPECT_EQ(model::SyntheticConfig("130m")->NumParameters(), 129135360);
+  EXPECT_EQ(model::SyntheticConfig("2.8b")->NumParameters(), 2768345600);
 
-  absl::StatusOr<ModelConfig> tiny = SyntheticConfig("tiny");
+  absl::StatusOr<model::ModelConfig> tiny = model::SyntheticConfig("tiny");
   ASSERT_TRUE(tiny.ok());
   EXPECT_EQ(tiny->n_layer, 4);
   EXPECT_EQ(tiny->d_model, 128);
@@ -56,7 +57,7 @@ TEST(SyntheticModelTest, PublicShapes) {
   EXPECT_EQ(tiny->eos_token_id, 256);
   EXPECT_EQ(tiny->d_state, 16);
 
-  EXPECT_THAT(std::string(SyntheticConfig("7b").status().message()),
+  EXPECT_THAT(std::string(model::SyntheticConfig("7b").status().message()),
               HasSubstr("allowed: tiny, 130m"));
 }
 
@@ -65,7 +66,7 @@ struct Moments {
   int64_t zeros = 0;
 };
 
-Moments Measure(const TensorView& v) {
+Moments Measure(const model::TensorView& v) {
   Moments m;
   double sum = 0, sum2 = 0;
   for (int64_t i = 0; i < v.numel(); ++i) {
@@ -82,8 +83,8 @@ Moments Measure(const TensorView& v) {
 }
 
 TEST(SyntheticModelTest, InitializedLikeRealMamba) {
-  const ModelConfig c = *SyntheticConfig("tiny");
-  absl::StatusOr<ModelWeights> w = MakeSyntheticWeights(c, 1, DType::kF32);
+  const model::ModelConfig c = *model::SyntheticConfig("tiny");
+  absl::StatusOr<model::ModelWeights> w = model::MakeSyntheticWeights(c, 1, model::DType::kF32);
   ASSERT_TRUE(w.ok()) << w.status();
   ASSERT_TRUE(w->Validate(c, "synthetic:tiny").ok());
   EXPECT_TRUE(w->lm_head_tied);
@@ -98,7 +99,7 @@ TEST(SyntheticModelTest, InitializedLikeRealMamba) {
 
   for (size_t l = 0; l < w->layers.size(); ++l) {
     SCOPED_TRACE(l);
-    const LayerWeights& L = w->layers[l];
+    const model::LayerWeights& L = w->layers[l];
     EXPECT_NEAR(Measure(L.in_proj).std, 0.02, 0.001);
     EXPECT_NEAR(Measure(L.x_proj).std, 0.02, 0.002);
     EXPECT_NEAR(Measure(L.out_proj).std, 0.02 / std::sqrt(4.0), 0.001);
@@ -128,14 +129,14 @@ TEST(SyntheticModelTest, InitializedLikeRealMamba) {
 }
 
 TEST(SyntheticModelTest, SameSeedSameBytesOtherSeedOtherBytes) {
-  const ModelConfig c = *SyntheticConfig("tiny");
-  auto a = MakeSyntheticWeights(c, 42, DType::kF32);
-  auto b = MakeSyntheticWeights(c, 42, DType::kF32);
-  auto other = MakeSyntheticWeights(c, 43, DType::kF32);
+  const model::ModelConfig c = *model::SyntheticConfig("tiny");
+  auto a = model::MakeSyntheticWeights(c, 42, model::DType::kF32);
+  auto b = model::MakeSyntheticWeights(c, 42, model::DType::kF32);
+  auto other = model::MakeSyntheticWeights(c, 43, model::DType::kF32);
   ASSERT_TRUE(a.ok() && b.ok() && other.ok());
-  const std::vector<NamedTensor> ta = testing::NamedTensors(c, *a);
-  const std::vector<NamedTensor> tb = testing::NamedTensors(c, *b);
-  const std::vector<NamedTensor> tother = testing::NamedTensors(c, *other);
+  const std::vector<model::NamedTensor> ta = testing::NamedTensors(c, *a);
+  const std::vector<model::NamedTensor> tb = testing::NamedTensors(c, *b);
+  const std::vector<model::NamedTensor> tother = testing::NamedTensors(c, *other);
   for (size_t i = 0; i < ta.size(); ++i) {
     EXPECT_EQ(testing::Bytes(ta[i].view), testing::Bytes(tb[i].view)) << ta[i].name;
     const bool random = !ta[i].name.ends_with("A_log") && !ta[i].name.ends_with(".D") &&
@@ -145,79 +146,82 @@ TEST(SyntheticModelTest, SameSeedSameBytesOtherSeedOtherBytes) {
       EXPECT_NE(testing::Bytes(ta[i].view), testing::Bytes(tother[i].view)) << ta[i].name;
     }
   }
-  EXPECT_EQ(ModelIdentity(c, *a), ModelIdentity(c, *b));
-  EXPECT_NE(ModelIdentity(c, *a), ModelIdentity(c, *other));
+  EXPECT_EQ(model::ModelIdentity(c, *a), model::ModelIdentity(c, *b));
+  EXPECT_NE(model::ModelIdentity(c, *a), model::ModelIdentity(c, *other));
   // Layers do not repeat each other.
   EXPECT_NE(testing::Bytes(a->layers[0].in_proj), testing::Bytes(a->layers[1].in_proj));
 }
 
 TEST(SyntheticModelTest, HalfDtypesAreTheRoundedF32Values) {
-  const ModelConfig c = *SyntheticConfig("tiny");
-  auto f32 = MakeSyntheticWeights(c, 5, DType::kF32);
-  auto f16 = MakeSyntheticWeights(c, 5, DType::kF16);
-  auto bf16 = MakeSyntheticWeights(c, 5, DType::kBF16);
+  const model::ModelConfig c = *model::SyntheticConfig("tiny");
+  auto f32 = model::MakeSyntheticWeights(c, 5, model::DType::kF32);
+  auto f16 = model::MakeSyntheticWeights(c, 5, model::DType::kF16);
+  auto bf16 = model::MakeSyntheticWeights(c, 5, model::DType::kBF16);
   ASSERT_TRUE(f32.ok() && f16.ok() && bf16.ok());
   EXPECT_EQ(f16->TotalBytes() * 2, f32->TotalBytes());
-  const std::vector<NamedTensor> t32 = testing::NamedTensors(c, *f32);
-  const std::vector<NamedTensor> t16 = testing::NamedTensors(c, *f16);
-  const std::vector<NamedTensor> tb16 = testing::NamedTensors(c, *bf16);
+  const std::vector<model::NamedTensor> t32 = testing::NamedTensors(c, *f32);
+  const std::vector<model::NamedTensor> t16 = testing::NamedTensors(c, *f16);
+  const std::vector<model::NamedTensor> tb16 = testing::NamedTensors(c, *bf16);
   for (size_t i = 0; i < t32.size(); ++i) {
-    ASSERT_EQ(t16[i].view.dtype, DType::kF16);
+    ASSERT_EQ(t16[i].view.dtype, model::DType::kF16);
     for (int64_t e = 0; e < t32[i].view.numel(); e += 11) {
       const float x = t32[i].view.At(e);
-      ASSERT_EQ(t16[i].view.At(e), HalfToFloat(FloatToHalf(x))) << t32[i].name;
-      ASSERT_EQ(tb16[i].view.At(e), BFloat16ToFloat(FloatToBFloat16(x))) << t32[i].name;
+      ASSERT_EQ(t16[i].view.At(e), model::HalfToFloat(model::FloatToHalf(x))) << t32[i].name;
+      ASSERT_EQ(tb16[i].view.At(e), model::BFloat16ToFloat(model::FloatToBFloat16(x)))
+          << t32[i].name;
     }
   }
 }
 
 TEST(SyntheticModelTest, UntiedAndBiasedConfigs) {
-  ModelConfig c = testing::SmallConfig();
+  model::ModelConfig c = testing::SmallConfig();
   c.tie_word_embeddings = false;
   c.use_bias = true;
   c.use_conv_bias = false;
-  auto w = MakeSyntheticWeights(c, 9, DType::kBF16);
+  auto w = model::MakeSyntheticWeights(c, 9, model::DType::kBF16);
   ASSERT_TRUE(w.ok()) << w.status();
   ASSERT_TRUE(w->Validate(c, "synthetic").ok());
   EXPECT_FALSE(w->lm_head_tied);
   EXPECT_NE(testing::Bytes(w->lm_head), testing::Bytes(w->embedding));
   EXPECT_GT(Measure(w->layers[0].in_proj_bias).std, 0.01);
   EXPECT_TRUE(w->layers[0].conv_bias.empty());
-  EXPECT_EQ(MakeSyntheticWeights(ModelConfig{.d_model = 0}, 0, DType::kF32).status().code(),
+  EXPECT_EQ(model::MakeSyntheticWeights(model::ModelConfig{.d_model = 0}, 0, model::DType::kF32)
+                .status()
+                .code(),
             absl::StatusCode::kInvalidArgument);
 }
 
 TEST(SyntheticModelTest, LoadModelSynthetic) {
-  absl::StatusOr<LoadedModel> tiny = LoadModel("synthetic:tiny");
+  absl::StatusOr<model::LoadedModel> tiny = model::LoadModel("synthetic:tiny");
   ASSERT_TRUE(tiny.ok()) << tiny.status();
   EXPECT_EQ(tiny->name, "synthetic:tiny");
-  EXPECT_EQ(tiny->weights.MatrixDType(), DType::kF32);
+  EXPECT_EQ(tiny->weights.MatrixDType(), model::DType::kF32);
   EXPECT_TRUE(tiny->tokenizer_path.empty());
-  EXPECT_EQ(tiny->identity, ModelIdentity(tiny->config, tiny->weights));
+  EXPECT_EQ(tiny->identity, model::ModelIdentity(tiny->config, tiny->weights));
 
-  LoadOptions options;
+  model::LoadOptions options;
   options.seed = 1;
-  options.dtype = DType::kBF16;
-  absl::StatusOr<LoadedModel> other = LoadModel("synthetic:tiny", options);
+  options.dtype = model::DType::kBF16;
+  absl::StatusOr<model::LoadedModel> other = model::LoadModel("synthetic:tiny", options);
   ASSERT_TRUE(other.ok());
-  EXPECT_EQ(other->weights.MatrixDType(), DType::kBF16);
+  EXPECT_EQ(other->weights.MatrixDType(), model::DType::kBF16);
   EXPECT_NE(other->identity, tiny->identity);
 
   // Saving a synthetic model and loading it back gives the same model.
   testing::TempDir dir;
-  ASSERT_TRUE(SaveCheckpoint(tiny->config, tiny->weights, dir.path()).ok());
-  absl::StatusOr<LoadedModel> back = LoadModel(dir.path());
+  ASSERT_TRUE(model::SaveCheckpoint(tiny->config, tiny->weights, dir.path()).ok());
+  absl::StatusOr<model::LoadedModel> back = model::LoadModel(dir.path());
   ASSERT_TRUE(back.ok()) << back.status();
   EXPECT_EQ(back->identity, tiny->identity);
 }
 
 TEST(SyntheticModelTest, PublicShapeBuildsQuickly) {
   const auto start = std::chrono::steady_clock::now();
-  absl::StatusOr<LoadedModel> m = LoadModel("synthetic:130m");
+  absl::StatusOr<model::LoadedModel> m = model::LoadModel("synthetic:130m");
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   ASSERT_TRUE(m.ok()) << m.status();
-  EXPECT_EQ(m->weights.MatrixDType(), DType::kF16);
+  EXPECT_EQ(m->weights.MatrixDType(), model::DType::kF16);
   EXPECT_EQ(m->weights.TotalBytes(), static_cast<size_t>(m->config.NumParameters()) * 2);
   ASSERT_TRUE(m->weights.Validate(m->config, "synthetic:130m").ok());
   std::printf("synthetic:130m (f16, %.0f MB) built and hashed in %.2f s\n",

@@ -13,9 +13,9 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "engine/model_config.h"
-#include "engine/model_loader.h"
-#include "engine/safetensors.h"
+#include "engine/model/model_config.h"
+#include "engine/model/model_loader.h"
+#include "engine/model/safetensors.h"
 #include "gtest/gtest.h"
 
 namespace mamba::testing {
@@ -46,8 +46,8 @@ class TempDir {
 
 // A small config that exercises every shape rule: d_inner != expand * d_model is not used here,
 // but dt_rank, d_state and d_conv all differ from each other and from the defaults.
-inline ModelConfig SmallConfig() {
-  ModelConfig c;
+inline model::ModelConfig SmallConfig() {
+  model::ModelConfig c;
   c.d_model = 32;
   c.n_layer = 2;
   c.d_state = 4;
@@ -81,17 +81,17 @@ inline void WriteRawSafetensors(const std::string& path, const std::string& head
 }
 
 // The tensors of `weights` in checkpoint order, named as in a HF checkpoint.
-inline std::vector<NamedTensor> NamedTensors(const ModelConfig& config,
-                                             const ModelWeights& weights) {
-  std::vector<NamedTensor> out;
-  weights.ForEachTensor(config, [&](const TensorSpec& spec, const TensorView& view) {
+inline std::vector<model::NamedTensor> NamedTensors(const model::ModelConfig& config,
+                                                    const model::ModelWeights& weights) {
+  std::vector<model::NamedTensor> out;
+  weights.ForEachTensor(config, [&](const model::TensorSpec& spec, const model::TensorView& view) {
     out.push_back({spec.name, view});
   });
   return out;
 }
 
 // Bytes of a view, for comparisons.
-inline std::string Bytes(const TensorView& v) {
+inline std::string Bytes(const model::TensorView& v) {
   return std::string(static_cast<const char*>(v.data), v.nbytes());
 }
 

@@ -16,7 +16,7 @@ TEST(ProtoTranslationTest, FinishReasons) {
 }
 
 TEST(ProtoTranslationTest, ChunkWithoutFinishHasNoSummary) {
-  auto tokenizer = MakeByteTokenizer({"<|endoftext|>"});
+  auto tokenizer = tokenizer::MakeByteTokenizer({"<|endoftext|>"});
   GenerationChunk chunk;
   chunk.token_ids = {'h', 'i'};
   chunk.text = "hi";
@@ -33,7 +33,7 @@ TEST(ProtoTranslationTest, ChunkWithoutFinishHasNoSummary) {
 }
 
 TEST(ProtoTranslationTest, LastChunkCarriesUsageTimingAndLogprobs) {
-  auto tokenizer = MakeByteTokenizer({"<|endoftext|>"});
+  auto tokenizer = tokenizer::MakeByteTokenizer({"<|endoftext|>"});
   GenerationChunk chunk;
   chunk.token_ids = {0xC3};  // the first byte of a two-byte character
   TokenLogprobs lp;

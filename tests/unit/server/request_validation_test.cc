@@ -15,7 +15,7 @@ using ::testing::HasSubstr;
 
 class RequestValidationTest : public ::testing::Test {
  protected:
-  RequestValidationTest() : tokenizer_(MakeByteTokenizer({"<|endoftext|>"})) {
+  RequestValidationTest() : tokenizer_(tokenizer::MakeByteTokenizer({"<|endoftext|>"})) {
     model_.vocab_size = 257;
     model_.tokenizer = tokenizer_.get();
     limits_.max_prompt_tokens = 64;
@@ -28,7 +28,7 @@ class RequestValidationTest : public ::testing::Test {
     return r;
   }
 
-  std::unique_ptr<Tokenizer> tokenizer_;
+  std::unique_ptr<tokenizer::Tokenizer> tokenizer_;
   ModelLimits model_;
   RequestLimits limits_;
 };
@@ -92,8 +92,10 @@ TEST_F(RequestValidationTest, TokenIdInput) {
   EXPECT_EQ(g->prompt, (std::vector<int32_t>{0, 256}));
 }
 
-// Every rule of the README's validation table: the request, and a part of the message that
-// says what was wrong and what is allowed.
+// Every protocol rule of the README's validation table: the request, and a part of the message
+// that says what was wrong and what is allowed. The sampling ranges and the logprobs count are the
+// engine's rules (tests/unit/sampling/sampling_params_test.cc; over gRPC in
+// tests/integration/security/invalid_input_test.cc).
 struct Row {
   const char* name;
   std::function<void(v1::GenerateRequest*)> mutate;
@@ -123,32 +125,6 @@ TEST_F(RequestValidationTest, EveryRuleRejectsWithAClearMessage) {
       {"max_tokens too big",
        [](auto* r) { r->mutable_stopping()->set_max_tokens(101); },
        {"max_tokens = 101", "[1, 100]"}},
-      {"negative temperature",
-       [](auto* r) { r->mutable_sampling()->set_temperature(-0.5f); },
-       {"temperature = -0.5", ">= 0"}},
-      {"nan temperature",
-       [](auto* r) { r->mutable_sampling()->set_temperature(NAN); },
-       {"temperature", "finite"}},
-      {"infinite temperature",
-       [](auto* r) { r->mutable_sampling()->set_temperature(INFINITY); },
-       {"temperature", "finite"}},
-      {"top_p 0", [](auto* r) { r->mutable_sampling()->set_top_p(0.0f); }, {"top_p = 0", "(0, 1]"}},
-      {"top_p above 1",
-       [](auto* r) { r->mutable_sampling()->set_top_p(1.5f); },
-       {"top_p = 1.5", "(0, 1]"}},
-      {"negative top_k",
-       [](auto* r) { r->mutable_sampling()->set_top_k(-1); },
-       {"top_k = -1", ">= 0"}},
-      {"min_p above 1",
-       [](auto* r) { r->mutable_sampling()->set_min_p(1.5f); },
-       {"min_p = 1.5", "[0, 1]"}},
-      {"negative min_p",
-       [](auto* r) { r->mutable_sampling()->set_min_p(-0.1f); },
-       {"min_p = -0.1", "[0, 1]"}},
-      {"repetition_penalty 0",
-       [](auto* r) { r->mutable_sampling()->set_repetition_penalty(0.0f); },
-       {"repetition_penalty = 0", "> 0"}},
-      {"logprobs 21", [](auto* r) { r->set_logprobs(21); }, {"logprobs = 21", "[0, 20]"}},
       {"negative logprobs", [](auto* r) { r->set_logprobs(-1); }, {"logprobs = -1", "[0, 20]"}},
       {"17 stop strings",
        [](auto* r) {

@@ -20,13 +20,14 @@ using ::mamba::testing::IdOf;
 using ::testing::ElementsAre;
 using ::testing::ElementsAreArray;
 
-std::unique_ptr<Tokenizer> Load(const nlohmann::json& doc) {
-  absl::StatusOr<std::unique_ptr<Tokenizer>> t = ParseTokenizerJson(doc.dump(), "test.json");
+std::unique_ptr<tokenizer::Tokenizer> Load(const nlohmann::json& doc) {
+  absl::StatusOr<std::unique_ptr<tokenizer::Tokenizer>> t =
+      tokenizer::ParseTokenizerJson(doc.dump(), "test.json");
   EXPECT_TRUE(t.ok()) << t.status();
   return t.ok() ? *std::move(t) : nullptr;
 }
 
-std::vector<int32_t> Encode(const Tokenizer& t, const std::string& text) {
+std::vector<int32_t> Encode(const tokenizer::Tokenizer& t, const std::string& text) {
   absl::StatusOr<std::vector<int32_t>> ids = t.Encode(text);
   EXPECT_TRUE(ids.ok()) << ids.status();
   return ids.ok() ? *ids : std::vector<int32_t>{};
@@ -158,12 +159,13 @@ TEST(AddedTokensTest, DuplicateNormalizedSpellingsAreRefused) {
   nlohmann::json doc = ByteLevelBpeDocument({});
   AddToken(&doc, "\xc3\xa9", false, {{"normalized", true}});
   AddToken(&doc, "e\xcc\x81", false, {{"normalized", true}});
-  absl::StatusOr<std::unique_ptr<Tokenizer>> t = ParseTokenizerJson(doc.dump(), "dup.json");
+  absl::StatusOr<std::unique_ptr<tokenizer::Tokenizer>> t =
+      tokenizer::ParseTokenizerJson(doc.dump(), "dup.json");
   EXPECT_EQ(t.status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 TEST(AddedTokensTest, ByteTokenizerIgnoresEmptyAndRepeatedSpecials) {
-  auto t = MakeByteTokenizer({"<s>", "", "<s>", "</s>"});
+  auto t = tokenizer::MakeByteTokenizer({"<s>", "", "<s>", "</s>"});
   EXPECT_EQ(t->vocab_size(), 260);
   EXPECT_THAT(*t->Encode("<s>x</s>"), ElementsAre(256, 'x', 259));
   EXPECT_THAT(*t->Encode(""), ElementsAreArray(std::vector<int32_t>{}));

@@ -25,13 +25,15 @@ using ::testing::HasSubstr;
 
 const std::string kG = "\xc4\xa0";  // U+0120, the alphabet's space
 
-std::unique_ptr<Tokenizer> Load(const nlohmann::json& doc) {
-  absl::StatusOr<std::unique_ptr<Tokenizer>> t = ParseTokenizerJson(doc.dump(), "test.json");
+std::unique_ptr<tokenizer::Tokenizer> Load(const nlohmann::json& doc) {
+  absl::StatusOr<std::unique_ptr<tokenizer::Tokenizer>> t =
+      tokenizer::ParseTokenizerJson(doc.dump(), "test.json");
   EXPECT_TRUE(t.ok()) << t.status();
   return t.ok() ? *std::move(t) : nullptr;
 }
 
-std::vector<int32_t> Encode(const Tokenizer& t, const std::string& text, bool special = false) {
+std::vector<int32_t> Encode(const tokenizer::Tokenizer& t, const std::string& text,
+                            bool special = false) {
   absl::StatusOr<std::vector<int32_t>> ids = t.Encode(text, special);
   EXPECT_TRUE(ids.ok()) << ids.status();
   return ids.ok() ? *ids : std::vector<int32_t>{};

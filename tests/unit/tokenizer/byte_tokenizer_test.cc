@@ -14,7 +14,7 @@ namespace {
 using ::testing::ElementsAre;
 
 TEST(ByteTokenizerTest, BytesAndSpecials) {
-  auto t = MakeByteTokenizer({"<|endoftext|>", "<|padding|>"});
+  auto t = tokenizer::MakeByteTokenizer({"<|endoftext|>", "<|padding|>"});
   EXPECT_EQ(t->kind(), "byte");
   EXPECT_EQ(t->vocab_size(), 258);
   EXPECT_EQ(t->eos_id(), 256);
@@ -33,7 +33,7 @@ TEST(ByteTokenizerTest, BytesAndSpecials) {
 }
 
 TEST(ByteTokenizerTest, TokenSpellings) {
-  auto t = MakeByteTokenizer({"<|endoftext|>"});
+  auto t = tokenizer::MakeByteTokenizer({"<|endoftext|>"});
   EXPECT_EQ(t->IdToToken('a'), "a");
   EXPECT_EQ(t->IdToToken(' '), "\xc4\xa0");  // GPT-2's alphabet, like the BPE vocabulary
   EXPECT_EQ(t->IdToToken(256), "<|endoftext|>");
@@ -43,19 +43,19 @@ TEST(ByteTokenizerTest, TokenSpellings) {
 }
 
 TEST(ByteTokenizerTest, LargerVocabularyDecodesUnusedIdsToNothing) {
-  auto t = MakeByteTokenizer({"<|endoftext|>"}, 300);
+  auto t = tokenizer::MakeByteTokenizer({"<|endoftext|>"}, 300);
   EXPECT_EQ(t->vocab_size(), 300);
   EXPECT_EQ(*t->Decode({'o', 257, 299, 'k'}), "ok");
   EXPECT_FALSE(t->IsSpecial(299));
   EXPECT_EQ(t->DecodeBytes({300}).status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(t->DecodeBytes({-1}).status().code(), absl::StatusCode::kInvalidArgument);
   // Too small a vocabulary is raised to fit the named ids.
-  EXPECT_EQ(MakeByteTokenizer({"<a>", "<b>"}, 10)->vocab_size(), 258);
-  EXPECT_EQ(MakeByteTokenizer({})->eos_id(), std::nullopt);
+  EXPECT_EQ(tokenizer::MakeByteTokenizer({"<a>", "<b>"}, 10)->vocab_size(), 258);
+  EXPECT_EQ(tokenizer::MakeByteTokenizer({})->eos_id(), std::nullopt);
 }
 
 TEST(ByteTokenizerTest, RoundTripsEveryValidString) {
-  auto t = MakeByteTokenizer({"<|endoftext|>"});
+  auto t = tokenizer::MakeByteTokenizer({"<|endoftext|>"});
   const std::string text =
       "plain \t\n \xc3\xa9 \xe4\xb8\x96 \xf0\x9f\x8d\x95 " + std::string(1, '\0');
   EXPECT_EQ(*t->Decode(*t->Encode(text)), text);
@@ -68,9 +68,9 @@ TEST(ByteTokenizerTest, AgreesWithTheDefaultModelsTokenizerJson) {
   const std::string path =
       std::string(MAMBA_TEST_DATA_DIR) + "/../../models/default/tokenizer.json";
   if (!std::filesystem::exists(path)) GTEST_SKIP() << "no " << path;
-  absl::StatusOr<std::unique_ptr<Tokenizer>> bpe = LoadTokenizerJson(path);
+  absl::StatusOr<std::unique_ptr<tokenizer::Tokenizer>> bpe = tokenizer::LoadTokenizerJson(path);
   ASSERT_TRUE(bpe.ok()) << bpe.status();
-  auto bytes = MakeByteTokenizer({"<|endoftext|>"});
+  auto bytes = tokenizer::MakeByteTokenizer({"<|endoftext|>"});
   EXPECT_EQ((*bpe)->vocab_size(), bytes->vocab_size());
   EXPECT_EQ((*bpe)->eos_id(), bytes->eos_id());
   const std::vector<std::string> pool = {"a",

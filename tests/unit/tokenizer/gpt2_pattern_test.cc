@@ -6,7 +6,7 @@
 
 #include "gtest/gtest.h"
 
-namespace mamba::tokenizer_internal {
+namespace mamba::tokenizer::internal {
 namespace {
 
 std::vector<std::string> Pieces(std::string_view text) {
@@ -73,4 +73,4 @@ TEST(Gpt2PatternTest, Table) {
 }
 
 }  // namespace
-}  // namespace mamba::tokenizer_internal
+}  // namespace mamba::tokenizer::internal

@@ -12,7 +12,7 @@ namespace mamba {
 namespace {
 
 // A tokenizer whose ids stand for arbitrary byte chunks, to split characters anywhere.
-class ChunkTokenizer final : public Tokenizer {
+class ChunkTokenizer final : public tokenizer::Tokenizer {
  public:
   explicit ChunkTokenizer(std::vector<std::string> chunks) : chunks_(std::move(chunks)) {}
   absl::StatusOr<std::vector<int32_t>> Encode(std::string_view, bool) const override {
@@ -62,13 +62,13 @@ TEST(IncrementalDecoderTest, RandomSplitsOfMultiByteCharacters) {
   std::mt19937 rng(3);
   for (int round = 0; round < 500; ++round) {
     auto [tokenizer, ids] = RandomChunks(text, &rng);
-    IncrementalDecoder decoder(tokenizer.get());
+    tokenizer::IncrementalDecoder decoder(tokenizer.get());
     std::string out;
     for (int32_t id : ids) {
       absl::StatusOr<std::string> piece = decoder.Add(id);
       ASSERT_TRUE(piece.ok());
       // Every piece is whole characters, and at most 3 bytes wait for the rest of one.
-      ASSERT_TRUE(IsValidUtf8(*piece));
+      ASSERT_TRUE(tokenizer::IsValidUtf8(*piece));
       ASSERT_LE(decoder.pending_bytes(), 3u);
       out += *piece;
     }
@@ -81,7 +81,7 @@ TEST(IncrementalDecoderTest, RandomSplitsOfMultiByteCharacters) {
 
 TEST(IncrementalDecoderTest, FlushReplacesADanglingPartialCharacter) {
   ChunkTokenizer tokenizer({"<s>", "a", "\xf0\x9f", "\x8d", "\x95", "\xe4"});
-  IncrementalDecoder decoder(&tokenizer);
+  tokenizer::IncrementalDecoder decoder(&tokenizer);
   EXPECT_EQ(*decoder.Add(1), "a");
   EXPECT_EQ(*decoder.Add(2), "");
   EXPECT_EQ(*decoder.Add(3), "");
@@ -99,25 +99,25 @@ TEST(IncrementalDecoderTest, FlushReplacesADanglingPartialCharacter) {
             "a");
   // Invalid bytes that can never complete are not held back.
   ChunkTokenizer bad({"<s>", "\xff", "\x80"});
-  IncrementalDecoder bad_decoder(&bad);
+  tokenizer::IncrementalDecoder bad_decoder(&bad);
   EXPECT_EQ(*bad_decoder.Add(1), "\xef\xbf\xbd");
   EXPECT_EQ(*bad_decoder.Add(2), "\xef\xbf\xbd");
 }
 
 TEST(IncrementalDecoderTest, SkipsSpecialTokensAndReportsBadIds) {
   ChunkTokenizer tokenizer({"<s>", "x"});
-  IncrementalDecoder keep(&tokenizer);
+  tokenizer::IncrementalDecoder keep(&tokenizer);
   EXPECT_EQ(*keep.Add(0), "<s>");
-  IncrementalDecoder skip(&tokenizer, /*skip_special_tokens=*/true);
+  tokenizer::IncrementalDecoder skip(&tokenizer, /*skip_special_tokens=*/true);
   EXPECT_EQ(*skip.Add(0), "");
   EXPECT_EQ(*skip.Add(1), "x");
   EXPECT_FALSE(skip.Add(7).ok());
 }
 
 TEST(IncrementalDecoderTest, ByteTokenizerStream) {
-  auto t = MakeByteTokenizer({"<|endoftext|>"});
+  auto t = tokenizer::MakeByteTokenizer({"<|endoftext|>"});
   const std::string text = "\xe4\xb8\x96 \xf0\x9f\x8d\x95<|endoftext|>!";
-  IncrementalDecoder decoder(t.get());
+  tokenizer::IncrementalDecoder decoder(t.get());
   std::vector<std::string> pieces;
   const std::vector<int32_t> ids = *t->Encode(text);
   for (int32_t id : ids) pieces.push_back(*decoder.Add(id));

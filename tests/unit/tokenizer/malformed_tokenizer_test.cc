@@ -199,7 +199,8 @@ TEST(MalformedTokenizerTest, Table) {
   };
   for (const MalformedCase& c : cases) {
     SCOPED_TRACE(c.name);
-    absl::StatusOr<std::unique_ptr<Tokenizer>> t = ParseTokenizerJson(c.make(), "bad.json");
+    absl::StatusOr<std::unique_ptr<tokenizer::Tokenizer>> t =
+        tokenizer::ParseTokenizerJson(c.make(), "bad.json");
     ASSERT_FALSE(t.ok());
     EXPECT_EQ(t.status().code(), c.code) << t.status();
     EXPECT_THAT(std::string(t.status().message()), HasSubstr(c.message));
@@ -208,11 +209,12 @@ TEST(MalformedTokenizerTest, Table) {
 }
 
 TEST(MalformedTokenizerTest, TheBaseDocumentIsValid) {
-  EXPECT_TRUE(ParseTokenizerJson(ByteLevelBpeDocument({{"a", "b"}}).dump(), "ok.json").ok());
+  EXPECT_TRUE(
+      tokenizer::ParseTokenizerJson(ByteLevelBpeDocument({{"a", "b"}}).dump(), "ok.json").ok());
 }
 
 TEST(MalformedTokenizerTest, MissingFile) {
-  EXPECT_EQ(LoadTokenizerJson("/nonexistent/tokenizer.json").status().code(),
+  EXPECT_EQ(tokenizer::LoadTokenizerJson("/nonexistent/tokenizer.json").status().code(),
             absl::StatusCode::kNotFound);
 }
 
@@ -222,9 +224,9 @@ TEST(MalformedTokenizerTest, EveryPrefixOfAValidFileIsHandled) {
   doc["added_tokens"] = {{{"id", 258}, {"content", "<|endoftext|>"}, {"special", true}}};
   const std::string text = doc.dump();
   for (size_t n = 0; n < text.size(); n += 7) {
-    EXPECT_FALSE(ParseTokenizerJson(text.substr(0, n), "prefix.json").ok());
+    EXPECT_FALSE(tokenizer::ParseTokenizerJson(text.substr(0, n), "prefix.json").ok());
   }
-  EXPECT_TRUE(ParseTokenizerJson(text, "whole.json").ok());
+  EXPECT_TRUE(tokenizer::ParseTokenizerJson(text, "whole.json").ok());
 }
 
 }  // namespace

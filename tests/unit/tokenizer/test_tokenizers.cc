@@ -5,7 +5,7 @@
 namespace mamba::testing {
 
 std::string Alphabet(const std::string& bytes) {
-  return tokenizer_internal::BytesToAlphabet(bytes);
+  return tokenizer::internal::BytesToAlphabet(bytes);
 }
 
 nlohmann::json ByteLevelBpeDocument(

@@ -79,18 +79,18 @@ class TokenizerFixtureTest : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override {
     dir_ = FixtureRoot() + "/" + GetParam();
-    absl::StatusOr<std::string> text = ReadFileMaybeGzipped(dir_ + "/cases.json");
+    absl::StatusOr<std::string> text = tokenizer::ReadFileMaybeGzipped(dir_ + "/cases.json");
     ASSERT_TRUE(text.ok()) << text.status();
     fixture_ = nlohmann::json::parse(*text);
-    absl::StatusOr<std::unique_ptr<Tokenizer>> tokenizer =
-        LoadTokenizerJson(dir_ + "/" + fixture_["tokenizer"].get<std::string>());
+    absl::StatusOr<std::unique_ptr<tokenizer::Tokenizer>> tokenizer =
+        tokenizer::LoadTokenizerJson(dir_ + "/" + fixture_["tokenizer"].get<std::string>());
     ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
     tokenizer_ = *std::move(tokenizer);
   }
 
   std::string dir_;
   nlohmann::json fixture_;
-  std::unique_ptr<Tokenizer> tokenizer_;
+  std::unique_ptr<tokenizer::Tokenizer> tokenizer_;
 };
 
 TEST_P(TokenizerFixtureTest, VocabularySize) {
@@ -126,12 +126,12 @@ TEST_P(TokenizerFixtureTest, EncodeAndDecodeEveryCase) {
     EXPECT_EQ(*skipped, c["decoded_skip_special"].get<std::string>());
 
     // Streaming gives the same text, in pieces of whole characters.
-    IncrementalDecoder stream(tokenizer_.get());
+    tokenizer::IncrementalDecoder stream(tokenizer_.get());
     std::string streamed;
     for (int32_t id : want) {
       absl::StatusOr<std::string> piece = stream.Add(id);
       ASSERT_TRUE(piece.ok()) << piece.status();
-      EXPECT_TRUE(IsValidUtf8(*piece));
+      EXPECT_TRUE(tokenizer::IsValidUtf8(*piece));
       streamed += *piece;
     }
     streamed += stream.Flush();
@@ -143,7 +143,7 @@ TEST_P(TokenizerFixtureTest, LargeInput) {
   for (const auto& large : fixture_["large"]) {
     SCOPED_TRACE(large["name"].get<std::string>());
     absl::StatusOr<std::string> text =
-        ReadFileMaybeGzipped(dir_ + "/" + large["text_file"].get<std::string>());
+        tokenizer::ReadFileMaybeGzipped(dir_ + "/" + large["text_file"].get<std::string>());
     ASSERT_TRUE(text.ok()) << text.status();
     ASSERT_EQ(text->size(), large["bytes"].get<size_t>());
     absl::StatusOr<std::vector<int32_t>> ids = tokenizer_->Encode(*text);

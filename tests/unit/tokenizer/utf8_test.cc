@@ -51,11 +51,11 @@ TEST(Utf8Test, Table) {
   };
   for (const Utf8Case& c : cases) {
     SCOPED_TRACE(std::string(c.name));
-    EXPECT_EQ(IsValidUtf8(c.bytes), c.valid);
-    EXPECT_EQ(FirstInvalidUtf8Byte(c.bytes), c.valid ? c.bytes.size() : c.first_invalid);
-    EXPECT_EQ(CompleteUtf8Prefix(c.bytes), c.complete_prefix);
-    EXPECT_EQ(ToValidUtf8(c.bytes), c.lossy);
-    EXPECT_TRUE(IsValidUtf8(ToValidUtf8(c.bytes)));
+    EXPECT_EQ(tokenizer::IsValidUtf8(c.bytes), c.valid);
+    EXPECT_EQ(tokenizer::FirstInvalidUtf8Byte(c.bytes), c.valid ? c.bytes.size() : c.first_invalid);
+    EXPECT_EQ(tokenizer::CompleteUtf8Prefix(c.bytes), c.complete_prefix);
+    EXPECT_EQ(tokenizer::ToValidUtf8(c.bytes), c.lossy);
+    EXPECT_TRUE(tokenizer::IsValidUtf8(tokenizer::ToValidUtf8(c.bytes)));
   }
 }
 
@@ -65,13 +65,13 @@ TEST(Utf8Test, EveryTwoByteSequenceAgreesWithTheDefinition) {
       const std::string s = {static_cast<char>(a), static_cast<char>(b)};
       const bool want =
           (a < 0x80 && b < 0x80) || (a >= 0xc2 && a <= 0xdf && b >= 0x80 && b <= 0xbf);
-      ASSERT_EQ(IsValidUtf8(s), want) << a << " " << b;
+      ASSERT_EQ(tokenizer::IsValidUtf8(s), want) << a << " " << b;
     }
   }
 }
 
 TEST(Utf8Test, ReadFileMaybeGzippedReportsMissingFiles) {
-  absl::StatusOr<std::string> data = ReadFileMaybeGzipped("/nonexistent/tokenizer.json");
+  absl::StatusOr<std::string> data = tokenizer::ReadFileMaybeGzipped("/nonexistent/tokenizer.json");
   EXPECT_EQ(data.status().code(), absl::StatusCode::kNotFound);
 }
 

@@ -1,0 +1,34 @@
+// What the engine reports about the model it serves (GetModelInfo, the startup log, metrics
+// labels). Plain values, filled once when the engine is created.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "engine/model/model_config.h"
+
+namespace mamba {
+
+struct ModelInfo {
+  std::string name;
+  std::string source;
+  std::string identity;
+  model::ModelConfig config;
+  int64_t num_parameters = 0;
+  std::string backend;  // cpu | cuda
+  std::string device;
+  std::string weight_dtype;
+  std::string state_dtype;
+  int64_t weight_bytes = 0;
+  int64_t state_bytes_per_session = 0;
+  int32_t num_slots = 0;
+  int32_t tokenizer_vocab_size = 0;
+  std::string tokenizer_kind;  // bpe | byte
+  std::optional<int32_t> eos_token_id;
+  // Things the loader noticed but accepted (e.g. unexpected tensors it ignored); log them.
+  std::vector<std::string> warnings;
+};
+
+}  // namespace mamba

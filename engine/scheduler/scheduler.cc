@@ -1,0 +1,425 @@
+#include "engine/scheduler/scheduler.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <map>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+
+namespace mamba::scheduler {
+namespace {
+
+bool Contains(const std::vector<int32_t>& v, int32_t x) {
+  return std::find(v.begin(), v.end(), x) != v.end();
+}
+
+}  // namespace
+
+Scheduler::Scheduler(backend::Backend* backend, const tokenizer::Tokenizer* tokenizer,
+                     sessions::SessionStore* sessions, sessions::StatePlacement* placement,
+                     const SchedulerOptions& options, EngineObserver* observer)
+    : backend_(backend),
+      tokenizer_(tokenizer),
+      sessions_(sessions),
+      placement_(placement),
+      options_(options),
+      observer_(observer),
+      eos_id_(tokenizer->eos_id()) {}
+
+Scheduler::~Scheduler() { Stop(); }
+
+void Scheduler::Start() {
+  thread_ = std::thread([this] { Run(); });
+}
+
+void Scheduler::Stop() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+absl::Status Scheduler::Enqueue(std::shared_ptr<ScheduledRequest> request) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopping_) return absl::UnavailableError("the server is shutting down; retry elsewhere");
+    if (queued_.load(std::memory_order_relaxed) >= options_.max_queue) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("the server is at capacity: ", options_.max_queue,
+                       " requests are already waiting (--max_queue); retry later with backoff"));
+    }
+    const std::string& tenant = request->request.tenant;
+    if (options_.tenant_max_running > 0 && tenant_active_[tenant] >= options_.tenant_max_running) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "this tenant already has ", options_.tenant_max_running,
+          " requests queued or running (--tenant_max_running); wait for one to finish"));
+    }
+    ++tenant_active_[tenant];
+    request->arrival = absl::Now();
+    inbox_.push_back(std::move(request));
+    queued_.fetch_add(1, std::memory_order_relaxed);
+  }
+  cv_.notify_one();
+  return absl::OkStatus();
+}
+
+bool Scheduler::Post(std::function<void()> command) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopping_) return false;
+    commands_.push_back(std::move(command));
+  }
+  cv_.notify_one();
+  return true;
+}
+
+void Scheduler::Run() {
+  std::vector<std::function<void()>> commands;
+  for (;;) {
+    bool stopping;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      if (!stopping_ && inbox_.empty() && commands_.empty() && running_.empty() &&
+          waiting_.empty()) {
+        // Idle: wake for new work, or now and then to expire sessions.
+        cv_.wait_for(lock, std::chrono::milliseconds(100));
+      }
+      while (!inbox_.empty()) {
+        waiting_.push_back(std::move(inbox_.front()));
+        inbox_.pop_front();
+      }
+      commands.swap(commands_);
+      stopping = stopping_;
+    }
+    for (auto& c : commands) c();
+    commands.clear();
+    if (stopping) break;
+
+    const absl::Time now = absl::Now();
+    if (now >= next_expiry_check_) {
+      placement_->ExpireIdle(now);
+      next_expiry_check_ = now + absl::Milliseconds(100);
+    }
+    CheckCancellations(now);
+    Admit(now);
+    if (!running_.empty()) StepOnce();
+  }
+  const absl::Status shutdown = absl::UnavailableError("the server is shutting down");
+  for (auto& r : running_) Finish(*r, FinishReason::kCancelled, shutdown);
+  for (auto& r : waiting_) Finish(*r, FinishReason::kCancelled, shutdown);
+  running_.clear();
+  waiting_.clear();
+  std::deque<std::shared_ptr<ScheduledRequest>> inbox;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    inbox.swap(inbox_);
+    commands.swap(commands_);
+  }
+  for (auto& r : inbox) Finish(*r, FinishReason::kCancelled, shutdown);
+  for (auto& c : commands) c();
+}
+
+void Scheduler::CheckCancellations(absl::Time now) {
+  auto check = [&](ScheduledRequest& r) {
+    if (r.stream != nullptr && r.stream->cancelled()) {
+      Finish(r, FinishReason::kCancelled, absl::CancelledError("cancelled by the client"));
+    } else if (now >= r.request.deadline) {
+      Finish(r, FinishReason::kCancelled,
+             absl::DeadlineExceededError(
+                 absl::StrCat("deadline exceeded after ", r.generated, " generated tokens")));
+    } else if (r.session != nullptr && r.session->closed) {
+      Finish(r, FinishReason::kCancelled, absl::OkStatus());
+    }
+  };
+  for (auto& r : waiting_) check(*r);
+  for (auto& r : running_) check(*r);
+  auto done = [](const std::shared_ptr<ScheduledRequest>& r) { return r->done; };
+  waiting_.erase(std::remove_if(waiting_.begin(), waiting_.end(), done), waiting_.end());
+  running_.erase(std::remove_if(running_.begin(), running_.end(), done), running_.end());
+}
+
+void Scheduler::Admit(absl::Time now) {
+  while (!waiting_.empty() && static_cast<int32_t>(running_.size()) < options_.max_running) {
+    absl::Status error;
+    // Arrival order: the head waits for a slot, nobody overtakes it.
+    if (!TryBind(*waiting_.front(), &error)) break;
+    std::shared_ptr<ScheduledRequest> r = std::move(waiting_.front());
+    waiting_.pop_front();
+    r->first_scheduled = now;
+    queued_.fetch_sub(1, std::memory_order_relaxed);
+    running_count_.fetch_add(1, std::memory_order_relaxed);
+    if (error.ok()) {
+      running_.push_back(std::move(r));
+      continue;
+    }
+    // The state could not be placed in its slot: the session cannot continue consistently.
+    std::shared_ptr<sessions::Session> session = r->session;
+    Finish(*r, FinishReason::kError, error);
+    if (session != nullptr) placement_->Drop(*session, /*evicted=*/false);
+  }
+}
+
+bool Scheduler::TryBind(ScheduledRequest& r, absl::Status* error) {
+  const std::vector<int32_t>& prompt = r.request.prompt;
+  if (r.session != nullptr) {
+    sessions::Session& s = *r.session;
+    absl::StatusOr<std::optional<int32_t>> slot = placement_->BindToSlot(s);
+    if (slot.ok() && !slot->has_value()) return false;
+    if (!slot.ok()) {
+      *error = slot.status();
+      return true;  // the session owns the slot now: dropping it frees the slot
+    }
+    auto lock = sessions_->Acquire();
+    r.feed = std::move(s.pending);
+    s.pending.clear();
+    r.cached_tokens = s.tokens;
+    r.slot = **slot;
+  } else {
+    absl::StatusOr<std::optional<int32_t>> slot = placement_->AcquireZeroedSlot();
+    if (slot.ok() && !slot->has_value()) return false;
+    if (!slot.ok()) {
+      *error = slot.status();
+      return true;
+    }
+    r.slot = **slot;
+  }
+  r.feed.insert(r.feed.end(), prompt.begin(), prompt.end());
+  r.history = prompt;
+  if (r.cached_tokens > 0) {
+    resumed_tokens_.fetch_add(r.cached_tokens, std::memory_order_relaxed);
+    if (observer_ != nullptr) observer_->OnResumedTokens(r.cached_tokens);
+  }
+  if (r.generate) {
+    r.decoder.emplace(tokenizer_, /*skip_special_tokens=*/true);
+    r.stops.emplace(r.request.stopping.stop_strings);
+  }
+  return true;
+}
+
+void Scheduler::CancelSessionRequest(const sessions::Session* session) {
+  auto match = [&](const std::shared_ptr<ScheduledRequest>& r) {
+    return r->session.get() == session && !r->done;
+  };
+  for (auto& r : running_) {
+    if (match(r)) Finish(*r, FinishReason::kCancelled, absl::OkStatus());
+  }
+  for (auto& r : waiting_) {
+    if (match(r)) Finish(*r, FinishReason::kCancelled, absl::OkStatus());
+  }
+  auto done = [](const std::shared_ptr<ScheduledRequest>& r) { return r->done; };
+  waiting_.erase(std::remove_if(waiting_.begin(), waiting_.end(), done), waiting_.end());
+  running_.erase(std::remove_if(running_.begin(), running_.end(), done), running_.end());
+}
+
+void Scheduler::StepOnce() {
+  work_.clear();
+  work_owner_.clear();
+  int32_t decode_tokens = 0;
+  int32_t prefill_tokens = 0;
+  auto add = [&](ScheduledRequest& r, absl::Span<const int32_t> tokens, bool sample) {
+    backend::SeqWork w;
+    w.slot = r.slot;
+    w.tokens = tokens;
+    w.sample = sample;
+    if (sample) {
+      w.sampling = r.request.sampling;
+      w.sample_position = static_cast<uint64_t>(r.generated);
+      w.penalty_tokens = r.history;
+      w.top_logprobs = std::max(0, r.request.logprobs);
+    }
+    work_.push_back(w);
+    work_owner_.push_back(&r);
+  };
+  // One decode token for every running sequence past its prompt, unless its reader is far behind.
+  for (auto& rp : running_) {
+    ScheduledRequest& r = *rp;
+    if (r.fed < r.feed.size()) continue;
+    if (r.stream != nullptr && r.stream->unread_tokens() > options_.max_unread_tokens) continue;
+    add(r, absl::MakeConstSpan(&r.last_token, 1), true);
+    ++decode_tokens;
+  }
+  // Then prompt chunks, in arrival order, up to the step's prefill budget.
+  int32_t budget = options_.max_prefill_tokens_per_step;
+  for (auto& rp : running_) {
+    if (budget <= 0) break;
+    ScheduledRequest& r = *rp;
+    if (r.fed >= r.feed.size()) continue;
+    const int32_t n = std::min<int32_t>(budget, static_cast<int32_t>(r.feed.size() - r.fed));
+    const bool last = r.fed + static_cast<size_t>(n) == r.feed.size();
+    add(r, absl::MakeConstSpan(r.feed.data() + r.fed, static_cast<size_t>(n)), last && r.generate);
+    budget -= n;
+    prefill_tokens += n;
+  }
+  if (work_.empty()) {
+    // Every running stream is paused behind a slow reader: wait a little instead of spinning.
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait_for(lock, std::chrono::milliseconds(1));
+    return;
+  }
+
+  results_.resize(work_.size());
+  const absl::Time t0 = absl::Now();
+  const absl::Status st = backend_->Step(work_, absl::MakeSpan(results_));
+  const absl::Time t1 = absl::Now();
+  steps_.fetch_add(1, std::memory_order_relaxed);
+  if (observer_ != nullptr) {
+    const auto phase = prefill_tokens == 0  ? EngineObserver::StepPhase::kDecode
+                       : decode_tokens == 0 ? EngineObserver::StepPhase::kPrefill
+                                            : EngineObserver::StepPhase::kMixed;
+    observer_->OnStep(phase, absl::ToDoubleSeconds(t1 - t0), static_cast<int32_t>(work_.size()),
+                      prefill_tokens, decode_tokens);
+  }
+  if (!st.ok()) {
+    // The step as a whole failed (a device fault): the states of its sequences are unknown, so
+    // those requests end and their sessions are not kept.
+    const absl::Status err =
+        absl::InternalError(absl::StrCat("engine step failed: ", std::string(st.message())));
+    for (ScheduledRequest* r : work_owner_) FailSequence(*r, err);
+  } else {
+    for (size_t i = 0; i < work_.size(); ++i) {
+      ScheduledRequest& r = *work_owner_[i];
+      if (!results_[i].status.ok()) {
+        FailSequence(r, results_[i].status);  // this sequence alone
+        continue;
+      }
+      if (r.fed < r.feed.size()) {  // a prompt chunk
+        r.fed += work_[i].tokens.size();
+        prompt_tokens_.fetch_add(static_cast<int64_t>(work_[i].tokens.size()),
+                                 std::memory_order_relaxed);
+        if (!r.generate && r.fed == r.feed.size()) {
+          Finish(r, FinishReason::kLength, absl::OkStatus());
+          continue;
+        }
+      }
+      if (work_[i].sample) HandleToken(r, results_[i], t1);
+    }
+  }
+  auto done = [](const std::shared_ptr<ScheduledRequest>& r) { return r->done; };
+  running_.erase(std::remove_if(running_.begin(), running_.end(), done), running_.end());
+}
+
+void Scheduler::FailSequence(ScheduledRequest& r, const absl::Status& status) {
+  // INVALID_ARGUMENT: the backend refused the work before running it, so the state is as it was
+  // and the session (with the unfed tokens kept pending) stays usable. Otherwise the state may
+  // hold whatever the failure left in it: the session is not kept.
+  const bool state_untouched = status.code() == absl::StatusCode::kInvalidArgument;
+  std::shared_ptr<sessions::Session> session = r.session;
+  Finish(r, FinishReason::kError,
+         absl::Status(status.code(), absl::StrCat("generation failed: ", status.message())));
+  if (session != nullptr && !state_untouched) placement_->Drop(*session, /*evicted=*/false);
+}
+
+void Scheduler::HandleToken(ScheduledRequest& r, const backend::SeqResult& result, absl::Time now) {
+  const int32_t token = result.token;
+  ++r.generated;
+  r.last_token = token;
+  r.history.push_back(token);
+  generated_tokens_.fetch_add(1, std::memory_order_relaxed);
+  if (!r.first_token) {
+    r.first_token = now;
+    if (observer_ != nullptr) observer_->OnFirstToken(now - r.arrival);
+  } else if (observer_ != nullptr) {
+    observer_->OnInterTokenLatency(now - r.last_token_time);
+  }
+  r.last_token_time = now;
+
+  absl::StatusOr<std::string> piece = r.decoder->Add(token);
+  bool stop_hit = false;
+  std::string text = r.stops->Add(piece.ok() ? *piece : std::string(), &stop_hit);
+  const StoppingCriteria& stopping = r.request.stopping;
+  std::optional<FinishReason> reason;
+  if (stop_hit) {
+    reason = FinishReason::kStop;
+    r.stop_string_hit = true;
+  } else if (!stopping.ignore_eos && eos_id_ && token == *eos_id_) {
+    reason = FinishReason::kEos;
+  } else if (Contains(stopping.stop_token_ids, token)) {
+    reason = FinishReason::kStop;
+  } else if (r.generated >= stopping.max_tokens) {
+    reason = FinishReason::kLength;
+  }
+  if (r.request.logprobs >= 0) {
+    std::vector<TokenLogprobs> lp(1);
+    lp[0].chosen = sampling::TokenLogprob{token, result.logprob};
+    lp[0].top = result.top;
+    r.stream->Push({token}, text, &lp);
+  } else {
+    r.stream->Push({token}, text, nullptr);
+  }
+  if (reason) Finish(r, *reason, absl::OkStatus());
+}
+
+void Scheduler::Finish(ScheduledRequest& r, FinishReason reason, absl::Status status) {
+  if (r.done) return;
+  r.done = true;
+  const absl::Time now = absl::Now();
+  const bool admitted = r.first_scheduled.has_value();  // left the queue
+  const bool bound = r.slot >= 0;                       // and got its state into a slot
+  if (r.stream != nullptr && r.decoder && !r.stop_string_hit) {
+    bool stop_hit = false;
+    std::string tail = r.stops->Add(r.decoder->Flush(), &stop_hit);
+    if (!stop_hit) tail += r.stops->Flush();
+    if (!tail.empty()) r.stream->Push({}, tail, nullptr);
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = tenant_active_.find(r.request.tenant);
+    if (it != tenant_active_.end() && --it->second <= 0) tenant_active_.erase(it);
+  }
+  if (admitted) {
+    running_count_.fetch_sub(1, std::memory_order_relaxed);
+  } else {
+    queued_.fetch_sub(1, std::memory_order_relaxed);
+  }
+
+  const int32_t prompt_len = static_cast<int32_t>(r.request.prompt.size());
+  if (r.session != nullptr) {
+    auto lock = sessions_->Acquire();
+    sessions::Session& s = *r.session;
+    if (!s.closed) {
+      if (bound) {
+        // The state holds feed[0, fed); what was streamed but not fed waits for the next turn.
+        s.pending.assign(r.feed.begin() + static_cast<std::ptrdiff_t>(r.fed), r.feed.end());
+        if (r.generated > 0) s.pending.push_back(r.last_token);
+      } else {
+        s.pending.insert(s.pending.end(), r.request.prompt.begin(), r.request.prompt.end());
+      }
+      s.tokens += prompt_len + r.generated;
+      s.busy = false;
+      s.last_used = now;
+    }
+  } else if (bound) {
+    placement_->ReleaseSlot(r.slot);
+  }
+
+  GenerationResult result;
+  result.finish_reason = reason;
+  result.status = std::move(status);
+  result.usage.prompt_tokens = prompt_len;
+  result.usage.generated_tokens = r.generated;
+  result.usage.cached_tokens = r.cached_tokens;
+  result.timing.queue_time = (r.first_scheduled ? *r.first_scheduled : now) - r.arrival;
+  result.timing.time_to_first_token =
+      r.first_token ? *r.first_token - r.arrival : absl::ZeroDuration();
+  result.timing.total = now - r.arrival;
+  if (r.generate && observer_ != nullptr) observer_->OnRequestFinished(r.request, result);
+  if (r.on_processed) r.on_processed(result.status);
+  if (r.stream != nullptr) r.stream->Finish(std::move(result));
+}
+
+EngineStats Scheduler::Stats() const {
+  EngineStats s;
+  s.requests_running = running_count_.load(std::memory_order_relaxed);
+  s.requests_waiting = queued_.load(std::memory_order_relaxed);
+  s.resumed_tokens = resumed_tokens_.load(std::memory_order_relaxed);
+  s.prompt_tokens = prompt_tokens_.load(std::memory_order_relaxed);
+  s.generated_tokens = generated_tokens_.load(std::memory_order_relaxed);
+  s.steps = steps_.load(std::memory_order_relaxed);
+  return s;
+}
+
+}  // namespace mamba::scheduler
