@@ -42,7 +42,7 @@
 #include "engine/model/model_loader.h"
 #if defined(MAMBA_HAVE_CUDA) && defined(MAMBA_BENCH_CUDA_HOOKS)
 #include "bench/engine/cuda_bench.h"
-#include "engine/cuda/cuda_model.h"
+#include "engine/cuda/mamba1_mixer.h"
 #include "kernels/causal_conv1d.h"
 #include "kernels/decode_step.h"
 #include "kernels/dependent_launch.h"

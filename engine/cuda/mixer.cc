@@ -1,0 +1,51 @@
+#include "engine/cuda/mixer.h"
+
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "engine/cuda/mamba1_mixer.h"
+
+namespace mamba::cuda {
+
+kernels::KernelDType ToKernelDType(model::DType t) {
+  switch (t) {
+    case model::DType::kF32:
+      return kernels::KernelDType::kF32;
+    case model::DType::kF16:
+      return kernels::KernelDType::kF16;
+    case model::DType::kBF16:
+      return kernels::KernelDType::kBF16;
+  }
+  return kernels::KernelDType::kF32;
+}
+
+absl::Status GemmRunner::Run(const kernels::GemmArgs& args, cudaStream_t stream) const {
+  if (deterministic_) return kernels::LaunchBatchInvariantGemm(args, stream);
+  // Decode-sized products stream W once with the skinny kernel; cuBLAS's tiles leave most of
+  // the GPU idle there.
+  if (kernels::SkinnyGemmSupported(args)) return kernels::LaunchSkinnyGemm(args, stream);
+  return gemm_->Run(args, stream);
+}
+
+absl::Status GemmRunner::Prepare(const std::vector<kernels::GemmArgs>& gemms,
+                                 cudaStream_t stream) const {
+  if (deterministic_) return absl::OkStatus();
+  for (const kernels::GemmArgs& g : gemms) {
+    if (!kernels::SkinnyGemmSupported(g)) MAMBA_RETURN_IF_ERROR(gemm_->Prepare(g, stream));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<Mixer>> MakeMixer(const MixerContext& context,
+                                                 const model::ModelWeights& weights) {
+  switch (context.config->family) {
+    case model::ModelFamily::kMamba1:
+      return MakeMamba1Mixer(context, weights);
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("the CUDA backend has no layers for the ",
+                   std::string(model::FamilyName(context.config->family)), " family"));
+}
+
+}  // namespace mamba::cuda
