@@ -13,11 +13,11 @@ namespace {
 constexpr int kThreads = kSamplingThreads;
 constexpr int kWarps = kThreads / 32;
 constexpr int kSeg = kSamplingSegment;
-// The CPU sampler's first weight threshold (engine/sampler.cc): candidates with w >= 1/4096
+// The CPU sampler's first weight threshold (engine/sampling/sampler.cc): candidates with w >= 1/4096
 // usually decide the draw, so they make the first segment when they fit.
 constexpr float kFirstThreshold = 1.0f / 4096.0f;
 
-// engine/sampling_params.h's SampleUniform, bit for bit.
+// engine/sampling/sampling_params.h's SampleUniform, bit for bit.
 __device__ __forceinline__ double DeviceSampleUniform(uint64_t seed, uint64_t position) {
   uint64_t z = seed * 0x9E3779B97F4A7C15ull + position + 0xD1B54A32D192ED03ull;
   z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;

@@ -9,7 +9,7 @@
 namespace mamba::kernels {
 
 // Checks the launch's sizes and pointers on the host and launches one block per row. Row
-// parameters and penalty tokens are device data: the caller has validated them (engine/sampler.h's
+// parameters and penalty tokens are device data: the caller has validated them (engine/sampling/sampler.h's
 // ValidateSamplingParams; penalty ids in [0, vocab)). Each sampled row's SamplingResult::status
 // says whether its logits could be sampled.
 absl::Status LaunchSampling(const SamplingLaunch& launch, cudaStream_t stream);

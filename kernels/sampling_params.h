@@ -1,5 +1,5 @@
 // Token sampling on the device, one block per logits row, so the host receives token ids (and
-// top log-probabilities when asked), never logits. The algorithm is engine/sampler.h's, step for
+// top log-probabilities when asked), never logits. The algorithm is engine/sampling/sampler.h's, step for
 // step (raw log-probabilities; repetition penalty on distinct tokens; greedy argmax with the
 // lowest id on ties; else temperature, candidates ordered by value then id, top-k, top-p over
 // double sums, min-p, and the inverse-CDF draw with u = SampleUniform(seed, position)

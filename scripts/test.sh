@@ -11,12 +11,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# The tests that exercise threads: the scheduler and engine, the session store, the stream
+# The tests that exercise threads: the scheduler and engine, the sessions module, the stream
 # dispatcher, the metrics registry and HTTP endpoint, the CPU backend's thread pool, the
 # tokenizer's per-thread caches. Not the in-process gRPC server: Debian's gRPC is not built with
 # TSan, so its internal locking is invisible and every gRPC call reports false races (see
 # docs/reliability.md). Extra arguments to a TSan run replace this selection.
-MAMBA_TSAN_TESTS=${MAMBA_TSAN_TESTS:-scheduler_test engine_runtime_test server_unit_test
+MAMBA_TSAN_TESTS=${MAMBA_TSAN_TESTS:-scheduler_test engine_test sessions_test server_unit_test
   metrics_test cpu_kernels_test tokenizer_test}
 
 if [ -n "${MAMBA_CI_FULL:-}" ] && [ -z "${MAMBA_SANITIZE:-}" ]; then

@@ -1,5 +1,5 @@
 // Cost: the passes over the vocabulary (max, exp-sum, scaling, weights) are vector code from
-// engine/cpu/activations.h. Ordering the candidates is never a full sort of the vocabulary:
+// engine/simd/vector_math.h. Ordering the candidates is never a full sort of the vocabulary:
 // - top_k <= kHeapTopK: a bounded heap picks and orders the k best in about one pass;
 // - otherwise the weights w in [0, 1] go into buckets by their leading bits (8 exponent bits and
 //   4 mantissa bits, so a bucket spans 1/16 of an octave and the bucket order is the weight

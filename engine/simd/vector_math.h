@@ -1,4 +1,4 @@
-// Array forms of the CPU backend's vector math (engine/cpu/simd_math.h): exp, silu and softplus
+// Array forms of the vector math of engine/simd/simd_math.h: exp, silu and softplus
 // (checked against the C library by the tests), and the passes over a vocabulary row that the
 // sampler makes. Callable from code compiled without AVX2 flags.
 #pragma once

@@ -1135,7 +1135,7 @@ TEST(CudaGemmTest, BatchInvariantRowsDoNotDependOnM) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Sampling: the device sampler against engine/sampler.h on the same logits.
+// Sampling: the device sampler against engine/sampling/sampler.h on the same logits.
 
 TEST(CudaSamplingTest, SampleUniformIsBitExact) {
   MAMBA_SKIP_WITHOUT_GPU();

@@ -1,5 +1,5 @@
 // The sampler: each option's effect, reproducibility, the empirical distribution, and agreement
-// with a plain full-sort implementation of the algorithm in engine/sampler.h (which the fast
+// with a plain full-sort implementation of the algorithm in engine/sampling/sampler.h (which the fast
 // paths, partial selection and thresholded sorting, must never change).
 #include "engine/sampling/sampler.h"
 
@@ -36,7 +36,7 @@ int32_t SampleToken(sampling::Sampler& s, const std::vector<float>& logits,
   return out.token;
 }
 
-// The algorithm of engine/sampler.h written the plain way: sort everything, sum in candidate
+// The algorithm of engine/sampling/sampler.h written the plain way: sort everything, sum in candidate
 // order. The ordering and weights do not depend on the seed, so they are built once.
 class ReferenceSampler {
  public:
