@@ -7,11 +7,10 @@
 #include <string>
 #include <vector>
 
-#include "absl/flags/parse.h"
-#include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
 #include "client/client_call.h"
 #include "client/subcommands.h"
+#include "common/command_line.h"
 
 namespace {
 
@@ -45,15 +44,15 @@ std::string Usage() {
     absl::StrAppend(&usage, "  ", s.name, " ", s.usage, "\n");
   absl::StrAppend(&usage,
                   "Common flags: --addr, --json, --timeout_seconds, --token, --tls, --tls_ca, "
-                  "--tls_cert, --tls_key, --tls_server_name. --helpfull lists all.");
+                  "--tls_cert, --tls_key, --tls_server_name. --help lists all.");
   return usage;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage(Usage());
-  std::vector<char*> positional = absl::ParseCommandLine(argc, argv);
+  const mamba::common::CommandLineSpec spec{"mamba-client", Usage(), {"client/"}};
+  std::vector<char*> positional = mamba::common::ParseCommandLineOrExit(argc, argv, spec);
   if (positional.size() < 2) {
     std::fprintf(stderr, "%s\n", Usage().c_str());
     return mamba::client::kExitUsage;

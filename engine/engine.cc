@@ -12,6 +12,7 @@
 #include "engine/model/model_loader.h"
 #include "engine/sampling/sampling_params.h"
 #include "engine/scheduler/scheduler.h"
+#include "engine/sessions/session_codec.h"
 #include "engine/sessions/session_store.h"
 #include "engine/sessions/state_placement.h"
 
@@ -163,6 +164,13 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
   info.state_bytes_per_session = static_cast<int64_t>(backend.state_bytes());
   info.num_slots = backend.num_slots();
 
+  if (options.sessions.key_file.empty()) {
+    engine->keys_ = std::make_unique<sessions::SessionKeys>(sessions::SessionKeys::Random());
+  } else {
+    MAMBA_ASSIGN_OR_RETURN(sessions::SessionKeys keys,
+                           sessions::SessionKeys::FromFile(options.sessions.key_file));
+    engine->keys_ = std::make_unique<sessions::SessionKeys>(std::move(keys));
+  }
   engine->sessions_ = std::make_unique<sessions::SessionStore>(options.sessions);
   engine->placement_ = std::make_unique<sessions::StatePlacement>(&backend, engine->sessions_.get(),
                                                                   options.sessions, observer);
@@ -339,16 +347,14 @@ void Engine::ImportSession(const std::string& tenant, std::string bytes, absl::D
     return done(absl::InvalidArgumentError(
         "requested session id is malformed; allowed: 32 lowercase hex digits"));
   }
-  absl::StatusOr<sessions::SessionSnapshot> decoded = sessions::DecodeSession(bytes);
+  absl::StatusOr<sessions::SessionSnapshot> decoded = sessions::DecodeSession(bytes, *keys_);
   if (!decoded.ok()) return done(decoded.status());
   auto snap = std::make_shared<sessions::SessionSnapshot>(std::move(*decoded));
   absl::Status ok = sessions::CheckSessionCompatible(*snap, info_.config, info_.identity);
   if (!ok.ok()) return done(ok);
-  ok = ValidateTokens(snap->pending, info_.config.vocab_size, "pending");
-  if (!ok.ok()) {
-    return done(absl::InvalidArgumentError(
-        absl::StrCat("session state holds an invalid pending token: ", std::string(ok.message()))));
-  }
+  ok = sessions::ValidateSessionSnapshot(*snap, info_.config.vocab_size,
+                                         options_.sessions.max_pending_tokens);
+  if (!ok.ok()) return done(ok);
   // Converting the payload to this server's state dtype is work for this thread, not the
   // scheduler's.
   ok = sessions::ConvertSessionPayload(snap.get(), backend_->state_dtype());
@@ -379,6 +385,10 @@ void Engine::ImportSession(const std::string& tenant, std::string bytes, absl::D
     done(info);
   });
   if (!posted) done(Unavailable());
+}
+
+std::string Engine::EncodeExport(const sessions::SessionSnapshot& snapshot) const {
+  return sessions::EncodeSession(snapshot, *keys_);
 }
 
 EngineStats Engine::Stats() const {

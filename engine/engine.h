@@ -41,6 +41,7 @@ namespace scheduler {
 class Scheduler;
 }
 namespace sessions {
+class SessionKeys;
 class SessionStore;
 class StatePlacement;
 }  // namespace sessions
@@ -102,13 +103,18 @@ class Engine {
                                            const std::string& page_token);
   // Copies a session's state out, with what the export format records (tokens, pending tokens,
   // model identity, state layout and dtype). `done` gets the raw snapshot on the scheduler
-  // thread: encode it (sessions::EncodeSession: versioned, checksummed) and build the reply on
-  // another thread, so that streams do not wait for it.
+  // thread: encode it (EncodeExport) and build the reply on another thread, so that streams do
+  // not wait for it.
   void ExportSession(const std::string& tenant, const std::string& id,
                      std::function<void(absl::StatusOr<sessions::SessionSnapshot>)> done);
-  // Creates a session from ExportSession bytes; refuses a different model's state. Decoding and
-  // checking run on the calling thread. `requested_id` as for CreateSession (a session moved
-  // between replicas keeps its id).
+  // The export bytes of `snapshot`: versioned and signed with the session key
+  // (sessions/session_codec.h). Any thread.
+  std::string EncodeExport(const sessions::SessionSnapshot& snapshot) const;
+  // Creates a session from ExportSession bytes. INVALID_ARGUMENT for bytes that are malformed,
+  // altered, or not signed with one of this server's session keys, and for contents out of range
+  // (non-finite or huge state values, token counts, pending tokens); FAILED_PRECONDITION for
+  // another model's state. Decoding and checking run on the calling thread. `requested_id` as for
+  // CreateSession (a session moved between replicas keeps its id).
   void ImportSession(const std::string& tenant, std::string bytes, absl::Duration ttl,
                      SessionCallback done, const std::string& requested_id = "");
 
@@ -125,6 +131,7 @@ class Engine {
   ModelInfo info_;
   std::unique_ptr<tokenizer::Tokenizer> tokenizer_;
   std::unique_ptr<backend::Backend> backend_;
+  std::unique_ptr<sessions::SessionKeys> keys_;
   std::unique_ptr<sessions::SessionStore> sessions_;
   std::unique_ptr<sessions::StatePlacement> placement_;
   std::unique_ptr<scheduler::Scheduler> scheduler_;  // declared last: stopped and destroyed first

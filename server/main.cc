@@ -19,12 +19,11 @@
 #include <vector>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
-#include "absl/flags/usage.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/time.h"
+#include "common/command_line.h"
 #include "engine/engine.h"
 #include "google/protobuf/stubs/logging.h"
 #include "server/mamba_server.h"
@@ -76,6 +75,10 @@ ABSL_FLAG(std::string, tls_client_ca, "",
 ABSL_FLAG(std::string, auth_tokens_file, "",
           "File of `TOKEN TENANT` lines; when set every mambaserve.v1 call needs "
           "`authorization: Bearer TOKEN` (health and reflection stay open). Re-read on SIGHUP");
+ABSL_FLAG(std::string, session_key_file, kEngineDefaults.sessions.key_file,
+          "File of session keys, one per line (`openssl rand -hex 32`): the first signs "
+          "exported sessions, every one verifies imports. Replicas that exchange sessions share "
+          "it; empty = a random key of this process (its exports import only here)");
 ABSL_FLAG(int32_t, stream_threads, kServerDefaults.stream_threads,
           "Threads that send generated tokens to clients; 0 = the default (1: measured fastest, "
           "more contend with the scheduler thread)");
@@ -143,6 +146,9 @@ absl::Status FirstError(std::initializer_list<absl::Status> statuses) {
   return absl::OkStatus();
 }
 
+// Far above any machine's memory, far below where a byte count overflows.
+constexpr double kMaxHostStateMemoryGb = 1 << 20;
+
 absl::StatusOr<ServerOptions> OptionsFromFlags() {
   ServerOptions o;
   o.host = absl::GetFlag(FLAGS_host);
@@ -184,6 +190,7 @@ absl::StatusOr<ServerOptions> OptionsFromFlags() {
   se.default_ttl = absl::Seconds(absl::GetFlag(FLAGS_session_ttl_seconds));
   se.host_state_memory_gb = absl::GetFlag(FLAGS_host_state_memory_gb);
   se.tenant_max_sessions = absl::GetFlag(FLAGS_tenant_max_sessions);
+  se.key_file = absl::GetFlag(FLAGS_session_key_file);
 
   absl::Status valid = FirstError({
       OneOf("backend", b.kind, {"auto", "cpu", "cuda"}),
@@ -193,7 +200,8 @@ absl::StatusOr<ServerOptions> OptionsFromFlags() {
       AtLeast("num_slots", b.num_slots, 0),
       AtLeast("cpu_threads", b.cpu_threads, 0),
       AtLeast("max_running", sc.max_running, 1),
-      AtLeast("max_queue", sc.max_queue, 0),
+      // 0 would refuse every request of an idle server: a queue holds at least the next one.
+      AtLeast("max_queue", sc.max_queue, 1),
       AtLeast("max_prefill_tokens_per_step", sc.max_prefill_tokens_per_step, 1),
       AtLeast("max_unread_tokens", sc.max_unread_tokens, 1),
       AtLeast("max_sessions", se.max_sessions, 0),
@@ -214,9 +222,12 @@ absl::StatusOr<ServerOptions> OptionsFromFlags() {
     return absl::InvalidArgumentError(absl::StrCat("--gpu_memory_fraction=", b.gpu_memory_fraction,
                                                    " is out of range; allowed: (0, 1]"));
   }
-  if (!(se.host_state_memory_gb >= 0.0)) {
+  // Written as negated ranges so that NaN is refused too; inf and 1e300 are out of range, not a
+  // budget that overflows into a negative one.
+  if (!(se.host_state_memory_gb >= 0.0 && se.host_state_memory_gb <= kMaxHostStateMemoryGb)) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "--host_state_memory_gb=", se.host_state_memory_gb, " is out of range; allowed: >= 0"));
+        "--host_state_memory_gb=", se.host_state_memory_gb, " is out of range; allowed: 0 to ",
+        static_cast<int64_t>(kMaxHostStateMemoryGb), " (GB)"));
   }
   if (o.port > 65535 || o.metrics_port > 65535) {
     return absl::InvalidArgumentError("ports must be at most 65535");
@@ -318,10 +329,12 @@ int main(int argc, char** argv) {
   sigaddset(&signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
-  absl::SetProgramUsageMessage(
+  const mamba::common::CommandLineSpec spec{
+      "mamba-serve",
       "Serves a Mamba language model over gRPC (mambaserve.v1).\n"
-      "  mamba-serve --model=synthetic:tiny --port=0 --metrics_port=0");
-  std::vector<char*> rest = absl::ParseCommandLine(argc, argv);
+      "Usage: mamba-serve [--flags]   e.g. mamba-serve --model=synthetic:tiny --port=0",
+      {"server/main.cc"}};
+  std::vector<char*> rest = mamba::common::ParseCommandLineOrExit(argc, argv, spec);
   if (rest.size() > 1) {
     std::fprintf(stderr, "mamba-serve: unexpected argument '%s' (flags look like --name=value)\n",
                  rest[1]);

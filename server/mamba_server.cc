@@ -159,6 +159,8 @@ absl::Status MambaServer::LoadModel() {
   if (engine_ != nullptr) return absl::FailedPreconditionError("the model is already loaded");
   if (draining()) return absl::UnavailableError("server is shutting down");
   const absl::Time start = absl::Now();
+  // An imported session's unfed tokens are a prompt the next turn feeds: the same limit.
+  options_.engine.sessions.max_pending_tokens = options_.limits.max_prompt_tokens;
   absl::StatusOr<std::unique_ptr<Engine>> engine = Engine::Create(options_.engine, metrics_.get());
   if (!engine.ok()) return engine.status();
   engine_ = *std::move(engine);

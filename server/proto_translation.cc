@@ -79,6 +79,7 @@ void FillSession(const SessionInfo& info, v1::Session* out) {
   out->set_ttl_seconds(static_cast<uint32_t>(std::clamp<int64_t>(ttl, 0, UINT32_MAX)));
   out->set_tier(info.tier == StateTier::kHost ? v1::STATE_TIER_HOST : v1::STATE_TIER_GPU);
   out->set_busy(info.busy);
+  out->set_broken_reason(info.broken_reason);
 }
 
 void FillModelInfo(const ModelInfo& info, const RequestLimits& limits, int32_t max_sessions,

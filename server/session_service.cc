@@ -221,7 +221,8 @@ grpc::ServerUnaryReactor* SessionService::ExportSession(grpc::CallbackServerCont
             call.Finish(shared->status(), nullptr);
           } else {
             v1::ExportSessionResponse out;
-            out.set_state(sessions::EncodeSession(**shared));
+            out.set_state(state->engine() != nullptr ? state->engine()->EncodeExport(**shared)
+                                                     : std::string());
             shared->value().payload.clear();
             out.set_model_identity(identity);
             out.set_tokens(tokens);

@@ -23,6 +23,7 @@ struct SessionInfo {
   absl::Duration ttl;
   StateTier tier = StateTier::kDevice;
   bool busy = false;  // a generation is running on it
+  std::string broken_reason;  // why it can no longer be used ("" when it can)
 };
 
 struct SessionPage {

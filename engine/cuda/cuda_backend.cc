@@ -401,7 +401,8 @@ SamplingRow CudaBackend::MakeRow(const backend::SeqWork& w, std::vector<int32_t>
   SamplingRow r;
   if (!w.sample) return r;
   r.sample = 1;
-  r.temperature = w.sampling.temperature;
+  // The device sampler decodes greedily at temperature 0: the same rule as the CPU sampler's.
+  r.temperature = w.sampling.greedy() ? 0.0f : w.sampling.temperature;
   r.top_p = w.sampling.top_p;
   r.min_p = w.sampling.min_p;
   r.repetition_penalty = w.sampling.repetition_penalty;

@@ -8,7 +8,8 @@
 //     The top_logprobs alternatives are the N largest raw logits (ties: lower id first).
 //  2. Repetition penalty rp != 1: for each distinct token t in penalty_tokens,
 //     l'[t] = l[t] > 0 ? l[t] / rp : l[t] * rp. Other logits are unchanged.
-//  3. temperature == 0: the token is argmax l' (ties: the lowest id).
+//  3. temperature below kMinTemperature (0 included): the token is argmax l' (ties: the lowest
+//     id).
 //  4. Otherwise z[i] = l'[i] / temperature (float division). Candidates are ordered by z
 //     descending (ties: lower id first). top_k > 0 keeps the first min(top_k, V). Each kept
 //     candidate gets the weight w = exp(z - z_first) (so the first has weight 1; if z_first

@@ -11,15 +11,20 @@
 
 namespace mamba::sampling {
 
+// The smallest temperature that samples. Below it the distribution is a point mass in all but
+// rounding (1e-30 gave greedy text, 1e-40, a denormal, overflowed the scaled logits into noise),
+// so both backends decode greedily: the same tokens for every temperature in [0, kMinTemperature).
+inline constexpr float kMinTemperature = 1e-5f;
+
 struct SamplingParams {
-  float temperature = 0.0f;         // 0 = greedy
+  float temperature = 0.0f;         // below kMinTemperature (0 included) = greedy
   int32_t top_k = 0;                // 0 = off
   float top_p = 1.0f;               // 1 = off; in (0, 1]
   float min_p = 0.0f;               // 0 = off; in [0, 1]
   float repetition_penalty = 1.0f;  // 1 = off; > 0
   uint64_t seed = 0;                // with the position, fixes the random draw
 
-  bool greedy() const { return temperature <= 0.0f; }
+  bool greedy() const { return !(temperature >= kMinTemperature); }
 };
 
 // The most top_logprobs alternatives a request may ask for.

@@ -304,13 +304,15 @@ void Scheduler::StepOnce() {
 
 void Scheduler::FailSequence(ScheduledRequest& r, const absl::Status& status) {
   // INVALID_ARGUMENT: the backend refused the work before running it, so the state is as it was
-  // and the session (with the unfed tokens kept pending) stays usable. Otherwise the state may
-  // hold whatever the failure left in it: the session is not kept.
+  // and the session (with the unfed tokens kept pending) stays usable. Otherwise the state holds
+  // whatever the failure left in it: the session is marked broken (its state freed), so that its
+  // owner learns why at the next use instead of meeting an unknown id.
   const bool state_untouched = status.code() == absl::StatusCode::kInvalidArgument;
   std::shared_ptr<sessions::Session> session = r.session;
-  Finish(r, FinishReason::kError,
-         absl::Status(status.code(), absl::StrCat("generation failed: ", status.message())));
-  if (session != nullptr && !state_untouched) placement_->Drop(*session, /*evicted=*/false);
+  const std::string message = absl::StrCat("generation failed: ", status.message());
+  // Broken before the caller hears of the failure, so that its next call sees why.
+  if (session != nullptr && !state_untouched) placement_->Break(*session, message);
+  Finish(r, FinishReason::kError, absl::Status(status.code(), message));
 }
 
 void Scheduler::HandleToken(ScheduledRequest& r, const backend::SeqResult& result, absl::Time now) {
@@ -380,7 +382,10 @@ void Scheduler::Finish(ScheduledRequest& r, FinishReason reason, absl::Status st
   if (r.session != nullptr) {
     auto lock = sessions_->Acquire();
     sessions::Session& s = *r.session;
-    if (!s.closed) {
+    if (!s.closed && !s.broken_reason.empty()) {
+      s.busy = false;  // its state is gone: nothing to keep pending
+      s.last_used = now;
+    } else if (!s.closed) {
       if (bound) {
         // The state holds feed[0, fed); what was streamed but not fed waits for the next turn.
         s.pending.assign(r.feed.begin() + static_cast<std::ptrdiff_t>(r.fed), r.feed.end());

@@ -33,6 +33,9 @@ struct Session {
   std::unique_ptr<backend::HostState> host;  // when kHost
   bool busy = false;                         // a generation or session command is using it
   bool closed = false;  // removed from the store; a request still holding it must stop
+  // Set when a generation on it failed in the model (its state was lost with it): the session
+  // stays visible, refuses new work with this reason, and can be closed.
+  std::string broken_reason;
 };
 
 }  // namespace mamba::sessions

@@ -1,14 +1,34 @@
 #include "engine/sessions/session_codec.h"
 
-#include <cstring>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/rand.h>
 
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <vector>
+
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 
 namespace mamba::sessions {
 namespace {
 
 constexpr char kMagic[8] = {'M', 'A', 'M', 'B', 'A', 'S', 'E', 'S'};
-constexpr uint32_t kVersion = 1;
+constexpr uint32_t kVersion = 2;
+constexpr size_t kMacBytes = 32;
+// Dimension bounds, those of ModelConfig::Validate, so that sizes computed from them cannot
+// overflow.
+constexpr uint32_t kMaxLayers = 1u << 12;
+constexpr uint32_t kMaxChannels = 1u << 18;
+constexpr uint32_t kMaxConvWidth = 64;
+constexpr uint32_t kMaxState = 1u << 12;
 
 template <typename T>
 void Put(std::string* out, T v) {
@@ -48,26 +68,71 @@ absl::Status Corrupt(const std::string& what) {
 
 }  // namespace
 
-uint64_t Checksum64(std::string_view bytes) {
-  // Word-wise multiply-xorshift over 8-byte lanes; fast enough for tens of MB.
-  uint64_t h = 0x243F6A8885A308D3ull ^ (bytes.size() * 0x9E3779B97F4A7C15ull);
-  size_t i = 0;
-  for (; i + 8 <= bytes.size(); i += 8) {
-    uint64_t w;
-    std::memcpy(&w, bytes.data() + i, 8);
-    h ^= w * 0xBF58476D1CE4E5B9ull;
-    h = (h << 27 | h >> 37) * 0x94D049BB133111EBull;
+absl::StatusOr<SessionKeys> SessionKeys::Parse(std::string_view text, std::string_view source) {
+  SessionKeys keys;
+  int line_number = 0;
+  for (absl::string_view line : absl::StrSplit(absl::string_view(text.data(), text.size()), '\n')) {
+    ++line_number;
+    const absl::string_view key = absl::StripAsciiWhitespace(line);
+    if (key.empty() || key[0] == '#') continue;
+    if (key.size() < kMinKeyBytes) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(std::string(source), " line ", line_number, ": the key has ", key.size(),
+                       " characters; a session key needs at least ", kMinKeyBytes,
+                       " (make one with `openssl rand -hex 32`)"));
+    }
+    keys.keys_.emplace_back(key);
   }
-  uint64_t tail = 0;
-  std::memcpy(&tail, bytes.data() + i, bytes.size() - i);
-  h ^= tail * 0xBF58476D1CE4E5B9ull;
-  h ^= h >> 31;
-  h *= 0xD6E8FEB86659FD93ull;
-  h ^= h >> 32;
-  return h;
+  if (keys.keys_.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        std::string(source),
+        " holds no session key; put one per line (make one with `openssl rand -hex 32`)"));
+  }
+  return keys;
 }
 
-std::string EncodeSession(const SessionSnapshot& s) {
+absl::StatusOr<SessionKeys> SessionKeys::FromFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open the session key file"));
+  std::ostringstream text;
+  text << in.rdbuf();
+  if (in.bad()) return absl::DataLossError(absl::StrCat(path, ": read error"));
+  return Parse(text.str(), path);
+}
+
+SessionKeys SessionKeys::Random() {
+  unsigned char bytes[32];
+  if (RAND_bytes(bytes, sizeof bytes) != 1) std::abort();  // no randomness: nothing safe to do
+  SessionKeys keys;
+  keys.keys_.emplace_back(reinterpret_cast<const char*>(bytes), sizeof bytes);
+  return keys;
+}
+
+namespace {
+
+std::string Mac(const std::string& key, std::string_view bytes) {
+  unsigned char out[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()),
+       reinterpret_cast<const unsigned char*>(bytes.data()), bytes.size(), out, &len);
+  return std::string(reinterpret_cast<const char*>(out), len);
+}
+
+}  // namespace
+
+std::string SessionKeys::Sign(std::string_view bytes) const { return Mac(keys_.front(), bytes); }
+
+bool SessionKeys::Verify(std::string_view bytes, std::string_view mac) const {
+  if (mac.size() != kMacBytes) return false;
+  bool match = false;
+  for (const std::string& key : keys_) {
+    const std::string expected = Mac(key, bytes);
+    match |= CRYPTO_memcmp(expected.data(), mac.data(), kMacBytes) == 0;
+  }
+  return match;
+}
+
+std::string EncodeSession(const SessionSnapshot& s, const SessionKeys& keys) {
   std::string out;
   out.reserve(64 + s.model_identity.size() + s.pending.size() * 4 + s.payload.size());
   out.append(kMagic, sizeof kMagic);
@@ -85,28 +150,39 @@ std::string EncodeSession(const SessionSnapshot& s) {
   for (int32_t id : s.pending) Put<int32_t>(&out, id);
   Put<uint64_t>(&out, s.payload.size());
   out.append(s.payload);
-  Put<uint64_t>(&out, Checksum64(out));
+  out.append(keys.Sign(out));
   return out;
 }
 
-absl::StatusOr<SessionSnapshot> DecodeSession(std::string_view bytes) {
-  if (bytes.size() < sizeof kMagic + 8 || std::memcmp(bytes.data(), kMagic, sizeof kMagic) != 0) {
+absl::StatusOr<SessionSnapshot> DecodeSession(std::string_view bytes, const SessionKeys& keys) {
+  if (bytes.size() < sizeof kMagic + 4 || std::memcmp(bytes.data(), kMagic, sizeof kMagic) != 0) {
     return Corrupt("it does not start with the session magic bytes");
   }
-  const std::string_view body = bytes.substr(0, bytes.size() - 8);
-  uint64_t stored;
-  std::memcpy(&stored, bytes.data() + body.size(), 8);
-  if (stored != Checksum64(body)) return Corrupt("checksum mismatch (truncated or altered)");
-
-  Reader r(body);
-  std::string_view magic;
-  r.Bytes(sizeof kMagic, &magic);
-  uint32_t version = 0, id_len = 0;
-  if (!r.Get(&version)) return Corrupt("no version");
+  uint32_t version = 0;
+  std::memcpy(&version, bytes.data() + sizeof kMagic, sizeof version);
+  if (version == 1) {
+    return absl::InvalidArgumentError(
+        "session state has format version 1, which is unsigned and no longer accepted; export "
+        "the session again from a server of this version");
+  }
   if (version != kVersion) {
     return absl::InvalidArgumentError(absl::StrCat("session state has format version ", version,
                                                    "; this server reads version ", kVersion));
   }
+  if (bytes.size() < sizeof kMagic + 4 + kMacBytes) return Corrupt("it is truncated");
+  const std::string_view body = bytes.substr(0, bytes.size() - kMacBytes);
+  if (!keys.Verify(body, bytes.substr(body.size()))) {
+    return absl::InvalidArgumentError(
+        "session state failed authentication: it was altered or truncated, or exported by a "
+        "server with another session key (replicas that exchange sessions must share "
+        "--session_key_file)");
+  }
+
+  Reader r(body);
+  std::string_view magic;
+  r.Bytes(sizeof kMagic, &magic);
+  uint32_t id_len = 0;
+  if (!r.Get(&version)) return Corrupt("no version");
   if (!r.Get(&id_len) || id_len > 4096) return Corrupt("bad model identity length");
   SessionSnapshot s;
   std::string_view id;
@@ -121,21 +197,22 @@ absl::StatusOr<SessionSnapshot> DecodeSession(std::string_view bytes) {
   for (uint32_t& d : dims) {
     if (!r.Get(&d)) return Corrupt("dimensions past the end");
   }
-  for (uint32_t d : dims) {
-    if (d == 0 || d > (1u << 20)) return Corrupt("dimension out of range");
+  if (dims[0] == 0 || dims[0] > kMaxLayers || dims[1] == 0 || dims[1] > kMaxChannels ||
+      dims[2] == 0 || dims[2] > kMaxConvWidth || dims[3] == 0 || dims[3] > kMaxState) {
+    return Corrupt("dimension out of range");
   }
-  // Version 1 describes layouts whose conv and SSM states span the same channels (Mamba-1).
+  // Version 2 describes layouts whose conv and SSM states span the same channels (Mamba-1).
   s.layout.n_layer = static_cast<int32_t>(dims[0]);
   s.layout.conv_channels = dims[1];
   s.layout.conv_width = static_cast<int32_t>(dims[2]);
   s.layout.ssm_channels = dims[1];
   s.layout.ssm_state = dims[3];
   uint32_t n_pending = 0;
-  if (!r.Get(&s.tokens) || s.tokens < 0) return Corrupt("bad token count");
+  if (!r.Get(&s.tokens)) return Corrupt("no token count");
   if (!r.Get(&n_pending) || n_pending > r.remaining() / 4) return Corrupt("bad pending count");
   s.pending.resize(n_pending);
   for (int32_t& t : s.pending) {
-    if (!r.Get(&t) || t < 0) return Corrupt("bad pending token");
+    if (!r.Get(&t)) return Corrupt("pending tokens past the end");
   }
   uint64_t payload_len = 0;
   if (!r.Get(&payload_len) || payload_len != r.remaining()) return Corrupt("bad payload length");
@@ -146,6 +223,49 @@ absl::StatusOr<SessionSnapshot> DecodeSession(std::string_view bytes) {
   r.Bytes(payload_len, &payload);
   s.payload = std::string(payload);
   return s;
+}
+
+absl::Status ValidateSessionSnapshot(const SessionSnapshot& s, int32_t vocab_size,
+                                     int32_t max_pending) {
+  auto invalid = [](const std::string& what) {
+    return absl::InvalidArgumentError(absl::StrCat("session state: ", what));
+  };
+  if (s.tokens < 0 || s.tokens > kMaxSessionTokens) {
+    return invalid(
+        absl::StrCat("tokens = ", s.tokens, " is out of range; allowed: 0 to ", kMaxSessionTokens));
+  }
+  if (static_cast<int64_t>(s.pending.size()) > max_pending) {
+    return invalid(absl::StrCat("pending holds ", s.pending.size(), " tokens; at most ",
+                                max_pending, " are allowed (the server's --max_prompt_tokens)"));
+  }
+  for (size_t i = 0; i < s.pending.size(); ++i) {
+    if (s.pending[i] < 0 || s.pending[i] >= vocab_size) {
+      return invalid(absl::StrCat("pending[", i, "] = ", s.pending[i],
+                                  " is outside the vocabulary; allowed: [0, ", vocab_size, ")"));
+    }
+  }
+  const size_t width = model::DTypeSize(s.state_dtype);
+  const size_t n = s.payload.size() / width;
+  const model::StateLayout& l = s.layout;
+  constexpr size_t kBlock = 4096;
+  std::vector<float> values(kBlock);
+  for (size_t start = 0; start < n; start += kBlock) {
+    const size_t count = std::min(kBlock, n - start);
+    model::ConvertToFloat(s.state_dtype, s.payload.data() + start * width, values.data(), count);
+    for (size_t i = 0; i < count; ++i) {
+      const float v = values[i];
+      if (std::isfinite(v) && std::fabs(v) <= kMaxStateMagnitude) continue;
+      const int64_t at = static_cast<int64_t>(start + i);
+      const int64_t conv_total = l.n_layer * l.conv_elements_per_layer();
+      const bool conv = at < conv_total;
+      const int64_t per_layer = conv ? l.conv_elements_per_layer() : l.ssm_elements_per_layer();
+      const int64_t layer = per_layer > 0 ? (conv ? at : at - conv_total) / per_layer : 0;
+      return invalid(absl::StrCat("payload value ", at, " (the ", conv ? "conv" : "SSM",
+                                  " state of layer ", layer, ") is ", v,
+                                  "; allowed: finite, magnitude at most ", kMaxStateMagnitude));
+    }
+  }
+  return absl::OkStatus();
 }
 
 absl::Status CheckSessionCompatible(const SessionSnapshot& s, const model::ModelConfig& config,

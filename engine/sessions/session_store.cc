@@ -122,6 +122,11 @@ absl::StatusOr<std::shared_ptr<Session>> SessionStore::Reserve(const std::string
     return absl::NotFoundError(absl::StrCat("session ", id, " not found (unknown or expired)"));
   }
   Session& s = *it->second;
+  if (!s.broken_reason.empty()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("session ", id, " can no longer be used: ", s.broken_reason,
+                     "; close it and start a new session (or import an earlier export)"));
+  }
   if (s.busy) {
     return absl::FailedPreconditionError(absl::StrCat(
         "session ", id,
@@ -173,6 +178,7 @@ SessionInfo SessionStore::Info(const Session& s) const {
   info.expires = s.last_used + s.ttl;
   info.tier = s.where == Session::Where::kHost ? StateTier::kHost : StateTier::kDevice;
   info.busy = s.busy;
+  info.broken_reason = s.broken_reason;
   return info;
 }
 

@@ -38,7 +38,8 @@ class SessionStore {
                                                   bool busy, const std::string& requested_id = "",
                                                   const std::string& id_prefix = "");
   // Finds `id` for `tenant` and marks it busy. NOT_FOUND when unknown, expired, evicted or owned by
-  // another tenant (the message never says which); FAILED_PRECONDITION when already busy.
+  // another tenant (the message never says which); FAILED_PRECONDITION when already busy or
+  // broken (the message says why).
   absl::StatusOr<std::shared_ptr<Session>> Reserve(const std::string& tenant,
                                                    const std::string& id);
   // Finds `id` for `tenant` without reserving it (same errors as Reserve, minus busy).

@@ -249,6 +249,20 @@ void StatePlacement::Drop(Session& s, bool evicted) {
   if (!s.closed) DropLocked(lock, s, evicted);
 }
 
+void StatePlacement::Break(Session& s, const std::string& reason) {
+  auto lock = store_->Acquire();
+  if (s.closed) return;
+  if (s.where == Session::Where::kDevice) ReleaseSlot(s.slot);
+  if (s.where == Session::Where::kHost && s.host != nullptr) {
+    ReleaseHostBytes(static_cast<int64_t>(s.host->size()));
+  }
+  s.where = Session::Where::kZero;
+  s.slot = -1;
+  s.host.reset();
+  s.pending.clear();
+  s.broken_reason = reason;
+}
+
 void StatePlacement::ExpireIdle(absl::Time now) {
   auto lock = store_->Acquire();
   std::vector<Session*> expired;

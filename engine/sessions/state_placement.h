@@ -81,6 +81,9 @@ class StatePlacement {
   void DropLocked(const SessionStore::Lock& held, Session& s, bool evicted);
   // Drop() taking the lock itself; a no-op for a session already closed.
   void Drop(Session& s, bool evicted);
+  // Frees what `s`'s state held and marks it broken with `reason` (its state was lost in a failed
+  // step): it stays in the store, refuses new work, and expires or is closed as any other.
+  void Break(Session& s, const std::string& reason);
   // Drops every idle session whose TTL has run out by `now`.
   void ExpireIdle(absl::Time now);
 

@@ -149,23 +149,40 @@ const char* GrpcCodeName(absl::StatusCode code) {
   }
 }
 
+std::string BoundedForLog(std::string_view value, size_t max_bytes) {
+  if (value.size() <= max_bytes) return std::string(value);
+  // Cut on a character boundary so that the line stays valid UTF-8, and say how much was left out.
+  size_t cut = max_bytes;
+  while (cut > 0 && (static_cast<unsigned char>(value[cut]) & 0xC0) == 0x80) --cut;
+  return absl::StrCat(std::string(value.substr(0, cut)), "...(", value.size(), " bytes)");
+}
+
 void LogRequest(const Logger& logger, const RequestRecord& r) {
-  if (!logger.enabled(LogLevel::kInfo)) return;
+  // The server's own faults are errors an operator must see; a client's mistakes are not.
+  const bool server_fault = r.code == absl::StatusCode::kInternal ||
+                            r.code == absl::StatusCode::kUnknown ||
+                            r.code == absl::StatusCode::kDataLoss;
+  const LogLevel level = server_fault ? LogLevel::kError : LogLevel::kInfo;
+  if (!logger.enabled(level)) return;
   const bool ok = r.code == absl::StatusCode::kOk;
-  logger.Info("request",
-              {{"request_id", r.request_id},
-               {"session_id", r.session_id},
-               {"method", r.method},
-               {"code", GrpcCodeName(r.code)},
-               ok ? LogField("error", nullptr) : LogField("error", r.error_message),
-               {"prompt_tokens", r.prompt_tokens},
-               {"generated_tokens", r.generated_tokens},
-               {"cached_tokens", r.cached_tokens},
-               r.time_to_first_token ? LogField("ttft_seconds", Seconds(*r.time_to_first_token))
-                                     : LogField("ttft_seconds", nullptr),
-               {"e2e_seconds", Seconds(r.e2e)},
-               r.finish_reason.empty() ? LogField("finish_reason", nullptr)
-                                       : LogField("finish_reason", r.finish_reason)});
+  // Client-supplied strings are bounded: a malformed 5 MB session id must not become 5 MB of log.
+  const std::string request_id = BoundedForLog(r.request_id, kMaxLoggedIdBytes);
+  const std::string session_id = BoundedForLog(r.session_id, kMaxLoggedIdBytes);
+  const std::string error = BoundedForLog(r.error_message, kMaxLoggedErrorBytes);
+  logger.Log(level, "request",
+             {{"request_id", request_id},
+              {"session_id", session_id},
+              {"method", r.method},
+              {"code", GrpcCodeName(r.code)},
+              ok ? LogField("error", nullptr) : LogField("error", error),
+              {"prompt_tokens", r.prompt_tokens},
+              {"generated_tokens", r.generated_tokens},
+              {"cached_tokens", r.cached_tokens},
+              r.time_to_first_token ? LogField("ttft_seconds", Seconds(*r.time_to_first_token))
+                                    : LogField("ttft_seconds", nullptr),
+              {"e2e_seconds", Seconds(r.e2e)},
+              r.finish_reason.empty() ? LogField("finish_reason", nullptr)
+                                      : LogField("finish_reason", r.finish_reason)});
 }
 
 }  // namespace mamba::metrics

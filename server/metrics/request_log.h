@@ -122,9 +122,21 @@ struct RequestRecord {
 // gRPC's name for a status code ("OK", "INVALID_ARGUMENT", ...); "UNKNOWN" for values outside it.
 const char* GrpcCodeName(absl::StatusCode code);
 
-// Writes the record as one info line with msg "request" and the fields request_id, session_id,
+// Longest client-supplied id and error message a log line carries (longer ones are cut, with
+// their length noted), so that a hostile value cannot make a line huge.
+inline constexpr size_t kMaxLoggedIdBytes = 128;
+inline constexpr size_t kMaxLoggedErrorBytes = 1024;
+
+// `value` when it has at most `max_bytes` bytes; else its first bytes (cut on a UTF-8 character
+// boundary) followed by "...(N bytes)".
+std::string BoundedForLog(std::string_view value, size_t max_bytes);
+
+// Writes the record as one line with msg "request" and the fields request_id, session_id,
 // method, code, error (null when OK), prompt_tokens, generated_tokens, cached_tokens,
 // ttft_seconds (null when no token was produced), e2e_seconds and finish_reason (null if none).
+// The line is at level error for the server's own faults (INTERNAL, UNKNOWN, DATA_LOSS: a model
+// that diverged on a request, a device error), else info; ids and the error message are bounded
+// (BoundedForLog).
 void LogRequest(const Logger& logger, const RequestRecord& record);
 
 }  // namespace mamba::metrics

@@ -26,6 +26,7 @@
 #include "server/request_validation.h"
 #include "server/wire_codec.h"
 #include "tests/fuzz/fuzz_check.h"
+#include "tests/fuzz/fuzz_session_keys.h"
 
 namespace {
 
@@ -186,11 +187,14 @@ void FuzzImport(const v1::ImportSessionRequest& r, std::string_view metadata, co
   absl::StatusOr<std::string> id = mamba::server::RequestedSessionId(r.session_id(), metadata);
   if (!id.ok()) CheckRefusal(id.status());
   absl::StatusOr<mamba::sessions::SessionSnapshot> snapshot =
-      mamba::sessions::DecodeSession(r.state());
+      mamba::sessions::DecodeSession(r.state(), mamba::fuzz::FuzzSessionKeys());
   if (!snapshot.ok()) return CheckRefusal(snapshot.status());
   absl::Status compatible =
       mamba::sessions::CheckSessionCompatible(*snapshot, s.config, "fuzz-model");
   if (!compatible.ok()) CheckRefusal(compatible, /*import_allowed=*/true);
+  absl::Status valid = mamba::sessions::ValidateSessionSnapshot(*snapshot, s.model.vocab_size,
+                                                                s.limits.max_prompt_tokens);
+  if (!valid.ok()) CheckRefusal(valid);
 }
 
 void FuzzList(const v1::ListSessionsRequest& r, const Setup& s) {

@@ -26,6 +26,7 @@
 #include "mambaserve/v1/sessions.pb.h"
 #include "nlohmann/json.hpp"
 #include "tests/fuzz/fuzz_check.h"
+#include "tests/fuzz/fuzz_session_keys.h"
 
 namespace {
 
@@ -39,6 +40,13 @@ std::string ReadFile(const fs::path& path) {
   return std::string(std::istreambuf_iterator<char>(in), {});
 }
 
+// FNV-1a, for seed file names.
+uint64_t Fnv1a(const std::string& bytes) {
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (unsigned char c : bytes) h = (h ^ c) * 0x100000001b3ull;
+  return h;
+}
+
 class CorpusWriter {
  public:
   explicit CorpusWriter(fs::path root) : root_(std::move(root)) {}
@@ -47,8 +55,7 @@ class CorpusWriter {
     const fs::path dir = root_ / target;
     fs::create_directories(dir);
     char name[17];
-    std::snprintf(name, sizeof name, "%016llx",
-                  static_cast<unsigned long long>(mamba::sessions::Checksum64(bytes)));
+    std::snprintf(name, sizeof name, "%016llx", static_cast<unsigned long long>(Fnv1a(bytes)));
     const fs::path path = dir / (std::string("seed-") + name);
     if (fs::exists(path)) return;
     std::ofstream out(path, std::ios::binary);
@@ -248,7 +255,7 @@ void RequestSeeds(CorpusWriter* out) {
   s.pending = {7};
   s.payload.assign(2 * 32 * (3 + 4) * 4, '\0');
   v1::ImportSessionRequest imp;
-  imp.set_state(mamba::sessions::EncodeSession(s));
+  imp.set_state(mamba::sessions::EncodeSession(s, mamba::fuzz::FuzzSessionKeys()));
   imp.set_session_id(id);
   add(3, "", imp);
 
@@ -272,9 +279,9 @@ void SessionSeeds(CorpusWriter* out) {
     s.pending = std::vector<int32_t>(static_cast<size_t>(layers), 3);
     s.payload.resize(static_cast<size_t>(layers) * 8 * (3 + 2) * mamba::model::DTypeSize(dtype));
     for (size_t i = 0; i < s.payload.size(); ++i) s.payload[i] = static_cast<char>(i * 7);
-    const std::string bytes = mamba::sessions::EncodeSession(s);
+    const std::string bytes = mamba::sessions::EncodeSession(s, mamba::fuzz::FuzzSessionKeys());
     out->Add("session_codec", std::string(1, '\0') + bytes);
-    out->Add("session_codec", std::string(1, '\1') + bytes.substr(0, bytes.size() - 8));
+    out->Add("session_codec", std::string(1, '\1') + bytes.substr(0, bytes.size() - 32));
   }
 }
 

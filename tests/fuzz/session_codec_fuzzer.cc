@@ -2,19 +2,23 @@
 // with an accepted snapshot (compatibility check, dtype conversion).
 //
 // Input: byte 0 picks the mode. Even: the rest is the exported bytes as they are. Odd: the rest
-// is everything but the checksum, which is appended here, so that the fuzzer gets past the
-// checksum to the fields behind it.
+// is everything but the MAC, which is appended here with the fuzz key, so that the fuzzer gets
+// past the signature to the fields behind it.
 //
 // Checks: refusals are INVALID_ARGUMENT; an accepted snapshot has dimensions in range, a payload
-// of exactly the size its dimensions need, no negative ids or counts, and encodes back to the
-// same bytes (except the three padding bytes, which the decoder ignores).
+// of exactly the size its dimensions need, and encodes back to the same bytes (except the three
+// padding bytes, which the decoder ignores); ValidateSessionSnapshot refuses with
+// INVALID_ARGUMENT or accepts only tokens, pending ids and values inside their bounds.
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include "engine/sessions/session_codec.h"
 #include "tests/fuzz/fuzz_check.h"
+#include "tests/fuzz/fuzz_session_keys.h"
 
 namespace {
 
@@ -30,30 +34,25 @@ bool SameSnapshot(const mamba::sessions::SessionSnapshot& a,
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size < 1) return 0;
   std::string bytes(reinterpret_cast<const char*>(data + 1), size - 1);
-  if ((data[0] & 1) != 0) {
-    const uint64_t checksum = mamba::sessions::Checksum64(bytes);
-    char tail[8];
-    std::memcpy(tail, &checksum, 8);
-    bytes.append(tail, 8);
-  }
-  absl::StatusOr<mamba::sessions::SessionSnapshot> s = mamba::sessions::DecodeSession(bytes);
+  const mamba::sessions::SessionKeys& keys = mamba::fuzz::FuzzSessionKeys();
+  if ((data[0] & 1) != 0) bytes += keys.Sign(bytes);
+  absl::StatusOr<mamba::sessions::SessionSnapshot> s = mamba::sessions::DecodeSession(bytes, keys);
   if (!s.ok()) {
     FUZZ_CHECK(s.status().code() == absl::StatusCode::kInvalidArgument, "unexpected status %s",
                s.status().ToString().c_str());
     return 0;
   }
-  FUZZ_CHECK(s->n_layer > 0 && s->d_inner > 0 && s->d_conv > 0 && s->d_state > 0,
-             "non-positive dimension accepted");
-  FUZZ_CHECK(s->tokens >= 0, "negative token count accepted");
-  for (int32_t id : s->pending) FUZZ_CHECK(id >= 0, "negative pending id %d accepted", id);
-  const uint64_t expected = uint64_t(s->n_layer) * uint64_t(s->d_inner) *
-                            (uint64_t(s->d_conv) - 1 + uint64_t(s->d_state)) *
-                            mamba::model::DTypeSize(s->state_dtype);
+  const mamba::model::StateLayout& l = s->layout;
+  FUZZ_CHECK(l.n_layer > 0 && l.conv_channels > 0 && l.conv_width > 0 && l.ssm_state > 0 &&
+                 l.ssm_channels == l.conv_channels,
+             "a layout out of range accepted");
+  const uint64_t expected = uint64_t(l.elements()) * mamba::model::DTypeSize(s->state_dtype);
   FUZZ_CHECK(s->payload.size() == expected, "payload of %zu bytes, dimensions need %llu",
              s->payload.size(), static_cast<unsigned long long>(expected));
 
-  const std::string again = mamba::sessions::EncodeSession(*s);
-  absl::StatusOr<mamba::sessions::SessionSnapshot> back = mamba::sessions::DecodeSession(again);
+  const std::string again = mamba::sessions::EncodeSession(*s, keys);
+  absl::StatusOr<mamba::sessions::SessionSnapshot> back =
+      mamba::sessions::DecodeSession(again, keys);
   FUZZ_CHECK(back.ok() && SameSnapshot(*back, *s), "re-encoded snapshot does not decode the same");
   FUZZ_CHECK(again.size() == bytes.size(), "re-encoded size %zu != %zu", again.size(),
              bytes.size());
@@ -62,15 +61,38 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::memset(original.data() + pad, 0, 3);
   std::string canonical = again;
   std::memset(canonical.data() + pad, 0, 3);
-  // The checksums differ when the padding did; compare everything before them.
-  FUZZ_CHECK(canonical.compare(0, canonical.size() - 8, original, 0, original.size() - 8) == 0,
+  // The MACs differ when the padding did; compare everything before them.
+  FUZZ_CHECK(canonical.compare(0, canonical.size() - 32, original, 0, original.size() - 32) == 0,
              "re-encoded bytes differ beyond the padding");
 
+  // What an import checks next: the contents' bounds.
+  constexpr int32_t kVocab = 1000, kMaxPending = 64;
+  const absl::Status valid = mamba::sessions::ValidateSessionSnapshot(*s, kVocab, kMaxPending);
+  if (!valid.ok()) {
+    FUZZ_CHECK(valid.code() == absl::StatusCode::kInvalidArgument, "unexpected status %s",
+               valid.ToString().c_str());
+  } else {
+    FUZZ_CHECK(s->tokens >= 0 && s->tokens <= mamba::sessions::kMaxSessionTokens,
+               "token count %lld accepted", static_cast<long long>(s->tokens));
+    FUZZ_CHECK(s->pending.size() <= size_t{kMaxPending}, "%zu pending tokens accepted",
+               s->pending.size());
+    for (int32_t id : s->pending) {
+      FUZZ_CHECK(id >= 0 && id < kVocab, "pending id %d accepted", id);
+    }
+    const size_t n = s->payload.size() / mamba::model::DTypeSize(s->state_dtype);
+    std::vector<float> values(n);
+    mamba::model::ConvertToFloat(s->state_dtype, s->payload.data(), values.data(), n);
+    for (float v : values) {
+      FUZZ_CHECK(std::isfinite(v) && std::fabs(v) <= mamba::sessions::kMaxStateMagnitude,
+                 "state value %g accepted", v);
+    }
+  }
+
   mamba::model::ModelConfig config;
-  config.n_layer = s->n_layer;
-  config.d_inner = s->d_inner;
-  config.d_conv = s->d_conv;
-  config.d_state = s->d_state;
+  config.n_layer = l.n_layer;
+  config.d_inner = static_cast<int32_t>(l.conv_channels);
+  config.d_conv = l.conv_width;
+  config.d_state = static_cast<int32_t>(l.ssm_state);
   FUZZ_CHECK(mamba::sessions::CheckSessionCompatible(*s, config, s->model_identity).ok(),
              "a snapshot is incompatible with its own dimensions");
   FUZZ_CHECK(mamba::sessions::CheckSessionCompatible(*s, config, s->model_identity + "x").code() ==

@@ -25,6 +25,7 @@ import select
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import unittest
 import urllib.request
@@ -56,13 +57,14 @@ _TIMEOUT_S = 30
 class Replica:
     """A mamba-serve process on loopback; its addresses come from its listening line."""
 
-    def __init__(self, binary, name):
+    def __init__(self, binary, name, key_file):
         self.name = name
         # --drain_seconds=0: nothing is left running at the end, and stopping stays quick.
+        # Replicas that exchange sessions share the session key that signs the exports.
         self.process = subprocess.Popen(
             [binary, "--model=synthetic:tiny", "--backend=cpu", "--cpu_threads=1",
              "--host=127.0.0.1", "--port=0", "--metrics_port=0", "--log_level=warning",
-             "--drain_seconds=0"],
+             "--drain_seconds=0", f"--session_key_file={key_file}"],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
         deadline = time.monotonic() + 60
         line = b""
@@ -136,8 +138,12 @@ class LiveReplicasTest(unittest.TestCase):
         binary = os.path.join(os.environ["MAMBA_BIN_DIR"], "mamba-serve")
         cls.replicas = []
         cls.proxy = None
+        cls.key_dir = tempfile.TemporaryDirectory()
+        key_file = os.path.join(cls.key_dir.name, "session-keys")
+        with open(key_file, "w") as f:
+            f.write(secrets.token_hex(32) + "\n")
         try:
-            cls.replicas = [Replica(binary, "a"), Replica(binary, "b")]
+            cls.replicas = [Replica(binary, "a", key_file), Replica(binary, "b", key_file)]
             cls.by_address = {r.address: r for r in cls.replicas}
             cls.proxy = nginx_proxy.NginxProxy([r.address for r in cls.replicas]).start()
         except BaseException:
@@ -150,6 +156,7 @@ class LiveReplicasTest(unittest.TestCase):
         codes = [r.stop() for r in cls.replicas]
         if cls.proxy is not None:
             cls.proxy.close()
+        cls.key_dir.cleanup()
         return codes
 
     @classmethod

@@ -36,7 +36,7 @@ KNOWN_FLAGS = {
     "metrics_port", "max_receive_message_bytes", "stream_threads", "max_prompt_tokens",
     "max_new_tokens", "max_sessions", "session_ttl_seconds", "host_state_memory_gb",
     "max_running", "max_queue", "max_prefill_tokens_per_step", "max_unread_tokens",
-    "drain_seconds", "log_level",
+    "drain_seconds", "log_level", "session_key_file",
 }
 HPA_METRIC = "mamba_requests_waiting"
 # After SIGTERM the process still has to cancel what is left and exit once the drain ends.

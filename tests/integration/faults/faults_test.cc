@@ -29,6 +29,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
+#include "engine/backend_factory.h"
 #include "engine/model/model_loader.h"
 #include "gmock/gmock.h"
 #include "grpcpp/create_channel.h"
@@ -37,6 +38,7 @@
 #include "gtest/gtest.h"
 #include "server/metrics/request_log.h"
 #include "tests/integration/server/server_test_util.h"
+#include "tests/unit/model/temp_checkpoint.h"
 
 namespace mamba::server::testing {
 namespace {
@@ -221,17 +223,28 @@ class OpenStream {
     reader_ = stub.Generate(&context_, request);
   }
   // Reads one message; false at the end of the stream.
-  bool ReadOne(v1::GenerateResponse* response) { return reader_->Read(response); }
+  bool ReadOne(v1::GenerateResponse* response) {
+    if (!reader_->Read(response)) return false;
+    Record(*response);
+    return true;
+  }
   void Cancel() { context_.TryCancel(); }
   // Reads what is left and returns the call's status.
   grpc::Status Finish() {
     v1::GenerateResponse response;
-    while (reader_->Read(&response)) last_ = response;
+    while (reader_->Read(&response)) Record(response);
     return reader_->Finish();
   }
   const v1::GenerateResponse& last() const { return last_; }
+  // Every token id read so far.
+  const std::vector<int32_t>& token_ids() const { return token_ids_; }
 
  private:
+  void Record(const v1::GenerateResponse& response) {
+    last_ = response;
+    token_ids_.insert(token_ids_.end(), response.token_ids().begin(), response.token_ids().end());
+  }
+  std::vector<int32_t> token_ids_;
   grpc::ClientContext context_;
   std::unique_ptr<grpc::ClientReader<v1::GenerateResponse>> reader_;
   v1::GenerateResponse last_;
@@ -638,6 +651,94 @@ std::map<std::string, double> Scrape(const std::string& metrics_address) {
   return ::testing::AssertionFailure()
          << "after 10 s: " << now.ToString() << "; expected: " << want.ToString();
 }
+
+// One sequence's fault never hurts another: a turn whose model output is not finite (its token's
+// embedding is +inf, so its activations, state and logits are NaN) runs beside eight live streams
+// and ends alone with INTERNAL (its request log line is at error level); its session is marked
+// broken; every other
+// stream ends normally with the tokens it would have produced anyway, and keeps its session. On
+// the CPU backend here, and on the CUDA backend where a GPU is visible.
+class PoisonedSequenceTest : public FaultTest, public ::testing::WithParamInterface<std::string> {
+ protected:
+  static constexpr int32_t kPoisonToken = 200;
+};
+
+TEST_P(PoisonedSequenceTest, FailsAloneAmongEightLiveStreams) {
+  const std::string backend = GetParam();
+  if (backend == "cuda" && !CudaAvailable()) GTEST_SKIP() << "no CUDA device visible";
+  mamba::testing::TempDir dir;
+  ASSERT_TRUE(
+      mamba::testing::WritePoisonedCheckpoint(
+          dir.path(), kPoisonToken, backend == "cuda" ? model::DType::kF16 : model::DType::kF32)
+          .ok());
+  ServerOptions options = TinyServerOptions();
+  options.engine.model = dir.path();
+  options.engine.backend.kind = backend;
+  StartServer(options);
+  metrics::DefaultLogger().set_level(metrics::LogLevel::kWarning);
+  const Counts baseline = Now();
+
+  std::vector<std::string> healthy, twins;
+  for (int i = 0; i < 8; ++i) healthy.push_back(CreateSession(Ids(4, 10 * i)));
+  for (const std::string& id : healthy) {
+    v1::ForkSessionRequest fork;
+    fork.set_session_id(id);
+    v1::Session child;
+    grpc::ClientContext context;
+    ASSERT_TRUE(sessions_->ForkSession(&context, fork, &child).ok());
+    twins.push_back(child.session_id());
+  }
+  const std::string victim = CreateSession(Ids(3, 90));
+
+  // Healthy turns stop at the poisoned token if they ever sample it (so that they never feed it).
+  constexpr int kTokens = 40;
+  auto healthy_turn = [&](const std::string& id) {
+    v1::GenerateRequest r = GreedyRequest({7, 8}, kTokens, id);
+    r.mutable_stopping()->add_stop_token_ids(kPoisonToken);
+    return r;
+  };
+  std::vector<std::unique_ptr<OpenStream>> streams;
+  for (const std::string& id : healthy) {
+    streams.push_back(std::make_unique<OpenStream>(*generation_, healthy_turn(id)));
+  }
+  v1::GenerateResponse first;
+  for (auto& s : streams) ASSERT_TRUE(s->ReadOne(&first));  // every stream is running
+  StreamResult bad = Generate(*generation_, GreedyRequest({7, kPoisonToken}, kTokens, victim));
+  EXPECT_EQ(bad.status.error_code(), grpc::StatusCode::INTERNAL) << bad.status.error_message();
+  EXPECT_THAT(bad.status.error_message(), HasSubstr("not finite"));
+  EXPECT_THAT(bad.status.error_message(), ::testing::Not(HasSubstr("slot")));
+  for (auto& s : streams) {
+    grpc::Status st = s->Finish();
+    EXPECT_TRUE(st.ok()) << st.error_message();
+  }
+
+  // The victim's session is broken: visible, refusing turns with the reason, closable.
+  v1::Session broken;
+  ASSERT_TRUE(GetSession(victim, &broken).ok());
+  EXPECT_THAT(broken.broken_reason(), HasSubstr("not finite"));
+  StreamResult again = Generate(*generation_, GreedyRequest({1}, 2, victim));
+  EXPECT_EQ(again.status.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  ASSERT_TRUE(CloseSession(victim).ok());
+
+  // The others produced exactly what their twins produce, and kept their sessions.
+  for (size_t i = 0; i < healthy.size(); ++i) {
+    StreamResult twin = Generate(*generation_, healthy_turn(twins[i]));
+    ASSERT_TRUE(twin.status.ok());
+    EXPECT_EQ(streams[i]->token_ids(), twin.token_ids);
+    const int64_t generated = static_cast<int64_t>(streams[i]->token_ids().size());
+    EXPECT_GT(generated, 0);
+    v1::Session s;
+    ASSERT_TRUE(GetSession(healthy[i], &s).ok());
+    EXPECT_TRUE(s.broken_reason().empty());
+    EXPECT_EQ(s.tokens(), 4 + 2 + generated);
+    ASSERT_TRUE(CloseSession(healthy[i]).ok());
+    ASSERT_TRUE(CloseSession(twins[i]).ok());
+  }
+  ExpectServing();
+  EXPECT_TRUE(SettlesAt(engine(), baseline));
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, PoisonedSequenceTest, ::testing::Values("cpu", "cuda"));
 
 TEST(FaultProcessTest, SigtermUnderLoadEndsEveryStreamAndExitsZero) {
   std::vector<std::string> args = kTinyArgs;

@@ -23,6 +23,7 @@ namespace {
 
 using nlohmann::json;
 using ::testing::HasSubstr;
+using ::testing::Not;
 using ::testing::StartsWith;
 
 const std::vector<std::string> kTinyArgs = {"--model=synthetic:tiny",
@@ -96,6 +97,30 @@ TEST(ServeProcessTest, BadFlagsAreRejectedWithTheAllowedValues) {
   EXPECT_THAT(port.err, HasSubstr("65535"));
   ProgramResult level = RunProgram({serve, "--log_level=loud"});
   EXPECT_EQ(level.exit_code, 2);
+  // Every usage error exits 2 with a line naming the flag: unknown flags, values that do not
+  // parse, and numbers out of range (inf, NaN, 0 where a queue needs room).
+  for (const auto& [arg, message] : std::vector<std::pair<std::string, std::string>>{
+           {"--no_such_flag=1", "unknown flag --no_such_flag"},
+           {"--port=abc", "--port=abc"},
+           {"--max_running=99999999999", "--max_running"},
+           {"--host_state_memory_gb=inf", "--host_state_memory_gb=inf"},
+           {"--host_state_memory_gb=nan", "--host_state_memory_gb=nan"},
+           {"--host_state_memory_gb=1e300", "out of range"},
+           {"--gpu_memory_fraction=nan", "--gpu_memory_fraction"},
+           {"--max_queue=0", "--max_queue=0"}}) {
+    SCOPED_TRACE(arg);
+    ProgramResult bad = RunProgram({serve, arg});
+    EXPECT_EQ(bad.exit_code, 2);
+    EXPECT_THAT(bad.err, HasSubstr(message));
+  }
+  // --help lists the server's own flags with their defaults and help, not Abseil's.
+  ProgramResult help = RunProgram({serve, "--help"});
+  EXPECT_EQ(help.exit_code, 0);
+  EXPECT_THAT(help.out, HasSubstr("--max_running=256"));
+  EXPECT_THAT(help.out, HasSubstr("--session_key_file="));
+  EXPECT_THAT(help.out, HasSubstr("Sequences advanced together"));
+  EXPECT_THAT(help.out, Not(HasSubstr("No flags matched")));
+  EXPECT_THAT(help.out, Not(HasSubstr("--flagfile")));
   ProgramResult model = RunProgram(
       {serve, "--model=synthetic:nope", "--port=0", "--metrics_port=-1", "--host=127.0.0.1"});
   EXPECT_EQ(model.exit_code, 1);
@@ -314,6 +339,16 @@ TEST_F(ClientCliTest, FailedCallsPrintTheCodeNameAndExitNonZero) {
   EXPECT_THAT(missing.err, HasSubstr("--prompt"));
   ProgramResult unknown = Client({"frobnicate"});
   EXPECT_EQ(unknown.exit_code, 2);
+  ProgramResult flag = Client({"info", "--no_such_flag"});
+  EXPECT_EQ(flag.exit_code, 2);
+  EXPECT_THAT(flag.err, HasSubstr("unknown flag --no_such_flag"));
+  ProgramResult value = Client({"generate", "--prompt=x", "--max_tokens=lots"});
+  EXPECT_EQ(value.exit_code, 2);
+  EXPECT_THAT(value.err, HasSubstr("--max_tokens=lots"));
+  ProgramResult help = RunProgram({std::string(MAMBA_BIN_DIR) + "/mamba-client", "--help"});
+  EXPECT_EQ(help.exit_code, 0);
+  EXPECT_THAT(help.out, HasSubstr("--addr="));
+  EXPECT_THAT(help.out, HasSubstr("generate"));
   ProgramResult unreachable = RunProgram({std::string(MAMBA_BIN_DIR) + "/mamba-client", "info",
                                           "--addr=127.0.0.1:1", "--timeout_seconds=5"});
   EXPECT_EQ(unreachable.exit_code, 1);

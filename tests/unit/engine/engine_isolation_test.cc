@@ -1,9 +1,11 @@
 // The engine's boundary and fault isolation, on the CPU backend (synthetic:tiny):
 // - requests that break a rule stop at Submit with INVALID_ARGUMENT (the sampling rules are the
 //   engine's, written once), while valid streams run on;
-// - a sequence that fails inside a step (here: a session imported with a poisoned state, so its
+// - a sequence that fails inside a step (here: it feeds a token whose embedding is +inf, so its
 //   logits are NaN) fails alone: the streams beside it finish normally with exactly the tokens
-//   they would have produced anyway, and their sessions stay intact.
+//   they would have produced anyway, and their sessions stay intact; its own session is marked
+//   broken;
+// - an import whose contents are out of range is refused before it reaches a slot.
 #include <chrono>
 #include <cmath>
 #include <condition_variable>
@@ -16,8 +18,10 @@
 #include <vector>
 
 #include "engine/engine.h"
+#include "engine/model/model_loader.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/unit/model/temp_checkpoint.h"
 
 namespace mamba {
 namespace {
@@ -72,6 +76,10 @@ struct Reader {
   void Drain() { WaitFor(std::numeric_limits<size_t>::max()); }
 };
 
+// Sequences fed this token fail: its embedding row is +inf (WritePoisonedCheckpoint). Healthy
+// requests stop if they ever sample it, so that they never feed it.
+constexpr int32_t kPoisonToken = 200;
+
 GenerationRequest Greedy(std::vector<int32_t> prompt, int max_tokens,
                          const std::string& session = "") {
   GenerationRequest r;
@@ -79,6 +87,7 @@ GenerationRequest Greedy(std::vector<int32_t> prompt, int max_tokens,
   r.session_id = session;
   r.stopping.max_tokens = max_tokens;
   r.stopping.ignore_eos = true;
+  r.stopping.stop_token_ids = {kPoisonToken};
   return r;
 }
 
@@ -146,7 +155,11 @@ TEST(EngineIsolationTest, InvalidRequestsStopAtTheBoundaryWhileOthersRun) {
 }
 
 TEST(EngineIsolationTest, APoisonedSequenceFailsAloneAmongEightLiveStreams) {
-  absl::StatusOr<std::unique_ptr<Engine>> created = Engine::Create(TinyOptions());
+  testing::TempDir dir;
+  ASSERT_TRUE(testing::WritePoisonedCheckpoint(dir.path(), kPoisonToken).ok());
+  EngineOptions options = TinyOptions();
+  options.model = dir.path();
+  absl::StatusOr<std::unique_ptr<Engine>> created = Engine::Create(options);
   ASSERT_TRUE(created.ok()) << created.status();
   Engine& engine = **created;
 
@@ -156,27 +169,10 @@ TEST(EngineIsolationTest, APoisonedSequenceFailsAloneAmongEightLiveStreams) {
     healthy.push_back(Create(engine, {static_cast<int32_t>(10 + i), 20, 30}));
     twins.push_back(Fork(engine, healthy.back().session_id));
   }
+  const SessionInfo victim = Create(engine, {5, 6, 7});
 
-  // A ninth session whose exported state is replaced by NaN, with a valid checksum: anyone can
-  // build such bytes, so the engine must survive them.
-  const SessionInfo source = Create(engine, {5, 6, 7});
-  std::promise<absl::StatusOr<sessions::SessionSnapshot>> exported;
-  engine.ExportSession("", source.session_id, [&](absl::StatusOr<sessions::SessionSnapshot> s) {
-    exported.set_value(std::move(s));
-  });
-  absl::StatusOr<sessions::SessionSnapshot> snapshot = exported.get_future().get();
-  ASSERT_TRUE(snapshot.ok()) << snapshot.status();
-  const float nan = std::numeric_limits<float>::quiet_NaN();
-  for (size_t i = 0; i + sizeof(float) <= snapshot->payload.size(); i += sizeof(float)) {
-    std::memcpy(&snapshot->payload[i], &nan, sizeof(float));
-  }
-  std::promise<absl::StatusOr<SessionInfo>> imported;
-  engine.ImportSession("", sessions::EncodeSession(*snapshot), absl::ZeroDuration(),
-                       [&](absl::StatusOr<SessionInfo> s) { imported.set_value(std::move(s)); });
-  absl::StatusOr<SessionInfo> poisoned = imported.get_future().get();
-  ASSERT_TRUE(poisoned.ok()) << poisoned.status();
-
-  // The eight streams run; once each has produced a token, the poisoned one joins their steps.
+  // The eight streams run; once each has produced a token, a turn that feeds the poisoned token
+  // joins their steps.
   constexpr int kTokens = 48;
   std::vector<Reader> readers(8);
   for (int i = 0; i < 8; ++i) {
@@ -188,27 +184,35 @@ TEST(EngineIsolationTest, APoisonedSequenceFailsAloneAmongEightLiveStreams) {
   for (Reader& r : readers) r.WaitFor(1);
   Reader bad;
   absl::StatusOr<std::shared_ptr<GenerationStream>> s =
-      engine.Submit(Greedy({40, 41}, kTokens, poisoned->session_id), bad.Callback());
+      engine.Submit(Greedy({40, kPoisonToken}, kTokens, victim.session_id), bad.Callback());
   ASSERT_TRUE(s.ok()) << s.status();
   bad.stream = *s;
   bad.Drain();
   for (Reader& r : readers) r.Drain();
 
-  // The poisoned sequence failed alone, with a message about itself only; its session is gone.
+  // The poisoned sequence failed alone, with a message about itself only.
   EXPECT_EQ(bad.result.finish_reason, FinishReason::kError);
   EXPECT_EQ(bad.result.status.code(), absl::StatusCode::kInternal) << bad.result.status;
   EXPECT_THAT(std::string(bad.result.status.message()), HasSubstr("not finite"));
   EXPECT_THAT(std::string(bad.result.status.message()), Not(HasSubstr("slot")));
   EXPECT_THAT(std::string(bad.result.status.message()), Not(HasSubstr("work item")));
   EXPECT_TRUE(bad.tokens.empty());
-  EXPECT_EQ(engine.GetSession("", poisoned->session_id).status().code(),
-            absl::StatusCode::kNotFound);
+  // Its session is marked broken: still visible, refusing new work with the reason, closable.
+  absl::StatusOr<SessionInfo> broken = engine.GetSession("", victim.session_id);
+  ASSERT_TRUE(broken.ok()) << broken.status();
+  EXPECT_THAT(broken->broken_reason, HasSubstr("not finite"));
+  absl::StatusOr<std::shared_ptr<GenerationStream>> again =
+      engine.Submit(Greedy({1}, 4, victim.session_id), [] {});
+  EXPECT_EQ(again.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(again.status().message()), HasSubstr("can no longer be used"));
+  std::promise<absl::Status> closed;
+  engine.CloseSession("", victim.session_id, [&](absl::Status st) { closed.set_value(st); });
+  EXPECT_TRUE(closed.get_future().get().ok());
 
   // Every other stream finished normally with exactly its twin's tokens, and kept its session.
   for (int i = 0; i < 8; ++i) {
     SCOPED_TRACE(i);
     EXPECT_TRUE(readers[i].result.status.ok()) << readers[i].result.status;
-    EXPECT_EQ(readers[i].result.finish_reason, FinishReason::kLength);
     Reader twin;
     absl::StatusOr<std::shared_ptr<GenerationStream>> t =
         engine.Submit(Greedy({40, 41}, kTokens, twins[i].session_id), twin.Callback());
@@ -218,8 +222,53 @@ TEST(EngineIsolationTest, APoisonedSequenceFailsAloneAmongEightLiveStreams) {
     EXPECT_EQ(readers[i].tokens, twin.tokens);
     absl::StatusOr<SessionInfo> after = engine.GetSession("", healthy[i].session_id);
     ASSERT_TRUE(after.ok()) << after.status();
-    EXPECT_EQ(after->tokens, healthy[i].tokens + 2 + kTokens);
+    EXPECT_EQ(after->tokens,
+              healthy[i].tokens + 2 + static_cast<int64_t>(readers[i].tokens.size()));
+    EXPECT_TRUE(after->broken_reason.empty());
   }
+  // A stateless request that feeds the poisoned token fails alone too.
+  Reader stateless;
+  absl::StatusOr<std::shared_ptr<GenerationStream>> st =
+      engine.Submit(Greedy({kPoisonToken}, 4), stateless.Callback());
+  ASSERT_TRUE(st.ok());
+  stateless.stream = *st;
+  stateless.Drain();
+  EXPECT_EQ(stateless.result.status.code(), absl::StatusCode::kInternal);
+}
+
+// An export whose state was replaced by NaN (signed with the server's own key, as only a holder
+// of the key could) is still refused at import, naming the value.
+TEST(EngineIsolationTest, ImportRefusesStatesOutOfRange) {
+  absl::StatusOr<std::unique_ptr<Engine>> created = Engine::Create(TinyOptions());
+  ASSERT_TRUE(created.ok()) << created.status();
+  Engine& engine = **created;
+  const SessionInfo source = Create(engine, {5, 6, 7});
+  std::promise<absl::StatusOr<sessions::SessionSnapshot>> exported;
+  engine.ExportSession("", source.session_id, [&](absl::StatusOr<sessions::SessionSnapshot> s) {
+    exported.set_value(std::move(s));
+  });
+  absl::StatusOr<sessions::SessionSnapshot> snapshot = exported.get_future().get();
+  ASSERT_TRUE(snapshot.ok()) << snapshot.status();
+  auto import = [&](const sessions::SessionSnapshot& snap) {
+    std::promise<absl::StatusOr<SessionInfo>> imported;
+    engine.ImportSession("", engine.EncodeExport(snap), absl::ZeroDuration(),
+                         [&](absl::StatusOr<SessionInfo> s) { imported.set_value(std::move(s)); });
+    return imported.get_future().get();
+  };
+  ASSERT_TRUE(import(*snapshot).ok());
+  sessions::SessionSnapshot nan = *snapshot;
+  const float v = std::numeric_limits<float>::quiet_NaN();
+  for (size_t i = 0; i + sizeof(float) <= nan.payload.size(); i += sizeof(float)) {
+    std::memcpy(&nan.payload[i], &v, sizeof(float));
+  }
+  absl::Status refused = import(nan).status();
+  EXPECT_EQ(refused.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(refused.message()), HasSubstr("payload value 0"));
+  sessions::SessionSnapshot huge = *snapshot;
+  huge.tokens = std::numeric_limits<int64_t>::max();
+  refused = import(huge).status();
+  EXPECT_EQ(refused.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(refused.message()), HasSubstr("tokens = "));
 }
 
 }  // namespace

@@ -169,6 +169,30 @@ TEST(RequestLogTest, FailedRequestLine) {
   EXPECT_EQ(j["generated_tokens"], 0);
 }
 
+// A server fault is logged at error level; client-supplied strings are bounded.
+TEST(RequestLogTest, ServerFaultsAreErrorsAndClientStringsAreBounded) {
+  LogCapture capture;
+  Logger logger(LogLevel::kWarning, capture.Sink(), FixedTime);
+  RequestRecord r;
+  r.method = "Generate";
+  r.session_id = std::string(5 << 20, 'a');  // a 5 MB malformed id
+  r.request_id = std::string(300, 'r');
+  r.code = absl::StatusCode::kInternal;
+  r.error_message = "generation failed: the logits are not finite";
+  LogRequest(logger, r);
+  ASSERT_EQ(capture.lines().size(), 1u);  // shown although the level is warning
+  EXPECT_LT(capture.lines()[0].size(), 2048u);
+  Json j = Json::parse(capture.lines()[0]);
+  EXPECT_EQ(j["level"], "error");
+  EXPECT_EQ(j["session_id"], std::string(kMaxLoggedIdBytes, 'a') + "...(5242880 bytes)");
+  EXPECT_EQ(j["request_id"], std::string(kMaxLoggedIdBytes, 'r') + "...(300 bytes)");
+  r.code = absl::StatusCode::kInvalidArgument;  // a client's mistake: info, hidden here
+  LogRequest(logger, r);
+  EXPECT_EQ(capture.lines().size(), 1u);
+  // Cutting never splits a UTF-8 character.
+  EXPECT_EQ(BoundedForLog("\xc3\xa9\xc3\xa9", 3), "\xc3\xa9...(4 bytes)");
+}
+
 TEST(RequestLogTest, SilentAboveInfo) {
   LogCapture capture;
   Logger logger(LogLevel::kWarning, capture.Sink(), FixedTime);

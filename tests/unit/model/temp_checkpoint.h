@@ -6,9 +6,11 @@
 
 #include <atomic>
 #include <cstdint>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -88,6 +90,30 @@ inline std::vector<model::NamedTensor> NamedTensors(const model::ModelConfig& co
     out.push_back({spec.name, view});
   });
   return out;
+}
+
+// A checkpoint of synthetic:tiny, untied, whose embedding row for `token` is +inf, written to
+// `dir`: any sequence fed that token gets NaN activations, a NaN state and NaN logits (a fault of
+// that sequence alone; the output head stays finite for the others). `dtype` f32 or f16.
+inline absl::Status WritePoisonedCheckpoint(const std::string& dir, int32_t token,
+                                            model::DType dtype = model::DType::kF32) {
+  model::ModelConfig config = model::SyntheticConfig("tiny").value();
+  config.tie_word_embeddings = false;
+  absl::StatusOr<model::ModelWeights> weights =
+      model::MakeSyntheticWeights(config, /*seed=*/7, dtype);
+  if (!weights.ok()) return weights.status();
+  uint8_t* row = const_cast<uint8_t*>(static_cast<const uint8_t*>(weights->embedding.data)) +
+                 int64_t{token} * config.d_model * model::DTypeSize(dtype);
+  for (int i = 0; i < config.d_model; ++i) {
+    if (dtype == model::DType::kF32) {
+      const float inf = std::numeric_limits<float>::infinity();
+      std::memcpy(row + i * 4, &inf, 4);
+    } else {
+      const uint16_t inf = dtype == model::DType::kF16 ? 0x7C00 : 0x7F80;
+      std::memcpy(row + i * 2, &inf, 2);
+    }
+  }
+  return model::SaveCheckpoint(config, *weights, dir);
 }
 
 // Bytes of a view, for comparisons.

@@ -199,6 +199,26 @@ TEST(SamplerTest, TemperatureZeroIsArgmaxWithLowestIdOnTies) {
   EXPECT_EQ(SampleToken(s, {1.0f, 3.0f, 2.0f, 3.0f}, p), 1);
 }
 
+// Temperatures below kMinTemperature decode greedily (a denormal temperature once overflowed the
+// scaled logits into noise); from kMinTemperature up they sample.
+TEST(SamplerTest, TinyTemperaturesAreGreedy) {
+  sampling::Sampler s;
+  const std::vector<float> l = RandomLogits(50280, 3, 20.0f);
+  const int32_t argmax = static_cast<int32_t>(std::max_element(l.begin(), l.end()) - l.begin());
+  for (float t : {1e-40f, 1e-30f, 1e-10f, 9.9e-6f}) {
+    sampling::SamplingParams p;
+    p.temperature = t;
+    EXPECT_TRUE(p.greedy()) << t;
+    for (uint64_t seed = 0; seed < 5; ++seed) {
+      p.seed = seed;
+      EXPECT_EQ(SampleToken(s, l, p, seed), argmax) << t;
+    }
+  }
+  sampling::SamplingParams p;
+  p.temperature = sampling::kMinTemperature;
+  EXPECT_FALSE(p.greedy());
+}
+
 TEST(SamplerTest, LogprobsComeFromTheRawLogits) {
   sampling::Sampler s;
   const std::vector<float> l = {2.0f, 1.0f, 3.0f, 3.0f, -1.0f, 0.5f};

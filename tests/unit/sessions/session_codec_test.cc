@@ -1,11 +1,21 @@
 #include "engine/sessions/session_codec.h"
 
+#include <cstring>
+#include <functional>
+#include <limits>
 #include <string>
+#include <vector>
 
 #include "gtest/gtest.h"
 
 namespace mamba {
 namespace {
+
+const sessions::SessionKeys& Keys() {
+  static const sessions::SessionKeys* keys = new sessions::SessionKeys(
+      sessions::SessionKeys::Parse("test-key-0123456789abcdef0123456789abcdef", "test").value());
+  return *keys;
+}
 
 sessions::SessionSnapshot Sample() {
   sessions::SessionSnapshot s;
@@ -27,7 +37,7 @@ sessions::SessionSnapshot Sample() {
 TEST(SessionCodecTest, RoundTrip) {
   const sessions::SessionSnapshot s = Sample();
   absl::StatusOr<sessions::SessionSnapshot> back =
-      sessions::DecodeSession(sessions::EncodeSession(s));
+      sessions::DecodeSession(sessions::EncodeSession(s, Keys()), Keys());
   ASSERT_TRUE(back.ok()) << back.status();
   EXPECT_EQ(back->model_identity, s.model_identity);
   EXPECT_EQ(back->tokens, 17);
@@ -37,7 +47,7 @@ TEST(SessionCodecTest, RoundTrip) {
 }
 
 TEST(SessionCodecTest, RejectsCorruption) {
-  const std::string good = sessions::EncodeSession(Sample());
+  const std::string good = sessions::EncodeSession(Sample(), Keys());
   struct Case {
     std::string name;
     std::string bytes;
@@ -55,9 +65,105 @@ TEST(SessionCodecTest, RejectsCorruption) {
       {"extra bytes", good + "x"},
   };
   for (const Case& c : cases) {
-    absl::StatusOr<sessions::SessionSnapshot> got = sessions::DecodeSession(c.bytes);
+    absl::StatusOr<sessions::SessionSnapshot> got = sessions::DecodeSession(c.bytes, Keys());
     EXPECT_FALSE(got.ok()) << c.name;
     EXPECT_EQ(got.status().code(), absl::StatusCode::kInvalidArgument) << c.name;
+  }
+}
+
+// The bytes carry a keyed MAC: anyone can rebuild an unkeyed checksum over altered bytes, nobody
+// can rebuild this one without the key.
+TEST(SessionCodecTest, RefusesForgedAlteredAndForeignExports) {
+  sessions::SessionSnapshot s = Sample();
+  const std::string good = sessions::EncodeSession(s, Keys());
+  // A state replaced with NaN, everything else kept, and a new MAC made without the key.
+  sessions::SessionSnapshot poisoned = s;
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  for (size_t i = 0; i < poisoned.payload.size(); i += 4)
+    std::memcpy(&poisoned.payload[i], &nan, 4);
+  absl::StatusOr<sessions::SessionKeys> attacker =
+      sessions::SessionKeys::Parse("attacker-key-0123456789abcdef0123456789ab", "attacker");
+  ASSERT_TRUE(attacker.ok());
+  for (const std::string& bytes :
+       {sessions::EncodeSession(poisoned, *attacker), good.substr(0, good.size() - 1) + "x"}) {
+    absl::StatusOr<sessions::SessionSnapshot> got = sessions::DecodeSession(bytes, Keys());
+    ASSERT_FALSE(got.ok());
+    EXPECT_EQ(got.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_NE(std::string(got.status().message()).find("failed authentication"), std::string::npos)
+        << got.status();
+  }
+  // A random per-process key accepts only its own exports.
+  const sessions::SessionKeys random = sessions::SessionKeys::Random();
+  EXPECT_TRUE(sessions::DecodeSession(sessions::EncodeSession(s, random), random).ok());
+  EXPECT_FALSE(sessions::DecodeSession(sessions::EncodeSession(s, random), Keys()).ok());
+  // Version 1 (an unkeyed checksum) is refused with a message saying so.
+  std::string v1 = good;
+  v1[8] = 1;
+  absl::Status old = sessions::DecodeSession(v1, Keys()).status();
+  EXPECT_EQ(old.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(std::string(old.message()).find("version 1"), std::string::npos) << old;
+}
+
+// Rotation: the first key signs, every key verifies.
+TEST(SessionCodecTest, KeyFilesRotateAndRefuseWeakKeys) {
+  absl::StatusOr<sessions::SessionKeys> old_only =
+      sessions::SessionKeys::Parse("old-key-0123456789abcdef0123456789abcdef\n", "f");
+  absl::StatusOr<sessions::SessionKeys> rotated = sessions::SessionKeys::Parse(
+      "# new key first\n  new-key-0123456789abcdef0123456789abcdef  \n\n"
+      "old-key-0123456789abcdef0123456789abcdef\n",
+      "f");
+  ASSERT_TRUE(old_only.ok() && rotated.ok());
+  EXPECT_EQ(rotated->size(), 2u);
+  const sessions::SessionSnapshot s = Sample();
+  EXPECT_TRUE(sessions::DecodeSession(sessions::EncodeSession(s, *old_only), *rotated).ok());
+  EXPECT_FALSE(sessions::DecodeSession(sessions::EncodeSession(s, *rotated), *old_only).ok());
+
+  absl::Status weak = sessions::SessionKeys::Parse("a\nshort-key\n", "keys.txt").status();
+  EXPECT_EQ(weak.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(std::string(weak.message()).find("keys.txt line 1"), std::string::npos) << weak;
+  EXPECT_EQ(std::string(weak.message()).find("short-key"), std::string::npos) << "leaks the key";
+  EXPECT_EQ(sessions::SessionKeys::Parse("# nothing\n", "f").status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(sessions::SessionKeys::FromFile("/nonexistent/keys").status().code(),
+            absl::StatusCode::kNotFound);
+}
+
+// What an import refuses after the MAC: counters and values out of range, each named.
+TEST(SessionCodecTest, ImportValidationNamesTheField) {
+  struct Row {
+    const char* name;
+    std::function<void(sessions::SessionSnapshot*)> mutate;
+    const char* message;
+  };
+  auto fill = [](sessions::SessionSnapshot* s, size_t at, float v) {
+    std::memcpy(&s->payload[at * 4], &v, 4);
+  };
+  const std::vector<Row> rows = {
+      {"tokens INT64_MAX", [](auto* s) { s->tokens = std::numeric_limits<int64_t>::max(); },
+       "tokens = "},
+      {"negative tokens", [](auto* s) { s->tokens = -1; }, "tokens = -1"},
+      {"too many pending", [](auto* s) { s->pending.assign(9, 1); }, "at most 8"},
+      {"pending outside the vocabulary",
+       [](auto* s) {
+         s->pending = {1, 300};
+       },
+       "pending[1]"},
+      {"NaN in a conv state", [&](auto* s) { fill(s, 3, std::numeric_limits<float>::quiet_NaN()); },
+       "conv state of layer 0"},
+      {"inf in an SSM state",
+       [&](auto* s) { fill(s, 2 * 4 * 3 + 4 * 3 + 1, std::numeric_limits<float>::infinity()); },
+       "SSM state of layer 1"},
+      {"3e38", [&](auto* s) { fill(s, 0, 3e38f); }, "magnitude at most"},
+  };
+  EXPECT_TRUE(
+      sessions::ValidateSessionSnapshot(Sample(), /*vocab_size=*/257, /*max_pending=*/8).ok());
+  for (const Row& row : rows) {
+    SCOPED_TRACE(row.name);
+    sessions::SessionSnapshot s = Sample();
+    row.mutate(&s);
+    absl::Status st = sessions::ValidateSessionSnapshot(s, 257, 8);
+    EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_NE(std::string(st.message()).find(row.message), std::string::npos) << st;
   }
 }
 

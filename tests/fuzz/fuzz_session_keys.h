@@ -1,0 +1,16 @@
+// The session key the fuzz targets sign and verify exports with (a fixed test key, never used by
+// a server).
+#pragma once
+
+#include "engine/sessions/session_codec.h"
+
+namespace mamba::fuzz {
+
+inline const sessions::SessionKeys& FuzzSessionKeys() {
+  static const sessions::SessionKeys* keys = new sessions::SessionKeys(
+      sessions::SessionKeys::Parse("fuzz-session-key-0123456789abcdef0123456789abcdef", "fuzz")
+          .value());
+  return *keys;
+}
+
+}  // namespace mamba::fuzz
