@@ -151,6 +151,14 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
   info.tokenizer_vocab_size = engine->tokenizer_->vocab_size();
   info.tokenizer_kind = engine->tokenizer_->kind();
   info.eos_token_id = engine->tokenizer_->eos_id();
+  for (int32_t id = 0; id < info.tokenizer_vocab_size; ++id) {
+    absl::StatusOr<std::string> bytes =
+        engine->tokenizer_->DecodeBytes(absl::MakeConstSpan(&id, 1));
+    if (bytes.ok()) {
+      info.max_token_bytes =
+          std::max<int32_t>(info.max_token_bytes, static_cast<int32_t>(bytes->size()));
+    }
+  }
 
   MAMBA_ASSIGN_OR_RETURN(engine->backend_, CreateBackend(backend_options, model));
   backend::Backend& backend = *engine->backend_;
@@ -215,7 +223,7 @@ absl::StatusOr<std::shared_ptr<GenerationStream>> Engine::Submit(GenerationReque
 
 void Engine::CreateSession(const std::string& tenant, std::vector<int32_t> prompt,
                            absl::Duration ttl, SessionCallback done,
-                           const std::string& requested_id) {
+                           const std::string& requested_id, absl::Time deadline) {
   absl::Status valid = ValidateTokens(prompt, info_.config.vocab_size, "prompt");
   if (!valid.ok()) return done(valid);
   absl::StatusOr<std::shared_ptr<sessions::Session>> created =
@@ -232,6 +240,7 @@ void Engine::CreateSession(const std::string& tenant, std::vector<int32_t> promp
   r->request.tenant = tenant;
   r->request.session_id = session->id;
   r->request.prompt = std::move(prompt);
+  r->request.deadline = deadline;
   sessions::SessionStore* store = sessions_.get();
   sessions::StatePlacement* placement = placement_.get();
   r->on_processed = [store, placement, session, done](absl::Status st) {

@@ -88,8 +88,11 @@ class Engine {
   // that a session-affinity proxy can route the creation to the replica that will own it) is
   // adopted when given: INVALID_ARGUMENT when malformed, ALREADY_EXISTS when taken; "" = a new
   // random id.
+  // When `deadline` passes before the prompt is processed, the session is closed and `done` gets
+  // DEADLINE_EXCEEDED.
   void CreateSession(const std::string& tenant, std::vector<int32_t> prompt, absl::Duration ttl,
-                     SessionCallback done, const std::string& requested_id = "");
+                     SessionCallback done, const std::string& requested_id = "",
+                     absl::Time deadline = absl::InfiniteFuture());
   absl::StatusOr<SessionInfo> GetSession(const std::string& tenant, const std::string& id);
   // A new session with a copy of `id`'s state. The child's id keeps the parent's first 16 hex
   // digits (the part affinity proxies hash) and 64 fresh random bits, so it lands where the

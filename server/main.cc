@@ -1,7 +1,7 @@
 // mamba-serve: the gRPC server for Mamba language models.
 //
 // Prints exactly one line to stdout once the model is loaded and the server is ready:
-//   mamba-serve listening grpc=HOST:PORT metrics=HOST:PORT
+//   mamba-serve listening grpc=HOST:PORT metrics=HOST:PORT   (metrics=off with --metrics_port=-1)
 // Everything else (JSON log lines) goes to stderr. SIGTERM or SIGINT drains and exits with 0;
 // SIGHUP re-reads --auth_tokens_file. Exit codes: 2 for bad flags, 1 when the server cannot start
 // (port, TLS or tokens file, model).
@@ -383,8 +383,9 @@ int main(int argc, char** argv) {
     return 1;
   }
   watcher.set_exit_immediately(false);
+  const std::string metrics_address = (*server)->metrics_address();
   std::printf("mamba-serve listening grpc=%s metrics=%s\n", (*server)->address().c_str(),
-              (*server)->metrics_address().c_str());
+              metrics_address.empty() ? "off" : metrics_address.c_str());
   std::fflush(stdout);
 
   watcher.Wait();

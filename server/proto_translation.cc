@@ -80,6 +80,7 @@ void FillSession(const SessionInfo& info, v1::Session* out) {
   out->set_tier(info.tier == StateTier::kHost ? v1::STATE_TIER_HOST : v1::STATE_TIER_GPU);
   out->set_busy(info.busy);
   out->set_broken_reason(info.broken_reason);
+  out->set_last_generated_tokens(info.last_generated_tokens);
 }
 
 void FillModelInfo(const ModelInfo& info, const RequestLimits& limits, int32_t max_sessions,

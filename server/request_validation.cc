@@ -36,6 +36,15 @@ absl::StatusOr<std::vector<int32_t>> InputTokens(bool has_text, const std::strin
       return Invalid("input text is empty; send at least one character, or token_ids");
     }
     if (model.tokenizer == nullptr) return absl::FailedPreconditionError("no tokenizer loaded");
+    // A text longer than any prompt of the allowed length could be is refused before the work of
+    // tokenizing it (a 60 MB prompt took 2.8 s of CPU to be refused afterwards).
+    const int64_t max_bytes = MaxPromptTextBytes(limits.max_prompt_tokens, model);
+    if (static_cast<int64_t>(text.size()) > max_bytes) {
+      return Invalid(absl::StrCat("input text is ", text.size(), " bytes; a prompt of at most ",
+                                  limits.max_prompt_tokens,
+                                  " tokens (the server's --max_prompt_tokens) is at most ",
+                                  max_bytes, " bytes with this tokenizer"));
+    }
     auto encoded = model.tokenizer->Encode(text);
     if (!encoded.ok()) {
       return Invalid(
@@ -116,6 +125,10 @@ absl::Status ValidateStopping(const v1::StoppingCriteria& in, const RequestLimit
 }
 
 }  // namespace
+
+int64_t MaxPromptTextBytes(int32_t max_tokens, const ModelLimits& model) {
+  return int64_t{max_tokens} * std::max(1, model.max_token_bytes) * kNormalizationShrink;
+}
 
 absl::Status ValidateTokenIds(absl::Span<const int32_t> ids, int32_t vocab_size,
                               std::string_view field) {

@@ -38,7 +38,17 @@ struct RequestLimits {
 struct ModelLimits {
   int32_t vocab_size = 0;  // model embedding rows: valid ids are [0, vocab_size)
   const tokenizer::Tokenizer* tokenizer = nullptr;
+  // Bytes of text the tokenizer's longest token stands for (ModelInfo::max_token_bytes).
+  int32_t max_token_bytes = 1;
 };
+
+// Normalizers may shrink text before it is split into tokens (NFKC maps a 4-byte mathematical
+// letter to one ASCII byte): the byte bound on a prompt allows for this factor.
+inline constexpr int64_t kNormalizationShrink = 4;
+
+// The most bytes of text that can encode to `max_tokens` tokens or fewer: text longer than this
+// is refused before it is tokenized.
+int64_t MaxPromptTextBytes(int32_t max_tokens, const ModelLimits& model);
 
 // Validates `request` and converts it. Text input is tokenized here (so the prompt limit applies
 // to tokens); `default_seed` is used when the request leaves sampling.seed unset. Does not check

@@ -61,6 +61,7 @@ ModelLimits ServingState::model_limits() const {
   if (engine != nullptr) {
     m.vocab_size = engine->model_info().config.vocab_size;
     m.tokenizer = &engine->tokenizer();
+    m.max_token_bytes = engine->model_info().max_token_bytes;
   }
   return m;
 }

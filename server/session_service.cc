@@ -47,26 +47,46 @@ absl::Duration Ttl(uint32_t seconds) {
   return seconds == 0 ? absl::ZeroDuration() : absl::Seconds(static_cast<int64_t>(seconds));
 }
 
-// The engine callback that finishes a call answering with a Session.
-Engine::SessionCallback FinishWithSession(UnaryCall call) {
+// The engine callback that finishes a call answering with a Session. A call that creates a
+// session (create, fork, import) and whose client went away first (cancelled, or its deadline
+// passed) closes the new session again: nobody holds its id, so it would only take a slot or host
+// memory for its TTL, once per retry.
+Engine::SessionCallback FinishWithSession(UnaryCall call,
+                                          const grpc::CallbackServerContext* context = nullptr) {
   call.state->BeginEngineCall();
-  return [call = std::move(call)](absl::StatusOr<SessionInfo> info) mutable {
+  return [call = std::move(call), context](absl::StatusOr<SessionInfo> info) mutable {
     ServingState* serving = call.state;
-    OffSchedulerThread(serving, [call = std::move(call), info = std::move(info)]() mutable {
-      ServingState* state = call.state;
-      if (!info.ok()) {
-        call.Finish(info.status(), nullptr);
-      } else {
-        v1::Session session;
-        FillSession(*info, &session);
-        call.session_id = info->session_id;
-        call.Finish(absl::OkStatus(), &session);
-      }
-      state->EndEngineCall();
-    });
+    OffSchedulerThread(
+        serving, [call = std::move(call), info = std::move(info), context]() mutable {
+          ServingState* state = call.state;
+          if (info.ok() && context != nullptr && context->IsCancelled()) {
+            if (Engine* engine = state->engine(); engine != nullptr) {
+              state->BeginEngineCall();
+              engine->CloseSession(call.tenant, info->session_id,
+                                   [state](absl::Status) { state->EndEngineCall(); });
+            }
+            call.Finish(absl::CancelledError("the client cancelled the call or its deadline passed "
+                                             "before the session was ready; it was not kept"),
+                        nullptr);
+          } else if (!info.ok()) {
+            call.Finish(info.status(), nullptr);
+          } else {
+            v1::Session session;
+            FillSession(*info, &session);
+            call.session_id = info->session_id;
+            call.Finish(absl::OkStatus(), &session);
+          }
+          state->EndEngineCall();
+        });
   };
 }
 
+// The deadline of a call, for engine work done on its behalf (InfiniteFuture when it has none).
+absl::Time Deadline(const grpc::CallbackServerContext& context) {
+  const auto deadline = context.deadline();
+  if (deadline == std::chrono::system_clock::time_point::max()) return absl::InfiniteFuture();
+  return absl::FromChrono(deadline);
+}
 }  // namespace
 
 namespace {
@@ -110,7 +130,7 @@ grpc::ServerUnaryReactor* SessionService::CreateSession(grpc::CallbackServerCont
     return call.reactor;
   }
   engine->CreateSession(call.tenant, *std::move(prompt), Ttl(proto.ttl_seconds()),
-                        FinishWithSession(call), *id);
+                        FinishWithSession(call, context), *id, Deadline(*context));
   return call.reactor;
 }
 
@@ -140,7 +160,7 @@ grpc::ServerUnaryReactor* SessionService::ForkSession(grpc::CallbackServerContex
   Engine* engine = BeginSessionCall(call, *context, request, &proto);
   if (engine == nullptr) return call.reactor;
   engine->ForkSession(call.tenant, proto.session_id(), Ttl(proto.ttl_seconds()),
-                      FinishWithSession(call));
+                      FinishWithSession(call, context));
   return call.reactor;
 }
 
@@ -255,7 +275,7 @@ grpc::ServerUnaryReactor* SessionService::ImportSession(grpc::CallbackServerCont
     return call.reactor;
   }
   engine->ImportSession(call.tenant, std::move(*proto.mutable_state()), Ttl(proto.ttl_seconds()),
-                        FinishWithSession(call), *id);
+                        FinishWithSession(call, context), *id);
   return call.reactor;
 }
 

@@ -26,6 +26,9 @@ struct ModelInfo {
   int32_t num_slots = 0;
   int32_t tokenizer_vocab_size = 0;
   std::string tokenizer_kind;  // bpe | byte
+  // Bytes of text the longest token stands for (its decoded bytes, special tokens included): a
+  // text of N bytes has at least N / max_token_bytes tokens, before normalization.
+  int32_t max_token_bytes = 1;
   std::optional<int32_t> eos_token_id;
   // Things the loader noticed but accepted (e.g. unexpected tensors it ignored); log them.
   std::vector<std::string> warnings;

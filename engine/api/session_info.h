@@ -17,6 +17,9 @@ struct SessionInfo {
   std::string session_id;
   std::string tenant;
   int64_t tokens = 0;  // tokens processed into the state so far
+  // Tokens the last generation produced, every one kept in the session (and sent, though a client
+  // that cancelled may not have read them all).
+  int64_t last_generated_tokens = 0;
   absl::Time created;
   absl::Time last_used;
   absl::Time expires;

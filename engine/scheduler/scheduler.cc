@@ -394,6 +394,7 @@ void Scheduler::Finish(ScheduledRequest& r, FinishReason reason, absl::Status st
         s.pending.insert(s.pending.end(), r.request.prompt.begin(), r.request.prompt.end());
       }
       s.tokens += prompt_len + r.generated;
+      if (r.generate) s.last_generated = r.generated;
       s.busy = false;
       s.last_used = now;
     }

@@ -26,6 +26,9 @@ struct Session {
   absl::Duration ttl;
   // Tokens of the conversation so far: those fed into the state plus `pending`.
   int64_t tokens = 0;
+  // Tokens the last generation on it produced, all kept in the conversation (a client that
+  // cancelled may not have read them all).
+  int64_t last_generated = 0;
   // Tokens streamed (or given) but not yet fed into the state; the next turn feeds them first.
   std::vector<int32_t> pending;
   Where where = Where::kZero;                // kZero: a fresh all-zero state, nothing allocated yet

@@ -179,6 +179,7 @@ SessionInfo SessionStore::Info(const Session& s) const {
   info.tier = s.where == Session::Where::kHost ? StateTier::kHost : StateTier::kDevice;
   info.busy = s.busy;
   info.broken_reason = s.broken_reason;
+  info.last_generated_tokens = s.last_generated;
   return info;
 }
 

@@ -26,7 +26,7 @@ PY=${PYTHON:-python3}
 device=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)
 echo "== $(date -u +%Y-%m-%dT%H:%M:%SZ) $device"
 for model in ${MODELS//,/ }; do
-  for round in 1 2; do
+  for round in $(seq 1 "${ROUNDS:-2}"); do
     PYTHONUNBUFFERED=1 "$PY" scripts/gpu/official_decode.py --official "$OFFICIAL" \
       --models "$model" --batch "$BATCHES" >>"$OUT/official.jsonl" 2>>"$OUT/official.err" \
       || echo "official_decode.py failed for $model (see $OUT/official.err)"

@@ -6,9 +6,10 @@
 
 namespace mamba::fuzz {
 
-inline const sessions::SessionKeys& FuzzSessionKeys() {
-  static const sessions::SessionKeys* keys = new sessions::SessionKeys(
-      sessions::SessionKeys::Parse("fuzz-session-key-0123456789abcdef0123456789abcdef", "fuzz")
+inline const mamba::sessions::SessionKeys& FuzzSessionKeys() {
+  static const mamba::sessions::SessionKeys* keys = new mamba::sessions::SessionKeys(
+      mamba::sessions::SessionKeys::Parse("fuzz-session-key-0123456789abcdef0123456789abcdef",
+                                          "fuzz")
           .value());
   return *keys;
 }

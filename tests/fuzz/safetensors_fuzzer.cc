@@ -78,7 +78,7 @@ bool ExpectedCode(const absl::Status& s) {
 }
 
 // The accepted entries must tile [0, data_size) exactly, each sized by its shape and dtype.
-void CheckEntries(const std::map<std::string, model::SafetensorsFile::Entry>& entries,
+void CheckEntries(const std::map<std::string, mamba::model::SafetensorsFile::Entry>& entries,
                   uint64_t data_size) {
   uint64_t total = 0;
   for (const auto& [name, e] : entries) {
@@ -99,7 +99,7 @@ void CheckEntries(const std::map<std::string, model::SafetensorsFile::Entry>& en
              static_cast<unsigned long long>(total), static_cast<unsigned long long>(data_size));
 }
 
-void CheckOpened(const model::SafetensorsFile& file, uint64_t data_size) {
+void CheckOpened(const mamba::model::SafetensorsFile& file, uint64_t data_size) {
   CheckEntries(file.entries(), data_size);
   for (const auto& [name, e] : file.entries()) {
     absl::StatusOr<mamba::model::TensorView> view = file.Get(name);
@@ -131,7 +131,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (size < 8) return 0;
     const uint64_t data_size = LoadLE64(data);
     const std::string_view header(reinterpret_cast<const char*>(data + 8), size - 8);
-    auto parsed = model::SafetensorsFile::ParseHeader(header, data_size, "fuzz.safetensors");
+    auto parsed = mamba::model::SafetensorsFile::ParseHeader(header, data_size, "fuzz.safetensors");
     if (parsed.ok()) {
       CheckEntries(*parsed, data_size);
     } else {
@@ -140,7 +140,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }
     if (data_size > kMaxDataBytes) return 0;
     scratch->Write(LE64(header.size()) + std::string(header), data_size);
-    auto opened = model::SafetensorsFile::Open(scratch->path());
+    auto opened = mamba::model::SafetensorsFile::Open(scratch->path());
     FUZZ_CHECK(opened.ok() == parsed.ok(), "Open (%s) and ParseHeader (%s) disagree",
                opened.status().ToString().c_str(), parsed.status().ToString().c_str());
     if (opened.ok()) {
@@ -155,18 +155,19 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
 
   const std::string_view file(reinterpret_cast<const char*>(data), size);
   scratch->Write(file, 0);
-  auto opened = model::SafetensorsFile::Open(scratch->path());
+  auto opened = mamba::model::SafetensorsFile::Open(scratch->path());
   bool prefix_ok = size >= 8;
   uint64_t header_len = prefix_ok ? LoadLE64(data) : 0;
-  prefix_ok =
-      prefix_ok && header_len <= size - 8 && header_len <= model::SafetensorsFile::kMaxHeaderBytes;
+  prefix_ok = prefix_ok && header_len <= size - 8 &&
+              header_len <= mamba::model::SafetensorsFile::kMaxHeaderBytes;
   if (!prefix_ok) {
     FUZZ_CHECK(!opened.ok() && opened.status().code() == absl::StatusCode::kDataLoss,
                "a file with a bad length prefix gave %s", opened.status().ToString().c_str());
     return 0;
   }
   const uint64_t data_size = size - 8 - header_len;
-  auto parsed = model::SafetensorsFile::ParseHeader(file.substr(8, header_len), data_size, "fuzz");
+  auto parsed =
+      mamba::model::SafetensorsFile::ParseHeader(file.substr(8, header_len), data_size, "fuzz");
   FUZZ_CHECK(opened.ok() == parsed.ok(), "Open (%s) and ParseHeader (%s) disagree",
              opened.status().ToString().c_str(), parsed.status().ToString().c_str());
   if (opened.ok()) {

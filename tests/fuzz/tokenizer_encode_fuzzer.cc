@@ -30,7 +30,7 @@ enum class RoundTrip { kNone, kAscii, kAll };
 struct Fixture {
   const char* name;  // folder under tests/data/tokenizer, or "" for the byte tokenizer
   RoundTrip round_trip;
-  std::unique_ptr<tokenizer::Tokenizer> tokenizer;
+  std::unique_ptr<mamba::tokenizer::Tokenizer> tokenizer;
 };
 
 std::vector<Fixture>* LoadFixtures() {
@@ -69,7 +69,7 @@ bool IsAscii(std::string_view s) {
   return true;
 }
 
-void CheckDecode(const tokenizer::Tokenizer& tok, const std::vector<int32_t>& ids,
+void CheckDecode(const mamba::tokenizer::Tokenizer& tok, const std::vector<int32_t>& ids,
                  bool skip_special) {
   bool all_valid = true;
   for (int32_t id : ids) all_valid &= id >= 0 && id < tok.vocab_size();
@@ -100,7 +100,7 @@ void CheckDecode(const tokenizer::Tokenizer& tok, const std::vector<int32_t>& id
   FUZZ_CHECK(streamed == *text, "streamed text (%zu bytes) differs from Decode() (%zu bytes)",
              streamed.size(), text->size());
   FUZZ_CHECK(*text == mamba::tokenizer::ToValidUtf8(*bytes),
-             "Decode() != tokenizer::ToValidUtf8(DecodeBytes())");
+             "Decode() != mamba::tokenizer::ToValidUtf8(DecodeBytes())");
 }
 
 }  // namespace
@@ -111,7 +111,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const Fixture& fixture = (*fixtures)[data[0] % fixtures->size()];
   const bool add_special = (data[0] & 0x40) != 0;
   const bool skip_special = (data[0] & 0x80) != 0;
-  const tokenizer::Tokenizer& tok = *fixture.tokenizer;
+  const mamba::tokenizer::Tokenizer& tok = *fixture.tokenizer;
   const std::string_view text(reinterpret_cast<const char*>(data + 1), size - 1);
 
   absl::StatusOr<std::vector<int32_t>> ids = tok.Encode(text, add_special);

@@ -128,6 +128,17 @@ TEST(ServeProcessTest, BadFlagsAreRejectedWithTheAllowedValues) {
   EXPECT_EQ(model.out, "");  // never claims to listen
 }
 
+TEST(ServeProcessTest, WithoutAMetricsPortTheLineSaysOff) {
+  auto process =
+      ServerProcess::Start({"--model=synthetic:tiny", "--backend=cpu", "--host=127.0.0.1",
+                            "--port=0", "--metrics_port=-1", "--drain_seconds=0"});
+  ASSERT_TRUE(process.ok()) << process.status();
+  EXPECT_TRUE(
+      std::regex_match((*process)->listening_line(),
+                       std::regex(R"(mamba-serve listening grpc=127\.0\.0\.1:\d+ metrics=off)")))
+      << (*process)->listening_line();
+}
+
 TEST(ServeProcessTest, PortInUseFails) {
   auto first = ServerProcess::Start(kTinyArgs);
   ASSERT_TRUE(first.ok()) << first.status();

@@ -206,6 +206,8 @@ TEST_F(ServerTest, CancelledTurnLeavesTheSessionConsistent) {
   const v1::Session s = WaitIdle(id);
   const int64_t streamed = s.tokens() - static_cast<int64_t>(t1.size());
   ASSERT_GE(streamed, static_cast<int64_t>(received.size()));
+  // The session says how many of the turn's tokens it kept, read or not.
+  EXPECT_EQ(s.last_generated_tokens(), streamed);
   ASSERT_LT(streamed, kLongGeneration);
   StreamResult reference = Generate(*generation_, GreedyRequest(t1, static_cast<int>(streamed)));
   ASSERT_EQ(reference.token_ids.size(), static_cast<size_t>(streamed));
@@ -404,6 +406,41 @@ TEST_F(ServerTest, ListSessionsPages) {
     ASSERT_LT(++pages, 10);
   } while (!token.empty());
   EXPECT_EQ(seen, created);
+}
+
+// A CreateSession whose caller gives up (its deadline passes) before the reply leaves no session
+// behind: a retrying client would otherwise leak one session per retry, held for its TTL.
+TEST_F(ServerTest, SessionsWhoseCallerGaveUpAreNotKept) {
+  const std::vector<int32_t> prompt(2000, 7);
+  int gave_up = 0;
+  for (int i = 0; i < 20; ++i) {
+    v1::CreateSessionRequest request;
+    request.mutable_token_ids()->mutable_ids()->Add(prompt.begin(), prompt.end());
+    v1::Session session;
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(2));
+    grpc::Status status = sessions_->CreateSession(&context, request, &session);
+    if (status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
+      ++gave_up;
+    } else if (status.ok()) {
+      v1::CloseSessionRequest close;
+      close.set_session_id(session.session_id());
+      v1::CloseSessionResponse closed;
+      grpc::ClientContext close_context;
+      ASSERT_TRUE(sessions_->CloseSession(&close_context, close, &closed).ok());
+    }
+  }
+  EXPECT_GT(gave_up, 0);
+  int64_t total = -1;
+  for (int i = 0; i < 200 && total != 0; ++i) {
+    v1::ListSessionsRequest list;
+    v1::ListSessionsResponse page;
+    grpc::ClientContext context;
+    ASSERT_TRUE(sessions_->ListSessions(&context, list, &page).ok());
+    total = page.total_size();
+    if (total != 0) absl::SleepFor(absl::Milliseconds(25));
+  }
+  EXPECT_EQ(total, 0) << "sessions outlived the calls that created them";
 }
 
 TEST_F(ServerTest, ExportAndImportContinueExactly) {

@@ -669,12 +669,13 @@ TEST(CudaBackendTest, BadInputsAreRefusedWithReasons) {
     good.slot = 3;
     good.tokens = ok;
     good.sample = true;
-    std::vector<backend::SeqWork> work = {w, good};
+    // The good one first: of two items naming one slot, the second is the one refused.
+    std::vector<backend::SeqWork> work = {good, w};
     std::vector<backend::SeqResult> r(work.size());
     EXPECT_TRUE(b->Step(work, absl::MakeSpan(r)).ok());
-    EXPECT_TRUE(r[1].status.ok()) << r[1].status;
-    EXPECT_GE(r[1].token, 0);
-    return r[0].status.code();
+    EXPECT_TRUE(r[0].status.ok()) << r[0].status;
+    EXPECT_GE(r[0].token, 0);
+    return r[1].status.code();
   };
   backend::SeqWork w;
   w.slot = 4;

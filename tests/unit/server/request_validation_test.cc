@@ -119,6 +119,11 @@ TEST_F(RequestValidationTest, EveryRuleRejectsWithAClearMessage) {
       {"prompt too long",
        [](auto* r) { r->set_text(std::string(65, 'a')); },
        {"65 tokens", "at most 64", "--max_prompt_tokens"}},
+      // Refused by its length before it is tokenized: 64 tokens of at most 1 byte each, with room
+      // for normalizers that shrink text 4x, are at most 256 bytes.
+      {"prompt text too long to tokenize",
+       [](auto* r) { r->set_text(std::string(300, 'a')); },
+       {"input text is 300 bytes", "at most 64 tokens", "at most 256 bytes"}},
       {"max_tokens 0",
        [](auto* r) { r->mutable_stopping()->set_max_tokens(0); },
        {"max_tokens = 0", "[1, 100]", "--max_new_tokens"}},
