@@ -20,13 +20,16 @@ PACKAGES=(
   libclang-rt-14-dev
   # TLS and auth: OpenSSL headers (token digests, PEM checks) and the openssl CLI (test certificates).
   libssl-dev openssl
+  # The HTTP endpoints: Boost.Beast on Asio (header-only).
+  libboost1.81-dev
 )
-# Ubuntu 24.04 (the container's build stage) names two of them differently.
+# Ubuntu 24.04 (the container's build stage) names three of them differently.
 if [ "$(. /etc/os-release 2>/dev/null && echo "${ID:-}")" = ubuntu ]; then
   for i in "${!PACKAGES[@]}"; do
     case "${PACKAGES[$i]}" in
       nginx-light) PACKAGES[$i]=nginx ;;  # the flavours are deprecated; nginx has grpc + http2
       libclang-rt-14-dev) PACKAGES[$i]=libclang-rt-18-dev ;;  # matches Ubuntu's default clang 18
+      libboost1.81-dev) PACKAGES[$i]=libboost-dev ;;  # Ubuntu 24.04's default, 1.83
     esac
   done
 fi

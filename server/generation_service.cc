@@ -55,16 +55,56 @@ class GenerateCall final : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
 
   // Binds the engine stream and starts moving output. `self` is this call.
   void Start(std::shared_ptr<GenerateCall> self, std::shared_ptr<GenerationStream> stream) {
+    Hold(std::move(self));
+    Attach(std::move(stream));
+  }
+
+  // For a call whose prompt is tokenized on a prompt thread: the call keeps itself alive and is
+  // registered (a drain waits for it) until Launch gives it a stream or an error.
+  void Hold(std::shared_ptr<GenerateCall> self) {
     {
       std::lock_guard<std::mutex> lock(mu_);
       self_ = self;
-      stream_ = std::move(stream);
-      record_.request_id = stream_->request_id();
     }
     state_->Register(self);
-    // The engine's first on_ready may have fired before stream_ was set; reading once here
-    // makes sure no output is left waiting.
-    Pump();
+  }
+
+  // Submits the converted request (or finishes with why it could not be), unless the call has
+  // already ended (the client cancelled, or a drain forced it) while the prompt was tokenized.
+  void Launch(absl::StatusOr<GenerationRequest> request, std::weak_ptr<GenerateCall> weak) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (finishing_) return;
+    }
+    absl::StatusOr<std::shared_ptr<GenerationStream>> stream = absl::UnknownError("unset");
+    if (!request.ok()) {
+      stream = request.status();
+    } else if (absl::StatusOr<Engine*> engine = state_->EngineForNewCall(); !engine.ok()) {
+      stream = engine.status();
+    } else {
+      stream = Submit(*engine, *std::move(request), std::move(weak));
+    }
+    if (!stream.ok()) {
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        if (finishing_) return;
+        finishing_ = true;
+      }
+      FinishWith(ToGrpcStatus(stream.status()), "");
+      return;
+    }
+    Attach(*std::move(stream));
+  }
+
+  // Submits `request` to `engine`; the stream's output wakes `weak` (this call) through the
+  // dispatcher.
+  absl::StatusOr<std::shared_ptr<GenerationStream>> Submit(Engine* engine,
+                                                            GenerationRequest request,
+                                                            std::weak_ptr<GenerateCall> weak) {
+    StreamDispatcher* dispatcher = &state_->dispatcher();
+    return engine->Submit(std::move(request), [weak = std::move(weak), dispatcher] {
+      if (std::shared_ptr<GenerateCall> target = weak.lock()) dispatcher->Post(std::move(target));
+    });
   }
 
   void OnReady() override { Pump(); }
@@ -143,6 +183,22 @@ class GenerateCall final : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
   }
 
  private:
+  void Attach(std::shared_ptr<GenerationStream> stream) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (finishing_) {
+        // Ended while its prompt was tokenized: nobody will read this stream.
+        stream->Cancel();
+        return;
+      }
+      stream_ = std::move(stream);
+      record_.request_id = stream_->request_id();
+    }
+    // The engine's first on_ready may have fired before stream_ was set; reading once here
+    // makes sure no output is left waiting.
+    Pump();
+  }
+
   // Moves available output into one write, or finishes the call when the stream has ended.
   void Pump() {
     GenerationChunk chunk;
@@ -294,21 +350,39 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* GenerationService::Generate(
   absl::StatusOr<Engine*> engine = state_->EngineForNewCall();
   if (!engine.ok()) return reject(engine.status(), proto.session_id());
 
-  absl::StatusOr<GenerationRequest> converted = ToGenerationRequest(
-      proto, state_->limits(), state_->model_limits(), state_->NextDefaultSeed());
-  if (!converted.ok()) return reject(converted.status(), proto.session_id());
-  GenerationRequest generation = *std::move(converted);
-  generation.tenant = *std::move(tenant);
-  generation.deadline = CallDeadline(*context);
+  const absl::Time deadline = CallDeadline(*context);
+  auto convert = [state = state_, deadline](const v1::GenerateRequest& message,
+                                            std::string call_tenant) {
+    absl::StatusOr<GenerationRequest> converted = ToGenerationRequest(
+        message, state->limits(), state->model_limits(), state->NextDefaultSeed());
+    if (converted.ok()) {
+      converted->tenant = std::move(call_tenant);
+      converted->deadline = deadline;
+    }
+    return converted;
+  };
 
-  auto call = std::make_shared<GenerateCall>(state_, &(*engine)->tokenizer(), start,
-                                             generation.deadline, generation.session_id);
-  std::weak_ptr<GenerateCall> weak = call;
-  StreamDispatcher* dispatcher = &state_->dispatcher();
+  if (TokenizeOffCallThread(proto)) {
+    // A long text prompt: answered from a prompt thread once it is tokenized.
+    auto call = std::make_shared<GenerateCall>(state_, &(*engine)->tokenizer(), start, deadline,
+                                               proto.session_id());
+    GenerateCall* reactor = call.get();
+    reactor->Hold(call);
+    state_->prompt_dispatcher().PostTask(
+        [call = std::move(call), proto = std::move(proto), tenant = *std::move(tenant),
+         convert = std::move(convert)]() mutable {
+          absl::StatusOr<GenerationRequest> converted = convert(proto, std::move(tenant));
+          call->Launch(std::move(converted), call);
+        });
+    return reactor;
+  }
+
+  absl::StatusOr<GenerationRequest> converted = convert(proto, *std::move(tenant));
+  if (!converted.ok()) return reject(converted.status(), proto.session_id());
+  auto call = std::make_shared<GenerateCall>(state_, &(*engine)->tokenizer(), start, deadline,
+                                             proto.session_id());
   absl::StatusOr<std::shared_ptr<GenerationStream>> stream =
-      (*engine)->Submit(std::move(generation), [weak, dispatcher] {
-        if (std::shared_ptr<GenerateCall> target = weak.lock()) dispatcher->Post(std::move(target));
-      });
+      call->Submit(*engine, *std::move(converted), call);
   if (!stream.ok()) return reject(stream.status(), proto.session_id());
   GenerateCall* reactor = call.get();
   reactor->Start(std::move(call), *std::move(stream));

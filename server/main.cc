@@ -82,6 +82,9 @@ ABSL_FLAG(std::string, session_key_file, kEngineDefaults.sessions.key_file,
 ABSL_FLAG(int32_t, stream_threads, kServerDefaults.stream_threads,
           "Threads that send generated tokens to clients; 0 = the default (1: measured fastest, "
           "more contend with the scheduler thread)");
+ABSL_FLAG(int32_t, prompt_threads, kServerDefaults.prompt_threads,
+          "Threads that tokenize long text prompts (over 16 KiB), so that they do not hold the "
+          "threads that receive calls");
 
 // Requests and sessions.
 ABSL_FLAG(int32_t, max_prompt_tokens, kServerDefaults.limits.max_prompt_tokens,
@@ -139,6 +142,15 @@ absl::Status AtLeast(const std::string& flag, int64_t value, int64_t min) {
       absl::StrCat("--", flag, "=", value, " is out of range; allowed: >= ", min));
 }
 
+// More threads than any machine has cores for is a typo, and would fail to start anyway.
+constexpr int64_t kMaxThreads = 1024;
+
+absl::Status InRange(const std::string& flag, int64_t value, int64_t min, int64_t max) {
+  if (value >= min && value <= max) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat("--", flag, "=", value,
+                                                 " is out of range; allowed: ", min, " to ", max));
+}
+
 absl::Status FirstError(std::initializer_list<absl::Status> statuses) {
   for (const absl::Status& s : statuses) {
     if (!s.ok()) return s;
@@ -157,6 +169,7 @@ absl::StatusOr<ServerOptions> OptionsFromFlags() {
   o.metrics_port = absl::GetFlag(FLAGS_metrics_port);
   o.max_receive_message_bytes = absl::GetFlag(FLAGS_max_receive_message_bytes);
   o.stream_threads = absl::GetFlag(FLAGS_stream_threads);
+  o.prompt_threads = absl::GetFlag(FLAGS_prompt_threads);
   o.limits.max_prompt_tokens = absl::GetFlag(FLAGS_max_prompt_tokens);
   o.limits.max_new_tokens = absl::GetFlag(FLAGS_max_new_tokens);
   o.drain_timeout = absl::Seconds(absl::GetFlag(FLAGS_drain_seconds));
@@ -198,7 +211,7 @@ absl::StatusOr<ServerOptions> OptionsFromFlags() {
       OneOf("state_dtype", b.state_dtype, {"f32", "bf16"}),
       AtLeast("device", b.device, 0),
       AtLeast("num_slots", b.num_slots, 0),
-      AtLeast("cpu_threads", b.cpu_threads, 0),
+      InRange("cpu_threads", b.cpu_threads, 0, kMaxThreads),
       AtLeast("max_running", sc.max_running, 1),
       // 0 would refuse every request of an idle server: a queue holds at least the next one.
       AtLeast("max_queue", sc.max_queue, 1),
@@ -209,7 +222,8 @@ absl::StatusOr<ServerOptions> OptionsFromFlags() {
       AtLeast("max_prompt_tokens", o.limits.max_prompt_tokens, 1),
       AtLeast("max_new_tokens", o.limits.max_new_tokens, 1),
       AtLeast("drain_seconds", absl::GetFlag(FLAGS_drain_seconds), 0),
-      AtLeast("stream_threads", o.stream_threads, 0),
+      InRange("stream_threads", o.stream_threads, 0, kMaxThreads),
+      InRange("prompt_threads", o.prompt_threads, 1, kMaxThreads),
       AtLeast("port", o.port, 0),
       AtLeast("metrics_port", o.metrics_port, -1),
       AtLeast("max_receive_message_bytes", o.max_receive_message_bytes, 1024),

@@ -50,7 +50,7 @@ MambaServer::MambaServer(ServerOptions options)
     : options_(std::move(options)),
       state_(options_.limits,
              options_.stream_threads > 0 ? options_.stream_threads : DefaultStreamThreads(),
-             options_.deterministic_seeds, options_.engine.seed) {}
+             options_.prompt_threads, options_.deterministic_seeds, options_.engine.seed) {}
 
 void MambaServer::ReportCall(const metrics::RequestRecord& record) const {
   metrics_->RecordRpc(record.method, record.code);
@@ -240,6 +240,9 @@ void MambaServer::Shutdown() {
         state_.WaitForNoGenerations(absl::Now() + kCancelGrace);
       }
     }
+    // Prompts still being tokenized find the server draining and are refused; none reaches the
+    // engine after this.
+    state_.prompt_dispatcher().Stop();
     if (engine_ != nullptr) {
       state_.WaitForNoEngineCalls(absl::Now() + kEngineCallGrace);
       // Ends whatever is still pending in the engine (session callbacks included).

@@ -53,6 +53,8 @@ struct ServerOptions {
   int32_t max_receive_message_bytes = 64 << 20;
   // Threads that send engine output to clients (0: the default, one).
   int32_t stream_threads = 0;
+  // Threads that tokenize long text prompts (longer than kInlinePromptBytes) off the gRPC threads.
+  int32_t prompt_threads = 2;
   // Default sampling seeds derived from engine.seed instead of random ones.
   bool deterministic_seeds = false;
   // Server-side keepalive: ping idle connections so dead peers free their streams.

@@ -185,6 +185,16 @@ absl::StatusOr<int32_t> ValidatePageSize(int32_t page_size, const RequestLimits&
   return page_size;
 }
 
+bool TokenizeOffCallThread(const v1::GenerateRequest& request) {
+  return request.input_case() == v1::GenerateRequest::kText &&
+         request.text().size() > kInlinePromptBytes;
+}
+
+bool TokenizeOffCallThread(const v1::CreateSessionRequest& request) {
+  return request.prompt_case() == v1::CreateSessionRequest::kText &&
+         request.text().size() > kInlinePromptBytes;
+}
+
 absl::StatusOr<GenerationRequest> ToGenerationRequest(const v1::GenerateRequest& request,
                                                       const RequestLimits& limits,
                                                       const ModelLimits& model,

@@ -50,6 +50,15 @@ inline constexpr int64_t kNormalizationShrink = 4;
 // is refused before it is tokenized.
 int64_t MaxPromptTextBytes(int32_t max_tokens, const ModelLimits& model);
 
+// Text prompts longer than this are tokenized on the server's prompt threads rather than the
+// gRPC thread that received the call (tokenizing 16 KiB takes well under a millisecond; the
+// longest prompt --max_prompt_tokens allows may take hundreds).
+inline constexpr size_t kInlinePromptBytes = 16 << 10;
+
+// True when the request's prompt is text longer than kInlinePromptBytes.
+bool TokenizeOffCallThread(const mambaserve::v1::GenerateRequest& request);
+bool TokenizeOffCallThread(const mambaserve::v1::CreateSessionRequest& request);
+
 // Validates `request` and converts it. Text input is tokenized here (so the prompt limit applies
 // to tokens); `default_seed` is used when the request leaves sampling.seed unset. Does not check
 // that the session exists (the engine does).

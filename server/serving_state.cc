@@ -15,12 +15,13 @@ uint64_t Mix(uint64_t z) {
 
 }  // namespace
 
-ServingState::ServingState(const RequestLimits& limits, int stream_threads,
+ServingState::ServingState(const RequestLimits& limits, int stream_threads, int prompt_threads,
                            bool deterministic_seeds, uint64_t seed)
     : limits_(limits),
       deterministic_seeds_(deterministic_seeds),
       seed_counter_(Mix(seed)),
-      dispatcher_(stream_threads) {}
+      dispatcher_(stream_threads),
+      prompt_dispatcher_(prompt_threads) {}
 
 void ServingState::SetEngine(Engine* engine) {
   engine_.store(engine, std::memory_order_release);

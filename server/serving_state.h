@@ -46,8 +46,8 @@ using CallObserver = std::function<void(const metrics::RequestRecord&)>;
 
 class ServingState {
  public:
-  ServingState(const RequestLimits& limits, int stream_threads, bool deterministic_seeds,
-               uint64_t seed);
+  ServingState(const RequestLimits& limits, int stream_threads, int prompt_threads,
+               bool deterministic_seeds, uint64_t seed);
   ServingState(const ServingState&) = delete;
   ServingState& operator=(const ServingState&) = delete;
 
@@ -57,6 +57,9 @@ class ServingState {
   // ... and the thread that builds session replies (encoding an exported state, the response
   // protobuf), so that neither runs on the engine's scheduler thread that completes them.
   StreamDispatcher& reply_dispatcher() { return reply_dispatcher_; }
+  // ... and the threads that tokenize long text prompts, so that a large prompt does not hold a
+  // gRPC callback thread (short ones are tokenized inline: see kInlinePromptBytes).
+  StreamDispatcher& prompt_dispatcher() { return prompt_dispatcher_; }
 
   // Makes `engine` (not owned; it must outlive the calls) available and the phase kServing.
   void SetEngine(Engine* engine);
@@ -124,6 +127,7 @@ class ServingState {
   // Last members: their threads stop before the rest of the state goes away.
   StreamDispatcher dispatcher_;
   StreamDispatcher reply_dispatcher_{1};
+  StreamDispatcher prompt_dispatcher_;
 };
 
 }  // namespace mamba::server

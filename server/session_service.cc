@@ -30,17 +30,8 @@ std::string_view SessionMetadata(const grpc::CallbackServerContext& context) {
 // Runs `work` on the reply dispatcher's thread. Engine callbacks arrive on the scheduler thread,
 // which every running stream waits on; replies (encoding, protobuf, the gRPC finish) are built
 // here instead.
-class ReplyTask final : public ReadyTarget {
- public:
-  explicit ReplyTask(std::function<void()> work) : work_(std::move(work)) {}
-  void OnReady() override { work_(); }
-
- private:
-  std::function<void()> work_;
-};
-
 void OffSchedulerThread(ServingState* state, std::function<void()> work) {
-  state->reply_dispatcher().Post(std::make_shared<ReplyTask>(std::move(work)));
+  state->reply_dispatcher().PostTask(std::move(work));
 }
 
 absl::Duration Ttl(uint32_t seconds) {
@@ -123,14 +114,34 @@ grpc::ServerUnaryReactor* SessionService::CreateSession(grpc::CallbackServerCont
     return call.reactor;
   }
   call.session_id = *id;
-  absl::StatusOr<std::vector<int32_t>> prompt =
-      SessionPrompt(proto, state_->limits(), state_->model_limits());
-  if (!prompt.ok()) {
-    call.Finish(prompt.status(), nullptr);
-    return call.reactor;
+  // Tokenizes the prompt and asks the engine for the session; on a prompt thread when the prompt
+  // is long text (Shutdown stops those threads before the engine, and a prompt tokenized during
+  // a drain is refused by EngineForNewCall).
+  auto create = [call, context, engine, proto = std::move(proto),
+                 deadline = Deadline(*context)](bool on_prompt_thread) {
+    absl::StatusOr<std::vector<int32_t>> prompt =
+        SessionPrompt(proto, call.state->limits(), call.state->model_limits());
+    if (!prompt.ok()) return call.Finish(prompt.status(), nullptr);
+    Engine* target = engine;
+    if (on_prompt_thread) {
+      absl::StatusOr<Engine*> serving = call.state->EngineForNewCall();
+      if (!serving.ok()) return call.Finish(serving.status(), nullptr);
+      target = *serving;
+    }
+    target->CreateSession(call.tenant, *std::move(prompt), Ttl(proto.ttl_seconds()),
+                          FinishWithSession(call, context), call.session_id, deadline);
+  };
+  if (TokenizeOffCallThread(proto)) {
+    // The call stays open until `create` finishes it; a shutdown waits for it like for the
+    // engine's callbacks.
+    state_->BeginEngineCall();
+    state_->prompt_dispatcher().PostTask([create = std::move(create), state = state_] {
+      create(/*on_prompt_thread=*/true);
+      state->EndEngineCall();
+    });
+  } else {
+    create(/*on_prompt_thread=*/false);
   }
-  engine->CreateSession(call.tenant, *std::move(prompt), Ttl(proto.ttl_seconds()),
-                        FinishWithSession(call, context), *id, Deadline(*context));
   return call.reactor;
 }
 

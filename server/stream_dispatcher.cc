@@ -10,19 +10,49 @@ StreamDispatcher::StreamDispatcher(int threads) {
   for (int i = 0; i < threads; ++i) threads_.emplace_back([this] { Run(); });
 }
 
-StreamDispatcher::~StreamDispatcher() {
+StreamDispatcher::~StreamDispatcher() { Stop(); }
+
+void StreamDispatcher::Stop() {
+  std::lock_guard<std::mutex> stop_lock(stop_mu_);
+  if (stopped_) return;
   {
     std::lock_guard<std::mutex> lock(mu_);
     stopping_ = true;
   }
   cv_.notify_all();
   for (std::thread& t : threads_) t.join();
+  stopped_ = true;
+}
+
+namespace {
+
+class TaskTarget final : public ReadyTarget {
+ public:
+  explicit TaskTarget(std::function<void()> task) : task_(std::move(task)) {}
+  void OnReady() override { task_(); }
+
+ private:
+  std::function<void()> task_;
+};
+
+}  // namespace
+
+void StreamDispatcher::PostTask(std::function<void()> task) {
+  Post(std::make_shared<TaskTarget>(std::move(task)));
 }
 
 void StreamDispatcher::Post(std::shared_ptr<ReadyTarget> target) {
   bool wake;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    std::unique_lock<std::mutex> lock(mu_);
+    if (stopping_) {
+      // No thread will take it (they may be gone already): run it here.
+      lock.unlock();
+      target->OnReady();
+      lock.lock();
+      ++dispatched_;
+      return;
+    }
     queue_.push_back(std::move(target));
     // A busy thread picks the entry up when it loops; only sleeping threads need a wake-up,
     // which saves a futex call per token when the dispatcher keeps up.

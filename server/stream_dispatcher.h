@@ -11,6 +11,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <thread>
@@ -29,14 +30,20 @@ class StreamDispatcher {
  public:
   // Starts `threads` threads (at least one).
   explicit StreamDispatcher(int threads);
-  // Runs what is queued, then joins the threads.
+  // Stop().
   ~StreamDispatcher();
   StreamDispatcher(const StreamDispatcher&) = delete;
   StreamDispatcher& operator=(const StreamDispatcher&) = delete;
 
   // Queues `target`; the dispatcher keeps it alive until it has run. Cheap: one short lock, and
   // a wake-up only when a thread is idle.
+  // After Stop the target runs on the calling thread.
   void Post(std::shared_ptr<ReadyTarget> target);
+  // Post for a one-off piece of work.
+  void PostTask(std::function<void()> task);
+
+  // Runs what is queued, then joins the threads. Idempotent; Post may still be called after.
+  void Stop();
 
   int threads() const { return static_cast<int>(threads_.size()); }
   // Targets run so far (for tests and metrics).
@@ -50,6 +57,8 @@ class StreamDispatcher {
   std::deque<std::shared_ptr<ReadyTarget>> queue_;
   int idle_ = 0;
   bool stopping_ = false;
+  bool stopped_ = false;  // threads joined (guarded by stop_mu_)
+  std::mutex stop_mu_;
   uint64_t dispatched_ = 0;
   std::vector<std::thread> threads_;
 };

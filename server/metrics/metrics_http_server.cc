@@ -1,128 +1,117 @@
 #include "server/metrics/metrics_http_server.h"
 
-#include <httplib.h>
-#include <sys/socket.h>
+#include <zlib.h>
 
-#include <atomic>
-#include <chrono>
-#include <thread>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "server/metrics/text_format.h"
 
 namespace mamba::metrics {
-
-class MetricsHttpServer::Impl {
- public:
-  httplib::Server server;
-  std::thread thread;
-  std::atomic<bool> loop_exited{false};
-  std::atomic<bool> stopped{false};
-};
-
 namespace {
 
-void ServeText(httplib::Response& res, int status, const char* body) {
-  res.status = status;
-  res.set_content(body, "text/plain; charset=utf-8");
+http::HttpResponse Text(int status, std::string body) {
+  http::HttpResponse response;
+  response.status = status;
+  response.body = std::move(body);
+  return response;
+}
+
+// True when an Accept-Encoding value accepts gzip: a "gzip" (or "*") coding whose q is not 0.
+bool AcceptsGzip(absl::string_view accept_encoding) {
+  for (absl::string_view coding : absl::StrSplit(accept_encoding, ',')) {
+    std::vector<absl::string_view> parts = absl::StrSplit(coding, ';');
+    const absl::string_view name = absl::StripAsciiWhitespace(parts[0]);
+    if (!absl::EqualsIgnoreCase(name, "gzip") && name != "*") continue;
+    double q = 1.0;
+    for (size_t i = 1; i < parts.size(); ++i) {
+      absl::string_view param = absl::StripAsciiWhitespace(parts[i]);
+      if (absl::ConsumePrefix(&param, "q=") && !absl::SimpleAtod(param, &q)) q = 0;
+    }
+    if (q > 0) return true;
+  }
+  return false;
+}
+
+// `text` as a gzip member (RFC 1952); false when zlib fails (the caller then sends it plain).
+bool Gzip(std::string_view text, std::string* out) {
+  z_stream stream{};
+  // 15 window bits + 16: a gzip header and trailer rather than zlib's.
+  if (deflateInit2(&stream, Z_DEFAULT_COMPRESSION, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) !=
+      Z_OK) {
+    return false;
+  }
+  out->resize(deflateBound(&stream, static_cast<uLong>(text.size())) + 32);
+  stream.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(text.data()));
+  stream.avail_in = static_cast<uInt>(text.size());
+  stream.next_out = reinterpret_cast<Bytef*>(out->data());
+  stream.avail_out = static_cast<uInt>(out->size());
+  const int rc = deflate(&stream, Z_FINISH);
+  out->resize(stream.total_out);
+  deflateEnd(&stream);
+  return rc == Z_STREAM_END;
 }
 
 }  // namespace
 
+http::HttpResponse MetricsHttpServer::Handle(const Registry* registry,
+                                             const std::function<bool()>& ready,
+                                             const http::HttpRequest& request) {
+  if (request.method != "GET" && request.method != "HEAD") {
+    http::HttpResponse response = Text(405, "only GET and HEAD are served\n");
+    response.headers.emplace_back("Allow", "GET, HEAD");
+    return response;
+  }
+  if (request.path == "/metrics") {
+    http::HttpResponse response;
+    response.content_type = kTextFormatContentType;
+    std::string text = registry->Expose();
+    std::string compressed;
+    if (AcceptsGzip(request.Header("Accept-Encoding")) && Gzip(text, &compressed)) {
+      response.body = std::move(compressed);
+      response.headers.emplace_back("Content-Encoding", "gzip");
+    } else {
+      response.body = std::move(text);
+    }
+    response.headers.emplace_back("Vary", "Accept-Encoding");
+    return response;
+  }
+  if (request.path == "/healthz") return Text(200, "ok\n");
+  if (request.path == "/readyz") {
+    return !ready || ready() ? Text(200, "ready\n") : Text(503, "not ready\n");
+  }
+  return Text(404, "not found; this server serves /metrics, /healthz and /readyz\n");
+}
+
 absl::StatusOr<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Start(
     const Registry* registry, MetricsHttpOptions options) {
   if (registry == nullptr) return absl::InvalidArgumentError("metrics server needs a registry");
-  if (options.port < 0 || options.port > 65535) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("metrics port ", options.port, " is outside [0, 65535] (0 picks one)"));
+  http::HttpServerOptions http_options;
+  http_options.host = options.host;
+  http_options.port = options.port;
+  http_options.threads = options.threads;
+  http_options.io_timeout = options.io_timeout;
+  http_options.max_connections = options.max_connections;
+  // Probes and scrapes are bodiless GETs.
+  http_options.max_request_bytes = 16 << 10;
+  auto server = http::HttpServer::Start(
+      std::move(http_options),
+      [registry, ready = std::move(options.ready)](const http::HttpRequest& request) {
+        return Handle(registry, ready, request);
+      });
+  if (!server.ok()) {
+    return absl::Status(server.status().code(),
+                        absl::StrCat("metrics endpoint: ", server.status().message()));
   }
-  if (options.threads < 1) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("metrics server threads must be at least 1, got ", options.threads));
-  }
-  if (options.host.empty()) {
-    return absl::InvalidArgumentError("metrics host is empty (use 0.0.0.0 for every interface)");
-  }
-
-  auto impl = std::make_unique<Impl>();
-  httplib::Server& server = impl->server;
-  const int32_t threads = options.threads;
-  server.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
-  // Probes and scrapes come from a few well-behaved clients; do not let a stuck one hold a thread.
-  server.set_read_timeout(5);
-  server.set_write_timeout(5);
-  server.set_keep_alive_timeout(5);
-  // httplib's default also sets SO_REUSEPORT, which would let a second server bind the same port
-  // and silently take half the scrapes. SO_REUSEADDR alone allows a quick restart.
-  server.set_socket_options([](socket_t sock) {
-    const int yes = 1;
-    setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
-  });
-
-  server.Get("/metrics", [registry](const httplib::Request&, httplib::Response& res) {
-    res.status = 200;
-    res.set_content(registry->Expose(), kTextFormatContentType);
-  });
-  server.Get("/healthz",
-             [](const httplib::Request&, httplib::Response& res) { ServeText(res, 200, "ok\n"); });
-  server.Get("/readyz",
-             [ready = std::move(options.ready)](const httplib::Request&, httplib::Response& res) {
-               if (!ready || ready()) {
-                 ServeText(res, 200, "ready\n");
-               } else {
-                 ServeText(res, 503, "not ready\n");
-               }
-             });
-  server.set_error_handler([](const httplib::Request&, httplib::Response& res) {
-    if (res.status == 404) {
-      ServeText(res, 404, "not found; this server serves /metrics, /healthz and /readyz\n");
-    }
-  });
-
-  int port = options.port;
-  if (port == 0) {
-    port = server.bind_to_any_port(options.host);
-  } else if (!server.bind_to_port(options.host, port)) {
-    port = -1;
-  }
-  if (port < 0) {
-    return absl::UnavailableError(
-        absl::StrCat("cannot bind the metrics endpoint to ", options.host, ":", options.port,
-                     " (the port is in use, or the host is not an address of this machine)"));
-  }
-
-  // stop() only takes effect once the accept loop runs, so wait for it: then Stop() can never be
-  // lost. Connections made meanwhile wait in the listen backlog.
-  impl->thread = std::thread([&server, &exited = impl->loop_exited] {
-    server.listen_after_bind();
-    exited.store(true);
-  });
-  while (!server.is_running()) {
-    if (impl->loop_exited.load()) {
-      impl->thread.join();
-      return absl::InternalError(absl::StrCat("the metrics endpoint on ", options.host, ":", port,
-                                              " stopped as soon as it started"));
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  }
-  return std::unique_ptr<MetricsHttpServer>(
-      new MetricsHttpServer(std::move(impl), options.host, port));
-}
-
-MetricsHttpServer::MetricsHttpServer(std::unique_ptr<Impl> impl, std::string host, int32_t port)
-    : impl_(std::move(impl)), host_(std::move(host)), port_(port) {}
-
-MetricsHttpServer::~MetricsHttpServer() { Stop(); }
-
-std::string MetricsHttpServer::address() const {
-  if (host_.find(':') != std::string::npos) return absl::StrCat("[", host_, "]:", port_);
-  return absl::StrCat(host_, ":", port_);
-}
-
-void MetricsHttpServer::Stop() {
-  if (impl_->stopped.exchange(true)) return;
-  impl_->server.stop();
-  if (impl_->thread.joinable()) impl_->thread.join();
+  return std::unique_ptr<MetricsHttpServer>(new MetricsHttpServer(*std::move(server)));
 }
 
 }  // namespace mamba::metrics

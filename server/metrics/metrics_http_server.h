@@ -1,7 +1,9 @@
 // The HTTP side of observability: GET /metrics (the registry in Prometheus text format 0.0.4,
 // gzip-compressed when the scraper accepts it), GET /healthz (the process is alive) and GET /readyz
 // (the `ready` callback says the model is loaded and the server is not draining). Any other path
-// is 404. Runs on its own small thread pool, apart from the gRPC threads.
+// is 404 and any other method 405. Served by http::HttpServer (asynchronous, on its own small pool
+// apart from the gRPC threads), so idle keep-alive connections and slow clients hold no thread
+// and cannot delay a scrape or a probe.
 #pragma once
 
 #include <cstdint>
@@ -10,6 +12,8 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "server/http/http_server.h"
 #include "server/metrics/registry.h"
 
 namespace mamba::metrics {
@@ -17,7 +21,11 @@ namespace mamba::metrics {
 struct MetricsHttpOptions {
   std::string host = "0.0.0.0";  // interface to bind; "::" for all IPv6 interfaces
   int32_t port = 8080;           // 0 picks a free port; see MetricsHttpServer::port()
-  int32_t threads = 2;           // request threads (scrapes and probes are rare and quick)
+  int32_t threads = 2;           // handler and I/O threads; connections take none
+  // A client has this long to send a request (keep-alive: the next one) and to take the
+  // response; then it is disconnected.
+  absl::Duration io_timeout = absl::Seconds(5);
+  int32_t max_connections = 1024;  // open at once; more are closed at accept
   // /readyz answers 200 while this returns true and 503 otherwise; unset means always ready.
   // Called on a request thread; must be thread-safe and quick.
   std::function<bool()> ready;
@@ -30,25 +38,27 @@ class MetricsHttpServer {
   // address cannot be bound (in use, or not an address of this machine).
   static absl::StatusOr<std::unique_ptr<MetricsHttpServer>> Start(const Registry* registry,
                                                                   MetricsHttpOptions options);
-  ~MetricsHttpServer();  // Stop()
   MetricsHttpServer(const MetricsHttpServer&) = delete;
   MetricsHttpServer& operator=(const MetricsHttpServer&) = delete;
 
   // The bound port (the chosen one when the options asked for port 0).
-  int32_t port() const { return port_; }
+  int32_t port() const { return http_->port(); }
   // "host:port" as bound, with IPv6 hosts in brackets, e.g. "0.0.0.0:8080" or "[::1]:9100".
-  std::string address() const;
+  std::string address() const { return http_->address(); }
+  // Connections open now (scrapers, probes, idle keep-alives).
+  int64_t open_connections() const { return http_->open_connections(); }
 
-  // Stops accepting, finishes the requests in flight and joins the threads. Idempotent.
-  void Stop();
+  // Stops accepting, closes every connection and joins the threads. Idempotent.
+  void Stop() { http_->Stop(); }
+
+  // One request's answer; public for tests that need no socket.
+  static http::HttpResponse Handle(const Registry* registry, const std::function<bool()>& ready,
+                                   const http::HttpRequest& request);
 
  private:
-  class Impl;
-  explicit MetricsHttpServer(std::unique_ptr<Impl> impl, std::string host, int32_t port);
+  explicit MetricsHttpServer(std::unique_ptr<http::HttpServer> http) : http_(std::move(http)) {}
 
-  std::unique_ptr<Impl> impl_;
-  const std::string host_;
-  const int32_t port_;
+  std::unique_ptr<http::HttpServer> http_;
 };
 
 }  // namespace mamba::metrics

@@ -107,7 +107,10 @@ TEST(ServeProcessTest, BadFlagsAreRejectedWithTheAllowedValues) {
            {"--host_state_memory_gb=nan", "--host_state_memory_gb=nan"},
            {"--host_state_memory_gb=1e300", "out of range"},
            {"--gpu_memory_fraction=nan", "--gpu_memory_fraction"},
-           {"--max_queue=0", "--max_queue=0"}}) {
+           {"--max_queue=0", "--max_queue=0"},
+           {"--prompt_threads=0", "allowed: 1 to 1024"},
+           {"--stream_threads=1000000", "allowed: 0 to 1024"},
+           {"--cpu_threads=-1", "--cpu_threads=-1"}}) {
     SCOPED_TRACE(arg);
     ProgramResult bad = RunProgram({serve, arg});
     EXPECT_EQ(bad.exit_code, 2);

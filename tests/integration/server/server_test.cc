@@ -16,6 +16,7 @@
 #include "grpcpp/security/credentials.h"
 #include "grpcpp/support/channel_arguments.h"
 #include "gtest/gtest.h"
+#include "server/request_validation.h"
 #include "tests/integration/server/server_test_util.h"
 
 namespace mamba::server::testing {
@@ -701,6 +702,109 @@ TEST_F(ServerLimitsTest, CreatingPastMaxSessionsIsResourceExhausted) {
   grpc::Status status = sessions_->CreateSession(&context, request, &session);
   EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << status.error_message();
   EXPECT_FALSE(status.error_message().empty());
+}
+
+// Text prompts longer than kInlinePromptBytes are tokenized on the prompt threads, not on the gRPC
+// thread that received the call; the answers must be the same as for short ones.
+class LongPromptTest : public ServerTest {
+ protected:
+  void SetUp() override {
+    ServerOptions options = TinyServerOptions();
+    options.limits.max_prompt_tokens = 20000;
+    options.prompt_threads = 1;
+    StartServer(options);
+  }
+
+  // Printable text of `bytes` bytes: the tiny model's byte tokenizer makes one token of each.
+  static std::string LongText(size_t bytes) {
+    std::string text;
+    while (text.size() < bytes) text += "the quick brown fox jumps over the lazy dog. ";
+    text.resize(bytes);
+    return text;
+  }
+};
+
+TEST_F(LongPromptTest, LongTextAnswersLikeItsTokenIds) {
+  const std::string text = LongText(kInlinePromptBytes + 1000);
+  ASSERT_TRUE(TokenizeOffCallThread([&] {
+    v1::GenerateRequest r;
+    r.set_text(text);
+    return r;
+  }()));
+  v1::GenerateRequest as_text;
+  as_text.set_text(text);
+  as_text.mutable_stopping()->set_max_tokens(6);
+  as_text.mutable_stopping()->set_ignore_eos(true);
+  v1::GenerateRequest as_ids = as_text;
+  as_ids.mutable_token_ids()->mutable_ids()->Add(text.begin(), text.end());
+  StreamResult from_text = Generate(*generation_, as_text);
+  StreamResult from_ids = Generate(*generation_, as_ids);
+  ASSERT_TRUE(from_text.status.ok()) << from_text.status.error_message();
+  ASSERT_TRUE(from_ids.status.ok()) << from_ids.status.error_message();
+  EXPECT_EQ(from_text.usage.prompt_tokens(), static_cast<int32_t>(text.size()));
+  EXPECT_EQ(from_text.token_ids, from_ids.token_ids);
+
+  v1::CreateSessionRequest create;
+  create.set_text(text);
+  v1::Session session;
+  grpc::ClientContext context;
+  grpc::Status status = sessions_->CreateSession(&context, create, &session);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(session.tokens(), static_cast<int64_t>(text.size()));
+}
+
+TEST_F(LongPromptTest, LongTextOverTheLimitIsRefusedAfterTokenizing) {
+  // Under the byte bound (the longest token is several bytes) but over the token limit: refused
+  // from the prompt thread with the same message as inline.
+  const std::string text = LongText(20001);
+  v1::GenerateRequest request;
+  request.set_text(text);
+  StreamResult result = Generate(*generation_, request);
+  EXPECT_EQ(result.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(result.status.error_message(), HasSubstr("input has 20001 tokens; at most 20000"));
+
+  v1::CreateSessionRequest create;
+  create.set_text(text);
+  v1::Session session;
+  grpc::ClientContext context;
+  grpc::Status status = sessions_->CreateSession(&context, create, &session);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(status.error_message(), HasSubstr("input has 20001 tokens"));
+}
+
+TEST_F(LongPromptTest, ShutdownWithLongPromptsQueuedEndsEveryCall) {
+  // One prompt thread and eight long prompts: most are still queued when the server shuts down.
+  // Every call ends (served, or refused because the server is going away), none hangs, and the
+  // engine is never reached after it stopped (ASan would see it).
+  const std::string text = LongText(19000);
+  std::vector<std::thread> clients;
+  std::vector<grpc::Status> statuses(8);
+  for (int i = 0; i < 8; ++i) {
+    clients.emplace_back([&, i] {
+      if (i % 2 == 0) {
+        v1::GenerateRequest request;
+        request.set_text(text);
+        request.mutable_stopping()->set_max_tokens(2);
+        statuses[i] = Generate(*generation_, request).status;
+      } else {
+        v1::CreateSessionRequest create;
+        create.set_text(text);
+        v1::Session session;
+        grpc::ClientContext context;
+        context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+        statuses[i] = sessions_->CreateSession(&context, create, &session);
+      }
+    });
+  }
+  absl::SleepFor(absl::Milliseconds(20));
+  server_->Shutdown();
+  for (std::thread& t : clients) t.join();
+  for (const grpc::Status& status : statuses) {
+    EXPECT_THAT(status.error_code(),
+                ::testing::AnyOf(grpc::StatusCode::OK, grpc::StatusCode::UNAVAILABLE,
+                                 grpc::StatusCode::CANCELLED))
+        << status.error_message();
+  }
 }
 
 // Health and the lifecycle: loading, serving, draining.

@@ -2,7 +2,10 @@
 
 #include <httplib.h>
 
+#include <algorithm>
 #include <atomic>
+#include <chrono>
+#include <memory>
 #include <string>
 #include <thread>
 #include <vector>
@@ -10,6 +13,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/metrics/registry.h"
+#include "tests/unit/http/raw_client.h"
 #include "tests/unit/metrics/exposition_parser.h"
 
 namespace mamba::metrics {
@@ -65,6 +69,57 @@ TEST_F(MetricsHttpServerTest, CompressesForScrapersThatAskForGzip) {
   auto res2 = plain.Get("/metrics", {{"Accept-Encoding", "gzip"}});
   ASSERT_TRUE(res2);
   EXPECT_THAT(res2->body, HasSubstr("# TYPE demo_requests_total counter"));
+}
+
+TEST_F(MetricsHttpServerTest, GzipOnlyWhenAccepted) {
+  httplib::Client client = Client();
+  client.set_decompress(false);
+  for (const char* refused : {"gzip;q=0", "identity", "br", "deflate, gzip; q=0.0"}) {
+    auto res = client.Get("/metrics", {{"Accept-Encoding", refused}});
+    ASSERT_TRUE(res);
+    EXPECT_EQ(res->get_header_value("Content-Encoding"), "") << refused;
+    EXPECT_THAT(res->body, HasSubstr("# TYPE demo_requests_total counter")) << refused;
+  }
+  for (const char* accepted : {"GZIP", "br;q=1.0, gzip;q=0.5", "*"}) {
+    auto res = client.Get("/metrics", {{"Accept-Encoding", accepted}});
+    ASSERT_TRUE(res);
+    EXPECT_EQ(res->get_header_value("Content-Encoding"), "gzip") << accepted;
+  }
+}
+
+TEST_F(MetricsHttpServerTest, IdleAndSlowClientsDoNotStarveScrapesAndProbes) {
+  // 50 idle keep-alive connections and 20 clients sending their request a header at a time: with
+  // a thread per connection these took every thread and /readyz waited seconds.
+  auto others = std::make_unique<mamba::testing::IdleAndSlowClients>(server_->port(), 50, 20,
+                                                                       "GET /metrics HTTP/1.1");
+  ASSERT_TRUE(mamba::testing::WaitFor([&] { return server_->open_connections() == 70; },
+                                      std::chrono::seconds(5)));
+  ready_ = true;
+  std::vector<double> ms;
+  for (int i = 0; i < 11; ++i) {
+    for (const char* path : {"/metrics", "/readyz"}) {
+      httplib::Client client = Client();
+      const auto start = std::chrono::steady_clock::now();
+      auto res = client.Get(path);
+      ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() -
+                                                             start).count());
+      ASSERT_TRUE(res) << path;
+      EXPECT_EQ(res->status, 200) << path;
+    }
+  }
+  others.reset();
+  std::sort(ms.begin(), ms.end());
+  // Within 100 ms; a loaded test machine gets slack on the worst one.
+  EXPECT_LT(ms[ms.size() / 2], 100.0);
+  EXPECT_LT(ms.back(), 1000.0);
+}
+
+TEST_F(MetricsHttpServerTest, OtherMethodsAre405) {
+  httplib::Client client = Client();
+  auto res = client.Post("/metrics", "x", "text/plain");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 405);
+  EXPECT_EQ(res->get_header_value("Allow"), "GET, HEAD");
 }
 
 TEST_F(MetricsHttpServerTest, HealthAndReadiness) {

@@ -77,5 +77,29 @@ TEST(StreamDispatcherTest, AtLeastOneThread) {
   EXPECT_EQ(dispatcher.threads(), 1);
 }
 
+TEST(StreamDispatcherTest, StopRunsWhatIsQueuedThenPostsRunInline) {
+  StreamDispatcher dispatcher(1);
+  std::atomic<int> ran{0};
+  std::atomic<bool> release{false};
+  // The first task holds the only thread while ten more queue up behind it.
+  dispatcher.PostTask([&] {
+    while (!release.load()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    ran.fetch_add(1);
+  });
+  for (int i = 0; i < 10; ++i) dispatcher.PostTask([&] { ran.fetch_add(1); });
+  std::thread stopper([&] { dispatcher.Stop(); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  release = true;
+  stopper.join();
+  EXPECT_EQ(ran.load(), 11);  // Stop ran every queued task before returning
+  dispatcher.Stop();          // idempotent
+
+  // After Stop a post runs on the caller's thread, so nothing posted is ever lost.
+  std::thread::id where;
+  dispatcher.PostTask([&] { where = std::this_thread::get_id(); });
+  EXPECT_EQ(where, std::this_thread::get_id());
+  EXPECT_EQ(dispatcher.dispatched(), 12u);
+}
+
 }  // namespace
 }  // namespace mamba::server
