@@ -19,7 +19,14 @@ bool CudaAvailable() {
 absl::StatusOr<std::unique_ptr<backend::Backend>> CreateBackend(
     const backend::BackendOptions& options, model::LoadedModel& model) {
   std::string kind = options.kind;
-  if (kind == "auto") kind = CudaAvailable() ? "cuda" : "cpu";
+  if (kind == "auto") {
+    bool cuda = CudaAvailable();
+#ifdef MAMBA_HAVE_CUDA
+    // A family without CUDA layers runs on the CPU rather than not at all.
+    cuda = cuda && cuda::CudaSupportsFamily(model.config);
+#endif
+    kind = cuda ? "cuda" : "cpu";
+  }
   if (kind == "cpu") return cpu::CreateCpuBackend(options, model);
   if (kind == "cuda") {
 #ifdef MAMBA_HAVE_CUDA

@@ -1,4 +1,5 @@
-// Creates the backend a server or benchmark asked for ("auto" picks CUDA when a GPU is usable).
+// Creates the backend a server or benchmark asked for ("auto" picks CUDA when a GPU is usable and
+// the model's family has CUDA layers, else the CPU).
 #pragma once
 
 #include <memory>

@@ -58,6 +58,7 @@ absl::Status ValidateRequest(const GenerationRequest& r, int32_t vocab) {
     return absl::InvalidArgumentError("the input is empty; send at least one token");
   }
   MAMBA_RETURN_IF_ERROR(ValidateTokens(r.prompt, vocab, "prompt"));
+  MAMBA_RETURN_IF_ERROR(ValidateTokens(r.session_start, vocab, "session_start"));
   MAMBA_RETURN_IF_ERROR(
       ValidateTokens(r.stopping.stop_token_ids, vocab, "stopping.stop_token_ids"));
   if (r.stopping.max_tokens < 1) {
@@ -159,6 +160,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
           std::max<int32_t>(info.max_token_bytes, static_cast<int32_t>(bytes->size()));
     }
   }
+  info.text_prefix_tokens = TextPrefixTokens(*engine->tokenizer_);
 
   MAMBA_ASSIGN_OR_RETURN(engine->backend_, CreateBackend(backend_options, model));
   backend::Backend& backend = *engine->backend_;
@@ -199,6 +201,16 @@ void Engine::Shutdown() {
   if (scheduler_ != nullptr) scheduler_->Stop();
 }
 
+std::vector<int32_t> TextPrefixTokens(const tokenizer::Tokenizer& tokenizer) {
+  // What the post-processor puts in front of a text: the specials before the text's own tokens.
+  absl::StatusOr<std::vector<int32_t>> with = tokenizer.Encode("x", /*add_special_tokens=*/true);
+  absl::StatusOr<std::vector<int32_t>> without = tokenizer.Encode("x");
+  if (!with.ok() || !without.ok() || without->empty()) return {};
+  auto at = std::search(with->begin(), with->end(), without->begin(), without->end());
+  if (at == with->end()) return {};
+  return std::vector<int32_t>(with->begin(), at);
+}
+
 absl::StatusOr<std::shared_ptr<GenerationStream>> Engine::Submit(GenerationRequest request,
                                                                  std::function<void()> on_ready) {
   MAMBA_RETURN_IF_ERROR(ValidateRequest(request, info_.config.vocab_size));
@@ -208,6 +220,12 @@ absl::StatusOr<std::shared_ptr<GenerationStream>> Engine::Submit(GenerationReque
   auto r = std::make_shared<scheduler::ScheduledRequest>();
   if (!request.session_id.empty()) {
     MAMBA_ASSIGN_OR_RETURN(r->session, sessions_->Reserve(request.tenant, request.session_id));
+    // Reserved: no other turn can change the session until this one ends.
+    auto lock = sessions_->Acquire();
+    if (r->session->tokens == 0 && r->session->pending.empty()) {
+      request.prompt.insert(request.prompt.begin(), request.session_start.begin(),
+                            request.session_start.end());
+    }
   }
   r->stream = std::make_shared<GenerationStream>(request.request_id, std::move(on_ready));
   r->request = std::move(request);
@@ -343,6 +361,7 @@ void Engine::ExportSession(const std::string& tenant, const std::string& id,
     if (!payload.ok()) return done(payload.status());
     snap.model_identity = info->identity;
     snap.state_dtype = state_dtype;
+    snap.family = info->config.family;
     snap.layout = model::StateLayoutOf(info->config);
     snap.payload = *std::move(payload);
     done(std::move(snap));

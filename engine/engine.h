@@ -58,6 +58,10 @@ struct EngineOptions {
   sessions::SessionOptions sessions;      // session limits, TTL, host memory for idle states
 };
 
+// The special tokens `tokenizer` puts before a text when it adds special tokens (a BOS), found by
+// encoding a one-character text with and without them; empty when it adds none in front.
+std::vector<int32_t> TextPrefixTokens(const tokenizer::Tokenizer& tokenizer);
+
 class Engine {
  public:
   // Loads the model and tokenizer, creates the backend and starts the scheduler thread.

@@ -166,6 +166,7 @@ absl::Status MambaServer::LoadModel() {
   engine_ = *std::move(engine);
   const ModelInfo& info = engine_->model_info();
   Logger().Info("model loaded", {{"model", info.name},
+                                 {"family", model::FamilyName(info.config.family)},
                                  {"config", info.config.Summary()},
                                  {"backend", info.backend},
                                  {"device", info.device},

@@ -86,7 +86,13 @@ void FillSession(const SessionInfo& info, v1::Session* out) {
 void FillModelInfo(const ModelInfo& info, const RequestLimits& limits, int32_t max_sessions,
                    v1::ModelInfo* out) {
   out->set_name(info.name);
-  out->set_architecture("mamba");
+  out->set_architecture(model::FamilyModelType(info.config.family));
+  out->set_family(model::FamilyName(info.config.family));
+  if (info.config.family == model::ModelFamily::kMamba2) {
+    out->set_num_heads(info.config.n_heads);
+    out->set_head_dim(info.config.head_dim);
+    out->set_n_groups(info.config.n_groups);
+  }
   out->set_d_model(info.config.d_model);
   out->set_n_layer(info.config.n_layer);
   out->set_d_state(info.config.d_state);

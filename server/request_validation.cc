@@ -25,9 +25,12 @@ std::string Quote(std::string_view value) {
   return absl::StrCat("'", shown, value.size() > kMax ? "...'" : "'");
 }
 
+// The tokens of a request's input: its token ids as given, or its text tokenized (with the
+// tokenizer's special tokens, e.g. a BOS, when `add_special_tokens`).
 absl::StatusOr<std::vector<int32_t>> InputTokens(bool has_text, const std::string& text,
                                                  bool has_ids, absl::Span<const int32_t> ids,
-                                                 bool allow_empty, const RequestLimits& limits,
+                                                 bool allow_empty, bool add_special_tokens,
+                                                 const RequestLimits& limits,
                                                  const ModelLimits& model) {
   std::vector<int32_t> tokens;
   if (has_text) {
@@ -45,7 +48,7 @@ absl::StatusOr<std::vector<int32_t>> InputTokens(bool has_text, const std::strin
                                   " tokens (the server's --max_prompt_tokens) is at most ",
                                   max_bytes, " bytes with this tokenizer"));
     }
-    auto encoded = model.tokenizer->Encode(text);
+    auto encoded = model.tokenizer->Encode(text, add_special_tokens);
     if (!encoded.ok()) {
       return Invalid(
           absl::StrCat("input text could not be tokenized: ", encoded.status().message()));
@@ -211,12 +214,17 @@ absl::StatusOr<GenerationRequest> ToGenerationRequest(const v1::GenerateRequest&
     if (!s.ok()) return s;
     out.session_id = request.session_id();
   }
+  // A text prompt gets the special tokens the tokenizer puts in front (a BOS) once: a stateless
+  // prompt now, a session's turn only when it is the session's first content (the engine adds
+  // session_start then); token ids are taken as given.
+  const bool text = request.input_case() == v1::GenerateRequest::kText;
   absl::StatusOr<std::vector<int32_t>> tokens =
-      InputTokens(request.input_case() == v1::GenerateRequest::kText, request.text(),
-                  request.input_case() == v1::GenerateRequest::kTokenIds, request.token_ids().ids(),
-                  /*allow_empty=*/false, limits, model);
+      InputTokens(text, request.text(), request.input_case() == v1::GenerateRequest::kTokenIds,
+                  request.token_ids().ids(), /*allow_empty=*/false,
+                  /*add_special_tokens=*/out.session_id.empty(), limits, model);
   if (!tokens.ok()) return tokens.status();
   out.prompt = *std::move(tokens);
+  if (text && !out.session_id.empty()) out.session_start = model.text_prefix_tokens;
 
   ConvertSampling(request.sampling(), &out.sampling);
   out.sampling.seed = request.sampling().has_seed() ? request.sampling().seed() : default_seed;
@@ -239,9 +247,12 @@ absl::StatusOr<GenerationRequest> ToGenerationRequest(const v1::GenerateRequest&
 absl::StatusOr<std::vector<int32_t>> SessionPrompt(const v1::CreateSessionRequest& request,
                                                    const RequestLimits& limits,
                                                    const ModelLimits& model) {
-  return InputTokens(request.prompt_case() == v1::CreateSessionRequest::kText, request.text(),
+  // The session's first content: a text gets the tokenizer's leading specials (a BOS).
+  const bool text = request.prompt_case() == v1::CreateSessionRequest::kText;
+  return InputTokens(text, request.text(),
                      request.prompt_case() == v1::CreateSessionRequest::kTokenIds,
-                     request.token_ids().ids(), /*allow_empty=*/true, limits, model);
+                     request.token_ids().ids(), /*allow_empty=*/true,
+                     /*add_special_tokens=*/text && !request.text().empty(), limits, model);
 }
 
 absl::Status ValidateDetokenizeRequest(const v1::DetokenizeRequest& request,

@@ -40,6 +40,8 @@ struct ModelLimits {
   const tokenizer::Tokenizer* tokenizer = nullptr;
   // Bytes of text the tokenizer's longest token stands for (ModelInfo::max_token_bytes).
   int32_t max_token_bytes = 1;
+  // The specials the tokenizer puts before a text (ModelInfo::text_prefix_tokens).
+  std::vector<int32_t> text_prefix_tokens;
 };
 
 // Normalizers may shrink text before it is split into tokens (NFKC maps a 4-byte mathematical
@@ -60,7 +62,9 @@ bool TokenizeOffCallThread(const mambaserve::v1::GenerateRequest& request);
 bool TokenizeOffCallThread(const mambaserve::v1::CreateSessionRequest& request);
 
 // Validates `request` and converts it. Text input is tokenized here (so the prompt limit applies
-// to tokens); `default_seed` is used when the request leaves sampling.seed unset. Does not check
+// to tokens), with the tokenizer's special tokens when the request has no session; a session's
+// text turn carries them in session_start instead, which the engine uses only for the session's
+// first content; `default_seed` is used when the request leaves sampling.seed unset. Does not check
 // that the session exists (the engine does).
 absl::StatusOr<GenerationRequest> ToGenerationRequest(
     const mambaserve::v1::GenerateRequest& request, const RequestLimits& limits,

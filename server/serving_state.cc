@@ -63,6 +63,7 @@ ModelLimits ServingState::model_limits() const {
     m.vocab_size = engine->model_info().config.vocab_size;
     m.tokenizer = &engine->tokenizer();
     m.max_token_bytes = engine->model_info().max_token_bytes;
+    m.text_prefix_tokens = engine->model_info().text_prefix_tokens;
   }
   return m;
 }

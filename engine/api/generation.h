@@ -23,6 +23,10 @@ struct GenerationRequest {
   std::string tenant;           // owner of the session, "" when auth is off
   std::string session_id;       // "" = stateless (a fresh zero state)
   std::vector<int32_t> prompt;  // new tokens (continuing the session's state, if any)
+  // Tokens put before `prompt` when this request is the first content of its session (it holds
+  // no tokens yet): the specials a tokenizer's post-processor puts before a text (a BOS), which
+  // later turns must not repeat. Ignored without a session (such a prompt carries its own).
+  std::vector<int32_t> session_start;
   sampling::SamplingParams sampling;
   StoppingCriteria stopping;
   int32_t logprobs = -1;  // -1: none; 0..20: chosen token plus that many top

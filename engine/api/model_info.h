@@ -30,6 +30,10 @@ struct ModelInfo {
   // text of N bytes has at least N / max_token_bytes tokens, before normalization.
   int32_t max_token_bytes = 1;
   std::optional<int32_t> eos_token_id;
+  // The special tokens the tokenizer puts before a text when asked to add them (Llama-style
+  // tokenizers: the BOS; none for GPT-NeoX's): a stateless prompt and a session's first turn
+  // start with them, later turns do not (TextPrefixTokens).
+  std::vector<int32_t> text_prefix_tokens;
   // Things the loader noticed but accepted (e.g. unexpected tensors it ignored); log them.
   std::vector<std::string> warnings;
 };

@@ -42,29 +42,9 @@ void WidenRow(const model::TensorView& t, int64_t row, int64_t n, float* dst) {
   }
 }
 
-// out = RMSNorm(in) * w over n values: in * (1 / sqrt(mean(in^2) + eps)) * w.
+// out = RMSNorm(in) * w over n values.
 void RmsNorm(const float* in, const float* w, int64_t n, float eps, float* out) {
-  __m256 acc = _mm256_setzero_ps();
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    const __m256 v = _mm256_loadu_ps(in + i);
-    acc = _mm256_fmadd_ps(v, v, acc);
-  }
-  if (i < n) {
-    const __m256 v = simd::LoadF32Tail(in + i, n - i);
-    acc = _mm256_fmadd_ps(v, v, acc);
-  }
-  const float mean = simd::HorizontalSum(acc) / static_cast<float>(n);
-  const __m256 inv = _mm256_set1_ps(1.0f / std::sqrt(mean + eps));
-  for (i = 0; i + 8 <= n; i += 8) {
-    _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(in + i), inv),
-                                            _mm256_loadu_ps(w + i)));
-  }
-  if (i < n) {
-    const __m256 v = _mm256_mul_ps(_mm256_mul_ps(simd::LoadF32Tail(in + i, n - i), inv),
-                                   simd::LoadF32Tail(w + i, n - i));
-    simd::StoreF32Tail(out + i, v, n - i);
-  }
+  simd::RmsNorm(in, w, n, eps, out);
 }
 
 // acc += add over n values.

@@ -2,7 +2,8 @@
 // parallel regions:
 //   B  channels:  in_proj rows of the thread's channels (x part and z part), then the causal
 //                 conv + silu of those channels, sequence by sequence, from each conv state
-//   C  x_proj rows (dt_low, B, C for every token)
+//   C  x_proj rows (dt_low, B, C for every token); FalconMamba then normalizes each of the three
+//      per token (RMSNorm without a weight, epsilon mixer_rms_eps), rows in parallel
 //   D  channels:  dt_proj rows of the thread's channels, softplus, the selective scan from each
 //                 SSM state, D skip and the silu(z) gate
 //   E  out_proj rows
@@ -241,6 +242,16 @@ void Mamba1Mixer::Forward(int l, absl::Span<const ChunkPiece> pieces, int64_t t_
   pool_->ParallelFor(ldd, 8, [&](int64_t n0, int64_t n1) {
     MatMul(xs, di, t_rows, lp.x_proj, nullptr, n0, n1, OutputRows{dbc, ldd, nullptr});
   });
+  if (c.family == model::ModelFamily::kFalconMamba) {
+    pool_->ParallelFor(t_rows, 1, [&](int64_t b, int64_t e) {
+      for (int64_t t = b; t < e; ++t) {
+        float* row = dbc + t * ldd;
+        simd::RmsNormInPlace(row, r, c.mixer_rms_eps);
+        simd::RmsNormInPlace(row + r, s, c.mixer_rms_eps);
+        simd::RmsNormInPlace(row + r + s, s, c.mixer_rms_eps);
+      }
+    });
+  }
 
   // D: dt, the selective scan, skip and gate, for this thread's channels.
   pool_->ParallelFor(di, 8, [&](int64_t c0, int64_t c1) {
@@ -311,18 +322,6 @@ absl::StatusOr<std::unique_ptr<Mixer>> MakeMamba1Mixer(const model::ModelConfig&
                                                    kMaxStateVectors * 8));
   }
   return std::unique_ptr<Mixer>(new Mamba1Mixer(config, weights, pool));
-}
-
-absl::StatusOr<std::unique_ptr<Mixer>> MakeMixer(const model::ModelConfig& config,
-                                                 const model::ModelWeights& weights,
-                                                 ThreadPool* pool) {
-  switch (config.family) {
-    case model::ModelFamily::kMamba1:
-      return MakeMamba1Mixer(config, weights, pool);
-  }
-  return absl::InvalidArgumentError(absl::StrCat("the CPU backend has no layers for the ",
-                                                 std::string(model::FamilyName(config.family)),
-                                                 " family"));
 }
 
 }  // namespace mamba::cpu

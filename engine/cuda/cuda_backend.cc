@@ -753,8 +753,17 @@ absl::Status CudaBackend::LoadSlot(int32_t slot, const backend::HostState& in) {
 
 }  // namespace
 
+bool CudaSupportsFamily(const model::ModelConfig& config) {
+  return config.family == model::ModelFamily::kMamba1;
+}
+
 absl::StatusOr<std::unique_ptr<backend::Backend>> CreateCudaBackend(
     const backend::BackendOptions& options, model::LoadedModel& model) {
+  if (!CudaSupportsFamily(model.config)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("the CUDA backend does not run ", model::FamilyName(model.config.family),
+                     " models yet; use --backend=cpu (or auto, which picks it for them)"));
+  }
   MAMBA_ASSIGN_OR_RETURN(std::unique_ptr<CudaBackend> backend, CudaBackend::Create(options, model));
   return std::unique_ptr<backend::Backend>(std::move(backend));
 }

@@ -29,6 +29,10 @@ namespace mamba::cuda {
 // Number of CUDA devices usable by this process (0 when there is no driver or GPU).
 int CudaDeviceCount();
 
+// Whether this backend has layers for `config`'s family (Mamba-1 today; Mamba-2 and FalconMamba
+// run on the CPU backend until they have CUDA layers).
+bool CudaSupportsFamily(const model::ModelConfig& config);
+
 // Uploads `model`'s weights (converted to fp16/bf16 as `model.weights` dtype says: f32 weights
 // become bf16) and allocates the state pool, then releases the host copy of the weights (the
 // backend owns the model from then on). Fails cleanly, never crashes, when the device lacks

@@ -42,10 +42,13 @@ absl::StatusOr<std::unique_ptr<Mixer>> MakeMixer(const MixerContext& context,
   switch (context.config->family) {
     case model::ModelFamily::kMamba1:
       return MakeMamba1Mixer(context, weights);
+    case model::ModelFamily::kMamba2:
+    case model::ModelFamily::kFalconMamba:
+      break;  // CudaSupportsFamily says no; CreateCudaBackend refuses them first
   }
   return absl::InvalidArgumentError(
       absl::StrCat("the CUDA backend has no layers for the ",
-                   std::string(model::FamilyName(context.config->family)), " family"));
+                   model::FamilyName(context.config->family), " family"));
 }
 
 }  // namespace mamba::cuda

@@ -3,8 +3,13 @@
 // of it carries. The scheduler, sessions, exports and state pools see only a StateLayout; each
 // backend builds a family's layers behind its own mixer interface (cpu/mixer.h, cuda/mixer.h).
 //
-// Families: Mamba-1 (HF MambaForCausalLM, model_type "mamba"; the original state-spaces format).
-// Mamba-2 and FalconMamba come next (docs/architecture.md, "Model families").
+// Families (docs/models.md has the details and the references each is checked against):
+//   Mamba-1      HF MambaForCausalLM, model_type "mamba"; the original state-spaces format.
+//   FalconMamba  HF FalconMambaForCausalLM, model_type "falcon_mamba": Mamba-1 with a weightless
+//                RMSNorm of B, C and the dt input after x_proj.
+//   Mamba-2      HF Mamba2ForCausalLM, model_type "mamba2"; the state-spaces format with
+//                ssm_cfg.layer "Mamba2" (Mamba-Codestral, state-spaces/mamba2-*): the SSD layer,
+//                one scalar decay per head, B and C shared by a group of heads, a gated RMSNorm.
 #pragma once
 
 #include <cstdint>
@@ -16,14 +21,14 @@ namespace mamba::model {
 
 struct ModelConfig;
 
-enum class ModelFamily : uint8_t { kMamba1 };
+enum class ModelFamily : uint8_t { kMamba1, kMamba2, kFalconMamba };
 
-// "mamba1".
-std::string_view FamilyName(ModelFamily family);
-// The Hugging Face model_type of the family's config.json ("mamba") and its class name
-// ("MambaForCausalLM").
-std::string_view FamilyModelType(ModelFamily family);
-std::string_view FamilyArchitecture(ModelFamily family);
+// "mamba1", "mamba2", "falcon_mamba".
+const char* FamilyName(ModelFamily family);
+// The Hugging Face model_type of the family's config.json ("mamba", "mamba2", "falcon_mamba") and
+// its class name ("MambaForCausalLM", ...).
+const char* FamilyModelType(ModelFamily family);
+const char* FamilyArchitecture(ModelFamily family);
 // The family whose config.json says `model_type`; INVALID_ARGUMENT lists the supported ones.
 absl::StatusOr<ModelFamily> FamilyFromModelType(std::string_view model_type);
 
@@ -54,8 +59,10 @@ struct StateLayout {
   bool operator==(const StateLayout&) const = default;
 };
 
-// The state layout of `config`'s family. Mamba-1: conv and SSM over d_inner channels, conv width
-// d_conv, d_state values per channel.
+// The state layout of `config`'s family. Mamba-1 and FalconMamba: conv and SSM over d_inner
+// channels, conv width d_conv, d_state values per channel. Mamba-2: the conv over xBC (d_ssm +
+// 2 * n_groups * d_state channels); the SSM state is n_heads x head_dim rows (d_ssm) of d_state
+// values, head-major, as mamba_ssm and transformers hold it.
 StateLayout StateLayoutOf(const ModelConfig& config);
 
 }  // namespace mamba::model

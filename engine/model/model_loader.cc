@@ -62,10 +62,18 @@ inline uint64_t MergeRound(uint64_t acc, uint64_t val) {
 // ---- checkpoint reading -------------------------------------------------------------------------
 
 std::string ConfigEcho(const ModelConfig& c) {
+  if (c.family == ModelFamily::kMamba2) {
+    return absl::StrFormat(
+        "(config: mamba2, hidden_size %d, intermediate_size %d, num_heads %d, head_dim %d, "
+        "n_groups %d, state_size %d, conv_kernel %d, vocab_size %d)",
+        c.d_model, c.d_inner, c.n_heads, c.head_dim, c.n_groups, c.d_state, c.d_conv,
+        c.vocab_size);
+  }
   return absl::StrFormat(
-      "(config: hidden_size %d, intermediate_size %d, state_size %d, time_step_rank %d, "
+      "(config: %s, hidden_size %d, intermediate_size %d, state_size %d, time_step_rank %d, "
       "conv_kernel %d, vocab_size %d)",
-      c.d_model, c.d_inner, c.d_state, c.dt_rank, c.d_conv, c.vocab_size);
+      std::string(FamilyName(c.family)), c.d_model, c.d_inner, c.d_state, c.dt_rank, c.d_conv,
+      c.vocab_size);
 }
 
 // Where each stored tensor is: its file, and the header entry.
@@ -188,7 +196,10 @@ std::string WhyUnexpected(const std::string& name, const ModelConfig& c) {
     return "the config has use_bias = false";
   }
   if (absl::EndsWith(name, "conv1d.bias")) return "the config has use_conv_bias = false";
-  return "it is not part of a Mamba-1 checkpoint";
+  if (c.family == ModelFamily::kMamba2 && absl::EndsWith(name, "mixer.norm.weight")) {
+    return "the config has no gated norm (rms_norm = false)";
+  }
+  return absl::StrCat("it is not part of a ", FamilyName(c.family), " checkpoint");
 }
 
 bool SameTensor(const TensorView& a, const TensorView& b) {
@@ -315,7 +326,8 @@ absl::StatusOr<LoadedModel> LoadCheckpoint(const std::string& spec, const LoadOp
 absl::StatusOr<LoadedModel> LoadSynthetic(const std::string& spec, const LoadOptions& options) {
   const std::string name = spec.substr(std::strlen(kSyntheticPrefix));
   MAMBA_ASSIGN_OR_RETURN(ModelConfig config, SyntheticConfig(name));
-  const DType dtype = options.dtype.value_or(name == "tiny" ? DType::kF32 : DType::kF16);
+  const DType dtype =
+      options.dtype.value_or(absl::EndsWith(name, "tiny") ? DType::kF32 : DType::kF16);
   LoadedModel model;
   MAMBA_ASSIGN_OR_RETURN(model.weights, MakeSyntheticWeights(config, options.seed, dtype));
   model.name = spec;

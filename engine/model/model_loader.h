@@ -58,16 +58,21 @@ struct LoadOptions {
 // the file, the tensor and what was expected, and no model is returned.
 absl::StatusOr<LoadedModel> LoadModel(const std::string& spec, const LoadOptions& options = {});
 
-// Names accepted after "synthetic:": tiny, 130m, 370m, 790m, 1.4b, 2.8b.
+// Names accepted after "synthetic:": Mamba-1 tiny, 130m, 370m, 790m, 1.4b, 2.8b; Mamba-2
+// mamba2-tiny, mamba2-130m, mamba2-370m, mamba2-780m, mamba2-1.3b, mamba2-2.7b, codestral-7b;
+// FalconMamba falcon-mamba-tiny, falcon-mamba-7b.
 std::vector<std::string> SyntheticModelNames();
-// The config of synthetic model `name`: the public Mamba shapes (vocab 50280, d_state 16, expand
-// 2, d_conv 4, dt_rank auto, tied embeddings, token ids 0), or tiny: 4 layers x 128 over 256
-// bytes plus <|endoftext|> = 256 (vocab 257; bos, eos and pad 256). INVALID_ARGUMENT for other
-// names.
+// The config of synthetic model `name`: the public shapes. Mamba-1: vocab 50280, d_state 16,
+// expand 2, d_conv 4, dt_rank auto, tied embeddings, token ids 0. Mamba-2 (state-spaces'
+// mamba2-*): d_state 128, heads of 64, one group, vocab 50288, tied; codestral-7b: 64 x 4096, 128
+// heads of 64 in 8 groups, d_state 128, vocab 32768, untied. falcon-mamba-7b: 64 x 4096, d_inner
+// 8192, d_state 16, dt_rank 256, vocab 65024, untied. The tiny ones: 4 layers x 128 over 256
+// bytes plus <|endoftext|> = 256 (vocab 257; bos, eos and pad 256); mamba2-tiny has 8 heads of 32
+// in 2 groups and d_state 16. INVALID_ARGUMENT for other names.
 absl::StatusOr<ModelConfig> SyntheticConfig(const std::string& name);
 // Builds weights for `config` from `seed`, initialized like a real Mamba: A_log[d][n] =
-// log(n + 1), D = 1, norms 1, dt_proj.bias = softplus^-1(dt) with dt log-uniform in
-// [time_step_min, time_step_max] floored at time_step_floor, dt_proj.weight uniform
+// log(n + 1) (Mamba-2: A_log[h] = log of a value spread over [1, 16]), D = 1, norms 1, dt_proj.bias = softplus^-1(dt) with dt log-uniform in
+// [time_step_min, time_step_max] floored at time_step_floor (also Mamba-2's dt_bias), dt_proj.weight uniform
 // +-dt_rank^-0.5, conv1d weight and bias uniform +-1/sqrt(d_conv), other matrices and the
 // embedding normal(0, 0.02) with out_proj scaled by 1/sqrt(n_layer); in/out_proj biases (when the
 // config has them) normal(0, 0.02) rather than zero, so that they are exercised. Random values

@@ -100,6 +100,8 @@ struct Slot {
 std::vector<Slot> Slots(const ModelConfig& c) {
   const int64_t D = c.d_model, E = c.d_inner, N = c.d_state, R = c.dt_rank, K = c.d_conv,
                 V = c.vocab_size;
+  const bool mamba2 = c.family == ModelFamily::kMamba2;
+  const int64_t H = c.n_heads, S = c.d_ssm(), C = c.conv_dim(), P = c.in_proj_dim();
   std::vector<Slot> slots;
   slots.reserve(3 + static_cast<size_t>(c.n_layer) * 12);
   slots.push_back({{"backbone.embeddings.weight", {V, D}, "[vocab_size, hidden_size]"},
@@ -113,24 +115,55 @@ std::vector<Slot> Slots(const ModelConfig& c) {
       slots.push_back({{std::move(name), std::move(shape), std::move(rule)}, i, nullptr, member});
     };
     add(p + "norm.weight", {D}, "[hidden_size]", &LayerWeights::norm);
-    add(m + "in_proj.weight", {2 * E, D}, "[2*intermediate_size, hidden_size]",
-        &LayerWeights::in_proj);
-    if (c.use_bias) {
-      add(m + "in_proj.bias", {2 * E}, "[2*intermediate_size] (use_bias)",
-          &LayerWeights::in_proj_bias);
+    if (mamba2) {
+      add(m + "in_proj.weight", {P, D},
+          "[2*intermediate_size + 2*n_groups*state_size + num_heads, hidden_size]",
+          &LayerWeights::in_proj);
+      if (c.use_bias) {
+        add(m + "in_proj.bias", {P}, "[in_proj rows] (use_bias)", &LayerWeights::in_proj_bias);
+      }
+      const std::string conv_rule = "num_heads*head_dim + 2*n_groups*state_size";
+      add(m + "conv1d.weight", {C, 1, K}, absl::StrCat("[", conv_rule, ", 1, conv_kernel]"),
+          &LayerWeights::conv);
+      if (c.use_conv_bias) {
+        add(m + "conv1d.bias", {C}, absl::StrCat("[", conv_rule, "] (use_conv_bias)"),
+            &LayerWeights::conv_bias);
+      }
+      add(m + "dt_bias", {H}, "[num_heads]", &LayerWeights::dt_bias);
+      add(m + "A_log", {H}, "[num_heads]", &LayerWeights::a_log);
+      if (c.d_per_channel) {
+        add(m + "D", {S}, "[num_heads*head_dim] (D_has_hdim)", &LayerWeights::d);
+      } else {
+        add(m + "D", {H}, "[num_heads]", &LayerWeights::d);
+      }
+      if (c.gated_norm) {
+        add(m + "norm.weight", {S}, "[num_heads*head_dim]", &LayerWeights::gated_norm);
+      }
+      add(m + "out_proj.weight", {D, E}, "[hidden_size, intermediate_size]",
+          &LayerWeights::out_proj);
+    } else {
+      add(m + "in_proj.weight", {2 * E, D}, "[2*intermediate_size, hidden_size]",
+          &LayerWeights::in_proj);
+      if (c.use_bias) {
+        add(m + "in_proj.bias", {2 * E}, "[2*intermediate_size] (use_bias)",
+            &LayerWeights::in_proj_bias);
+      }
+      add(m + "conv1d.weight", {E, 1, K}, "[intermediate_size, 1, conv_kernel]",
+          &LayerWeights::conv);
+      if (c.use_conv_bias) {
+        add(m + "conv1d.bias", {E}, "[intermediate_size] (use_conv_bias)",
+            &LayerWeights::conv_bias);
+      }
+      add(m + "x_proj.weight", {R + 2 * N, E},
+          "[time_step_rank + 2*state_size, intermediate_size]", &LayerWeights::x_proj);
+      add(m + "dt_proj.weight", {E, R}, "[intermediate_size, time_step_rank]",
+          &LayerWeights::dt_proj);
+      add(m + "dt_proj.bias", {E}, "[intermediate_size]", &LayerWeights::dt_proj_bias);
+      add(m + "A_log", {E, N}, "[intermediate_size, state_size]", &LayerWeights::a_log);
+      add(m + "D", {E}, "[intermediate_size]", &LayerWeights::d);
+      add(m + "out_proj.weight", {D, E}, "[hidden_size, intermediate_size]",
+          &LayerWeights::out_proj);
     }
-    add(m + "conv1d.weight", {E, 1, K}, "[intermediate_size, 1, conv_kernel]", &LayerWeights::conv);
-    if (c.use_conv_bias) {
-      add(m + "conv1d.bias", {E}, "[intermediate_size] (use_conv_bias)", &LayerWeights::conv_bias);
-    }
-    add(m + "x_proj.weight", {R + 2 * N, E}, "[time_step_rank + 2*state_size, intermediate_size]",
-        &LayerWeights::x_proj);
-    add(m + "dt_proj.weight", {E, R}, "[intermediate_size, time_step_rank]",
-        &LayerWeights::dt_proj);
-    add(m + "dt_proj.bias", {E}, "[intermediate_size]", &LayerWeights::dt_proj_bias);
-    add(m + "A_log", {E, N}, "[intermediate_size, state_size]", &LayerWeights::a_log);
-    add(m + "D", {E}, "[intermediate_size]", &LayerWeights::d);
-    add(m + "out_proj.weight", {D, E}, "[hidden_size, intermediate_size]", &LayerWeights::out_proj);
     if (c.use_bias) {
       add(m + "out_proj.bias", {D}, "[hidden_size] (use_bias)", &LayerWeights::out_proj_bias);
     }
@@ -154,10 +187,12 @@ template <typename W, typename Fn>
 void ForEachField(W& w, Fn fn) {
   fn(w.embedding);
   for (auto& l : w.layers) {
-    for (auto member : {&LayerWeights::norm, &LayerWeights::in_proj, &LayerWeights::in_proj_bias,
-                        &LayerWeights::conv, &LayerWeights::conv_bias, &LayerWeights::x_proj,
-                        &LayerWeights::dt_proj, &LayerWeights::dt_proj_bias, &LayerWeights::a_log,
-                        &LayerWeights::d, &LayerWeights::out_proj, &LayerWeights::out_proj_bias}) {
+    for (auto member :
+         {&LayerWeights::norm, &LayerWeights::in_proj, &LayerWeights::in_proj_bias,
+          &LayerWeights::conv, &LayerWeights::conv_bias, &LayerWeights::x_proj,
+          &LayerWeights::dt_proj, &LayerWeights::dt_proj_bias, &LayerWeights::dt_bias,
+          &LayerWeights::a_log, &LayerWeights::d, &LayerWeights::gated_norm,
+          &LayerWeights::out_proj, &LayerWeights::out_proj_bias}) {
       fn(l.*member);
     }
   }

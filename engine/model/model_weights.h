@@ -41,19 +41,25 @@ struct TensorView {
 // "[2, 3]".
 std::string ShapeString(const std::vector<int64_t>& shape);
 
-// One Mamba block's parameters. Shapes as in the HF checkpoint (PyTorch Linear: [out, in]).
+// One Mamba block's parameters. Shapes as in the HF checkpoint (PyTorch Linear: [out, in]);
+// E = d_inner, N = d_state, R = dt_rank, K = d_conv; for Mamba-2, H = n_heads, G = n_groups,
+// S = d_ssm = H * head_dim and C = conv_dim = S + 2 G N. Fields a family does not have are empty.
 struct LayerWeights {
   TensorView norm;     // [d_model]
-  TensorView in_proj;  // [2 * d_inner, d_model]; rows [0, d_inner) give x, [d_inner, 2d) give z
-  TensorView in_proj_bias;   // [2 * d_inner] when use_bias, else empty
-  TensorView conv;           // [d_inner, 1, d_conv]
-  TensorView conv_bias;      // [d_inner] when use_conv_bias, else empty
-  TensorView x_proj;         // [dt_rank + 2 * d_state, d_inner]; rows give dt_low, B, C
-  TensorView dt_proj;        // [d_inner, dt_rank]
-  TensorView dt_proj_bias;   // [d_inner]
-  TensorView a_log;          // [d_inner, d_state]; A = -exp(A_log)
-  TensorView d;              // [d_inner]
-  TensorView out_proj;       // [d_model, d_inner]
+  // Mamba-1: [2E, d_model], rows [0, E) give x, [E, 2E) give z. Mamba-2: [2E + 2GN + H, d_model],
+  // rows give the MLP's z0 and x0 (E - S each), z (S), xBC (C) and dt (H).
+  TensorView in_proj;
+  TensorView in_proj_bias;   // [in_proj rows] when use_bias, else empty
+  TensorView conv;           // [E, 1, K]; Mamba-2 [C, 1, K]
+  TensorView conv_bias;      // [E] / [C] when use_conv_bias, else empty
+  TensorView x_proj;         // [R + 2N, E]; rows give dt_low, B, C (Mamba-1, FalconMamba)
+  TensorView dt_proj;        // [E, R] (Mamba-1, FalconMamba)
+  TensorView dt_proj_bias;   // [E] (Mamba-1, FalconMamba)
+  TensorView dt_bias;        // [H] (Mamba-2)
+  TensorView a_log;          // [E, N]; Mamba-2 [H]; A = -exp(A_log)
+  TensorView d;              // [E]; Mamba-2 [H], or [S] with D_has_hdim
+  TensorView gated_norm;     // [S]: the gated RMSNorm's weight (Mamba-2 with rms_norm)
+  TensorView out_proj;       // [d_model, E]
   TensorView out_proj_bias;  // [d_model] when use_bias, else empty
 };
 

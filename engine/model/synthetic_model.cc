@@ -1,5 +1,5 @@
-// Synthetic models: the public Mamba-1 shapes with weights drawn from a seed, so that benchmarks,
-// demos and tests need no download. Declared in model_loader.h.
+// Synthetic models: the public Mamba-1, Mamba-2 and FalconMamba shapes with weights drawn from a
+// seed, so that benchmarks, demos and tests need no download. Declared in model_loader.h.
 #include <cmath>
 #include <cstring>
 
@@ -81,7 +81,9 @@ Init InitOf(const std::string& name, const ModelConfig& c, double* scale) {
     return Init::kOnes;
   }
   if (absl::EndsWith(name, "A_log")) return Init::kALog;
-  if (absl::EndsWith(name, "dt_proj.bias")) return Init::kDtBias;
+  if (absl::EndsWith(name, "dt_proj.bias") || absl::EndsWith(name, "dt_bias")) {
+    return Init::kDtBias;
+  }
   if (absl::EndsWith(name, "dt_proj.weight")) {
     *scale = 1.0 / std::sqrt(static_cast<double>(c.dt_rank));
     return Init::kUniform;
@@ -144,10 +146,14 @@ void Fill(const Job& job, DType dtype, const ModelConfig& c, int64_t first, int6
     case Init::kOnes:
       for (int64_t i = first; i < first + n; ++i) Store(dtype, 1.0f, job.data, i);
       return;
-    case Init::kALog:  // S4D-real: A[d][s] = -(s + 1)
+    case Init::kALog:
       for (int64_t i = first; i < first + n; ++i) {
-        Store(dtype, static_cast<float>(std::log(static_cast<double>(i % c.d_state + 1))), job.data,
-              i);
+        // Mamba-1: S4D-real, A[d][s] = -(s + 1). Mamba-2: one A per head, spread over [1, 16]
+        // (mamba_ssm draws it uniformly from that range).
+        const double a = c.family == ModelFamily::kMamba2
+                             ? 1.0 + 15.0 * (static_cast<double>(i) + 0.5) / c.n_heads
+                             : static_cast<double>(i % c.d_state + 1);
+        Store(dtype, static_cast<float>(std::log(a)), job.data, i);
       }
       return;
     case Init::kDtBias: {
@@ -167,8 +173,52 @@ void Fill(const Job& job, DType dtype, const ModelConfig& c, int64_t first, int6
 }  // namespace
 
 std::vector<std::string> SyntheticModelNames() {
-  return {"tiny", "130m", "370m", "790m", "1.4b", "2.8b"};
+  return {"tiny",          "130m",         "370m",        "790m",         "1.4b",
+          "2.8b",          "mamba2-tiny",  "mamba2-130m", "mamba2-370m",  "mamba2-780m",
+          "mamba2-1.3b",   "mamba2-2.7b",  "codestral-7b", "falcon-mamba-tiny",
+          "falcon-mamba-7b"};
 }
+
+namespace {
+
+// The fields every synthetic model shares: d_conv 4, conv bias, no in/out_proj bias, fp32
+// residuals, dt_rank auto.
+ModelConfig SyntheticBase(ModelFamily family, int32_t n_layer, int32_t d_model) {
+  ModelConfig c;
+  c.family = family;
+  c.n_layer = n_layer;
+  c.d_model = d_model;
+  c.expand = 2;
+  c.d_inner = 2 * d_model;
+  c.d_conv = 4;
+  c.dt_rank = (d_model + 15) / 16;
+  c.use_bias = false;
+  c.use_conv_bias = true;
+  c.residual_in_fp32 = true;
+  return c;
+}
+
+// 256 byte tokens plus <|endoftext|> = 256, so a byte-level tokenizer covers it.
+void ByteVocabulary(ModelConfig* c) {
+  c->vocab_size = 257;
+  c->bos_token_id = c->eos_token_id = c->pad_token_id = 256;
+}
+
+// A state-spaces Mamba-2 (mamba2-130m ... 2.7b): d_state 128, heads of 64, one group, GPT-NeoX's
+// vocabulary padded to a multiple of 16, tied embeddings, mamba_ssm's fixed norm epsilons.
+ModelConfig StateSpacesMamba2(int32_t n_layer, int32_t d_model) {
+  ModelConfig c = SyntheticBase(ModelFamily::kMamba2, n_layer, d_model);
+  c.d_state = 128;
+  c.head_dim = 64;
+  c.n_heads = c.d_inner / c.head_dim;
+  c.n_groups = 1;
+  c.vocab_size = 50288;
+  c.tie_word_embeddings = true;
+  c.bos_token_id = c.eos_token_id = c.pad_token_id = 0;
+  return c;
+}
+
+}  // namespace
 
 absl::StatusOr<ModelConfig> SyntheticConfig(const std::string& name) {
   struct Shape {
@@ -176,29 +226,64 @@ absl::StatusOr<ModelConfig> SyntheticConfig(const std::string& name) {
     int32_t n_layer;
     int32_t d_model;
   };
-  static constexpr Shape kShapes[] = {{"tiny", 4, 128},   {"130m", 24, 768},  {"370m", 48, 1024},
-                                      {"790m", 48, 1536}, {"1.4b", 48, 2048}, {"2.8b", 64, 2560}};
-  for (const Shape& s : kShapes) {
+  static constexpr Shape kMamba1Shapes[] = {{"tiny", 4, 128},   {"130m", 24, 768},
+                                            {"370m", 48, 1024}, {"790m", 48, 1536},
+                                            {"1.4b", 48, 2048}, {"2.8b", 64, 2560}};
+  for (const Shape& s : kMamba1Shapes) {
     if (name != s.name) continue;
-    ModelConfig c;
-    c.n_layer = s.n_layer;
-    c.d_model = s.d_model;
+    ModelConfig c = SyntheticBase(ModelFamily::kMamba1, s.n_layer, s.d_model);
     c.d_state = 16;
-    c.expand = 2;
-    c.d_inner = 2 * s.d_model;
-    c.d_conv = 4;
-    c.dt_rank = (s.d_model + 15) / 16;
     c.vocab_size = 50280;
-    c.use_bias = false;
-    c.use_conv_bias = true;
     c.tie_word_embeddings = true;
-    c.residual_in_fp32 = true;
     c.bos_token_id = c.eos_token_id = c.pad_token_id = 0;
-    if (name == "tiny") {
-      // 256 byte tokens plus <|endoftext|>, so a byte-level tokenizer covers it.
-      c.vocab_size = 257;
-      c.bos_token_id = c.eos_token_id = c.pad_token_id = 256;
-    }
+    if (name == "tiny") ByteVocabulary(&c);
+    return c;
+  }
+  static constexpr Shape kMamba2Shapes[] = {{"mamba2-130m", 24, 768},  {"mamba2-370m", 48, 1024},
+                                            {"mamba2-780m", 48, 1536}, {"mamba2-1.3b", 48, 2048},
+                                            {"mamba2-2.7b", 64, 2560}};
+  for (const Shape& s : kMamba2Shapes) {
+    if (name == s.name) return StateSpacesMamba2(s.n_layer, s.d_model);
+  }
+  if (name == "mamba2-tiny") {
+    // Small, but with what the big ones have: several heads per group, two groups.
+    ModelConfig c = StateSpacesMamba2(4, 128);
+    c.d_state = 16;
+    c.head_dim = 32;
+    c.n_heads = c.d_inner / c.head_dim;  // 8
+    c.n_groups = 2;
+    c.chunk_size = 64;
+    ByteVocabulary(&c);
+    return c;
+  }
+  if (name == "codestral-7b") {
+    // mistralai/Mamba-Codestral-7B-v0.1: 64 x 4096, 128 heads of 64, d_state 128, 8 groups.
+    ModelConfig c = SyntheticBase(ModelFamily::kMamba2, 64, 4096);
+    c.d_state = 128;
+    c.head_dim = 64;
+    c.n_heads = 128;
+    c.n_groups = 8;
+    c.vocab_size = 32768;
+    c.tie_word_embeddings = false;
+    c.bos_token_id = 1;
+    c.eos_token_id = 2;
+    c.pad_token_id = 0;
+    c.dt_rank = 256;
+    c.gated_norm_epsilon = c.layer_norm_epsilon;
+    return c;
+  }
+  if (name == "falcon-mamba-7b" || name == "falcon-mamba-tiny") {
+    // tiiuae/falcon-mamba-7b: 64 x 4096, d_inner 8192, d_state 16, dt_rank 256, vocab 65024.
+    const bool tiny = name == "falcon-mamba-tiny";
+    ModelConfig c = SyntheticBase(ModelFamily::kFalconMamba, tiny ? 4 : 64, tiny ? 128 : 4096);
+    c.d_state = 16;
+    c.vocab_size = 65024;
+    c.dt_rank = tiny ? 8 : 256;
+    c.tie_word_embeddings = false;
+    c.bos_token_id = 0;
+    c.eos_token_id = c.pad_token_id = 11;
+    c.mixer_rms_eps = 1e-6f;
+    if (tiny) ByteVocabulary(&c);
     return c;
   }
   return absl::InvalidArgumentError(absl::StrCat("unknown synthetic model '", name, "'; allowed: ",

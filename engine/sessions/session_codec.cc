@@ -21,7 +21,7 @@ namespace mamba::sessions {
 namespace {
 
 constexpr char kMagic[8] = {'M', 'A', 'M', 'B', 'A', 'S', 'E', 'S'};
-constexpr uint32_t kVersion = 2;
+constexpr uint32_t kVersion = 3;
 constexpr size_t kMacBytes = 32;
 // Dimension bounds, those of ModelConfig::Validate, so that sizes computed from them cannot
 // overflow.
@@ -140,10 +140,12 @@ std::string EncodeSession(const SessionSnapshot& s, const SessionKeys& keys) {
   Put<uint32_t>(&out, static_cast<uint32_t>(s.model_identity.size()));
   out.append(s.model_identity);
   Put<uint8_t>(&out, static_cast<uint8_t>(s.state_dtype));
-  out.append(3, '\0');
+  Put<uint8_t>(&out, static_cast<uint8_t>(s.family));
+  out.append(2, '\0');
   Put<uint32_t>(&out, static_cast<uint32_t>(s.layout.n_layer));
   Put<uint32_t>(&out, static_cast<uint32_t>(s.layout.conv_channels));
   Put<uint32_t>(&out, static_cast<uint32_t>(s.layout.conv_width));
+  Put<uint32_t>(&out, static_cast<uint32_t>(s.layout.ssm_channels));
   Put<uint32_t>(&out, static_cast<uint32_t>(s.layout.ssm_state));
   Put<int64_t>(&out, s.tokens);
   Put<uint32_t>(&out, static_cast<uint32_t>(s.pending.size()));
@@ -165,9 +167,10 @@ absl::StatusOr<SessionSnapshot> DecodeSession(std::string_view bytes, const Sess
         "session state has format version 1, which is unsigned and no longer accepted; export "
         "the session again from a server of this version");
   }
-  if (version != kVersion) {
+  if (version != 2 && version != kVersion) {
     return absl::InvalidArgumentError(absl::StrCat("session state has format version ", version,
-                                                   "; this server reads version ", kVersion));
+                                                   "; this server reads versions 2 and ",
+                                                   kVersion));
   }
   if (bytes.size() < sizeof kMagic + 4 + kMacBytes) return Corrupt("it is truncated");
   const std::string_view body = bytes.substr(0, bytes.size() - kMacBytes);
@@ -189,24 +192,38 @@ absl::StatusOr<SessionSnapshot> DecodeSession(std::string_view bytes, const Sess
   if (!r.Bytes(id_len, &id)) return Corrupt("model identity past the end");
   s.model_identity = std::string(id);
   uint8_t dtype = 0;
+  uint8_t family = 0;  // version 2: Mamba-1, and its byte is padding
   std::string_view pad;
-  if (!r.Get(&dtype) || !r.Bytes(3, &pad)) return Corrupt("header past the end");
+  if (!r.Get(&dtype) || !r.Get(&family) || !r.Bytes(2, &pad)) {
+    return Corrupt("header past the end");
+  }
   if (dtype > static_cast<uint8_t>(model::DType::kBF16)) return Corrupt("unknown state dtype");
+  if (version == 2 && family != 0) return Corrupt("nonzero padding");
+  if (family > static_cast<uint8_t>(model::ModelFamily::kFalconMamba)) {
+    return Corrupt("unknown model family");
+  }
   s.state_dtype = static_cast<model::DType>(dtype);
-  uint32_t dims[4];
-  for (uint32_t& d : dims) {
-    if (!r.Get(&d)) return Corrupt("dimensions past the end");
+  s.family = static_cast<model::ModelFamily>(family);
+  // Version 2 has one channel count for both states.
+  uint32_t dims[5];
+  const int n_dims = version == 2 ? 4 : 5;
+  for (int i = 0; i < n_dims; ++i) {
+    if (!r.Get(&dims[i])) return Corrupt("dimensions past the end");
+  }
+  if (version == 2) {
+    dims[4] = dims[3];
+    dims[3] = dims[1];
   }
   if (dims[0] == 0 || dims[0] > kMaxLayers || dims[1] == 0 || dims[1] > kMaxChannels ||
-      dims[2] == 0 || dims[2] > kMaxConvWidth || dims[3] == 0 || dims[3] > kMaxState) {
+      dims[2] == 0 || dims[2] > kMaxConvWidth || dims[3] == 0 || dims[3] > kMaxChannels ||
+      dims[4] == 0 || dims[4] > kMaxState) {
     return Corrupt("dimension out of range");
   }
-  // Version 2 describes layouts whose conv and SSM states span the same channels (Mamba-1).
   s.layout.n_layer = static_cast<int32_t>(dims[0]);
   s.layout.conv_channels = dims[1];
   s.layout.conv_width = static_cast<int32_t>(dims[2]);
-  s.layout.ssm_channels = dims[1];
-  s.layout.ssm_state = dims[3];
+  s.layout.ssm_channels = dims[3];
+  s.layout.ssm_state = dims[4];
   uint32_t n_pending = 0;
   if (!r.Get(&s.tokens)) return Corrupt("no token count");
   if (!r.Get(&n_pending) || n_pending > r.remaining() / 4) return Corrupt("bad pending count");
@@ -268,15 +285,25 @@ absl::Status ValidateSessionSnapshot(const SessionSnapshot& s, int32_t vocab_siz
   return absl::OkStatus();
 }
 
+namespace {
+
+// "mamba2 model (24 layers; conv 1792 x 3, SSM 1536 x 128 per layer)".
+std::string DescribeModel(model::ModelFamily family, const model::StateLayout& l) {
+  return absl::StrCat(model::FamilyName(family), " model (", l.n_layer, " layers; conv ",
+                      l.conv_channels, " x ", l.conv_history(), ", SSM ", l.ssm_channels, " x ",
+                      l.ssm_state, " per layer)");
+}
+
+}  // namespace
+
 absl::Status CheckSessionCompatible(const SessionSnapshot& s, const model::ModelConfig& config,
                                     const std::string& identity) {
-  if (s.model_identity != identity) {
+  const model::StateLayout ours = model::StateLayoutOf(config);
+  if (s.model_identity != identity || s.family != config.family || s.layout != ours) {
     return absl::FailedPreconditionError(absl::StrCat(
-        "session state was exported from a different model (identity ", s.model_identity,
-        "); this server serves model ", identity, "; import it into a replica of that model"));
-  }
-  if (s.layout != model::StateLayoutOf(config)) {
-    return absl::FailedPreconditionError("session state dimensions do not match this model");
+        "session state was exported from a ", DescribeModel(s.family, s.layout), ", identity ",
+        s.model_identity, "; this server serves a ", DescribeModel(config.family, ours),
+        ", identity ", identity, "; import it into a replica of that model"));
   }
   return absl::OkStatus();
 }

@@ -2,14 +2,15 @@
 // into it, and the identity of the model that made it, versioned and signed, so that a state can
 // move between replicas, is never imported into a different model, and cannot be forged.
 //
-// Layout (little-endian): "MAMBASES" | u32 version (2) | u32 identity length | identity |
-// u8 state dtype | 3 zero bytes | u32 n_layer, conv channels (d_inner), conv width (d_conv),
-// SSM state per channel (d_state) | i64 tokens |
+// Layout (little-endian): "MAMBASES" | u32 version (3) | u32 identity length | identity |
+// u8 state dtype | u8 model family | 2 zero bytes | u32 n_layer, conv channels, conv width,
+// SSM rows, SSM state per row (model::StateLayout) | i64 tokens |
 // u32 pending count | i32 pending ids | u64 payload length | payload (HostState layout) |
 // 32-byte HMAC-SHA256 of everything before it, under the cluster's session key.
 //
 // Version 1 ended in an unkeyed checksum that anyone could recompute over altered bytes; it is
-// refused. Version 2 describes layouts whose conv and SSM states span the same channels (Mamba-1).
+// refused. Version 2 (Mamba-1 only) had no family byte and one channel count for both states
+// (3 zero bytes after the dtype, then n_layer, channels, conv width, state): still read.
 #pragma once
 
 #include <cstdint>
@@ -56,6 +57,7 @@ class SessionKeys {
 
 struct SessionSnapshot {
   std::string model_identity;
+  model::ModelFamily family = model::ModelFamily::kMamba1;  // of the model that made it
   model::DType state_dtype = model::DType::kF32;
   model::StateLayout layout;  // of the model that made it
   int64_t tokens = 0;
@@ -85,7 +87,7 @@ absl::Status ValidateSessionSnapshot(const SessionSnapshot& snapshot, int32_t vo
                                      int32_t max_pending);
 
 // Checks that `snapshot` fits a server running `config` with model `identity`: FAILED_PRECONDITION
-// naming both models when it was exported from another model.
+// naming both models (family, state layout, identity) when it was exported from another model.
 absl::Status CheckSessionCompatible(const SessionSnapshot& snapshot,
                                     const model::ModelConfig& config, const std::string& identity);
 

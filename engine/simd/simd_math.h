@@ -9,6 +9,7 @@
 
 #include <immintrin.h>
 
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 
@@ -141,5 +142,36 @@ inline __m256 Softplus(__m256 x) {
   const __m256 log1p = _mm256_sub_ps(LogPositive(w), correction);
   return _mm256_blendv_ps(log1p, x, _mm256_cmp_ps(x, _mm256_set1_ps(20.0f), _CMP_GT_OQ));
 }
+
+// out = in / sqrt(mean(in^2) + eps), times w[i] when w is not null, over n values (in and out may
+// be the same). The sum of squares runs in 8 lanes over i and then HorizontalSum, always in that
+// order.
+inline void RmsNorm(const float* in, const float* w, int64_t n, float eps, float* out) {
+  __m256 acc = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 v = _mm256_loadu_ps(in + i);
+    acc = _mm256_fmadd_ps(v, v, acc);
+  }
+  if (i < n) {
+    const __m256 v = LoadF32Tail(in + i, n - i);
+    acc = _mm256_fmadd_ps(v, v, acc);
+  }
+  const float mean = HorizontalSum(acc) / static_cast<float>(n);
+  const __m256 inv = _mm256_set1_ps(1.0f / std::sqrt(mean + eps));
+  const __m256 one = _mm256_set1_ps(1.0f);
+  for (i = 0; i + 8 <= n; i += 8) {
+    const __m256 scale = w != nullptr ? _mm256_loadu_ps(w + i) : one;
+    _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(in + i), inv), scale));
+  }
+  if (i < n) {
+    const __m256 scale = w != nullptr ? LoadF32Tail(w + i, n - i) : one;
+    StoreF32Tail(out + i, _mm256_mul_ps(_mm256_mul_ps(LoadF32Tail(in + i, n - i), inv), scale),
+                 n - i);
+  }
+}
+
+// A weightless RMSNorm in place (FalconMamba's normalization of dt_low, B and C).
+inline void RmsNormInPlace(float* v, int64_t n, float eps) { RmsNorm(v, nullptr, n, eps, v); }
 
 }  // namespace mamba::simd

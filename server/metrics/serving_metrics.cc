@@ -198,9 +198,9 @@ absl::Status ServingMetrics::Register() {
   }
   absl::StatusOr<GaugeFamily*> info =
       r.AddGaugeFamily("mamba_model_info",
-                       "The served model: always 1, with the model's name, weight dtype and "
-                       "backend as labels.",
-                       {"model", "dtype", "backend"}, 1);
+                       "The served model: always 1, with the model's name, family (mamba1, "
+                       "mamba2, falcon_mamba), weight dtype and backend as labels.",
+                       {"model", "family", "dtype", "backend"}, 1);
   if (!info.ok()) return info.status();
   model_info_ = *info;
   return absl::OkStatus();
@@ -224,7 +224,9 @@ absl::Status ServingMetrics::SetModelInfo(const ModelInfo& info) {
         "the model info metric is already set; a process serves one model");
   }
   absl::StatusOr<Gauge*> g =
-      model_info_->WithLabels({std::string_view(info.name), std::string_view(info.weight_dtype),
+      model_info_->WithLabels({std::string_view(info.name),
+                               std::string_view(model::FamilyName(info.config.family)),
+                               std::string_view(info.weight_dtype),
                                std::string_view(info.backend)});
   if (!g.ok()) return g.status();
   (*g)->Set(1);

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "engine/model/model_config.h"
+#include "engine/model/model_loader.h"
 #include "engine/model/safetensors.h"
 #include "engine/sessions/session_codec.h"
 #include "engine/tokenizer/tokenizer.h"
@@ -128,6 +129,32 @@ void ModelConfigSeeds(const fs::path& data, CorpusWriter* out) {
 "vocab_size": 100, "time_step_rank": "auto", "eos_token_id": [0, 1], "pad_token_id": null,
 "intermediate_size": 96, "hidden_act": "swish", "layer_norm_epsilon": 1e-6})");
   out->Add("model_config", Nested(R"({"eos_token_id": )", 100, "}"));
+  // Every family: the synthetic models' canonical configs, and the forms real files take.
+  for (const std::string& name : mamba::model::SyntheticModelNames()) {
+    out->Add("model_config", mamba::model::ToHfConfigJson(*mamba::model::SyntheticConfig(name)));
+  }
+  // Mamba-Codestral as transformers 4 wrote it (a bare Infinity), and transformers 5's form.
+  out->Add("model_config",
+           R"({"model_type": "mamba2", "hidden_size": 64, "num_heads": 8, "head_dim": 16,
+"n_groups": 2, "state_size": 16, "chunk_size": 32, "time_step_limit": [0.0, Infinity],
+"rms_norm": true, "norm_before_gate": false, "tie_word_embeddings": false, "vocab_size": 300})");
+  out->Add("model_config",
+           R"({"model_type": "mamba2", "hidden_size": 64, "num_heads": 4, "head_dim": 32,
+"time_step_limit": [0.0, {"__float__": "Infinity"}], "layer_norm_epsilon": -Infinity})");
+  // state-spaces Mamba-2, with the fields HF cannot say.
+  out->Add("model_config",
+           R"({"d_model": 64, "n_layer": 2, "vocab_size": 298, "pad_vocab_size_multiple": 4,
+"ssm_cfg": {"layer": "Mamba2", "d_state": 16, "headdim": 16, "ngroups": 2, "d_ssm": 96,
+"D_has_hdim": true, "rmsnorm": false, "dt_limit": [0.0, 0.3], "chunk_size": 32},
+"rms_norm": true, "tie_embeddings": true})");
+  // FalconMamba with its disagreeing expand; an inconsistent Mamba-2 and a bad model type.
+  out->Add("model_config",
+           R"({"model_type": "falcon_mamba", "hidden_size": 64, "expand": 16,
+"intermediate_size": 128, "mixer_rms_eps": 1e-6, "time_step_rank": 8, "vocab_size": 300})");
+  out->Add("model_config",
+           R"({"model_type": "mamba2", "hidden_size": 64, "num_heads": 3, "head_dim": 16,
+"n_groups": 5, "time_step_limit": [NaN, 1]})");
+  out->Add("model_config", R"({"model_type": "mamba3", "ssm_cfg": {"layer": "Mamba3"}})");
 }
 
 // A fixture cut down to the byte alphabet plus the first merges, keeping every component.
@@ -283,6 +310,17 @@ void SessionSeeds(CorpusWriter* out) {
     out->Add("session_codec", std::string(1, '\0') + bytes);
     out->Add("session_codec", std::string(1, '\1') + bytes.substr(0, bytes.size() - 32));
   }
+  // A Mamba-2 state: conv and SSM states over different channels, the family byte set.
+  mamba::sessions::SessionSnapshot s;
+  s.model_identity = "mamba2-identity";
+  s.family = mamba::model::ModelFamily::kMamba2;
+  s.layout = {/*n_layer=*/2, /*conv_channels=*/12, /*conv_width=*/4, /*ssm_channels=*/8,
+              /*ssm_state=*/2};
+  s.tokens = 9;
+  s.payload.resize(static_cast<size_t>(s.layout.elements()) * 4);
+  for (size_t i = 0; i < s.payload.size(); ++i) s.payload[i] = static_cast<char>(i * 5);
+  out->Add("session_codec",
+           std::string(1, '\0') + mamba::sessions::EncodeSession(s, mamba::fuzz::FuzzSessionKeys()));
 }
 
 // Stop strings (a count, then each with a length byte; at most 8 bytes) and the text.

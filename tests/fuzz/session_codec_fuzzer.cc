@@ -88,13 +88,29 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }
   }
 
+  // A config of the snapshot's family with its dimensions, where one exists (Mamba-2: heads of
+  // one channel, groups from the conv channels beyond the SSM's).
   mamba::model::ModelConfig config;
+  config.family = s->family;
   config.n_layer = l.n_layer;
-  config.d_inner = static_cast<int32_t>(l.conv_channels);
+  config.d_inner = static_cast<int32_t>(l.ssm_channels);
   config.d_conv = l.conv_width;
   config.d_state = static_cast<int32_t>(l.ssm_state);
-  FUZZ_CHECK(mamba::sessions::CheckSessionCompatible(*s, config, s->model_identity).ok(),
-             "a snapshot is incompatible with its own dimensions");
+  bool expressible = l.conv_channels == l.ssm_channels;
+  if (s->family == mamba::model::ModelFamily::kMamba2) {
+    const int64_t extra = l.conv_channels - l.ssm_channels;
+    config.n_heads = static_cast<int32_t>(l.ssm_channels);
+    config.head_dim = 1;
+    config.n_groups = extra > 0 && extra % (2 * l.ssm_state) == 0
+                          ? static_cast<int32_t>(extra / (2 * l.ssm_state))
+                          : 0;
+    expressible = config.n_groups > 0 && config.n_heads % config.n_groups == 0;
+  }
+  if (expressible) {
+    FUZZ_CHECK(mamba::model::StateLayoutOf(config) == l, "the config does not give the layout");
+    FUZZ_CHECK(mamba::sessions::CheckSessionCompatible(*s, config, s->model_identity).ok(),
+               "a snapshot is incompatible with its own dimensions");
+  }
   FUZZ_CHECK(mamba::sessions::CheckSessionCompatible(*s, config, s->model_identity + "x").code() ==
                  absl::StatusCode::kFailedPrecondition,
              "a snapshot from another model was accepted");

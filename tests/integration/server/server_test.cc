@@ -2,6 +2,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <filesystem>
 #include <functional>
 #include <set>
 #include <thread>
@@ -18,6 +19,7 @@
 #include "gtest/gtest.h"
 #include "server/request_validation.h"
 #include "tests/integration/server/server_test_util.h"
+#include "tests/unit/model/temp_checkpoint.h"
 
 namespace mamba::server::testing {
 namespace {
@@ -702,6 +704,79 @@ TEST_F(ServerLimitsTest, CreatingPastMaxSessionsIsResourceExhausted) {
   grpc::Status status = sessions_->CreateSession(&context, request, &session);
   EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << status.error_message();
   EXPECT_FALSE(status.error_message().empty());
+}
+
+// A tokenizer whose post-processor puts specials around a text (here GPT-NeoX components with a
+// TemplateProcessing "<|endoftext|> $A <|padding|>", as Llama-style tokenizers put a BOS in
+// front): a stateless text prompt gets them; a session gets the leading ones once, in front of its
+// first content, and later turns none.
+class PromptSpecialsTest : public ServerTest {
+ protected:
+  void SetUp() override {
+    model::ModelConfig c = model::SyntheticConfig("tiny").value();
+    c.vocab_size = 1024;
+    c.bos_token_id = c.eos_token_id = c.pad_token_id = 0;
+    absl::StatusOr<model::ModelWeights> w = model::MakeSyntheticWeights(c, 3, model::DType::kF32);
+    ASSERT_TRUE(w.ok()) << w.status();
+    ASSERT_TRUE(model::SaveCheckpoint(c, *w, dir_.path()).ok());
+    std::filesystem::copy_file(
+        std::string(MAMBA_TEST_DATA_DIR) + "/tokenizer/small_flags/tokenizer.json",
+        dir_.path() + "/tokenizer.json");
+    ServerOptions options = TinyServerOptions();
+    options.engine.model = dir_.path();
+    StartServer(options);
+  }
+
+  std::vector<int32_t> Encode(const std::string& text, bool specials) {
+    return server_->engine()->tokenizer().Encode(text, specials).value();
+  }
+
+  mamba::testing::TempDir dir_;
+};
+
+TEST_F(PromptSpecialsTest, TextPromptsGetTheTokenizersSpecialsOnce) {
+  const std::vector<int32_t> with = Encode("hello there", true);
+  const std::vector<int32_t> without = Encode("hello there", false);
+  ASSERT_EQ(with.size(), without.size() + 2);
+  EXPECT_EQ(server_->engine()->model_info().text_prefix_tokens, std::vector<int32_t>{0});
+
+  v1::GenerateRequest stateless;
+  stateless.set_text("hello there");
+  stateless.mutable_stopping()->set_max_tokens(3);
+  stateless.mutable_stopping()->set_ignore_eos(true);
+  StreamResult r = Generate(*generation_, stateless);
+  ASSERT_TRUE(r.status.ok()) << r.status.error_message();
+  EXPECT_EQ(r.usage.prompt_tokens(), static_cast<int32_t>(with.size()));
+  // The same as the ids with the specials.
+  StreamResult ids = Generate(*generation_, GreedyRequest(with, 3));
+  EXPECT_EQ(r.token_ids, ids.token_ids);
+
+  // A session created empty: its first text turn starts with the prefix, the next has none.
+  const std::string id = CreateSession({});
+  v1::GenerateRequest turn = stateless;
+  turn.set_session_id(id);
+  StreamResult t1 = Generate(*generation_, turn);
+  ASSERT_TRUE(t1.status.ok()) << t1.status.error_message();
+  EXPECT_EQ(t1.usage.prompt_tokens(), static_cast<int32_t>(without.size() + 1));
+  turn.set_text(" again");
+  StreamResult t2 = Generate(*generation_, turn);
+  ASSERT_TRUE(t2.status.ok());
+  EXPECT_EQ(t2.usage.prompt_tokens(), static_cast<int32_t>(Encode(" again", false).size()));
+  const std::vector<int32_t> history =
+      Concat({{0}, without, t1.token_ids, Encode(" again", false)});
+  EXPECT_EQ(t2.token_ids, Generate(*generation_, GreedyRequest(history, 3)).token_ids);
+
+  // A session created with text holds the prefix already.
+  v1::CreateSessionRequest create;
+  create.set_text("hello there");
+  v1::Session session;
+  grpc::ClientContext context;
+  ASSERT_TRUE(sessions_->CreateSession(&context, create, &session).ok());
+  EXPECT_EQ(session.tokens(), static_cast<int64_t>(with.size()));
+  turn.set_session_id(session.session_id());
+  StreamResult t3 = Generate(*generation_, turn);
+  ASSERT_TRUE(t3.status.ok());
+  EXPECT_EQ(t3.usage.prompt_tokens(), static_cast<int32_t>(Encode(" again", false).size()));
 }
 
 // Text prompts longer than kInlinePromptBytes are tokenized on the prompt threads, not on the gRPC

@@ -59,6 +59,54 @@ model::ModelConfig Big2LayerConfig() {
   return c;
 }
 
+model::ModelConfig Mamba2TinyConfig() { return model::SyntheticConfig("mamba2-tiny").value(); }
+model::ModelConfig FalconTinyConfig() {
+  return model::SyntheticConfig("falcon-mamba-tiny").value();
+}
+
+// Mamba-2 with everything the state-spaces format allows and odd sizes: an MLP part (d_mlp 20),
+// D per channel, three heads per group, a dt limit, biases, conv kernel 3, d_state 12.
+model::ModelConfig OddMamba2Config() {
+  model::ModelConfig c;
+  c.family = model::ModelFamily::kMamba2;
+  c.d_model = 50;
+  c.n_layer = 2;
+  c.expand = 2;
+  c.d_inner = 100;
+  c.head_dim = 10;
+  c.n_heads = 8;  // d_ssm 80
+  c.n_groups = 2;
+  c.d_state = 12;
+  c.d_conv = 3;
+  c.vocab_size = 301;
+  c.use_bias = true;
+  c.use_conv_bias = true;
+  c.d_per_channel = true;
+  c.time_step_limit_min = 0.01f;
+  c.time_step_limit_max = 0.08f;
+  c.gated_norm_epsilon = 1e-5f;
+  c.tie_word_embeddings = false;
+  c.bos_token_id = c.eos_token_id = c.pad_token_id = 0;
+  return c;
+}
+
+// The same without the gated norm (y * silu(z) goes to out_proj) and without conv bias.
+model::ModelConfig OddMamba2NoNormConfig() {
+  model::ModelConfig c = OddMamba2Config();
+  c.gated_norm = false;
+  c.use_conv_bias = false;
+  c.n_groups = 4;
+  return c;
+}
+
+// FalconMamba at the odd sizes.
+model::ModelConfig OddFalconConfig() {
+  model::ModelConfig c = OddConfig();
+  c.family = model::ModelFamily::kFalconMamba;
+  c.mixer_rms_eps = 1e-3f;  // large enough to matter
+  return c;
+}
+
 model::LoadedModel MakeModel(const model::ModelConfig& config, model::DType dtype,
                              uint64_t seed = 7) {
   model::LoadedModel m;
@@ -142,6 +190,13 @@ std::vector<ModelCase> ReferenceCases() {
       {"odd f32", OddConfig(), model::DType::kF32},
       {"odd f16", OddConfig(), model::DType::kF16},
       {"odd bf16", OddConfig(), model::DType::kBF16},
+      {"mamba2 tiny f32", Mamba2TinyConfig(), model::DType::kF32},
+      {"mamba2 tiny bf16", Mamba2TinyConfig(), model::DType::kBF16},
+      {"mamba2 odd f32", OddMamba2Config(), model::DType::kF32},
+      {"mamba2 odd f16", OddMamba2Config(), model::DType::kF16},
+      {"mamba2 odd, no gated norm", OddMamba2NoNormConfig(), model::DType::kF32},
+      {"falcon tiny f32", FalconTinyConfig(), model::DType::kF32},
+      {"falcon odd f16", OddFalconConfig(), model::DType::kF16},
   };
 }
 
@@ -176,7 +231,10 @@ TEST(CpuBackendTest, MatchesNaiveReference) {
 }
 
 TEST(CpuBackendTest, MatchesNaiveReferenceAtRealSizes) {
-  const model::ModelConfig config = Big2LayerConfig();
+  for (const char* name : {"130m", "mamba2-130m"}) {
+  SCOPED_TRACE(name);
+  model::ModelConfig config = model::SyntheticConfig(name).value();
+  config.n_layer = 2;
   model::LoadedModel ref_model = MakeModel(config, model::DType::kF16);
   ReferenceMamba ref(config, ref_model.weights);
   std::unique_ptr<backend::Backend> backend = MakeBackend(config, model::DType::kF16);
@@ -185,6 +243,7 @@ TEST(CpuBackendTest, MatchesNaiveReferenceAtRealSizes) {
   const std::vector<double> expected = ref.Forward(state, tokens);
   const std::vector<float> got = Feed(*backend, 0, tokens);
   EXPECT_LE(MaxRelativeError(got, expected), 1e-5);
+  }
 }
 
 std::vector<ModelCase> InvarianceCases() {
@@ -192,6 +251,9 @@ std::vector<ModelCase> InvarianceCases() {
       {"tiny f32", TinyConfig(), model::DType::kF32},
       {"odd bf16", OddConfig(), model::DType::kBF16},
       {"130m shapes, 2 layers, f16", Big2LayerConfig(), model::DType::kF16},
+      {"mamba2 tiny f32", Mamba2TinyConfig(), model::DType::kF32},
+      {"mamba2 odd bf16", OddMamba2Config(), model::DType::kBF16},
+      {"falcon odd f32", OddFalconConfig(), model::DType::kF32},
   };
 }
 

@@ -226,8 +226,10 @@ TEST_F(ServingMetricsTest, ModelInfoIsSetOnce) {
   info.num_slots = 256;
   ASSERT_TRUE(metrics_->SetModelInfo(info).ok());
   Exposition e = Scrape();
-  EXPECT_EQ(*e.Value("mamba_model_info",
-                     {{"model", "mamba-130m"}, {"dtype", "f16"}, {"backend", "cuda"}}),
+  EXPECT_EQ(*e.Value("mamba_model_info", {{"model", "mamba-130m"},
+                                           {"family", "mamba1"},
+                                           {"dtype", "f16"},
+                                           {"backend", "cuda"}}),
             1);
   EXPECT_EQ(*e.Value("mamba_weights_bytes"), 259500000);
   EXPECT_EQ(*e.Value("mamba_state_slots"), 256);

@@ -2,6 +2,7 @@
 // (tests/data/golden/<case>/) and checks that the loader reads them as transformers wrote them:
 // the config fields, the dtypes and every tensor's shape. The logits themselves are checked by
 // the CPU backend's golden test. Skips when the fixtures have not been generated.
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -52,8 +53,30 @@ TEST(GoldenCheckpointTest, LoadsEveryCase) {
     EXPECT_EQ(c.n_layer, hf.at("num_hidden_layers").get<int>());
     EXPECT_EQ(c.d_state, hf.at("state_size").get<int>());
     EXPECT_EQ(c.d_inner, hf.at("intermediate_size").get<int>());
-    EXPECT_EQ(c.dt_rank, hf.at("time_step_rank").get<int>());
     EXPECT_EQ(c.d_conv, hf.at("conv_kernel").get<int>());
+    const std::string family = hf.value("family", std::string("mamba"));
+    EXPECT_EQ(model::FamilyModelType(c.family), family);
+    if (hf.contains("time_step_rank")) {
+      EXPECT_EQ(c.dt_rank, hf.at("time_step_rank").get<int>());
+    }
+    if (hf.contains("mixer_rms_eps")) {
+      EXPECT_FLOAT_EQ(c.mixer_rms_eps, hf.at("mixer_rms_eps").get<float>());
+    }
+    if (family == "mamba2") {
+      EXPECT_EQ(c.n_heads, hf.at("num_heads").get<int>());
+      EXPECT_EQ(c.head_dim, hf.at("head_dim").get<int>());
+      EXPECT_EQ(c.n_groups, hf.at("n_groups").get<int>());
+      EXPECT_EQ(c.chunk_size, hf.at("chunk_size").get<int>());
+      EXPECT_EQ(c.d_ssm(), hf.at("d_ssm").get<int>());
+      EXPECT_FLOAT_EQ(c.gated_norm_epsilon, hf.at("gated_norm_epsilon").get<float>());
+      const nlohmann::json& limit = hf.at("time_step_limit");
+      EXPECT_FLOAT_EQ(c.time_step_limit_min, limit[0].get<float>());
+      if (limit[1].is_string()) {
+        EXPECT_TRUE(std::isinf(c.time_step_limit_max));
+      } else {
+        EXPECT_FLOAT_EQ(c.time_step_limit_max, limit[1].get<float>());
+      }
+    }
     EXPECT_EQ(c.use_bias, hf.at("use_bias").get<bool>());
     EXPECT_EQ(c.use_conv_bias, hf.at("use_conv_bias").get<bool>());
     EXPECT_EQ(c.tie_word_embeddings, hf.at("tie_word_embeddings").get<bool>());

@@ -23,7 +23,9 @@ struct Shape {
 
 TEST(SyntheticModelTest, PublicShapes) {
   EXPECT_THAT(model::SyntheticModelNames(),
-              ElementsAre("tiny", "130m", "370m", "790m", "1.4b", "2.8b"));
+              ElementsAre("tiny", "130m", "370m", "790m", "1.4b", "2.8b", "mamba2-tiny",
+                          "mamba2-130m", "mamba2-370m", "mamba2-780m", "mamba2-1.3b",
+                          "mamba2-2.7b", "codestral-7b", "falcon-mamba-tiny", "falcon-mamba-7b"));
   const std::vector<Shape> shapes = {{"130m", 24, 768},
                                      {"370m", 48, 1024},
                                      {"790m", 48, 1536},
@@ -59,6 +61,65 @@ TEST(SyntheticModelTest, PublicShapes) {
 
   EXPECT_THAT(std::string(model::SyntheticConfig("7b").status().message()),
               HasSubstr("allowed: tiny, 130m"));
+}
+
+TEST(SyntheticModelTest, Mamba2AndFalconMambaShapes) {
+  const std::vector<Shape> mamba2 = {{"mamba2-130m", 24, 768},
+                                     {"mamba2-370m", 48, 1024},
+                                     {"mamba2-780m", 48, 1536},
+                                     {"mamba2-1.3b", 48, 2048},
+                                     {"mamba2-2.7b", 64, 2560}};
+  for (const Shape& s : mamba2) {
+    SCOPED_TRACE(s.name);
+    absl::StatusOr<model::ModelConfig> c = model::SyntheticConfig(s.name);
+    ASSERT_TRUE(c.ok()) << c.status();
+    EXPECT_TRUE(c->Validate().ok());
+    EXPECT_EQ(c->family, model::ModelFamily::kMamba2);
+    EXPECT_EQ(c->n_layer, s.n_layer);
+    EXPECT_EQ(c->d_model, s.d_model);
+    EXPECT_EQ(c->n_heads * c->head_dim, 2 * s.d_model);
+    EXPECT_EQ(c->head_dim, 64);
+    EXPECT_EQ(c->n_groups, 1);
+    EXPECT_EQ(c->d_state, 128);
+    EXPECT_EQ(c->vocab_size, 50288);
+  }
+  // A mamba2-130m session is about 19 MB in fp32, Codestral's about 276 MB.
+  EXPECT_EQ(model::StateLayoutOf(*model::SyntheticConfig("mamba2-130m")).elements() * 4,
+            19390464);
+  const model::ModelConfig codestral = *model::SyntheticConfig("codestral-7b");
+  EXPECT_EQ(codestral.n_heads, 128);
+  EXPECT_EQ(codestral.n_groups, 8);
+  EXPECT_EQ(codestral.vocab_size, 32768);
+  EXPECT_EQ(codestral.NumParameters(), 7285403648);
+  EXPECT_EQ(model::StateLayoutOf(codestral).elements() * 4, 276299776);
+  const model::ModelConfig falcon = *model::SyntheticConfig("falcon-mamba-7b");
+  EXPECT_EQ(falcon.family, model::ModelFamily::kFalconMamba);
+  EXPECT_EQ(falcon.NumParameters(), 7272665088);
+  for (const char* tiny : {"mamba2-tiny", "falcon-mamba-tiny"}) {
+    SCOPED_TRACE(tiny);
+    const model::ModelConfig c = *model::SyntheticConfig(tiny);
+    EXPECT_EQ(c.vocab_size, 257);
+    EXPECT_EQ(c.eos_token_id, 256);
+    EXPECT_EQ(c.n_layer, 4);
+  }
+  EXPECT_EQ(model::SyntheticConfig("mamba2-tiny")->n_groups, 2);
+  // Weights for them: Mamba-2's per-head vectors are initialized like mamba_ssm's.
+  const model::ModelConfig c = *model::SyntheticConfig("mamba2-tiny");
+  absl::StatusOr<model::ModelWeights> w = model::MakeSyntheticWeights(c, 1, model::DType::kF32);
+  ASSERT_TRUE(w.ok()) << w.status();
+  EXPECT_TRUE(w->Validate(c, "synthetic").ok());
+  const std::vector<float> a_log = w->layers[0].a_log.ToFloat();
+  ASSERT_EQ(a_log.size(), 8u);
+  for (float v : a_log) {
+    EXPECT_GE(std::exp(v), 1.0f);
+    EXPECT_LE(std::exp(v), 16.0f);
+  }
+  for (float v : w->layers[0].dt_bias.ToFloat()) {
+    const double dt = std::log1p(std::exp(static_cast<double>(v)));  // softplus
+    EXPECT_GE(dt, c.time_step_min * 0.999);
+    EXPECT_LE(dt, c.time_step_max * 1.001);
+  }
+  for (float v : w->layers[0].gated_norm.ToFloat()) EXPECT_EQ(v, 1.0f);
 }
 
 struct Moments {

@@ -177,10 +177,73 @@ TEST(SessionCodecTest, RefusesAnotherModel) {
   EXPECT_TRUE(sessions::CheckSessionCompatible(s, c, "model-abc").ok());
   absl::Status st = sessions::CheckSessionCompatible(s, c, "model-xyz");
   EXPECT_EQ(st.code(), absl::StatusCode::kFailedPrecondition);
-  EXPECT_NE(std::string(st.message()).find("different model"), std::string::npos);
+  // Both models are named: family, state layout and identity.
+  EXPECT_NE(std::string(st.message()).find("exported from a mamba1 model (2 layers; conv 4 x 3, "
+                                           "SSM 4 x 3 per layer), identity model-abc"),
+            std::string::npos)
+      << st;
+  EXPECT_NE(std::string(st.message()).find("identity model-xyz"), std::string::npos) << st;
   c.d_state = 4;
   EXPECT_EQ(sessions::CheckSessionCompatible(s, c, "model-abc").code(),
             absl::StatusCode::kFailedPrecondition);
+  // Another family, even with the same identity string, is another model.
+  c.d_state = 3;
+  c.family = model::ModelFamily::kFalconMamba;
+  st = sessions::CheckSessionCompatible(s, c, "model-abc");
+  EXPECT_EQ(st.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(std::string(st.message()).find("serves a falcon_mamba model"), std::string::npos)
+      << st;
+}
+
+TEST(SessionCodecTest, Mamba2LayoutsRoundTrip) {
+  // Conv and SSM states over different channels, as Mamba-2's are.
+  sessions::SessionSnapshot s = Sample();
+  s.family = model::ModelFamily::kMamba2;
+  s.layout = {/*n_layer=*/2, /*conv_channels=*/6, /*conv_width=*/3, /*ssm_channels=*/4,
+              /*ssm_state=*/5};
+  s.payload.assign(static_cast<size_t>(s.layout.elements()) * 4, '\0');
+  absl::StatusOr<sessions::SessionSnapshot> back =
+      sessions::DecodeSession(sessions::EncodeSession(s, Keys()), Keys());
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->family, model::ModelFamily::kMamba2);
+  EXPECT_EQ(back->layout, s.layout);
+  model::ModelConfig c;
+  c.family = model::ModelFamily::kMamba2;
+  c.n_layer = 2;
+  c.d_conv = 3;
+  c.d_state = 5;
+  c.n_heads = 2;
+  c.head_dim = 2;  // ssm rows 4
+  c.n_groups = 1;  // conv channels 4 + 2 * 1 * 5 = 14: not this state's 6
+  EXPECT_EQ(sessions::CheckSessionCompatible(*back, c, "model-abc").code(),
+            absl::StatusCode::kFailedPrecondition);
+}
+
+// Exports of the previous format version (Mamba-1 only) still import.
+TEST(SessionCodecTest, ReadsVersion2) {
+  const sessions::SessionSnapshot s = Sample();
+  std::string v2("MAMBASES", 8);
+  auto put32 = [&v2](uint32_t v) { v2.append(reinterpret_cast<const char*>(&v), 4); };
+  put32(2);
+  put32(static_cast<uint32_t>(s.model_identity.size()));
+  v2 += s.model_identity;
+  v2.push_back(static_cast<char>(s.state_dtype));
+  v2.append(3, '\0');
+  for (uint32_t d : {2u, 4u, 4u, 3u}) put32(d);  // n_layer, channels, conv width, d_state
+  const int64_t tokens = s.tokens;
+  v2.append(reinterpret_cast<const char*>(&tokens), 8);
+  put32(static_cast<uint32_t>(s.pending.size()));
+  for (int32_t id : s.pending) v2.append(reinterpret_cast<const char*>(&id), 4);
+  const uint64_t len = s.payload.size();
+  v2.append(reinterpret_cast<const char*>(&len), 8);
+  v2 += s.payload;
+  v2 += Keys().Sign(v2);
+  absl::StatusOr<sessions::SessionSnapshot> back = sessions::DecodeSession(v2, Keys());
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->family, model::ModelFamily::kMamba1);
+  EXPECT_EQ(back->layout, s.layout);
+  EXPECT_EQ(back->payload, s.payload);
+  EXPECT_EQ(back->pending, s.pending);
 }
 
 TEST(SessionCodecTest, ConvertsStateDtype) {
