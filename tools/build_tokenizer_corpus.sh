@@ -6,7 +6,9 @@
 #   tools/build_tokenizer_corpus.sh OUT_DIR
 #
 # Installs the packages it needs when run as root (apt-get); otherwise says which are missing.
-# They are only needed to build the corpus, not to build or test mamba-serve.
+# They are only needed to build the corpus, not to build or test mamba-serve. The
+# SentencePiece-converted fixtures (make_tokenizer_fixtures.py --families spm) need no corpus:
+# they train on tests/data/tokenizer/large_input.txt.gz.
 set -euo pipefail
 
 out=${1:?usage: tools/build_tokenizer_corpus.sh OUT_DIR}

@@ -20,11 +20,37 @@ It also looks for GPT-2/GPT-NeoX-family tokenizer.json files already in the loca
 Face cache (nothing is downloaded) and, when it finds any, adds fixtures for them as
 cached_<name>/.
 
-Run from the repository root on a machine with `tokenizers` installed:
+The SentencePiece-converted family (Llama-2 / Mistral / Mamba-Codestral: "\u2581" for spaces,
+<0x00>..<0xFF> byte tokens at ids 3..258 after <unk> <s> </s>, byte_fallback) is trained the
+same way on the text of large_input.txt.gz (already in the output folder, so no corpus is
+needed), with a Metaspace pre-tokenizer splitting words for training only, and assembled like
+the converted files:
+
+  spm_small/            ~1000 tokens, Llama-2's layout: normalizer Prepend("\u2581") +
+                        Replace(" ", "\u2581"), no pre-tokenizer, TemplateProcessing "<s> $A",
+                        decoder Replace("\u2581", " "), ByteFallback, Fuse, Strip(" ", 1, 0)
+  spm_small_metaspace/  the same model with Mistral v0.3's layout: Metaspace pre-tokenizer and
+                        decoder (prepend_scheme "first", split false), merges as "a b" strings
+  spm_small_split/      Metaspace (legacy add_prefix_space, "always", split true), NFKC and a
+                        literal Regex Replace, ignore_merges, decoder ByteFallback then
+                        Metaspace, Fuse, Strip(" ", 2, 0), template "<s> $A </s>", added tokens
+  spm_small_unk/        byte tokens of 0xC3 and 0xF0..0xF4 missing (those characters fall back
+                        to <unk>, fused), no Strip, a non-special added token
+  spm_32k/              ~32000 tokens (as many as the text allows), Llama-2's layout
+
+Their cases.json also has, for every id sequence of at most 64 ids, Hugging Face's decode of
+each prefix (delta-encoded: [bytes of the previous decode kept, text appended]), with and without
+skip_special_tokens, and `decode_cases`: id sequences chosen to decode awkwardly (lone and
+partial <0xNN> runs, invalid UTF-8, byte runs across special tokens, leading "\u2581" tokens).
+
+Run from the repository root on a machine with `tokenizers` installed (no network needed):
 
   python3 tools/make_tokenizer_fixtures.py --corpus DIR --out tests/data/tokenizer
+  python3 tools/make_tokenizer_fixtures.py --families spm --out tests/data/tokenizer
 
-where DIR is made by tools/build_tokenizer_corpus.sh. Without `tokenizers`:
+where DIR is made by tools/build_tokenizer_corpus.sh; the first makes every fixture, the second
+only the SentencePiece-converted ones, which need no corpus (always trained on
+large_input.txt.gz alone). Without `tokenizers`:
 
   python3 tools/make_tokenizer_fixtures.py --print-cases   # the case strings as JSON
 """
@@ -130,11 +156,237 @@ RANDOM_POOL = (
     "the", "  ", "\U0001d400", "\x00", "\x7f"])
 
 
-def random_cases(rng, count):
+def random_cases(rng, count, pool=RANDOM_POOL):
     cases = []
     for i in range(count):
         n = rng.randint(0, 24)
-        cases.append((f"random_{i}", "".join(rng.choice(RANDOM_POOL) for _ in range(n))))
+        cases.append((f"random_{i}", "".join(rng.choice(pool) for _ in range(n))))
+    return cases
+
+
+# The SentencePiece-converted family.
+SPM_SPECIALS = ["<unk>", "<s>", "</s>"]
+SPM_SEED = 20261207
+META = "\u2581"  # SentencePiece's space
+
+# Cases for the things that family does differently; the byte-level CASES run on it too.
+SPM_CASES = [
+    ("spm_bos_eos_literal", "<s>Hello</s> world"),
+    ("spm_eos_middle", "end</s>start"),
+    ("spm_specials_spaced", " <s> a </s> "),
+    ("spm_specials_only", "<s></s><s>"),
+    ("spm_unk_literal", "<unk> and <unk>"),
+    ("spm_byte_token_literal", "<0x41><0xE4> x <0x0A>"),
+    ("spm_metaspace_char", META + "hello " + META + META + " world" + META),
+    ("spm_metaspace_only", META),
+    ("spm_leading_spaces", "   three leading"),
+    ("spm_trailing_spaces", "trailing three   "),
+    ("spm_inner_spaces", "a  b   c\u3000d"),
+    ("spm_newline_runs", "a\n\nb\n \n c\n"),
+    ("spm_tabs_indent", "\tdef f():\n\t\treturn 1\n"),
+    ("spm_code_indent", "if x:\n    y = 1\n        z = 2\n"),
+    ("spm_emoji_run", "\U0001f600\U0001f603\U0001f604 \U0001f389\U0001f389"),
+    ("spm_cjk_sentence", "\u6211\u4eec\u7684\u4e16\u754c\u5f88\u5927\u3002"),
+    ("spm_rare_scripts", "\u16a0\u16a2\u16a6 \ua9b2\ua98f \U00013000"),
+    ("spm_mixed_fallback", "na\u00efve caf\u00e9 \u6771\u4eac \U0001f355!"),
+    ("spm_accent_then_emoji", "\u00e9\U0001f600\u4e16x"),
+    ("spm_control", "\x00\x01\x7f\x1b[0m"),
+    ("spm_ellipsis_tab", "wait... what?\tyes..."),
+    ("spm_long_word", "antidisestablishmentarianism" * 4),
+]
+
+SPM_POOL = RANDOM_POOL + ["<s>", "</s>", "<unk>", META, META + META, "<0x41>", " ", "  ",
+                          "\t", "...", "\U0001f600", "\u6771", "caf\u00e9", "\u00e9"]
+
+
+def spm_lines(large_text):
+    return [line for line in large_text.split("\n") if line.strip()]
+
+
+def train_spm(lines, vocab_size, limit_alphabet, min_frequency=2):
+    """A BPE model trained on words that start with META, as SentencePiece's are."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.normalizer = normalizers.Sequence([normalizers.Prepend(META),
+                                           normalizers.Replace(" ", META)])
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement=META, prepend_scheme="never",
+                                                 split=True)
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
+                                  show_progress=False, special_tokens=SPM_SPECIALS,
+                                  limit_alphabet=limit_alphabet)
+    tok.train_from_iterator(lines, trainer=trainer)
+    return json.loads(tok.to_str())
+
+
+def with_byte_tokens(trained, missing_bytes=()):
+    """The trained document renumbered as converted files are: <unk> <s> </s>, then <0x00>..
+    <0xFF> (less `missing_bytes`), then the trained tokens in their order."""
+    import copy
+    doc = copy.deepcopy(trained)
+    old = sorted(doc["model"]["vocab"].items(), key=lambda kv: kv[1])
+    vocab = {}
+    for token in SPM_SPECIALS:
+        vocab[token] = len(vocab)
+    for b in range(256):
+        if b not in missing_bytes:
+            vocab.setdefault(f"<0x{b:02X}>", len(vocab))
+    for token, _ in old:
+        vocab.setdefault(token, len(vocab))
+    doc["model"]["vocab"] = vocab
+    for token in doc["added_tokens"]:
+        token["id"] = vocab[token["content"]]
+    doc["model"].update(dropout=None, unk_token="<unk>", continuing_subword_prefix=None,
+                        end_of_word_suffix=None, fuse_unk=True, byte_fallback=True,
+                        ignore_merges=False)
+    return doc
+
+
+def template(doc, single, pair):
+    vocab = doc["model"]["vocab"]
+
+    def pieces(items, type_ids):
+        out = []
+        for item, type_id in zip(items, type_ids):
+            if item in ("$A", "$B"):
+                out.append({"Sequence": {"id": item[1], "type_id": type_id}})
+            else:
+                out.append({"SpecialToken": {"id": item, "type_id": type_id}})
+        return out
+
+    names = sorted({x for x in single + pair if not x.startswith("$")})
+    pair_types = [0 if i < pair.index("$A") + 1 else 1 for i in range(len(pair))]
+    return {"type": "TemplateProcessing",
+            "single": pieces(single, [0] * len(single)),
+            "pair": pieces(pair, pair_types),
+            "special_tokens": {n: {"id": n, "ids": [vocab[n]], "tokens": [n]} for n in names}}
+
+
+def metaspace(prepend_scheme, split, **legacy):
+    d = {"type": "Metaspace", "replacement": META, "prepend_scheme": prepend_scheme,
+         "split": split}
+    d.update(legacy)
+    return d
+
+
+LLAMA_NORMALIZER = {"type": "Sequence", "normalizers": [
+    {"type": "Prepend", "prepend": META},
+    {"type": "Replace", "pattern": {"String": " "}, "content": META}]}
+LLAMA_DECODER = {"type": "Sequence", "decoders": [
+    {"type": "Replace", "pattern": {"String": META}, "content": " "},
+    {"type": "ByteFallback"}, {"type": "Fuse"},
+    {"type": "Strip", "content": " ", "start": 1, "stop": 0}]}
+
+
+def llama_layout(doc):
+    import copy
+    d = copy.deepcopy(doc)
+    d["normalizer"] = copy.deepcopy(LLAMA_NORMALIZER)
+    d["pre_tokenizer"] = None
+    d["post_processor"] = template(d, ["<s>", "$A"], ["<s>", "$A", "<s>", "$B"])
+    d["decoder"] = copy.deepcopy(LLAMA_DECODER)
+    return d
+
+
+def spm_variants(trained):
+    """The SentencePiece-converted fixtures made from one trained model."""
+    import copy
+    base = with_byte_tokens(trained)
+    v = {"spm_small": llama_layout(base)}
+
+    d = copy.deepcopy(base)
+    d["normalizer"] = None
+    d["pre_tokenizer"] = metaspace("first", False)
+    d["post_processor"] = template(d, ["<s>", "$A"], ["<s>", "$A", "<s>", "$B"])
+    d["decoder"] = metaspace("first", False)
+    d["model"]["merges"] = [" ".join(m) if isinstance(m, list) else m
+                            for m in d["model"]["merges"]]
+    v["spm_small_metaspace"] = d
+
+    d = copy.deepcopy(base)
+    d["normalizer"] = {"type": "Sequence", "normalizers": [
+        {"type": "NFKC"},
+        {"type": "Replace", "pattern": {"Regex": "\\.\\.\\."}, "content": "\u2026"}]}
+    d["pre_tokenizer"] = metaspace("always", True, add_prefix_space=True)
+    d["model"]["ignore_merges"] = True
+    d["decoder"] = {"type": "Sequence", "decoders": [
+        {"type": "ByteFallback"}, metaspace("always", True), {"type": "Fuse"},
+        {"type": "Strip", "content": " ", "start": 2, "stop": 0}]}
+    with_added_tokens(d, [added("<pad>", True), added("<tab>", False, normalized=True),
+                          added("    ", False, normalized=True)])
+    d["post_processor"] = template(d, ["<s>", "$A", "</s>"], ["<s>", "$A", "</s>", "$B", "</s>"])
+    v["spm_small_split"] = d
+
+    d = llama_layout(with_byte_tokens(trained, missing_bytes={0xC3, 0xF0, 0xF1, 0xF2, 0xF3,
+                                                              0xF4}))
+    d["decoder"]["decoders"] = d["decoder"]["decoders"][:3]
+    with_added_tokens(d, [added("[TAB]", False, normalized=False)])
+    v["spm_small_unk"] = d
+    return v
+
+
+def delta_decodes(tok, ids, skip):
+    """Hugging Face's decode of ids[:1], ids[:2], ...: [UTF-8 bytes of the previous kept, text
+    appended]."""
+    out, prev = [], ""
+    for k in range(1, len(ids) + 1):
+        cur = tok.decode(ids[:k], skip_special_tokens=skip)
+        i = 0
+        while i < min(len(prev), len(cur)) and prev[i] == cur[i]:
+            i += 1
+        out.append([len(prev[:i].encode("utf-8")), cur[i:]])
+        prev = cur
+    return out
+
+
+MAX_PREFIX_DECODE_IDS = 64
+
+
+def spm_decode_cases(doc, rng, count):
+    """Id sequences that decode awkwardly, plus `count` random ones."""
+    vocab = doc["model"]["vocab"]
+    b = lambda x: vocab.get(f"<0x{x:02X}>")  # noqa: E731  (None: not in this vocabulary)
+    words = [t for t in vocab if t.startswith(META) and len(t) > 2][:40]
+    plain = [t for t in vocab if not t.startswith("<") and not t.startswith(META)][:40]
+    w, w2, w3 = (vocab[t] for t in words[:3])
+    s, e, u = vocab["<s>"], vocab["</s>"], vocab["<unk>"]
+    meta = vocab.get(META)
+    cases = [
+        ("empty", []),
+        ("lone_lead_byte", [b(0xE4)]),
+        ("partial_2_of_3", [b(0xE4), b(0xB8)]),
+        ("whole_character", [b(0xE4), b(0xB8), b(0x96)]),
+        ("whole_character_then_word", [b(0xE4), b(0xB8), b(0x96), w]),
+        ("partial_then_word", [b(0xE4), b(0xB8), w]),
+        ("ascii_byte", [b(0x41)]),
+        ("ascii_byte_then_invalid", [b(0x41), b(0xFF)]),
+        ("valid_then_invalid_then_word", [b(0xC3), b(0xA9), b(0xFF), w]),
+        ("lone_continuations", [b(0x80), w, b(0x80), b(0xBF)]),
+        ("space_byte_first", [b(0x20), w]),
+        ("two_space_bytes_first", [b(0x20), b(0x20), w]),
+        ("newline_byte_between", [w, b(0x0A), w2]),
+        ("emoji_bytes_between", [w, b(0xF0), b(0x9F), b(0x98), b(0x80), w2]),
+        ("emoji_bytes_first", [b(0xF0), b(0x9F), b(0x98), b(0x80), w]),
+        ("run_across_eos", [b(0xE4), e, b(0xB8), b(0x96)]),
+        ("run_across_bos_start", [s, b(0xE4), b(0xB8), b(0x96), w]),
+        ("bos_word", [s, w, w2]),
+        ("bos_only", [s]),
+        ("eos_only", [e]),
+        ("unk_word", [u, w]),
+        ("word_bos_word", [w, s, w2]),
+        ("words", [w, w2, w3]),
+        ("plain_first", [vocab[plain[0]], w]),
+        ("metaspace_token_first", [meta, w]),
+        ("two_metaspace_tokens_first", [meta, meta, w]),
+        ("metaspace_token_after_bos", [s, meta, w]),
+        ("byte_token_of_metaspace", [b(0xE2), b(0x96), b(0x81), w]),
+    ]
+    cases = [(name, ids) for name, ids in cases if None not in ids]
+    pool = ([b(x) for x in (0x20, 0x41, 0x0A, 0xC3, 0xA9, 0xE4, 0xB8, 0x96, 0xF0, 0x9F, 0x98,
+                            0x80, 0xFF, 0xE2, 0x96, 0x81)] +
+            [s, e, u, meta] + [vocab[t] for t in words + plain])
+    pool = [i for i in pool if i is not None]
+    for i in range(count):
+        cases.append((f"random_ids_{i}", [rng.choice(pool) for _ in range(rng.randint(1, 20))]))
     return cases
 
 
@@ -304,7 +556,7 @@ def cached_tokenizers():
     return found
 
 
-def write_fixture(tok, doc, name, out_dir, cases, large_text):
+def write_fixture(tok, doc, name, out_dir, cases, large_text, decode_cases=None):
     import tokenizers
     from tokenizers import Tokenizer
     folder = os.path.join(out_dir, name)
@@ -331,6 +583,22 @@ def write_fixture(tok, doc, name, out_dir, cases, large_text):
             "decoded": tok.decode(ids, skip_special_tokens=False),
             "decoded_skip_special": tok.decode(ids, skip_special_tokens=True),
         })
+        if decode_cases is not None and len(ids) <= MAX_PREFIX_DECODE_IDS:
+            with_special = delta_decodes(tok, ids, False)
+            skipped = delta_decodes(tok, ids, True)
+            records[-1]["prefix_decodes"] = with_special
+            if skipped != with_special:  # absent: the same
+                records[-1]["prefix_decodes_skip_special"] = skipped
+    decode_records = []
+    for case_name, ids in decode_cases or []:
+        decode_records.append({
+            "name": case_name,
+            "ids": ids,
+            "decoded": tok.decode(ids, skip_special_tokens=False),
+            "decoded_skip_special": tok.decode(ids, skip_special_tokens=True),
+            "prefix_decodes": delta_decodes(tok, ids, False),
+            "prefix_decodes_skip_special": delta_decodes(tok, ids, True),
+        })
     large_ids = tok.encode(large_text, add_special_tokens=False).ids
     large_decoded = tok.decode(large_ids, skip_special_tokens=False)
     fixture = {
@@ -339,6 +607,7 @@ def write_fixture(tok, doc, name, out_dir, cases, large_text):
                      f"tools/make_tokenizer_fixtures.py, {time.strftime('%Y-%m-%d')}",
         "vocab_size": tok.get_vocab_size(with_added_tokens=True),
         "cases": records,
+        "decode_cases": decode_records,
         "large": [{
             "name": "large_input",
             "text_file": "../" + LARGE_INPUT,
@@ -349,17 +618,51 @@ def write_fixture(tok, doc, name, out_dir, cases, large_text):
             "first_ids": large_ids[:64],
         }],
     }
-    with open(os.path.join(folder, "cases.json"), "w", encoding="utf-8") as f:
-        json.dump(fixture, f, ensure_ascii=True, indent=None, separators=(",", ":"))
-        f.write("\n")
+    cases_text = json.dumps(fixture, ensure_ascii=True, indent=None, separators=(",", ":")) + "\n"
+    for stale in ("cases.json", "cases.json.gz"):
+        if os.path.exists(os.path.join(folder, stale)):
+            os.remove(os.path.join(folder, stale))
+    if len(cases_text) > (256 << 10):
+        with gzip.GzipFile(os.path.join(folder, "cases.json.gz"), "wb", mtime=0) as f:
+            f.write(cases_text.encode("utf-8"))
+    else:
+        with open(os.path.join(folder, "cases.json"), "w", encoding="utf-8") as f:
+            f.write(cases_text)
     print(f"{name}: {tok_file}, vocab {fixture['vocab_size']}, {len(records)} cases, "
-          f"large input -> {len(large_ids)} ids", flush=True)
+          f"{len(decode_records)} decode cases, large input -> {len(large_ids)} ids",
+          flush=True)
+
+
+def make_spm_fixtures(out_dir, large_text):
+    """The SentencePiece-converted fixtures, trained on large_input.txt.gz's text alone (so
+    that they do not depend on which corpus the byte-level ones were made from)."""
+    from tokenizers import Tokenizer
+    lines = spm_lines(large_text)
+    cases = CASES + SPM_CASES + random_cases(random.Random(SPM_SEED), NUM_RANDOM_CASES, SPM_POOL)
+    start = time.time()
+    trained = train_spm(lines, 1000 - 256, limit_alphabet=120)
+    print(f"trained spm_small in {time.time() - start:.0f} s", flush=True)
+    for name, doc in spm_variants(trained).items():
+        tok = Tokenizer.from_str(json.dumps(doc, ensure_ascii=False))
+        decode_cases = spm_decode_cases(doc, random.Random(SPM_SEED + 1), 60)
+        write_fixture(tok, doc, name, out_dir, cases, large_text, decode_cases)
+    start = time.time()
+    # 1 MiB of text has too few pairs seen twice for 32000 tokens; pairs seen once fill it up.
+    trained = train_spm(lines, 32000 - 256, limit_alphabet=1000, min_frequency=1)
+    print(f"trained spm_32k in {time.time() - start:.0f} s", flush=True)
+    doc = llama_layout(with_byte_tokens(trained))
+    tok = Tokenizer.from_str(json.dumps(doc, ensure_ascii=False))
+    write_fixture(tok, doc, "spm_32k", out_dir, cases, large_text,
+                  spm_decode_cases(doc, random.Random(SPM_SEED + 2), 60))
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--corpus", help="folder of *.txt files (tools/build_tokenizer_corpus.sh)")
     parser.add_argument("--out", default="tests/data/tokenizer")
+    parser.add_argument("--families", default="all", choices=["all", "bytelevel", "spm"],
+                        help="which fixtures to make: spm needs no --corpus (it trains on the "
+                             "output folder's large_input.txt.gz, which it leaves as it is)")
     parser.add_argument("--print-cases", action="store_true",
                         help="print the case strings (fixed and random) as JSON and exit")
     args = parser.parse_args()
@@ -368,11 +671,24 @@ def main():
         json.dump([{"name": n, "text": t} for n, t in cases], sys.stdout, ensure_ascii=True)
         print()
         return
-    if not args.corpus:
-        parser.error("--corpus is required")
+    if args.families != "spm" and not args.corpus:
+        parser.error("--corpus is required (except with --families spm)")
+    os.makedirs(args.out, exist_ok=True)
+    if args.families == "spm":
+        with gzip.open(os.path.join(args.out, LARGE_INPUT), "rt", encoding="utf-8") as f:
+            large_text = f.read()
+        make_spm_fixtures(args.out, large_text)
+        return
+    make_bytelevel_fixtures(args, cases)
+    if args.families == "all":
+        with gzip.open(os.path.join(args.out, LARGE_INPUT), "rt", encoding="utf-8") as f:
+            large_text = f.read()
+        make_spm_fixtures(args.out, large_text)
+
+
+def make_bytelevel_fixtures(args, cases):
     from tokenizers import Tokenizer
     from tokenizers import AddedToken
-    os.makedirs(args.out, exist_ok=True)
     files = corpus_files(args.corpus)
     large_text = make_large_input(files, args.out)
 

@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "engine/tokenizer/byte_level_alphabet.h"
+#include "engine/tokenizer/unicode_classes.h"
 
 namespace mamba::tokenizer::internal {
 namespace {
@@ -173,6 +174,22 @@ inline uint64_t PairKey(int32_t left, int32_t right) {
   return (static_cast<uint64_t>(static_cast<uint32_t>(left)) << 32) | static_cast<uint32_t>(right);
 }
 
+inline uint64_t CharacterPairKey(char32_t left, char32_t right) {
+  return (static_cast<uint64_t>(left) << 32) | static_cast<uint64_t>(right);
+}
+
+inline void AddSymbol(std::vector<Symbol>* symbols, int32_t id, int32_t len) {
+  const auto index = static_cast<int32_t>(symbols->size());
+  if (index > 0) symbols->back().next = index;
+  symbols->push_back(Symbol{id, index - 1, -1, len});
+}
+
+// The spelling of byte-fallback tokens: "<0x" + two upper-case hex digits + ">".
+std::string ByteTokenName(int b) {
+  static constexpr char kHex[] = "0123456789ABCDEF";
+  return std::string{'<', '0', 'x', kHex[b >> 4], kHex[b & 15], '>'};
+}
+
 }  // namespace
 
 absl::StatusOr<BpeModel> BpeModel::Create(
@@ -181,11 +198,34 @@ absl::StatusOr<BpeModel> BpeModel::Create(
   BpeModel model;
   model.cache_owner_ = next_cache_owner.fetch_add(1);
   model.options_ = options;
-  for (int b = 0; b < 256; ++b) {
-    std::string token;
-    AppendUtf8(ByteToCodePoint(static_cast<uint8_t>(b)), &token);
-    const auto it = vocab.find(token);
-    model.byte_ids_[b] = it == vocab.end() ? -1 : it->second;
+  std::fill(std::begin(model.byte_ids_), std::end(model.byte_ids_), -1);
+  std::fill(std::begin(model.ascii_ids_), std::end(model.ascii_ids_), -1);
+  std::fill(std::begin(model.fallback_ids_), std::end(model.fallback_ids_), -1);
+  if (options.byte_level) {
+    for (int b = 0; b < 256; ++b) {
+      std::string token;
+      AppendUtf8(ByteToCodePoint(static_cast<uint8_t>(b)), &token);
+      const auto it = vocab.find(token);
+      model.byte_ids_[b] = it == vocab.end() ? -1 : it->second;
+    }
+  } else {
+    for (const auto& [token, id] : vocab) {
+      if (token.empty()) continue;
+      size_t next;
+      const char32_t c = DecodeCodePoint(token, 0, &next);
+      if (next != token.size()) continue;
+      if (c < 0x80) {
+        model.ascii_ids_[c] = id;
+      } else {
+        model.char_ids_[c] = id;
+      }
+    }
+    if (options.byte_fallback) {
+      for (int b = 0; b < 256; ++b) {
+        const auto it = vocab.find(ByteTokenName(b));
+        if (it != vocab.end()) model.fallback_ids_[b] = it->second;
+      }
+    }
   }
   model.merges_.reserve(merges.size());
   std::string merged;
@@ -214,17 +254,32 @@ absl::StatusOr<BpeModel> BpeModel::Create(
     model.merges_.insert_or_assign(
         PairKey(left_it->second, right_it->second),
         (static_cast<uint64_t>(rank) << 32) | static_cast<uint32_t>(merged_it->second));
+    // An empty side never stands for a symbol, so such a merge never applies.
+    if (!options.byte_level && !left.empty() && !right.empty()) {
+      size_t next;
+      const char32_t last = DecodeCodePoint(left, PreviousCodePointStart(left, left.size()), &next);
+      const char32_t first = DecodeCodePoint(right, 0, &next);
+      model.junctions_.insert(CharacterPairKey(last, first));
+    }
   }
   if (options.ignore_merges) {
-    std::string bytes;
-    for (const auto& [token, id] : vocab) {
-      if (AlphabetToBytes(token, &bytes)) model.raw_vocab_.insert_or_assign(bytes, id);
+    if (options.byte_level) {
+      std::string bytes;
+      for (const auto& [token, id] : vocab) {
+        if (AlphabetToBytes(token, &bytes)) model.raw_vocab_.insert_or_assign(bytes, id);
+      }
+    } else {
+      model.raw_vocab_.insert(vocab.begin(), vocab.end());
     }
   }
   return model;
 }
 
 void BpeModel::EncodeWord(std::string_view word, std::vector<int32_t>* out) const {
+  if (!options_.byte_level) {
+    EncodeCharacterWord(word, out);
+    return;
+  }
   if (word.size() == 1) {
     const int32_t id = byte_ids_[static_cast<uint8_t>(word[0])];
     if (id >= 0) {
@@ -257,34 +312,131 @@ void BpeModel::EncodeWord(std::string_view word, std::vector<int32_t>* out) cons
 }
 
 void BpeModel::MergeWord(std::string_view word, std::vector<int32_t>* out) const {
-  MergeScratch& scratch = merge_scratch;
-  std::vector<Symbol>& symbols = scratch.symbols;
+  std::vector<Symbol>& symbols = merge_scratch.symbols;
   symbols.clear();
-  auto add = [&symbols](int32_t id, int32_t len) {
-    const auto index = static_cast<int32_t>(symbols.size());
-    if (index > 0) symbols.back().next = index;
-    symbols.push_back(Symbol{id, index - 1, -1, len});
-  };
   // Unknown bytes: pending unk symbol (fused over a run when fuse_unk), as merge_word does.
   int32_t pending_unk_len = 0;
   for (char c : word) {
     const int32_t id = byte_ids_[static_cast<uint8_t>(c)];
     if (id >= 0) {
       if (pending_unk_len > 0) {
-        add(*options_.unk_id, pending_unk_len);
+        AddSymbol(&symbols, *options_.unk_id, pending_unk_len);
         pending_unk_len = 0;
       }
-      add(id, 1);
+      AddSymbol(&symbols, id, 1);
     } else if (options_.unk_id.has_value()) {
       if (pending_unk_len > 0 && !options_.fuse_unk) {
-        add(*options_.unk_id, pending_unk_len);
+        AddSymbol(&symbols, *options_.unk_id, pending_unk_len);
         pending_unk_len = 0;
       }
       pending_unk_len += 1;
     }
   }
-  if (pending_unk_len > 0) add(*options_.unk_id, pending_unk_len);
+  if (pending_unk_len > 0) AddSymbol(&symbols, *options_.unk_id, pending_unk_len);
+  MergeSymbols(out);
+}
 
+void BpeModel::EncodeCharacterWord(std::string_view word, std::vector<int32_t>* out) const {
+  if (options_.ignore_merges) {
+    const auto it = raw_vocab_.find(absl::string_view(word.data(), word.size()));
+    if (it != raw_vocab_.end()) {
+      out->push_back(it->second);
+      return;
+    }
+  }
+  if (word.size() <= kMaxCachedWordBytes) {
+    EncodeCharacterPart(word, out);
+    return;
+  }
+  // A long word (a whole piece of text, without a pre-tokenizer): cut it where no merge can
+  // join the characters on both sides, so that its parts are merged alone and cached.
+  size_t part_start = 0;
+  char32_t previous = 0;
+  bool previous_known = false;
+  for (size_t i = 0; i < word.size();) {
+    size_t next;
+    const char32_t c = DecodeCodePoint(word, i, &next);
+    const bool known = CharacterId(c) >= 0;
+    if (i > part_start && previous_known && known &&
+        !junctions_.contains(CharacterPairKey(previous, c))) {
+      EncodeCharacterPart(word.substr(part_start, i - part_start), out);
+      part_start = i;
+    }
+    previous = c;
+    previous_known = known;
+    i = next;
+  }
+  EncodeCharacterPart(word.substr(part_start), out);
+}
+
+void BpeModel::EncodeCharacterPart(std::string_view part, std::vector<int32_t>* out) const {
+  if (part.size() == 1 && static_cast<uint8_t>(part[0]) < 0x80) {
+    const int32_t id = ascii_ids_[static_cast<uint8_t>(part[0])];
+    if (id >= 0) {
+      out->push_back(id);
+      return;
+    }
+  }
+  if (part.size() > kMaxCachedWordBytes) {
+    MergeCharacters(part, out);
+    return;
+  }
+  WordCache& cache = word_cache;
+  const uint64_t hash = HashWord(part);
+  size_t count = 0;
+  if (const int32_t* ids = cache.Find(cache_owner_, part, hash, &count); ids != nullptr) {
+    for (size_t i = 0; i < count; ++i) out->push_back(ids[i]);
+    return;
+  }
+  const size_t first = out->size();
+  MergeCharacters(part, out);
+  cache.Insert(cache_owner_, part, hash, out->data() + first, out->size() - first);
+}
+
+void BpeModel::MergeCharacters(std::string_view word, std::vector<int32_t>* out) const {
+  std::vector<Symbol>& symbols = merge_scratch.symbols;
+  symbols.clear();
+  int32_t pending_unk_len = 0;
+  for (size_t i = 0; i < word.size();) {
+    size_t next;
+    const char32_t c = DecodeCodePoint(word, i, &next);
+    const auto len = static_cast<int32_t>(next - i);
+    const int32_t id = CharacterId(c);
+    if (id >= 0) {
+      if (pending_unk_len > 0) {
+        AddSymbol(&symbols, *options_.unk_id, pending_unk_len);
+        pending_unk_len = 0;
+      }
+      AddSymbol(&symbols, id, len);
+      i = next;
+      continue;
+    }
+    bool all_bytes = options_.byte_fallback;
+    for (size_t k = i; all_bytes && k < next; ++k) {
+      all_bytes = fallback_ids_[static_cast<uint8_t>(word[k])] >= 0;
+    }
+    if (all_bytes) {
+      // The reference adds the byte tokens without first adding an unk still pending for the
+      // characters before (it comes after them); reproduced.
+      for (size_t k = i; k < next; ++k) {
+        AddSymbol(&symbols, fallback_ids_[static_cast<uint8_t>(word[k])], 1);
+      }
+    } else if (options_.unk_id.has_value()) {
+      if (pending_unk_len > 0 && !options_.fuse_unk) {
+        AddSymbol(&symbols, *options_.unk_id, pending_unk_len);
+        pending_unk_len = 0;
+      }
+      pending_unk_len += len;
+    }
+    i = next;
+  }
+  if (pending_unk_len > 0) AddSymbol(&symbols, *options_.unk_id, pending_unk_len);
+  MergeSymbols(out);
+}
+
+void BpeModel::MergeSymbols(std::vector<int32_t>* out) const {
+  MergeScratch& scratch = merge_scratch;
+  std::vector<Symbol>& symbols = scratch.symbols;
   std::vector<MergeCandidate>& heap = scratch.heap;
   heap.clear();
   for (size_t i = 0; i + 1 < symbols.size(); ++i) {

@@ -1,10 +1,17 @@
-// Hugging Face tokenizer.json (byte-level BPE) loading and the encode/decode pipeline:
+// Hugging Face tokenizer.json (BPE) loading and the encode/decode pipeline:
 //
 //   text -> added tokens matched on the raw text (normalized: false)
-//        -> normalizer on the text between them
+//        -> normalizer on the text between them (each piece alone: Prepend("▁") prepends to
+//           every piece)
 //        -> added tokens matched on the normalized text (normalized: true)
-//        -> pre-tokenizer (Split/Digits steps, then ByteLevel) -> BPE per word
+//        -> pre-tokenizer (Split/Digits steps, then ByteLevel; or Metaspace; or none)
+//        -> BPE per word (bytes for byte-level files, characters for the others)
 //        -> post-processor (TemplateProcessing, when add_special_tokens)
+//
+//   ids  -> ByteLevel decoder: the bytes of each token, concatenated, then U+FFFD for what is
+//           not UTF-8; or the decoder chain (decoder_chain.h), run as a stream whose state is
+//           the DecodeStreamState an IncrementalDecoder keeps, so that Decode and streaming
+//           are one code path.
 //
 // Every step follows `tokenizers` (the Rust library) closely enough to give the same ids,
 // including its quirks; the comments name the quirk where the code looks odd.
@@ -28,6 +35,7 @@
 #include "engine/tokenizer/added_vocabulary.h"
 #include "engine/tokenizer/bpe_model.h"
 #include "engine/tokenizer/byte_level_alphabet.h"
+#include "engine/tokenizer/decoder_chain.h"
 #include "engine/tokenizer/gpt2_pattern.h"
 #include "engine/tokenizer/normalizer.h"
 #include "engine/tokenizer/pre_tokenizer.h"
@@ -42,8 +50,11 @@ using internal::AddedTokenSpec;
 using internal::AddedTokenSplit;
 using internal::BpeModel;
 using internal::BpeOptions;
+using internal::DecoderChain;
+using internal::DecoderStep;
 using internal::NormalizationForm;
 using internal::Normalizer;
+using internal::NormalizerStep;
 using internal::PreTokenizer;
 using internal::PreTokenizerStep;
 using internal::SplitBehavior;
@@ -60,6 +71,14 @@ constexpr size_t kMaxTemplateTokens = 64;
 constexpr size_t kMaxComponentSteps = 64;
 // Text longer than this is refused by Encode (ICU takes int32 lengths; nobody sends 1 GiB).
 constexpr size_t kMaxEncodeBytes = size_t{1} << 30;
+// A Strip decoder removes at most this many characters (the reference takes any usize).
+constexpr int64_t kMaxStrip = 1 << 20;
+// Replace and Prepend texts are a character or two in real files. Bounding them, and how much
+// the Replace steps of a normalizer or decoder can multiply a text's length, keeps a hostile
+// file from turning a short text into gigabytes.
+constexpr size_t kMaxReplaceBytes = 1024;
+constexpr size_t kMaxExpansion = 64;
+constexpr std::string_view kReplacementCharacter = "\xef\xbf\xbd";  // U+FFFD
 
 // ---------------------------------------------------------------------------------------------
 // JSON access with errors that say where.
@@ -137,6 +156,34 @@ class JsonReader {
     return static_cast<int32_t>(v.get<int64_t>());
   }
 
+  // A non-negative integer at most `max` (`fallback` when absent).
+  absl::StatusOr<int64_t> Count(const Json& j, const char* key, int64_t fallback, int64_t max,
+                                std::string_view path) const {
+    const Json* v = Member(j, key);
+    if (v == nullptr) return fallback;
+    if (!v->is_number_integer() ||
+        (v->is_number_unsigned() ? v->get<uint64_t>() > static_cast<uint64_t>(max)
+                                 : (v->get<int64_t>() < 0 || v->get<int64_t>() > max))) {
+      return Error(absl::StrCat(std::string(path), ".", key),
+                   absl::StrCat("expected an integer in [0, ", max, "], found ", v->dump()));
+    }
+    return v->get<int64_t>();
+  }
+
+  // A string of exactly one character (a Rust `char`), as UTF-8.
+  absl::StatusOr<std::string> Character(const Json& j, const char* key,
+                                        std::string_view path) const {
+    MAMBA_ASSIGN_OR_RETURN(std::string c, RequiredString(j, key, path));
+    // JSON strings are valid UTF-8: one character is one byte that is not a continuation byte.
+    const auto starts = std::count_if(
+        c.begin(), c.end(), [](char b) { return (static_cast<unsigned char>(b) & 0xc0) != 0x80; });
+    if (starts != 1) {
+      return Error(absl::StrCat(std::string(path), ".", key),
+                   absl::StrCat("expected one character, found \"", c, "\""));
+    }
+    return c;
+  }
+
   // The "type" of a component object.
   absl::StatusOr<std::string> Type(const Json& j, std::string_view path) const {
     MAMBA_RETURN_IF_ERROR(ExpectObject(j, path));
@@ -150,18 +197,103 @@ class JsonReader {
 // ---------------------------------------------------------------------------------------------
 // Components.
 
+// The text a Replace's pattern matches: a String, or a Regex made of literal characters only
+// (escaped metacharacters included), which matches exactly what the reference's regex matches.
+std::optional<std::string> RegexAsLiteral(std::string_view regex) {
+  constexpr std::string_view kMeta = "\\^$.|?*+()[]{}";
+  constexpr std::string_view kEscapable = "\\^$.|?*+()[]{}/-# ";
+  std::string literal;
+  for (size_t i = 0; i < regex.size(); ++i) {
+    const char c = regex[i];
+    if (c == '\\') {
+      if (i + 1 == regex.size()) return std::nullopt;
+      const char e = regex[++i];
+      if (e == 't') {
+        literal.push_back('\t');
+      } else if (e == 'n') {
+        literal.push_back('\n');
+      } else if (e == 'r') {
+        literal.push_back('\r');
+      } else if (kEscapable.find(e) != std::string_view::npos) {
+        literal.push_back(e);
+      } else {
+        return std::nullopt;
+      }
+    } else if (kMeta.find(c) != std::string_view::npos) {
+      return std::nullopt;
+    } else {
+      literal.push_back(c);
+    }
+  }
+  return literal;
+}
+
+// A Replace (normalizer or decoder): the literal its pattern matches, and its content.
+absl::Status ParseReplace(const JsonReader& r, const Json& j, const std::string& path,
+                          std::string* pattern, std::string* content) {
+  const Json* p = JsonReader::Member(j, "pattern");
+  const std::string pattern_path = path + ".pattern";
+  if (p == nullptr || !p->is_object() || p->size() != 1) {
+    return r.Error(pattern_path, "expected {\"String\": ...} or {\"Regex\": ...}");
+  }
+  if (const Json* literal = JsonReader::Member(*p, "String"); literal != nullptr) {
+    if (!literal->is_string()) return r.Error(pattern_path + ".String", "expected a string");
+    *pattern = literal->get<std::string>();
+  } else if (const Json* regex = JsonReader::Member(*p, "Regex"); regex != nullptr) {
+    if (!regex->is_string()) return r.Error(pattern_path + ".Regex", "expected a string");
+    std::optional<std::string> literal_text = RegexAsLiteral(regex->get<std::string>());
+    if (!literal_text.has_value()) {
+      return r.Unsupported(pattern_path,
+                           absl::StrCat("unsupported Replace regex \"", regex->get<std::string>(),
+                                        "\" (only regexes of literal characters are "
+                                        "supported)"));
+    }
+    *pattern = *std::move(literal_text);
+  } else {
+    return r.Error(pattern_path, "expected {\"String\": ...} or {\"Regex\": ...}");
+  }
+  if (pattern->empty()) {
+    return r.Unsupported(pattern_path, "an empty Replace pattern is unsupported");
+  }
+  MAMBA_ASSIGN_OR_RETURN(*content, r.RequiredString(j, "content", path));
+  if (pattern->size() > kMaxReplaceBytes || content->size() > kMaxReplaceBytes) {
+    return r.Unsupported(path, absl::StrCat("Replace pattern and content are limited to ",
+                                            kMaxReplaceBytes, " bytes"));
+  }
+  return absl::OkStatus();
+}
+
+// How many times longer a text can get through Replace steps (each multiplies it by at most
+// ceil(content / pattern)), capped past kMaxExpansion.
+size_t ReplaceExpansion(size_t expansion, const std::string& pattern, const std::string& content) {
+  const size_t factor = std::max<size_t>(1, (content.size() + pattern.size() - 1) / pattern.size());
+  return std::min(expansion * factor, kMaxExpansion + 1);
+}
+
 absl::Status ParseNormalizer(const JsonReader& r, const Json& j, const std::string& path,
-                             std::vector<NormalizationForm>* forms) {
+                             std::vector<NormalizerStep>* steps) {
   if (j.is_null()) return absl::OkStatus();
   MAMBA_ASSIGN_OR_RETURN(std::string type, r.Type(j, path));
+  NormalizerStep step;
   if (type == "NFC") {
-    forms->push_back(NormalizationForm::kNfc);
+    step.form = NormalizationForm::kNfc;
   } else if (type == "NFD") {
-    forms->push_back(NormalizationForm::kNfd);
+    step.form = NormalizationForm::kNfd;
   } else if (type == "NFKC") {
-    forms->push_back(NormalizationForm::kNfkc);
+    step.form = NormalizationForm::kNfkc;
   } else if (type == "NFKD") {
-    forms->push_back(NormalizationForm::kNfkd);
+    step.form = NormalizationForm::kNfkd;
+  } else if (type == "Prepend") {
+    step.kind = NormalizerStep::Kind::kPrepend;
+    MAMBA_ASSIGN_OR_RETURN(step.text, r.RequiredString(j, "prepend", path));
+    if (step.text.empty()) return absl::OkStatus();  // prepends nothing
+    if (step.text.size() > kMaxReplaceBytes) {
+      return r.Unsupported(
+          path, absl::StrCat("a Prepend longer than ", kMaxReplaceBytes, " bytes is unsupported"));
+    }
+  } else if (type == "Replace") {
+    step.kind = NormalizerStep::Kind::kReplace;
+    MAMBA_RETURN_IF_ERROR(ParseReplace(r, j, path, &step.text, &step.content));
   } else if (type == "Sequence") {
     const Json* list = JsonReader::Member(j, "normalizers");
     if (list == nullptr || !list->is_array()) {
@@ -169,12 +301,48 @@ absl::Status ParseNormalizer(const JsonReader& r, const Json& j, const std::stri
     }
     for (size_t i = 0; i < list->size(); ++i) {
       MAMBA_RETURN_IF_ERROR(
-          ParseNormalizer(r, (*list)[i], absl::StrCat(path, ".normalizers[", i, "]"), forms));
+          ParseNormalizer(r, (*list)[i], absl::StrCat(path, ".normalizers[", i, "]"), steps));
     }
+    return absl::OkStatus();
   } else {
     return r.Unsupported(path, absl::StrCat("unsupported normalizer \"", type,
-                                            "\" (supported: NFC, NFD, NFKC, NFKD, Sequence)"));
+                                            "\" (supported: NFC, NFD, NFKC, NFKD, Prepend, "
+                                            "Replace, Sequence)"));
   }
+  steps->push_back(std::move(step));
+  return absl::OkStatus();
+}
+
+// Metaspace (pre-tokenizer or decoder): replacement, prepend_scheme and split, with the
+// reference's reading of the legacy add_prefix_space.
+absl::Status ParseMetaspace(const JsonReader& r, const Json& j, const std::string& path,
+                            PreTokenizerStep* step) {
+  step->kind = PreTokenizerStep::Kind::kMetaspace;
+  MAMBA_ASSIGN_OR_RETURN(step->replacement, r.Character(j, "replacement", path));
+  MAMBA_ASSIGN_OR_RETURN(std::optional<std::string> scheme,
+                         r.OptionalString(j, "prepend_scheme", path));
+  using Scheme = PreTokenizerStep::PrependScheme;
+  step->prepend_scheme = Scheme::kAlways;
+  if (scheme.has_value()) {
+    if (*scheme == "first") {
+      step->prepend_scheme = Scheme::kFirst;
+    } else if (*scheme == "never") {
+      step->prepend_scheme = Scheme::kNever;
+    } else if (*scheme != "always") {
+      return r.Error(path + ".prepend_scheme",
+                     absl::StrCat("unknown prepend_scheme \"", *scheme,
+                                  "\" (expected always, first or never)"));
+    }
+  }
+  if (JsonReader::Member(j, "add_prefix_space") != nullptr) {
+    MAMBA_ASSIGN_OR_RETURN(bool add_prefix_space, r.Bool(j, "add_prefix_space", true, path));
+    if (!add_prefix_space && step->prepend_scheme != Scheme::kNever) {
+      return r.Error(path,
+                     "add_prefix_space false does not match prepend_scheme (the reference "
+                     "refuses this file)");
+    }
+  }
+  MAMBA_ASSIGN_OR_RETURN(step->split, r.Bool(j, "split", true, path));
   return absl::OkStatus();
 }
 
@@ -228,6 +396,8 @@ absl::Status ParsePreTokenizer(const JsonReader& r, const Json& j, const std::st
     }
     MAMBA_ASSIGN_OR_RETURN(step.behavior, ParseBehavior(r, j, path));
     MAMBA_ASSIGN_OR_RETURN(step.invert, r.Bool(j, "invert", false, path));
+  } else if (type == "Metaspace") {
+    MAMBA_RETURN_IF_ERROR(ParseMetaspace(r, j, path, &step));
   } else if (type == "Digits") {
     step.kind = PreTokenizerStep::Kind::kDigits;
     MAMBA_ASSIGN_OR_RETURN(bool individual, r.Bool(j, "individual_digits", false, path));
@@ -244,10 +414,116 @@ absl::Status ParsePreTokenizer(const JsonReader& r, const Json& j, const std::st
     return absl::OkStatus();
   } else {
     return r.Unsupported(path, absl::StrCat("unsupported pre_tokenizer \"", type,
-                                            "\" (supported: ByteLevel, Split, Digits, Sequence)"));
+                                            "\" (supported: ByteLevel, Metaspace, Split, Digits, "
+                                            "Sequence)"));
   }
   steps->push_back(std::move(step));
   return absl::OkStatus();
+}
+
+// One decoder of the file, out of its Sequences.
+struct ParsedDecoder {
+  enum class Kind { kByteLevel, kByteFallback, kFuse, kStep };
+  Kind kind = Kind::kStep;
+  DecoderStep step;  // kStep
+  std::string path;
+  std::string type;
+};
+
+absl::Status ParseDecoders(const JsonReader& r, const Json& j, const std::string& path,
+                           std::vector<ParsedDecoder>* decoders) {
+  MAMBA_ASSIGN_OR_RETURN(std::string type, r.Type(j, path));
+  ParsedDecoder d;
+  d.path = path;
+  d.type = type;
+  if (type == "ByteLevel") {
+    d.kind = ParsedDecoder::Kind::kByteLevel;
+  } else if (type == "ByteFallback") {
+    d.kind = ParsedDecoder::Kind::kByteFallback;
+  } else if (type == "Fuse") {
+    d.kind = ParsedDecoder::Kind::kFuse;
+  } else if (type == "Replace") {
+    d.step.kind = DecoderStep::Kind::kReplace;
+    MAMBA_RETURN_IF_ERROR(ParseReplace(r, j, path, &d.step.pattern, &d.step.content));
+  } else if (type == "Strip") {
+    d.step.kind = DecoderStep::Kind::kStrip;
+    MAMBA_ASSIGN_OR_RETURN(d.step.strip, r.Character(j, "content", path));
+    for (const char* key : {"start", "stop"}) {
+      if (JsonReader::Member(j, key) == nullptr) {
+        return r.Error(path, absl::StrCat("missing \"", key, "\""));
+      }
+    }
+    MAMBA_ASSIGN_OR_RETURN(const int64_t start, r.Count(j, "start", 0, kMaxStrip, path));
+    MAMBA_ASSIGN_OR_RETURN(const int64_t stop, r.Count(j, "stop", 0, kMaxStrip, path));
+    if (stop != 0) {
+      // The reference panics on texts shorter than `stop`; no converter writes one.
+      return r.Unsupported(path + ".stop", "a Strip decoder with stop > 0 is unsupported");
+    }
+    d.step.strip_start = static_cast<int32_t>(start);
+  } else if (type == "Metaspace") {
+    PreTokenizerStep metaspace;
+    MAMBA_RETURN_IF_ERROR(ParseMetaspace(r, j, path, &metaspace));
+    d.step.kind = DecoderStep::Kind::kMetaspace;
+    d.step.replacement = metaspace.replacement;
+    d.step.prepend_never = metaspace.prepend_scheme == PreTokenizerStep::PrependScheme::kNever;
+  } else if (type == "Sequence") {
+    const Json* list = JsonReader::Member(j, "decoders");
+    if (list == nullptr || !list->is_array()) {
+      return r.Error(path, "a Sequence decoder needs a \"decoders\" array");
+    }
+    for (size_t i = 0; i < list->size(); ++i) {
+      MAMBA_RETURN_IF_ERROR(
+          ParseDecoders(r, (*list)[i], absl::StrCat(path, ".decoders[", i, "]"), decoders));
+    }
+    return absl::OkStatus();
+  } else {
+    return r.Unsupported(path, absl::StrCat("unsupported decoder \"", type,
+                                            "\" (supported: ByteLevel, Metaspace, Replace, "
+                                            "Strip, ByteFallback, Fuse, Sequence)"));
+  }
+  decoders->push_back(std::move(d));
+  return absl::OkStatus();
+}
+
+// The decoders of a file that is not byte-level, in the phases decoder_chain.h describes.
+absl::StatusOr<DecoderChain> CompileDecoderChain(const JsonReader& r,
+                                                 const std::vector<ParsedDecoder>& decoders) {
+  enum class Phase { kTokens, kElements, kText } phase = Phase::kTokens;
+  DecoderChain chain;
+  for (const ParsedDecoder& d : decoders) {
+    switch (d.kind) {
+      case ParsedDecoder::Kind::kByteLevel:
+        return r.Unsupported(d.path,
+                             "the ByteLevel decoder needs a ByteLevel pre_tokenizer "
+                             "(this file's vocabulary is not byte-level)");
+      case ParsedDecoder::Kind::kByteFallback:
+        if (phase != Phase::kTokens) {
+          return r.Unsupported(d.path, phase == Phase::kText
+                                           ? "ByteFallback after Fuse is unsupported"
+                                           : "a second ByteFallback is unsupported");
+        }
+        chain.byte_fallback = true;
+        phase = Phase::kElements;
+        break;
+      case ParsedDecoder::Kind::kFuse:
+        phase = Phase::kText;
+        break;
+      case ParsedDecoder::Kind::kStep:
+        if (phase == Phase::kTokens) {
+          chain.token_steps.push_back(d.step);
+        } else if (phase == Phase::kElements) {
+          chain.element_steps.push_back(d.step);
+        } else if (d.step.kind == DecoderStep::Kind::kStrip) {
+          chain.text_steps.push_back(d.step);
+        } else {
+          return r.Unsupported(d.path, absl::StrCat("a ", d.type,
+                                                    " decoder after Fuse is "
+                                                    "unsupported (only Strip may follow Fuse)"));
+        }
+        break;
+    }
+  }
+  return chain;
 }
 
 // One TemplateProcessing `single` template: ids to put before and after the sequence.
@@ -399,6 +675,8 @@ class HfTokenizer final : public Tokenizer {
                                               bool add_special_tokens) const override;
   absl::StatusOr<std::string> DecodeBytes(absl::Span<const int32_t> ids,
                                           bool skip_special_tokens) const override;
+  absl::StatusOr<std::string> Decode(absl::Span<const int32_t> ids,
+                                     bool skip_special_tokens) const override;
   int32_t vocab_size() const override { return static_cast<int32_t>(id_to_token_.size()); }
   std::optional<int32_t> TokenToId(std::string_view token) const override {
     const auto it = token_to_id_.find(absl::string_view(token.data(), token.size()));
@@ -415,12 +693,23 @@ class HfTokenizer final : public Tokenizer {
   }
   std::string kind() const override { return "bpe"; }
 
+ protected:
+  absl::Status DecodeStreamStep(int32_t id, bool skip_special_tokens, DecodeStreamState* state,
+                                std::string* out) const override;
+  void DecodeStreamFlush(DecodeStreamState* state, std::string* out) const override;
+
  private:
   friend absl::StatusOr<std::unique_ptr<Tokenizer>> BuildHfTokenizer(const JsonReader& r,
                                                                      const Json& root);
 
-  void EncodeNormalizedPiece(std::string_view piece, std::vector<AddedTokenSplit>* splits,
-                             PreTokenizer::Scratch* scratch, std::vector<int32_t>* ids) const;
+  absl::Status CheckIds(absl::Span<const int32_t> ids) const;
+  void EncodeNormalizedPiece(std::string_view piece, bool first_piece,
+                             std::vector<AddedTokenSplit>* splits, PreTokenizer::Scratch* scratch,
+                             std::vector<int32_t>* ids) const;
+  // The decoder chain's stream: the open run of byte tokens becomes text, and text goes out
+  // through the Strips that follow Fuse (to nowhere when `out` is null).
+  void FlushByteRun(DecodeStreamState* state, std::string* out) const;
+  void EmitText(std::string_view text, DecodeStreamState* state, std::string* out) const;
 
   Normalizer normalizer_;
   PreTokenizer pre_tokenizer_;
@@ -433,23 +722,31 @@ class HfTokenizer final : public Tokenizer {
   std::vector<std::string> id_to_token_;  // "" for ids without a token
   std::vector<uint8_t> has_token_;
   std::vector<uint8_t> special_;
-  // What each id decodes to (ByteLevel decoder), concatenated: id i is
-  // decoded_[decoded_offsets_[i], decoded_offsets_[i + 1]).
+  // What each id decodes to in the middle of a text (DecodeBytes), concatenated: id i is
+  // decoded_[decoded_offsets_[i], decoded_offsets_[i + 1]). ByteLevel: the token's bytes; the
+  // decoder chain: the token and element steps' text, or a byte token's byte.
   std::string decoded_;
   std::vector<uint32_t> decoded_offsets_;
   std::optional<int32_t> eos_id_;
+
+  // Not byte-level: the decoder chain, and per id the byte a byte token stands for (-1: none).
+  bool byte_level_ = true;
+  DecoderChain chain_;
+  bool first_is_special_ = false;  // the text's first token decodes differently (Metaspace)
+  std::vector<int16_t> byte_values_;
+  std::vector<int32_t> strip_starts_;  // each text step's strip_start
 };
 
-void HfTokenizer::EncodeNormalizedPiece(std::string_view piece,
+void HfTokenizer::EncodeNormalizedPiece(std::string_view piece, bool first_piece,
                                         std::vector<AddedTokenSplit>* splits,
                                         PreTokenizer::Scratch* scratch,
                                         std::vector<int32_t>* ids) const {
-  auto encode_words = [&](std::string_view text) {
+  auto encode_words = [&](std::string_view text, bool first) {
     pre_tokenizer_.Run(
-        text, [&](std::string_view word) { bpe_.EncodeWord(word, ids); }, scratch);
+        text, [&](std::string_view word) { bpe_.EncodeWord(word, ids); }, scratch, first);
   };
   if (normalized_matcher_.empty()) {
-    encode_words(piece);
+    encode_words(piece, first_piece);
     return;
   }
   normalized_matcher_.Split(piece, splits);
@@ -457,7 +754,11 @@ void HfTokenizer::EncodeNormalizedPiece(std::string_view piece,
     if (split.id >= 0) {
       ids->push_back(split.id);
     } else if (split.end > split.begin) {
-      encode_words(piece.substr(split.begin, split.end - split.begin));
+      // Metaspace's "first" asks whether the piece starts the original text. Known gap: a
+      // piece after a normalized added token whose characters all came from the text's first
+      // character (a normalizer that expands it) starts there too for the reference.
+      encode_words(piece.substr(split.begin, split.end - split.begin),
+                   first_piece && split.begin == 0);
     }
   }
 }
@@ -478,20 +779,20 @@ absl::StatusOr<std::vector<int32_t>> HfTokenizer::Encode(std::string_view text,
   std::vector<AddedTokenSplit> normalized_splits;
   std::string normalized_storage;
   PreTokenizer::Scratch scratch;
-  auto encode_piece = [&](std::string_view piece) {
+  auto encode_piece = [&](std::string_view piece, bool first_piece) {
     if (piece.empty()) return;
-    EncodeNormalizedPiece(normalizer_.Apply(piece, &normalized_storage), &normalized_splits,
-                          &scratch, &ids);
+    EncodeNormalizedPiece(normalizer_.Apply(piece, &normalized_storage), first_piece,
+                          &normalized_splits, &scratch, &ids);
   };
   if (raw_matcher_.empty()) {
-    encode_piece(text);
+    encode_piece(text, true);
   } else {
     raw_matcher_.Split(text, &raw_splits);
     for (const AddedTokenSplit& split : raw_splits) {
       if (split.id >= 0) {
         ids.push_back(split.id);
       } else {
-        encode_piece(text.substr(split.begin, split.end - split.begin));
+        encode_piece(text.substr(split.begin, split.end - split.begin), split.begin == 0);
       }
     }
   }
@@ -504,9 +805,7 @@ absl::StatusOr<std::vector<int32_t>> HfTokenizer::Encode(std::string_view text,
   return ids;
 }
 
-absl::StatusOr<std::string> HfTokenizer::DecodeBytes(absl::Span<const int32_t> ids,
-                                                     bool skip_special_tokens) const {
-  size_t size = 0;
+absl::Status HfTokenizer::CheckIds(absl::Span<const int32_t> ids) const {
   for (size_t i = 0; i < ids.size(); ++i) {
     const int32_t id = ids[i];
     if (id < 0 || id >= vocab_size() || has_token_[id] == 0) {
@@ -514,8 +813,15 @@ absl::StatusOr<std::string> HfTokenizer::DecodeBytes(absl::Span<const int32_t> i
                                                      ") is not in the vocabulary of ", vocab_size(),
                                                      " ids"));
     }
-    size += decoded_offsets_[id + 1] - decoded_offsets_[id];
   }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> HfTokenizer::DecodeBytes(absl::Span<const int32_t> ids,
+                                                     bool skip_special_tokens) const {
+  MAMBA_RETURN_IF_ERROR(CheckIds(ids));
+  size_t size = 0;
+  for (const int32_t id : ids) size += decoded_offsets_[id + 1] - decoded_offsets_[id];
   std::string out;
   out.reserve(size);
   for (const int32_t id : ids) {
@@ -524,6 +830,115 @@ absl::StatusOr<std::string> HfTokenizer::DecodeBytes(absl::Span<const int32_t> i
                decoded_offsets_[id + 1] - decoded_offsets_[id]);
   }
   return out;
+}
+
+absl::StatusOr<std::string> HfTokenizer::Decode(absl::Span<const int32_t> ids,
+                                                bool skip_special_tokens) const {
+  if (byte_level_) return Tokenizer::Decode(ids, skip_special_tokens);
+  MAMBA_RETURN_IF_ERROR(CheckIds(ids));
+  // The stream and the whole-text decode are one code path, so they cannot disagree.
+  DecodeStreamState state;
+  std::string out;
+  out.reserve(decoded_.size() / std::max<size_t>(1, id_to_token_.size()) * ids.size() + 16);
+  for (const int32_t id : ids) {
+    MAMBA_RETURN_IF_ERROR(DecodeStreamStep(id, skip_special_tokens, &state, &out));
+  }
+  DecodeStreamFlush(&state, &out);
+  return out;
+}
+
+absl::Status HfTokenizer::DecodeStreamStep(int32_t id, bool skip_special_tokens,
+                                           DecodeStreamState* state, std::string* out) const {
+  MAMBA_RETURN_IF_ERROR(CheckIds(absl::MakeConstSpan(&id, 1)));
+  if (byte_level_) {
+    // The default step without its copy of the token's bytes: hold an incomplete character.
+    if (skip_special_tokens && special_[id] != 0) return absl::OkStatus();
+    state->started = true;
+    const std::string_view bytes(decoded_.data() + decoded_offsets_[id],
+                                 decoded_offsets_[id + 1] - decoded_offsets_[id]);
+    std::string& pending = state->pending;
+    if (pending.empty()) {
+      const size_t complete = CompleteUtf8Prefix(bytes);
+      if (out != nullptr) AppendUtf8Lossy(bytes.substr(0, complete), out);
+      pending.assign(bytes.substr(complete));
+      return absl::OkStatus();
+    }
+    pending.append(bytes);
+    const size_t complete = CompleteUtf8Prefix(pending);
+    if (out != nullptr) AppendUtf8Lossy(std::string_view(pending).substr(0, complete), out);
+    pending.erase(0, complete);
+    return absl::OkStatus();
+  }
+  // The reference drops skipped tokens before its decoders run: a run of byte tokens goes on
+  // across them.
+  if (skip_special_tokens && special_[id] != 0) return absl::OkStatus();
+  const bool first = !state->started;
+  if (first) {
+    state->started = true;
+    state->strip_left = strip_starts_;
+  }
+  std::string first_text;
+  std::string_view text(decoded_.data() + decoded_offsets_[id],
+                        decoded_offsets_[id + 1] - decoded_offsets_[id]);
+  int byte = byte_values_.empty() ? -1 : byte_values_[id];
+  if (first && first_is_special_) {
+    const std::string token =
+        DecoderChain::Apply(chain_.token_steps, id_to_token_[id], /*first=*/true);
+    byte = chain_.byte_fallback ? DecoderChain::ByteTokenValue(token) : -1;
+    if (byte < 0) {
+      first_text = DecoderChain::Apply(chain_.element_steps, token, /*first=*/true);
+      text = first_text;
+    }
+  }
+  if (byte >= 0) {
+    if (state->pending_tokens == 0) state->pending_first = first;
+    state->pending.push_back(static_cast<char>(byte));
+    ++state->pending_tokens;
+    return absl::OkStatus();
+  }
+  FlushByteRun(state, out);
+  EmitText(text, state, out);
+  return absl::OkStatus();
+}
+
+void HfTokenizer::DecodeStreamFlush(DecodeStreamState* state, std::string* out) const {
+  if (byte_level_) {
+    Tokenizer::DecodeStreamFlush(state, out);
+    return;
+  }
+  FlushByteRun(state, out);
+}
+
+void HfTokenizer::FlushByteRun(DecodeStreamState* state, std::string* out) const {
+  if (state->pending_tokens == 0) return;
+  std::string text;
+  if (IsValidUtf8(state->pending)) {
+    text = DecoderChain::Apply(chain_.element_steps, state->pending, state->pending_first);
+  } else {
+    // The reference gives one U+FFFD per byte token of an invalid run, whatever its bytes.
+    for (int32_t k = 0; k < state->pending_tokens; ++k) {
+      text += DecoderChain::Apply(chain_.element_steps, kReplacementCharacter,
+                                  state->pending_first && k == 0);
+    }
+  }
+  state->pending.clear();
+  state->pending_tokens = 0;
+  state->pending_first = false;
+  EmitText(text, state, out);
+}
+
+void HfTokenizer::EmitText(std::string_view text, DecodeStreamState* state,
+                           std::string* out) const {
+  if (state->strip_left.empty()) {
+    if (out != nullptr) out->append(text);
+    return;
+  }
+  std::string discarded;
+  chain_.AppendWithTextSteps(text, &state->strip_left, out != nullptr ? out : &discarded);
+  if (std::all_of(state->strip_left.begin(), state->strip_left.end(),
+                  [](int32_t left) { return left == 0; })) {
+    state->strip_left.clear();  // the text's start is behind: no Strip has work left
+  }
 }
 
 // Builds the tokenizer from the parsed document; every failure is a Status.
@@ -558,15 +973,12 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> BuildHfTokenizer(const JsonReader& r,
     MAMBA_ASSIGN_OR_RETURN(std::optional<std::string> affix,
                            r.OptionalString(*model, key, "model"));
     if (affix.has_value() && !affix->empty()) {
-      return r.Unsupported(absl::StrCat("model.", key),
-                           absl::StrCat(key, " is unsupported with byte-level BPE"));
+      return r.Unsupported(absl::StrCat("model.", key), absl::StrCat(key, " is unsupported"));
     }
   }
-  MAMBA_ASSIGN_OR_RETURN(bool byte_fallback, r.Bool(*model, "byte_fallback", false, "model"));
-  if (byte_fallback) {
-    return r.Unsupported("model.byte_fallback", "byte_fallback is unsupported");
-  }
   BpeOptions bpe_options;
+  MAMBA_ASSIGN_OR_RETURN(bpe_options.byte_fallback,
+                         r.Bool(*model, "byte_fallback", false, "model"));
   MAMBA_ASSIGN_OR_RETURN(bpe_options.ignore_merges,
                          r.Bool(*model, "ignore_merges", false, "model"));
   MAMBA_ASSIGN_OR_RETURN(bpe_options.fuse_unk, r.Bool(*model, "fuse_unk", false, "model"));
@@ -636,38 +1048,72 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> BuildHfTokenizer(const JsonReader& r,
     }
     bpe_options.unk_id = it->second;
   }
+
+  // --- normalizer, pre_tokenizer (which says whether the vocabulary is byte-level), model,
+  // post_processor, decoder
+  std::vector<NormalizerStep> normalizer_steps;
+  if (const Json* n = JsonReader::Member(root, "normalizer"); n != nullptr) {
+    MAMBA_RETURN_IF_ERROR(ParseNormalizer(r, *n, "normalizer", &normalizer_steps));
+  }
+  if (normalizer_steps.size() > kMaxComponentSteps) {
+    return r.Unsupported("normalizer", absl::StrCat("more than ", kMaxComponentSteps, " steps"));
+  }
+  size_t expansion = 1;
+  for (const NormalizerStep& step : normalizer_steps) {
+    if (step.kind == NormalizerStep::Kind::kReplace) {
+      expansion = ReplaceExpansion(expansion, step.text, step.content);
+    }
+  }
+  if (expansion > kMaxExpansion) {
+    return r.Unsupported("normalizer", absl::StrCat("its Replace steps could make a text more "
+                                                    "than ",
+                                                    kMaxExpansion, " times longer"));
+  }
+  MAMBA_ASSIGN_OR_RETURN(Normalizer normalizer, Normalizer::Create(std::move(normalizer_steps)));
+
+  std::vector<PreTokenizerStep> steps;
+  if (const Json* pre_json = JsonReader::Member(root, "pre_tokenizer"); pre_json != nullptr) {
+    MAMBA_RETURN_IF_ERROR(ParsePreTokenizer(r, *pre_json, "pre_tokenizer", &steps));
+  }
+  if (steps.size() > kMaxComponentSteps) {
+    return r.Unsupported("pre_tokenizer", absl::StrCat("more than ", kMaxComponentSteps, " steps"));
+  }
+  auto count_kind = [&steps](PreTokenizerStep::Kind kind) {
+    return std::count_if(steps.begin(), steps.end(),
+                         [kind](const PreTokenizerStep& s) { return s.kind == kind; });
+  };
+  const auto byte_levels = count_kind(PreTokenizerStep::Kind::kByteLevel);
+  const auto metaspaces = count_kind(PreTokenizerStep::Kind::kMetaspace);
+  const bool byte_level = byte_levels > 0;
+  if (byte_level && (byte_levels != 1 || steps.back().kind != PreTokenizerStep::Kind::kByteLevel ||
+                     metaspaces > 0)) {
+    return r.Unsupported("pre_tokenizer",
+                         "expected exactly one ByteLevel pre-tokenizer, as the last step");
+  }
+  if (metaspaces > 0 && steps.size() != 1) {
+    return r.Unsupported("pre_tokenizer",
+                         "a Metaspace pre-tokenizer is supported alone, not in a Sequence with "
+                         "other steps");
+  }
+
+  bpe_options.byte_level = byte_level;
+  if (byte_level && bpe_options.byte_fallback) {
+    // With every byte in the vocabulary (as byte-level vocabularies have) byte_fallback never
+    // applies; without, the reference would spell the alphabet's characters as <0xNN> tokens.
+    for (int b = 0; b < 256; ++b) {
+      std::string token;
+      internal::AppendUtf8(internal::ByteToCodePoint(static_cast<uint8_t>(b)), &token);
+      if (!vocab.contains(token)) {
+        return r.Unsupported("model.byte_fallback",
+                             "byte_fallback with a ByteLevel pre_tokenizer is supported only "
+                             "when the vocabulary has all 256 byte tokens");
+      }
+    }
+  }
   absl::StatusOr<BpeModel> bpe = BpeModel::Create(vocab, merges, bpe_options);
   if (!bpe.ok()) return r.Error("model.merges", std::string(bpe.status().message()));
   merges.clear();
   merges.shrink_to_fit();
-
-  // --- normalizer, pre_tokenizer, post_processor, decoder
-  std::vector<NormalizationForm> forms;
-  if (const Json* n = JsonReader::Member(root, "normalizer"); n != nullptr) {
-    MAMBA_RETURN_IF_ERROR(ParseNormalizer(r, *n, "normalizer", &forms));
-  }
-  if (forms.size() > kMaxComponentSteps) {
-    return r.Unsupported("normalizer", absl::StrCat("more than ", kMaxComponentSteps, " steps"));
-  }
-  MAMBA_ASSIGN_OR_RETURN(Normalizer normalizer, Normalizer::Create(std::move(forms)));
-
-  const Json* pre_json = JsonReader::Member(root, "pre_tokenizer");
-  if (pre_json == nullptr) {
-    return r.Unsupported("pre_tokenizer",
-                         "missing: byte-level BPE needs a ByteLevel pre_tokenizer");
-  }
-  std::vector<PreTokenizerStep> steps;
-  MAMBA_RETURN_IF_ERROR(ParsePreTokenizer(r, *pre_json, "pre_tokenizer", &steps));
-  if (steps.size() > kMaxComponentSteps) {
-    return r.Unsupported("pre_tokenizer", absl::StrCat("more than ", kMaxComponentSteps, " steps"));
-  }
-  const auto byte_levels = std::count_if(steps.begin(), steps.end(), [](const PreTokenizerStep& s) {
-    return s.kind == PreTokenizerStep::Kind::kByteLevel;
-  });
-  if (byte_levels != 1 || steps.back().kind != PreTokenizerStep::Kind::kByteLevel) {
-    return r.Unsupported("pre_tokenizer",
-                         "expected exactly one ByteLevel pre-tokenizer, as the last step");
-  }
 
   std::vector<Template> templates;
   if (const Json* p = JsonReader::Member(root, "post_processor"); p != nullptr) {
@@ -680,17 +1126,50 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> BuildHfTokenizer(const JsonReader& r,
 
   const Json* decoder = JsonReader::Member(root, "decoder");
   if (decoder == nullptr) {
-    return r.Unsupported("decoder", "missing: byte-level BPE needs the ByteLevel decoder");
+    return r.Unsupported("decoder", byte_level
+                                        ? "missing: byte-level BPE needs the ByteLevel decoder"
+                                        : "missing: a decoder is required (Metaspace, or a "
+                                          "Sequence of Replace, ByteFallback, Fuse, Strip)");
   }
-  MAMBA_ASSIGN_OR_RETURN(std::string decoder_type, r.Type(*decoder, "decoder"));
-  if (decoder_type != "ByteLevel") {
-    return r.Unsupported("decoder", absl::StrCat("unsupported decoder \"", decoder_type,
-                                                 "\" (only ByteLevel is supported)"));
+  std::vector<ParsedDecoder> decoders;
+  MAMBA_RETURN_IF_ERROR(ParseDecoders(r, *decoder, "decoder", &decoders));
+  if (decoders.size() > kMaxComponentSteps) {
+    return r.Unsupported("decoder", absl::StrCat("more than ", kMaxComponentSteps, " steps"));
+  }
+  DecoderChain chain;
+  if (byte_level) {
+    for (const ParsedDecoder& d : decoders) {
+      if (d.kind != ParsedDecoder::Kind::kByteLevel) {
+        return r.Unsupported(d.path, absl::StrCat("unsupported decoder \"", d.type,
+                                                  "\" with a ByteLevel pre_tokenizer (only "
+                                                  "ByteLevel is supported)"));
+      }
+    }
+    if (decoders.size() != 1) {
+      return r.Unsupported("decoder", "expected one ByteLevel decoder");
+    }
+  } else {
+    MAMBA_ASSIGN_OR_RETURN(chain, CompileDecoderChain(r, decoders));
+    size_t decoder_expansion = 1;
+    for (const auto* list : {&chain.token_steps, &chain.element_steps}) {
+      for (const DecoderStep& step : *list) {
+        if (step.kind == DecoderStep::Kind::kReplace) {
+          decoder_expansion = ReplaceExpansion(decoder_expansion, step.pattern, step.content);
+        }
+      }
+    }
+    if (decoder_expansion > kMaxExpansion) {
+      return r.Unsupported("decoder", absl::StrCat("its Replace steps could make a token more "
+                                                   "than ",
+                                                   kMaxExpansion, " times longer"));
+    }
   }
 
   auto tokenizer = std::make_unique<HfTokenizer>(std::move(normalizer),
                                                  PreTokenizer(std::move(steps)), *std::move(bpe));
   tokenizer->templates_ = std::move(templates);
+  tokenizer->byte_level_ = byte_level;
+  tokenizer->chain_ = std::move(chain);
 
   // --- added tokens: ids as the reference's AddedVocabulary::add_tokens assigns them. An added
   // token already in the vocabulary keeps its id; others are numbered from the model's token
@@ -789,17 +1268,38 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> BuildHfTokenizer(const JsonReader& r,
     }
   }
 
-  // ByteLevel decoder: a token made only of byte-level alphabet characters stands for those
-  // bytes; any other token (e.g. an added "  ") stands for its own UTF-8 text.
+  // What each id stands for in the middle of a text. ByteLevel decoder: a token made only of
+  // byte-level alphabet characters stands for those bytes; any other token (e.g. an added "  ")
+  // for its own UTF-8 text. The decoder chain: the token steps, then a byte token's byte or the
+  // element steps' text.
   t.decoded_offsets_.assign(num_ids + 1, 0);
+  if (!byte_level && t.chain_.byte_fallback) t.byte_values_.assign(num_ids, -1);
+  t.first_is_special_ = t.chain_.FirstIsSpecial();
+  for (const DecoderStep& step : t.chain_.text_steps) t.strip_starts_.push_back(step.strip_start);
   std::string bytes;
   for (size_t id = 0; id < num_ids; ++id) {
     t.decoded_offsets_[id] = static_cast<uint32_t>(t.decoded_.size());
     const std::string& token = t.id_to_token_[id];
-    if (internal::AlphabetToBytes(token, &bytes)) {
-      t.decoded_ += bytes;
+    if (byte_level) {
+      if (internal::AlphabetToBytes(token, &bytes)) {
+        t.decoded_ += bytes;
+      } else {
+        t.decoded_ += token;
+      }
+      continue;
+    }
+    const std::string text = DecoderChain::Apply(t.chain_.token_steps, token, /*first=*/false);
+    const int byte = t.chain_.byte_fallback ? DecoderChain::ByteTokenValue(text) : -1;
+    if (byte >= 0) {
+      t.byte_values_[id] = static_cast<int16_t>(byte);
+      t.decoded_.push_back(static_cast<char>(byte));
     } else {
-      t.decoded_ += token;
+      t.decoded_ += DecoderChain::Apply(t.chain_.element_steps, text, /*first=*/false);
+    }
+    // The offsets are 32-bit, and Replace decoders may lengthen tokens.
+    if (t.decoded_.size() > kMaxJsonBytes) {
+      return r.Unsupported("decoder", absl::StrCat("the decoded vocabulary is larger than ",
+                                                   kMaxJsonBytes, " bytes"));
     }
   }
   t.decoded_offsets_[num_ids] = static_cast<uint32_t>(t.decoded_.size());

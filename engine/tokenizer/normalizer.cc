@@ -106,27 +106,60 @@ bool NormalizeLikeReference(const icu::Normalizer2* normalizer, std::string_view
 
 }  // namespace
 
-absl::StatusOr<Normalizer> Normalizer::Create(std::vector<NormalizationForm> forms) {
+absl::StatusOr<Normalizer> Normalizer::Create(std::vector<NormalizerStep> steps) {
   Normalizer normalizer;
-  for (NormalizationForm form : forms) {
-    UErrorCode error = U_ZERO_ERROR;
-    const icu::Normalizer2* icu_normalizer = GetIcuNormalizer(form, &error);
-    if (U_FAILURE(error) || icu_normalizer == nullptr) {
-      return absl::InternalError(absl::StrCat("ICU normalizer unavailable: ", u_errorName(error)));
+  for (NormalizerStep& step : steps) {
+    Step compiled{step.kind, nullptr, std::move(step.text), std::move(step.content)};
+    if (step.kind == NormalizerStep::Kind::kForm) {
+      UErrorCode error = U_ZERO_ERROR;
+      compiled.icu_normalizer = GetIcuNormalizer(step.form, &error);
+      if (U_FAILURE(error) || compiled.icu_normalizer == nullptr) {
+        return absl::InternalError(
+            absl::StrCat("ICU normalizer unavailable: ", u_errorName(error)));
+      }
+    } else {
+      normalizer.forms_only_ = false;
+      if (step.kind == NormalizerStep::Kind::kReplace && compiled.text.empty()) {
+        return absl::InvalidArgumentError("an empty Replace pattern");
+      }
     }
-    normalizer.forms_.push_back(Form{icu_normalizer});
+    normalizer.steps_.push_back(std::move(compiled));
   }
   return normalizer;
 }
 
 std::string_view Normalizer::Apply(std::string_view text, std::string* storage) const {
   // Every normalization form leaves ASCII unchanged.
-  if (forms_.empty() || IsAscii(text)) return text;
+  if (steps_.empty() || (forms_only_ && IsAscii(text))) return text;
   std::string_view current = text;
   std::string next;
-  for (const Form& form : forms_) {
-    const auto* icu_normalizer = static_cast<const icu::Normalizer2*>(form.icu_normalizer);
-    if (!NormalizeLikeReference(icu_normalizer, current, &next)) continue;
+  for (const Step& step : steps_) {
+    switch (step.kind) {
+      case NormalizerStep::Kind::kForm: {
+        const auto* icu_normalizer = static_cast<const icu::Normalizer2*>(step.icu_normalizer);
+        if (!NormalizeLikeReference(icu_normalizer, current, &next)) continue;
+        break;
+      }
+      case NormalizerStep::Kind::kPrepend:
+        // The reference prepends to non-empty text only.
+        if (current.empty()) continue;
+        next.assign(step.text);
+        next.append(current);
+        break;
+      case NormalizerStep::Kind::kReplace: {
+        size_t found = current.find(step.text);
+        if (found == std::string_view::npos) continue;
+        next.clear();
+        size_t from = 0;
+        for (; found != std::string_view::npos; found = current.find(step.text, from)) {
+          next.append(current.substr(from, found - from));
+          next.append(step.content);
+          from = found + step.text.size();
+        }
+        next.append(current.substr(from));
+        break;
+      }
+    }
     storage->swap(next);
     current = *storage;
   }

@@ -57,8 +57,45 @@ void FindMatches(const PreTokenizerStep& step, std::string_view piece, Ranges* r
       break;
     }
     case PreTokenizerStep::Kind::kByteLevel:
+    case PreTokenizerStep::Kind::kMetaspace:
       break;
   }
+}
+
+// Metaspace: spaces become the replacement, which is prepended as the scheme says unless the
+// piece starts with one, and the piece is cut before each replacement when `split`
+// (MergedWithNext).
+void RunMetaspace(const PreTokenizerStep& step, std::string_view piece, bool first_piece,
+                  std::string* buffer, absl::FunctionRef<void(std::string_view)> emit) {
+  const std::string& repl = step.replacement;
+  const bool prepend =
+      (step.prepend_scheme == PreTokenizerStep::PrependScheme::kAlways ||
+       (step.prepend_scheme == PreTokenizerStep::PrependScheme::kFirst && first_piece)) &&
+      piece.front() != ' ' && piece.substr(0, repl.size()) != repl;
+  buffer->clear();
+  if (prepend) buffer->append(repl);
+  for (size_t from = 0; from < piece.size();) {
+    const size_t space = piece.find(' ', from);
+    if (space == std::string_view::npos) {
+      buffer->append(piece.substr(from));
+      break;
+    }
+    buffer->append(piece.substr(from, space - from));
+    buffer->append(repl);
+    from = space + 1;
+  }
+  const std::string_view text = *buffer;
+  if (!step.split) {
+    emit(text);
+    return;
+  }
+  size_t start = 0;
+  for (size_t found = text.find(repl, 1); found != std::string_view::npos;
+       found = text.find(repl, found + repl.size())) {
+    if (found > start) emit(text.substr(start, found - start));
+    start = found;
+  }
+  emit(text.substr(start));
 }
 
 // The ranges a split keeps (NormalizedString::split), following Hugging Face's folds exactly,
@@ -119,8 +156,13 @@ void ApplyBehavior(SplitBehavior behavior, const Ranges& ranges, const std::vect
 }  // namespace
 
 void PreTokenizer::Run(std::string_view text, absl::FunctionRef<void(std::string_view)> emit,
-                       Scratch* scratch) const {
+                       Scratch* scratch, bool first_piece) const {
   if (text.empty()) return;
+  if (steps_.empty()) {
+    emit(text);
+    return;
+  }
+  scratch->first_piece = first_piece;
   if (scratch->prefixed.size() < steps_.size()) {
     scratch->prefixed.resize(steps_.size());
     scratch->matches.resize(steps_.size());
@@ -132,7 +174,15 @@ void PreTokenizer::Run(std::string_view text, absl::FunctionRef<void(std::string
 
 void PreTokenizer::RunStep(size_t k, std::string_view piece,
                            absl::FunctionRef<void(std::string_view)> emit, Scratch* scratch) const {
+  if (k == steps_.size()) {  // Split and Digits steps only: their pieces are the words
+    emit(piece);
+    return;
+  }
   const PreTokenizerStep& step = steps_[k];
+  if (step.kind == PreTokenizerStep::Kind::kMetaspace) {
+    RunMetaspace(step, piece, scratch->first_piece, &scratch->prefixed[k], emit);
+    return;
+  }
   if (step.kind == PreTokenizerStep::Kind::kByteLevel) {
     std::string_view text = piece;
     if (step.add_prefix_space && piece.front() != ' ') {

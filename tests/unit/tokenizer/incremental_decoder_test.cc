@@ -114,6 +114,53 @@ TEST(IncrementalDecoderTest, SkipsSpecialTokensAndReportsBadIds) {
   EXPECT_FALSE(skip.Add(7).ok());
 }
 
+TEST(IncrementalDecoderTest, ContextCompletesACharacterAndIsNotFlushed) {
+  ChunkTokenizer tokenizer({"<s>", "a", "\xf0\x9f", "\x8d", "\x95"});
+  {
+    // The context ends inside a character; the stream completes it and emits it whole.
+    tokenizer::IncrementalDecoder decoder(&tokenizer);
+    ASSERT_TRUE(decoder.AddContext({1, 2}).ok());
+    EXPECT_EQ(decoder.pending_bytes(), 2u);
+    EXPECT_EQ(*decoder.Add(3), "");
+    EXPECT_EQ(*decoder.Add(4), "\xf0\x9f\x8d\x95");
+    EXPECT_EQ(decoder.Flush(), "");
+  }
+  {
+    // Bytes only the context holds are the context's: Flush drops them.
+    tokenizer::IncrementalDecoder decoder(&tokenizer, /*skip_special_tokens=*/true);
+    ASSERT_TRUE(decoder.AddContext({1, 2}).ok());
+    EXPECT_EQ(*decoder.Add(0), "");  // skipped: nothing of the stream's
+    EXPECT_EQ(decoder.Flush(), "");
+    EXPECT_EQ(decoder.pending_bytes(), 0u);
+  }
+  {
+    // Once the stream added to them, they are the stream's.
+    tokenizer::IncrementalDecoder decoder(&tokenizer);
+    ASSERT_TRUE(decoder.AddContext({2}).ok());
+    EXPECT_EQ(*decoder.Add(3), "");
+    EXPECT_EQ(decoder.Flush(), "\xef\xbf\xbd");
+  }
+  // An id outside the vocabulary fails the context.
+  tokenizer::IncrementalDecoder decoder(&tokenizer);
+  EXPECT_FALSE(decoder.AddContext({1, 9}).ok());
+}
+
+TEST(IncrementalDecoderTest, AtStartUntilATokenThatIsNotSkipped) {
+  ChunkTokenizer tokenizer({"<s>", "a"});
+  tokenizer::IncrementalDecoder skip(&tokenizer, /*skip_special_tokens=*/true);
+  ASSERT_TRUE(skip.AddContext({0, 0}).ok());
+  EXPECT_TRUE(skip.at_start());
+  ASSERT_TRUE(skip.AddContext({1}).ok());
+  EXPECT_FALSE(skip.at_start());
+  tokenizer::IncrementalDecoder keep(&tokenizer);
+  ASSERT_TRUE(keep.AddContext({0}).ok());
+  EXPECT_FALSE(keep.at_start());
+  tokenizer::IncrementalDecoder assumed(&tokenizer);
+  assumed.AssumeTextBefore();
+  EXPECT_FALSE(assumed.at_start());
+  EXPECT_EQ(*assumed.Add(1), "a");  // byte-level text has no start-of-text rule
+}
+
 TEST(IncrementalDecoderTest, ByteTokenizerStream) {
   auto t = tokenizer::MakeByteTokenizer({"<|endoftext|>"});
   const std::string text = "\xe4\xb8\x96 \xf0\x9f\x8d\x95<|endoftext|>!";

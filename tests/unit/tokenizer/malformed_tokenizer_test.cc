@@ -13,6 +13,8 @@ namespace mamba {
 namespace {
 
 using ::mamba::testing::ByteLevelBpeDocument;
+using ::mamba::testing::kMeta;
+using ::mamba::testing::SpmBpeDocument;
 using ::testing::HasSubstr;
 
 struct MalformedCase {
@@ -98,7 +100,10 @@ TEST(MalformedTokenizerTest, Table) {
        C::kUnimplemented, "dropout"},
       {"dropout_out_of_range", Edit([](nlohmann::json* d) { (*d)["model"]["dropout"] = 7; }),
        C::kInvalidArgument, "[0, 1]"},
-      {"byte_fallback", Edit([](nlohmann::json* d) { (*d)["model"]["byte_fallback"] = true; }),
+      {"byte_fallback_missing_byte", Edit([](nlohmann::json* d) {
+         (*d)["model"]["byte_fallback"] = true;
+         (*d)["model"]["vocab"].erase(testing::Alphabet("\xff"));
+       }),
        C::kUnimplemented, "byte_fallback"},
       {"byte_fallback_wrong_type",
        Edit([](nlohmann::json* d) { (*d)["model"]["byte_fallback"] = "yes"; }), C::kInvalidArgument,
@@ -206,6 +211,148 @@ TEST(MalformedTokenizerTest, Table) {
     EXPECT_THAT(std::string(t.status().message()), HasSubstr(c.message));
     EXPECT_THAT(std::string(t.status().message()), HasSubstr("bad.json"));
   }
+}
+
+// A valid SentencePiece-converted document with one change.
+std::function<std::string()> SpmEdit(std::function<void(nlohmann::json*)> edit) {
+  return [edit] {
+    nlohmann::json doc = SpmBpeDocument({kMeta, "a", "b"}, {{"a", "b"}});
+    edit(&doc);
+    return doc.dump();
+  };
+}
+
+nlohmann::json Metaspace(const std::string& scheme) {
+  return {
+      {"type", "Metaspace"}, {"replacement", kMeta}, {"prepend_scheme", scheme}, {"split", true}};
+}
+
+TEST(MalformedTokenizerTest, SentencePieceComponents) {
+  using C = absl::StatusCode;
+  auto decoders = [](nlohmann::json list) {
+    return nlohmann::json{{"type", "Sequence"}, {"decoders", std::move(list)}};
+  };
+  const nlohmann::json fuse = {{"type", "Fuse"}};
+  const nlohmann::json byte_fallback = {{"type", "ByteFallback"}};
+  const nlohmann::json replace = {
+      {"type", "Replace"}, {"pattern", {{"String", kMeta}}}, {"content", " "}};
+  const std::vector<MalformedCase> cases = {
+      {"metaspace_scheme",
+       SpmEdit([](nlohmann::json* d) { (*d)["pre_tokenizer"] = Metaspace("sometimes"); }),
+       C::kInvalidArgument, "unknown prepend_scheme \"sometimes\""},
+      {"metaspace_add_prefix_space_mismatch", SpmEdit([](nlohmann::json* d) {
+         (*d)["pre_tokenizer"] = Metaspace("always");
+         (*d)["pre_tokenizer"]["add_prefix_space"] = false;
+       }),
+       C::kInvalidArgument, "does not match prepend_scheme"},
+      {"metaspace_two_characters", SpmEdit([](nlohmann::json* d) {
+         (*d)["pre_tokenizer"] = Metaspace("first");
+         (*d)["pre_tokenizer"]["replacement"] = "__";
+       }),
+       C::kInvalidArgument, "pre_tokenizer.replacement: expected one character"},
+      {"metaspace_in_sequence", SpmEdit([](nlohmann::json* d) {
+         (*d)["pre_tokenizer"] = {
+             {"type", "Sequence"},
+             {"pretokenizers",
+              {{{"type", "Digits"}, {"individual_digits", true}}, Metaspace("first")}}};
+       }),
+       C::kUnimplemented, "Metaspace pre-tokenizer is supported alone"},
+      {"metaspace_with_byte_level", SpmEdit([](nlohmann::json* d) {
+         (*d)["pre_tokenizer"] = {
+             {"type", "Sequence"},
+             {"pretokenizers",
+              {Metaspace("first"), {{"type", "ByteLevel"}, {"add_prefix_space", false}}}}};
+       }),
+       C::kUnimplemented, "ByteLevel pre-tokenizer"},
+      {"byte_level_decoder", SpmEdit([](nlohmann::json* d) {
+         (*d)["decoder"] = {{"type", "ByteLevel"}};
+       }),
+       C::kUnimplemented, "needs a ByteLevel pre_tokenizer"},
+      {"metaspace_decoder_with_byte_level",
+       Edit([](nlohmann::json* d) { (*d)["decoder"] = Metaspace("always"); }), C::kUnimplemented,
+       "unsupported decoder \"Metaspace\" with a ByteLevel pre_tokenizer"},
+      {"decoder_missing", SpmEdit([](nlohmann::json* d) { d->erase("decoder"); }),
+       C::kUnimplemented, "a decoder is required"},
+      {"decoder_ctc", SpmEdit([](nlohmann::json* d) {
+         (*d)["decoder"] = {{"type", "CTC"}};
+       }),
+       C::kUnimplemented, "unsupported decoder \"CTC\""},
+      {"strip_stop", SpmEdit([&](nlohmann::json* d) {
+         (*d)["decoder"] =
+             decoders({fuse, {{"type", "Strip"}, {"content", " "}, {"start", 1}, {"stop", 1}}});
+       }),
+       C::kUnimplemented, "stop > 0"},
+      {"strip_missing_stop", SpmEdit([&](nlohmann::json* d) {
+         (*d)["decoder"] = decoders({{{"type", "Strip"}, {"content", " "}, {"start", 1}}});
+       }),
+       C::kInvalidArgument, "missing \"stop\""},
+      {"strip_negative", SpmEdit([&](nlohmann::json* d) {
+         (*d)["decoder"] =
+             decoders({{{"type", "Strip"}, {"content", " "}, {"start", -1}, {"stop", 0}}});
+       }),
+       C::kInvalidArgument, "decoder.decoders[0].start: expected an integer"},
+      {"replace_after_fuse", SpmEdit([&](nlohmann::json* d) {
+         (*d)["decoder"] = decoders({fuse, replace});
+       }),
+       C::kUnimplemented, "a Replace decoder after Fuse is unsupported"},
+      {"byte_fallback_after_fuse", SpmEdit([&](nlohmann::json* d) {
+         (*d)["decoder"] = decoders({fuse, byte_fallback});
+       }),
+       C::kUnimplemented, "ByteFallback after Fuse"},
+      {"byte_fallback_twice", SpmEdit([&](nlohmann::json* d) {
+         (*d)["decoder"] = decoders({byte_fallback, replace, byte_fallback});
+       }),
+       C::kUnimplemented, "a second ByteFallback"},
+      {"replace_regex", SpmEdit([](nlohmann::json* d) {
+         (*d)["normalizer"] = {
+             {"type", "Replace"}, {"pattern", {{"Regex", " {2,}"}}}, {"content", " "}};
+       }),
+       C::kUnimplemented, "unsupported Replace regex \" {2,}\""},
+      {"replace_empty", SpmEdit([](nlohmann::json* d) {
+         (*d)["normalizer"] = {
+             {"type", "Replace"}, {"pattern", {{"String", ""}}}, {"content", "x"}};
+       }),
+       C::kUnimplemented, "empty Replace pattern"},
+      {"replace_pattern_kind", SpmEdit([](nlohmann::json* d) {
+         (*d)["normalizer"] = {{"type", "Replace"}, {"pattern", {{"Glob", "*"}}}, {"content", "x"}};
+       }),
+       C::kInvalidArgument, "normalizer.pattern: expected {\"String\""},
+      {"replace_expands", SpmEdit([](nlohmann::json* d) {
+         nlohmann::json steps = nlohmann::json::array();
+         for (int i = 0; i < 7; ++i) {
+           steps.push_back(
+               {{"type", "Replace"}, {"pattern", {{"String", "a"}}}, {"content", "aa"}});
+         }
+         (*d)["normalizer"] = {{"type", "Sequence"}, {"normalizers", steps}};
+       }),
+       C::kUnimplemented, "more than 64 times longer"},
+      {"replace_decoder_expands", SpmEdit([](nlohmann::json* d) {
+         (*d)["decoder"] = {{"type", "Replace"},
+                            {"pattern", {{"String", "a"}}},
+                            {"content", std::string(65, 'a')}};
+       }),
+       C::kUnimplemented, "more than 64 times longer"},
+      {"prepend_not_string", SpmEdit([](nlohmann::json* d) {
+         (*d)["normalizer"] = {{"type", "Prepend"}, {"prepend", 3}};
+       }),
+       C::kInvalidArgument, "normalizer.prepend: expected a string"},
+      {"normalizer_precompiled", SpmEdit([](nlohmann::json* d) {
+         (*d)["normalizer"] = {{"type", "Precompiled"}, {"precompiled_charsmap", "AAAA"}};
+       }),
+       C::kUnimplemented, "unsupported normalizer \"Precompiled\""},
+      {"unigram", SpmEdit([](nlohmann::json* d) { (*d)["model"]["type"] = "Unigram"; }),
+       C::kUnimplemented, "unsupported model \"Unigram\""},
+  };
+  for (const MalformedCase& c : cases) {
+    SCOPED_TRACE(c.name);
+    absl::StatusOr<std::unique_ptr<tokenizer::Tokenizer>> t =
+        tokenizer::ParseTokenizerJson(c.make(), "bad.json");
+    ASSERT_FALSE(t.ok());
+    EXPECT_EQ(t.status().code(), c.code) << t.status();
+    EXPECT_THAT(std::string(t.status().message()), HasSubstr(c.message));
+    EXPECT_THAT(std::string(t.status().message()), HasSubstr("bad.json"));
+  }
+  EXPECT_TRUE(tokenizer::ParseTokenizerJson(SpmEdit([](nlohmann::json*) {})(), "ok.json").ok());
 }
 
 TEST(MalformedTokenizerTest, TheBaseDocumentIsValid) {

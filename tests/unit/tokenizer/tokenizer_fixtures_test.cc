@@ -1,6 +1,10 @@
 // Exact equality with Hugging Face `tokenizers` on the fixtures that
 // tools/make_tokenizer_fixtures.py made: every folder of tests/data/tokenizer/ (or of
-// $MAMBA_TOKENIZER_FIXTURES, when set) that holds a cases.json.
+// $MAMBA_TOKENIZER_FIXTURES, when set) that holds a cases.json (or cases.json.gz). Where a fixture
+// has Hugging Face's decode of every prefix of an id sequence (the SentencePiece-converted ones),
+// Decode is checked on each prefix, and so is streaming: what an IncrementalDecoder emitted after k
+// ids is a prefix of that decode, and after a context of the first k ids it emits what decoding all
+// the ids adds to decoding those k.
 #include <cstdint>
 #include <cstdlib>
 #include <filesystem>
@@ -28,7 +32,8 @@ std::vector<std::string> FixtureDirs() {
   std::vector<std::string> dirs;
   std::error_code ec;
   for (const auto& entry : fs::directory_iterator(FixtureRoot(), ec)) {
-    if (entry.is_directory() && fs::exists(entry.path() / "cases.json")) {
+    if (entry.is_directory() &&
+        (fs::exists(entry.path() / "cases.json") || fs::exists(entry.path() / "cases.json.gz"))) {
       dirs.push_back(entry.path().filename().string());
     }
   }
@@ -75,11 +80,85 @@ std::string DescribeDifference(const std::vector<int32_t>& got, const std::vecto
   return out.str();
 }
 
+// Hugging Face's decode of ids[:1], ids[:2], ... from the fixture's delta encoding: each entry is
+// [bytes of the previous decode kept, text appended].
+std::vector<std::string> PrefixDecodes(const nlohmann::json& deltas) {
+  std::vector<std::string> out;
+  std::string current;
+  for (const auto& d : deltas) {
+    current = current.substr(0, d[0].get<size_t>()) + d[1].get<std::string>();
+    out.push_back(current);
+  }
+  return out;
+}
+
+// Checks Decode and IncrementalDecoder on every prefix and split of `ids` against Hugging
+// Face's prefix decodes (`want[k - 1]` is the decode of ids[:k]). Returns false on a failure.
+bool CheckPrefixes(const tokenizer::Tokenizer& t, const std::vector<int32_t>& ids,
+                   const std::vector<std::string>& want, bool skip) {
+  const std::string where = skip ? " (skip_special_tokens)" : "";
+  if (want.size() != ids.size()) {
+    ADD_FAILURE() << "prefix decodes: " << want.size() << " for " << ids.size() << " ids";
+    return false;
+  }
+  for (size_t k = 1; k <= ids.size(); ++k) {
+    absl::StatusOr<std::string> got = t.Decode(absl::MakeConstSpan(ids.data(), k), skip);
+    if (!got.ok() || *got != want[k - 1]) {
+      ADD_FAILURE() << "decode of the first " << k << " ids" << where << ": got \""
+                    << (got.ok() ? *got : got.status().ToString()) << "\" want \"" << want[k - 1]
+                    << "\"";
+      return false;
+    }
+  }
+  tokenizer::IncrementalDecoder stream(&t, skip);
+  std::string streamed;
+  for (size_t k = 1; k <= ids.size(); ++k) {
+    absl::StatusOr<std::string> piece = stream.Add(ids[k - 1]);
+    if (!piece.ok() || !tokenizer::IsValidUtf8(*piece)) {
+      ADD_FAILURE() << "streaming id " << k - 1 << where << " failed";
+      return false;
+    }
+    streamed += *piece;
+    if (want[k - 1].compare(0, streamed.size(), streamed) != 0) {
+      ADD_FAILURE() << "after " << k << " ids" << where << " the stream emitted \"" << streamed
+                    << "\", not a prefix of their decode \"" << want[k - 1] << "\"";
+      return false;
+    }
+  }
+  const std::string& whole = want.empty() ? std::string() : want.back();
+  if (streamed + stream.Flush() != whole) {
+    ADD_FAILURE() << "stream" << where << " != decode \"" << whole << "\"";
+    return false;
+  }
+  // After a context: what decoding all the ids adds to decoding the context, where the context
+  // ends with no run of byte tokens open (whose text the stream would claim).
+  for (size_t p = 1; p < ids.size(); ++p) {
+    size_t last = p;
+    while (last > 0 && skip && t.IsSpecial(ids[last - 1])) --last;
+    if (last > 0 && t.IdToToken(ids[last - 1]).rfind("<0x", 0) == 0) continue;
+    const std::string& before = want[p - 1];
+    if (whole.compare(0, before.size(), before) != 0) continue;
+    tokenizer::IncrementalDecoder after(&t, skip);
+    if (!after.AddContext(absl::MakeConstSpan(ids.data(), p)).ok()) return false;
+    std::string rest;
+    for (size_t k = p; k < ids.size(); ++k) rest += *after.Add(ids[k]);
+    rest += after.Flush();
+    if (rest != whole.substr(before.size())) {
+      ADD_FAILURE() << "stream" << where << " after a context of " << p << " ids gave \"" << rest
+                    << "\" want \"" << whole.substr(before.size()) << "\"";
+      return false;
+    }
+  }
+  return true;
+}
+
 class TokenizerFixtureTest : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override {
     dir_ = FixtureRoot() + "/" + GetParam();
-    absl::StatusOr<std::string> text = tokenizer::ReadFileMaybeGzipped(dir_ + "/cases.json");
+    const std::string cases =
+        fs::exists(dir_ + "/cases.json") ? dir_ + "/cases.json" : dir_ + "/cases.json.gz";
+    absl::StatusOr<std::string> text = tokenizer::ReadFileMaybeGzipped(cases);
     ASSERT_TRUE(text.ok()) << text.status();
     fixture_ = nlohmann::json::parse(*text);
     absl::StatusOr<std::unique_ptr<tokenizer::Tokenizer>> tokenizer =
@@ -136,6 +215,39 @@ TEST_P(TokenizerFixtureTest, EncodeAndDecodeEveryCase) {
     }
     streamed += stream.Flush();
     EXPECT_EQ(streamed, c["decoded"].get<std::string>());
+
+    for (const bool skip : {false, true}) {
+      // Without its own entry, skipping special tokens changes no prefix's decode.
+      const char* key = skip && c.contains("prefix_decodes_skip_special")
+                            ? "prefix_decodes_skip_special"
+                            : "prefix_decodes";
+      if (c.contains(key) && !CheckPrefixes(*tokenizer_, want, PrefixDecodes(c[key]), skip)) {
+        if (++failures > 10) return;
+      }
+    }
+  }
+}
+
+// Id sequences chosen to decode awkwardly: lone and partial byte tokens, invalid UTF-8, byte
+// runs across special tokens, leading "▁" tokens.
+TEST_P(TokenizerFixtureTest, DecodeCases) {
+  if (!fixture_.contains("decode_cases") || fixture_["decode_cases"].empty()) {
+    GTEST_SKIP() << "no decode_cases in this fixture";
+  }
+  int failures = 0;
+  for (const auto& c : fixture_["decode_cases"]) {
+    SCOPED_TRACE("decode case " + c["name"].get<std::string>());
+    const auto ids = c["ids"].get<std::vector<int32_t>>();
+    for (const bool skip : {false, true}) {
+      absl::StatusOr<std::string> text = tokenizer_->Decode(ids, skip);
+      ASSERT_TRUE(text.ok()) << text.status();
+      EXPECT_EQ(*text, c[skip ? "decoded_skip_special" : "decoded"].get<std::string>())
+          << "skip_special_tokens " << skip;
+      const char* key = skip ? "prefix_decodes_skip_special" : "prefix_decodes";
+      if (!CheckPrefixes(*tokenizer_, ids, PrefixDecodes(c[key]), skip) && ++failures > 10) {
+        return;
+      }
+    }
   }
 }
 
