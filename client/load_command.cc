@@ -66,7 +66,14 @@ ABSL_FLAG(bool, honor_eos, false,
           "Synthetic load: stop at the end-of-text token (by default it is ignored, so that "
           "output lengths are what --output_tokens asks)");
 ABSL_FLAG(int32_t, sessions, 0, "Sessions mode: this many sessions at once");
-ABSL_FLAG(int32_t, turns, 4, "Sessions mode: turns per session");
+ABSL_FLAG(int32_t, chat, 0,
+          "Chat mode: this many stateless conversations at once; every turn resends the whole "
+          "history (system prompt, earlier inputs and outputs) and a new input, as OpenAI-style "
+          "clients do (token-id prompts only)");
+ABSL_FLAG(int32_t, system_prompt_tokens, 0,
+          "Sessions and chat modes: a system prompt of this many tokens, the same for every "
+          "conversation, in front of its first input");
+ABSL_FLAG(int32_t, turns, 4, "Sessions and chat modes: turns per conversation");
 ABSL_FLAG(double, think_time_ms, 0, "Sessions mode: pause between a session's turns");
 ABSL_FLAG(bool, allow_remote, false, "Allow a non-loopback --addr");
 ABSL_FLAG(std::string, slo, "ttft_ms:500,tpot_ms:50",
@@ -112,11 +119,17 @@ absl::StatusOr<LoadConfig> ConfigFromFlags() {
   const int32_t concurrency = absl::GetFlag(FLAGS_concurrency);
   const double rate = absl::GetFlag(FLAGS_rate);
   const int32_t sessions = absl::GetFlag(FLAGS_sessions);
+  const int32_t chat = absl::GetFlag(FLAGS_chat);
   MAMBA_ASSIGN_OR_RETURN(c.sweep, load::ParseSweep(absl::GetFlag(FLAGS_sweep)));
   using Kind = load::SweepSpec::Kind;
   const Kind sweep = c.sweep.kind;
-  if (rate < 0 || concurrency < 0 || sessions < 0) {
-    return UsageError("--rate, --concurrency and --sessions must be >= 0");
+  if (rate < 0 || concurrency < 0 || sessions < 0 || chat < 0) {
+    return UsageError("--rate, --concurrency, --sessions and --chat must be >= 0");
+  }
+  if (chat > 0 && (sessions > 0 || rate > 0 || concurrency > 0 || sweep != Kind::kNone)) {
+    return UsageError(
+        "chat mode (--chat) runs its conversations alone: no --sessions, --rate, --concurrency "
+        "or --sweep");
   }
   if (sweep == Kind::kConcurrency && concurrency > 0) {
     return UsageError("set --concurrency or --sweep=concurrency:..., not both");
@@ -135,13 +148,24 @@ absl::StatusOr<LoadConfig> ConfigFromFlags() {
   }
 
   RunPlan& p = c.base;
-  p.mode = sessions_mode ? RunPlan::Mode::kSessions
-                         : (open ? RunPlan::Mode::kOpen : RunPlan::Mode::kClosed);
+  p.mode = chat > 0         ? RunPlan::Mode::kChat
+           : sessions_mode ? RunPlan::Mode::kSessions
+                           : (open ? RunPlan::Mode::kOpen : RunPlan::Mode::kClosed);
   p.concurrency = p.mode == RunPlan::Mode::kClosed ? std::max(concurrency, 1) : concurrency;
   p.rate = rate;
   p.burstiness = absl::GetFlag(FLAGS_burstiness);
-  p.sessions = sessions;
+  p.sessions = chat > 0 ? chat : sessions;
   p.turns = absl::GetFlag(FLAGS_turns);
+  const int32_t system_tokens = absl::GetFlag(FLAGS_system_prompt_tokens);
+  if (system_tokens < 0 || system_tokens > (1 << 20)) {
+    return UsageError(absl::StrCat("--system_prompt_tokens=", system_tokens,
+                                   " is out of range; allowed: 0 to 1048576"));
+  }
+  if (system_tokens > 0 && p.mode != RunPlan::Mode::kSessions && p.mode != RunPlan::Mode::kChat) {
+    return UsageError("--system_prompt_tokens applies to sessions and chat modes only");
+  }
+  // Made once the vocabulary is known (ConfigFromFlags runs before the server is asked).
+  p.system_prompt.assign(static_cast<size_t>(system_tokens), 0);
   const double think_ms = absl::GetFlag(FLAGS_think_time_ms);
   if (!(think_ms >= 0) || !std::isfinite(think_ms)) {
     return UsageError(absl::StrCat("--think_time_ms=", think_ms, " is out of range; allowed: >= 0"));
@@ -229,15 +253,24 @@ absl::StatusOr<LoadConfig> ConfigFromFlags() {
   c.json_out = absl::GetFlag(FLAGS_json_out);
   c.csv = absl::GetFlag(FLAGS_csv);
 
+  if ((p.mode == RunPlan::Mode::kChat || !p.system_prompt.empty()) &&
+      w.source != load::WorkloadOptions::PromptSource::kTokenIds) {
+    return UsageError(
+        "chat mode and --system_prompt_tokens build token-id inputs; drop --prompts and "
+        "--prompt_text");
+  }
   const char* source_name = w.source == load::WorkloadOptions::PromptSource::kFile ? "file"
                             : w.source == load::WorkloadOptions::PromptSource::kWords
                                 ? "words"
                                 : "token_ids";
   c.config_json = {
       {"addr", absl::GetFlag(FLAGS_addr)},
-      {"mode", p.mode == RunPlan::Mode::kClosed ? "closed"
-               : p.mode == RunPlan::Mode::kOpen ? "open"
-                                                : "sessions"},
+      {"mode", p.mode == RunPlan::Mode::kClosed   ? "closed"
+               : p.mode == RunPlan::Mode::kOpen   ? "open"
+               : p.mode == RunPlan::Mode::kChat   ? "chat"
+                                                  : "sessions"},
+      {"chat", chat},
+      {"system_prompt_tokens", system_tokens},
       {"concurrency", concurrency},
       {"rate", rate},
       {"burstiness", p.burstiness},
@@ -287,12 +320,18 @@ std::vector<std::pair<load::PointSetup, RunPlan>> Points(const LoadConfig& c) {
         s.mode = "sessions";
         s.label = absl::StrCat("sessions=", plan.sessions);
         break;
+      case RunPlan::Mode::kChat:
+        s.mode = "chat";
+        s.label = absl::StrCat("chat=", plan.sessions);
+        break;
     }
     s.concurrency = plan.concurrency;
     s.rate = plan.rate;
     s.burstiness = plan.burstiness;
     s.sessions = plan.sessions;
-    s.turns = plan.mode == RunPlan::Mode::kSessions ? plan.turns : 0;
+    const bool conversations =
+        plan.mode == RunPlan::Mode::kSessions || plan.mode == RunPlan::Mode::kChat;
+    s.turns = conversations ? plan.turns : 0;
     s.think_time_ms = absl::ToDoubleMilliseconds(plan.think_time);
     points.emplace_back(s, plan);
   };
@@ -389,7 +428,7 @@ absl::StatusOr<load::PhaseResult> RunWithProgress(const std::string& label, cons
   std::unique_ptr<ProgressLine> progress;
   if (isatty(STDERR_FILENO)) {
     int64_t total = plan.max_requests;
-    if (plan.mode == RunPlan::Mode::kSessions) {
+    if (plan.mode == RunPlan::Mode::kSessions || plan.mode == RunPlan::Mode::kChat) {
       const int64_t all = static_cast<int64_t>(plan.sessions) * plan.turns;
       total = total > 0 ? std::min(total, all) : all;
     }
@@ -467,6 +506,13 @@ int RunLoad(const Args& args) {
   w.vocab_size = info.tokenizer_vocab_size() > 0
                      ? std::min(info.vocab_size(), info.tokenizer_vocab_size())
                      : info.vocab_size();
+  if (!config.base.system_prompt.empty()) {
+    // One system prompt for every conversation, from the workload seed.
+    std::mt19937_64 rng(w.seed ^ 0x5f3759dfULL);
+    for (int32_t& id : config.base.system_prompt) {
+      id = static_cast<int32_t>(rng() % static_cast<uint64_t>(std::max(w.vocab_size, 1)));
+    }
+  }
   if (w.source == load::WorkloadOptions::PromptSource::kWords) {
     absl::StatusOr<double> ratio = TokensPerWord(*models, w.seed);
     if (!ratio.ok()) return ReportFailure(grpc::Status(grpc::StatusCode::UNAVAILABLE,

@@ -119,14 +119,19 @@ class AsyncCall {
   }
 };
 
-// One session's life in sessions mode: create (with a client-chosen id), `turns` generations in
-// sequence, close. Owns itself; holds one of the phase's pending units until it is done.
+// One conversation's life. Sessions mode: create (with a client-chosen id), `turns` generations
+// in sequence, close. Chat mode (stateless): `turns` generations, each resending the history.
+// Owns itself; holds one of the phase's pending units until it is done.
 class SessionRun final : public AsyncCall {
  public:
-  SessionRun(Phase* phase, int index) : phase_(phase), index_(index) {}
+  SessionRun(Phase* phase, int index, bool stateless)
+      : phase_(phase), index_(index), stateless_(stateless) {}
   void Start();
-  // A turn's stream ended with `code`.
-  void OnTurnDone(grpc::StatusCode code);
+  // Turns the workload's next input into this turn's request: the system prompt in front of the
+  // first input; in chat mode also the whole history before it.
+  void PrepareTurn(v1::GenerateRequest* request);
+  // A turn's stream ended with `code` after streaming `output`.
+  void OnTurnDone(grpc::StatusCode code, const std::vector<int32_t>& output);
   void NextTurn();
   void Proceed(int op, bool ok) override;
 
@@ -138,9 +143,12 @@ class SessionRun final : public AsyncCall {
 
   Phase* phase_;
   int index_;
+  const bool stateless_;
   std::string requested_id_;
   std::string id_;
   int32_t turn_ = 0;
+  std::vector<int32_t> history_;     // chat: every input and output so far, system prompt first
+  std::vector<int32_t> last_input_;  // chat: the new input of the turn in flight
   std::unique_ptr<grpc::ClientContext> context_;
   grpc::Status status_;
   v1::CreateSessionRequest create_request_;
@@ -200,7 +208,7 @@ class Phase {
   void Launch(SessionRun* owner, const std::string& session_id, int32_t turn, int channel);
   // A stream ended: records it and starts what follows (the next request of a closed loop, a
   // queued arrival, the session's next turn), then releases the stream's unit.
-  void RequestDone(RequestRecord record, SessionRun* owner);
+  void RequestDone(RequestRecord record, SessionRun* owner, const std::vector<int32_t>& output);
   void SessionCreated(bool ok, const std::string& code, bool id_adopted);
   void SessionClosed(bool ok, const std::string& code);
   void ReleasePending();
@@ -253,6 +261,7 @@ class GenerateCall final : public AsyncCall {
   void Start(v1::Generation::Stub* stub, grpc::CompletionQueue* queue, Workload& workload,
              const std::string& session_id) {
     workload.Next(&request_);
+    if (owner_ != nullptr) owner_->PrepareTurn(&request_);
     if (!session_id.empty()) request_.set_session_id(session_id);
     record_.itl_s.reserve(static_cast<size_t>(std::max(request_.stopping().max_tokens(), 1)));
     context_ = phase_->NewContext(session_id);
@@ -287,6 +296,9 @@ class GenerateCall final : public AsyncCall {
     if (k > 0) {
       RecordTokenArrival(&record_, now, k);
       phase_->AddTokens(k);
+      if (owner_ != nullptr) {
+        output_.insert(output_.end(), response_.token_ids().begin(), response_.token_ids().end());
+      }
     }
     if (response_.finish_reason() != v1::FINISH_REASON_UNSPECIFIED) {
       record_.finished = true;
@@ -304,8 +316,9 @@ class GenerateCall final : public AsyncCall {
     Phase* phase = phase_;
     SessionRun* owner = owner_;
     RequestRecord record = std::move(record_);
+    std::vector<int32_t> output = std::move(output_);
     delete this;
-    phase->RequestDone(std::move(record), owner);
+    phase->RequestDone(std::move(record), owner, output);
   }
 
   Phase* phase_;
@@ -316,6 +329,7 @@ class GenerateCall final : public AsyncCall {
   std::unique_ptr<grpc::ClientAsyncReader<v1::GenerateResponse>> reader_;
   grpc::Status status_;
   RequestRecord record_;
+  std::vector<int32_t> output_;  // a conversation's turn: the tokens streamed back
 };
 
 bool Phase::ReserveRequest() {
@@ -339,7 +353,8 @@ void Phase::Launch(SessionRun* owner, const std::string& session_id, int32_t tur
   if (live_ != nullptr) live_->sent.fetch_add(1, std::memory_order_relaxed);
 }
 
-void Phase::RequestDone(RequestRecord record, SessionRun* owner) {
+void Phase::RequestDone(RequestRecord record, SessionRun* owner,
+                        const std::vector<int32_t>& output) {
   const bool ok = record.Succeeded();
   const auto code = static_cast<grpc::StatusCode>(record.status_code);
   bool launch_next = false;
@@ -365,7 +380,7 @@ void Phase::RequestDone(RequestRecord record, SessionRun* owner) {
     live_->done.fetch_add(1, std::memory_order_relaxed);
   }
   if (launch_next) Launch(nullptr, "", -1, -1);
-  if (owner != nullptr) owner->OnTurnDone(code);
+  if (owner != nullptr) owner->OnTurnDone(code, output);
   ReleasePending();
 }
 
@@ -462,12 +477,13 @@ PhaseResult Phase::Run() {
       break;
     }
     case RunPlan::Mode::kSessions:
+    case RunPlan::Mode::kChat:
       for (int32_t i = 0; i < plan_.sessions; ++i) {
         {
           std::lock_guard<std::mutex> lock(mu_);
-          ++pending_;  // the session's unit
+          ++pending_;  // the conversation's unit
         }
-        (new SessionRun(this, i))->Start();
+        (new SessionRun(this, i, plan_.mode == RunPlan::Mode::kChat))->Start();
       }
       break;
   }
@@ -494,6 +510,11 @@ PhaseResult Phase::Run() {
 }
 
 void SessionRun::Start() {
+  if (stateless_) {
+    history_ = phase_->plan().system_prompt;
+    NextTurn();
+    return;
+  }
   requested_id_ = RandomSessionId();
   create_request_.set_session_id(requested_id_);
   context_ = phase_->NewContext(requested_id_);
@@ -535,8 +556,30 @@ void SessionRun::NextTurn() {
   Close();
 }
 
-void SessionRun::OnTurnDone(grpc::StatusCode code) {
-  if (code == grpc::StatusCode::NOT_FOUND) {
+void SessionRun::PrepareTurn(v1::GenerateRequest* request) {
+  const std::vector<int32_t>& system = phase_->plan().system_prompt;
+  if (!request->has_token_ids()) return;  // text inputs (validated out of chat mode)
+  auto* ids = request->mutable_token_ids()->mutable_ids();
+  if (stateless_) {
+    last_input_.assign(ids->begin(), ids->end());
+    std::vector<int32_t> all = history_;
+    all.insert(all.end(), last_input_.begin(), last_input_.end());
+    ids->Assign(all.begin(), all.end());
+    // The end of the shared system prompt, so that every conversation's first turn resumes there.
+    if (!system.empty()) request->add_cache_checkpoints(static_cast<uint32_t>(system.size()));
+  } else if (turn_ == 1 && !system.empty()) {  // turn_ already counts the turn in flight
+    ids->Add(system.begin(), system.end());
+    std::rotate(ids->begin(), ids->end() - static_cast<std::ptrdiff_t>(system.size()), ids->end());
+  }
+}
+
+void SessionRun::OnTurnDone(grpc::StatusCode code, const std::vector<int32_t>& output) {
+  if (stateless_) {
+    if (code == grpc::StatusCode::OK) {
+      history_.insert(history_.end(), last_input_.begin(), last_input_.end());
+      history_.insert(history_.end(), output.begin(), output.end());
+    }
+  } else if (code == grpc::StatusCode::NOT_FOUND) {
     // The session is gone (expired or evicted): nothing left to continue or to close.
     Finish();
     return;
@@ -550,6 +593,10 @@ void SessionRun::OnTurnDone(grpc::StatusCode code) {
 }
 
 void SessionRun::Close() {
+  if (stateless_) {
+    Finish();
+    return;
+  }
   close_request_.set_session_id(id_);
   context_ = phase_->NewContext(id_);
   close_ = phase_->sessions_stub(index_)->PrepareAsyncCloseSession(context_.get(), close_request_,
@@ -653,6 +700,7 @@ absl::Status ValidatePlan(const RunPlan& plan) {
       break;
     }
     case RunPlan::Mode::kSessions:
+    case RunPlan::Mode::kChat:
       if (plan.sessions < 1 || plan.turns < 1) {
         return absl::InvalidArgumentError(
             absl::StrCat("--sessions=", plan.sessions, " --turns=", plan.turns,
@@ -670,7 +718,8 @@ absl::Status ValidatePlan(const RunPlan& plan) {
   if (plan.duration < absl::ZeroDuration()) {
     return absl::InvalidArgumentError("--duration must be >= 0");
   }
-  if (plan.mode != RunPlan::Mode::kSessions && plan.max_requests == 0 &&
+  if (plan.mode != RunPlan::Mode::kSessions && plan.mode != RunPlan::Mode::kChat &&
+      plan.max_requests == 0 &&
       plan.duration == absl::ZeroDuration()) {
     return absl::InvalidArgumentError(
         "the load needs a bound: set --requests=N and/or --duration=SECONDS (sessions mode is "

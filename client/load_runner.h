@@ -29,6 +29,9 @@ struct RunPlan {
                 // `concurrency` in flight when it is > 0 (later arrivals wait for a free place)
     kSessions,  // `sessions` sessions at once, each `turns` turns in sequence with
                 // `think_time` between them, then closed
+    kChat,      // `sessions` stateless conversations at once: each of `turns` turns resends
+                // the whole history (system prompt, earlier inputs and outputs) plus its new
+                // input, as OpenAI-style chat clients do
   };
   Mode mode = Mode::kClosed;
   int32_t concurrency = 1;
@@ -37,6 +40,9 @@ struct RunPlan {
   int32_t sessions = 0;
   int32_t turns = 1;
   absl::Duration think_time = absl::ZeroDuration();
+  // Sessions and chat: token ids in front of every conversation's first input (a system prompt
+  // shared by all of them). Chat marks its end for the server's prefix cache.
+  std::vector<int32_t> system_prompt;
   // Bounds: no request starts after `max_requests` have started (0 = no bound) or once
   // `duration` has passed since the phase began (zero = no bound). Started requests finish.
   int64_t max_requests = 0;

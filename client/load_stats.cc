@@ -191,6 +191,12 @@ PointReport BuildPointReport(const PointSetup& setup, std::vector<RequestRecord>
       if (rec.turn == 0) cold.push_back(t);
       if (rec.turn > 0) warm.push_back(t);
     }
+    if (rec.turn > 0) {
+      ++r.warm_turns;
+      r.warm_prefill_tokens += rec.usage_prompt_tokens;
+      r.warm_cached_tokens += static_cast<double>(rec.usage_cached_tokens);
+      if (rec.usage_cached_tokens > 0) r.warm_hit_rate += 1;
+    }
     if (rec.tokens_received > 1) {
       tpot.push_back((rec.end_s - rec.first_token_s) /
                      static_cast<double>(rec.tokens_received - 1));
@@ -208,6 +214,10 @@ PointReport BuildPointReport(const PointSetup& setup, std::vector<RequestRecord>
   r.e2e_ms = summarize_ms(e2e);
   r.cold_ttft_ms = summarize_ms(cold);
   r.warm_ttft_ms = summarize_ms(warm);
+  const double warm_turns = static_cast<double>(r.warm_turns);
+  r.warm_prefill_tokens = Safe(r.warm_prefill_tokens, warm_turns);
+  r.warm_cached_tokens = Safe(r.warm_cached_tokens, warm_turns);
+  r.warm_hit_rate = Safe(r.warm_hit_rate, warm_turns);
   for (double& v : itl) v *= 1e3;
   r.itl_ms = Summarize(itl);
   r.request_throughput = Safe(static_cast<double>(r.succeeded), r.duration_s);
@@ -226,6 +236,7 @@ std::string RenderText(const PointReport& r) {
   std::string out;
   const char* mode_name = s.mode == "open"       ? "open loop"
                           : s.mode == "sessions" ? "sessions"
+                          : s.mode == "chat"     ? "stateless chat"
                                                  : "closed loop";
   absl::StrAppend(&out, "== mamba-client load: ", s.label, " (", mode_name, ") ==\n");
   absl::StrAppend(&out, absl::StrFormat("Requests:                sent %d, succeeded %d, failed %d",
@@ -267,9 +278,21 @@ std::string RenderText(const PointReport& r) {
                                         "p50", "p90", "p95", "p99", "max", "n"));
   absl::StrAppend(&out, LatencyRow("TTFT", r.ttft_ms), LatencyRow("ITL", r.itl_ms),
                   LatencyRow("TPOT", r.tpot_ms), LatencyRow("E2E", r.e2e_ms));
-  if (s.mode == "sessions") {
+  if (s.mode == "sessions" || s.mode == "chat") {
     absl::StrAppend(&out, LatencyRow("cold TTFT", r.cold_ttft_ms),
                     LatencyRow("warm TTFT", r.warm_ttft_ms));
+    absl::StrAppend(&out, absl::StrFormat(
+                              "Warm turns:              %d; per turn: prefilled %.1f tokens, "
+                              "reused %.1f tokens; %.1f%% reused a state\n",
+                              r.warm_turns, r.warm_prefill_tokens, r.warm_cached_tokens,
+                              100.0 * r.warm_hit_rate));
+  }
+  if (s.mode == "chat") {
+    absl::StrAppend(&out, absl::StrFormat("Conversations:           %d x %d turns (think %g ms), "
+                                          "stateless\n",
+                                          s.sessions, s.turns, s.think_time_ms));
+  }
+  if (s.mode == "sessions") {
     const PhaseMeasurements& m = r.measured;
     absl::StrAppend(&out, absl::StrFormat(
                               "Sessions:                %d x %d turns (think %g ms): created %d, "
@@ -367,6 +390,14 @@ json PointJson(const PointReport& r) {
                       {"good_requests", r.good_requests},
                       {"goodput", r.goodput}};
   }
+  if (s.mode == "sessions" || s.mode == "chat") {
+    out["turns"] = {{"cold_ttft_ms", DistributionJson(r.cold_ttft_ms)},
+                    {"warm_ttft_ms", DistributionJson(r.warm_ttft_ms)},
+                    {"warm_turns", r.warm_turns},
+                    {"warm_prefill_tokens", r.warm_prefill_tokens},
+                    {"warm_cached_tokens", r.warm_cached_tokens},
+                    {"warm_hit_rate", r.warm_hit_rate}};
+  }
   if (s.mode == "sessions") {
     out["sessions"] = {{"created", m.sessions_created},
                        {"closed", m.sessions_closed},
@@ -421,7 +452,8 @@ std::string CsvHeader() {
   for (const char* d : kDistributionNames) {
     for (const char* s : kStatNames) columns.push_back(absl::StrCat(d, "_", s));
   }
-  for (const char* c : {"slo", "good_requests", "goodput", "resumed_tokens",
+  for (const char* c : {"slo", "good_requests", "goodput", "resumed_tokens", "warm_turns",
+                        "warm_prefill_tokens", "warm_cached_tokens", "warm_hit_rate",
                         "cpu_us_per_token", "max_in_flight", "channels"}) {
     columns.push_back(c);
   }
@@ -459,6 +491,10 @@ std::string CsvRow(const PointReport& r) {
   row.push_back(absl::StrCat(r.good_requests));
   row.push_back(r.slo.empty() ? "" : Csv(r.goodput));
   row.push_back(absl::StrCat(r.resumed_tokens));
+  row.push_back(absl::StrCat(r.warm_turns));
+  row.push_back(Csv(r.warm_prefill_tokens));
+  row.push_back(Csv(r.warm_cached_tokens));
+  row.push_back(Csv(r.warm_hit_rate));
   row.push_back(Csv(r.cpu_us_per_token));
   row.push_back(absl::StrCat(r.measured.max_in_flight));
   row.push_back(absl::StrCat(r.measured.channels));

@@ -77,11 +77,11 @@ bool MeetsSlo(const RequestRecord& r, const Slo& slo);
 // How a point loaded the server.
 struct PointSetup {
   std::string label;      // "concurrency=16", "rate=4", "sessions=8"
-  std::string mode;       // closed | open | sessions
+  std::string mode;       // closed | open | sessions | chat
   int32_t concurrency = 0;  // closed loop; the cap of an open loop (0 = none)
   double rate = 0;          // open loop: target requests/s
   double burstiness = 1;
-  int32_t sessions = 0;     // sessions mode
+  int32_t sessions = 0;     // sessions mode; conversations in chat mode
   int32_t turns = 0;
   double think_time_ms = 0;
 };
@@ -121,9 +121,13 @@ struct PointReport {
   Slo slo;
   int64_t good_requests = 0;
   double goodput = 0;                  // good requests / duration
-  // Sessions mode.
+  // Sessions and chat modes (a warm turn is any turn after a conversation's first).
   Distribution cold_ttft_ms, warm_ttft_ms;
   int64_t resumed_tokens = 0;          // sum of usage.cached_tokens of succeeded requests
+  int64_t warm_turns = 0;              // succeeded warm turns
+  double warm_prefill_tokens = 0;      // mean usage.prompt_tokens of a warm turn (prefilled)
+  double warm_cached_tokens = 0;       // mean usage.cached_tokens of a warm turn (reused)
+  double warm_hit_rate = 0;            // share of warm turns that reused a state (cached > 0)
   PhaseMeasurements measured;
   double cpu_us_per_token = 0;         // (user + system CPU) / tokens received
 };

@@ -52,6 +52,9 @@ absl::Status ValidateTokens(const std::vector<int32_t>& tokens, int32_t vocab, c
   return absl::OkStatus();
 }
 
+// Marked cache offsets one request may carry (a chat of this many messages marks each boundary).
+constexpr size_t kMaxCacheCheckpoints = 256;
+
 // The engine's boundary: after this, a request is valid by construction.
 absl::Status ValidateRequest(const GenerationRequest& r, int32_t vocab) {
   if (r.prompt.empty()) {
@@ -59,6 +62,19 @@ absl::Status ValidateRequest(const GenerationRequest& r, int32_t vocab) {
   }
   MAMBA_RETURN_IF_ERROR(ValidateTokens(r.prompt, vocab, "prompt"));
   MAMBA_RETURN_IF_ERROR(ValidateTokens(r.session_start, vocab, "session_start"));
+  if (r.cache_checkpoints.size() > kMaxCacheCheckpoints) {
+    return absl::InvalidArgumentError(absl::StrCat("cache_checkpoints has ",
+                                                   r.cache_checkpoints.size(), " offsets; at most ",
+                                                   kMaxCacheCheckpoints, " are allowed"));
+  }
+  for (size_t i = 0; i < r.cache_checkpoints.size(); ++i) {
+    const int32_t at = r.cache_checkpoints[i];
+    if (at < 1 || at > static_cast<int64_t>(r.prompt.size())) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("cache_checkpoints[", i, "] = ", at, " is outside the prompt; allowed: 1 to ",
+                       r.prompt.size(), " (token counts into the prompt)"));
+    }
+  }
   MAMBA_RETURN_IF_ERROR(
       ValidateTokens(r.stopping.stop_token_ids, vocab, "stopping.stop_token_ids"));
   if (r.stopping.max_tokens < 1) {
@@ -184,13 +200,15 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
   engine->sessions_ = std::make_unique<sessions::SessionStore>(options.sessions);
   engine->placement_ = std::make_unique<sessions::StatePlacement>(&backend, engine->sessions_.get(),
                                                                   options.sessions, observer);
+  engine->cache_ = std::make_unique<prefix_cache::PrefixCache>(&backend, engine->placement_.get(),
+                                                               options.prefix_cache);
   scheduler::SchedulerOptions so = options.scheduler;
   so.max_running = std::max(1, std::min(so.max_running, backend.num_slots()));
   so.max_prefill_tokens_per_step = std::max(1, so.max_prefill_tokens_per_step);
   so.max_unread_tokens = std::max(1, so.max_unread_tokens);
   engine->scheduler_ = std::make_unique<scheduler::Scheduler>(
       &backend, engine->tokenizer_.get(), engine->sessions_.get(), engine->placement_.get(), so,
-      observer);
+      observer, engine->cache_.get());
   engine->scheduler_->Start();
   return engine;
 }
@@ -422,13 +440,26 @@ std::string Engine::EncodeExport(const sessions::SessionSnapshot& snapshot) cons
 EngineStats Engine::Stats() const {
   EngineStats stats = scheduler_->Stats();
   const sessions::PlacementStats p = placement_->Stats();
+  const prefix_cache::PrefixCacheStats c = cache_->Stats();
+  // Slots the cache holds are spare capacity (it gives them back on demand): "used" means held by
+  // sessions and requests.
   stats.slots_total = p.slots_total;
-  stats.slots_used = p.slots_used;
-  stats.state_bytes_device = p.slots_used * static_cast<int64_t>(backend_->state_bytes());
+  stats.slots_used = std::max<int64_t>(0, p.slots_used - c.device_entries);
+  stats.state_bytes_device = stats.slots_used * static_cast<int64_t>(backend_->state_bytes());
   stats.state_bytes_host = p.host_bytes;
   stats.evictions_to_host = p.evictions_to_host;
   stats.evictions_dropped = p.evictions_dropped;
   stats.restores_from_host = p.restores_from_host;
+  stats.prefix_cache_lookups = c.lookups;
+  stats.prefix_cache_hits = c.hits;
+  stats.prefix_cache_hit_tokens = c.hit_tokens;
+  stats.prefix_cache_insertions = c.insertions;
+  stats.prefix_cache_evictions_to_host = c.evictions_to_host;
+  stats.prefix_cache_evictions_dropped = c.evictions_dropped;
+  stats.prefix_cache_device_entries = c.device_entries;
+  stats.prefix_cache_device_bytes = c.device_bytes;
+  stats.prefix_cache_host_entries = c.host_entries;
+  stats.prefix_cache_host_bytes = c.host_bytes;
   sessions_->ForEachLocked([&](sessions::Session& s) {
     if (s.where == sessions::Session::Where::kHost) {
       ++stats.sessions_host;

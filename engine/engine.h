@@ -30,6 +30,7 @@
 #include "engine/api/model_info.h"
 #include "engine/api/session_info.h"
 #include "engine/backend/backend.h"
+#include "engine/prefix_cache/prefix_cache_options.h"
 #include "engine/scheduler/scheduler_options.h"
 #include "engine/sessions/session_codec.h"
 #include "engine/sessions/session_options.h"
@@ -37,6 +38,9 @@
 
 namespace mamba {
 
+namespace prefix_cache {
+class PrefixCache;
+}
 namespace scheduler {
 class Scheduler;
 }
@@ -56,6 +60,7 @@ struct EngineOptions {
   backend::BackendOptions backend;  // kind, device, slots, threads, state dtype, ...
   scheduler::SchedulerOptions scheduler;  // batching and queue limits
   sessions::SessionOptions sessions;      // session limits, TTL, host memory for idle states
+  prefix_cache::PrefixCacheOptions prefix_cache;  // states reused by stateless requests
 };
 
 // The special tokens `tokenizer` puts before a text when it adds special tokens (a BOS), found by
@@ -141,6 +146,7 @@ class Engine {
   std::unique_ptr<sessions::SessionKeys> keys_;
   std::unique_ptr<sessions::SessionStore> sessions_;
   std::unique_ptr<sessions::StatePlacement> placement_;
+  std::unique_ptr<prefix_cache::PrefixCache> cache_;  // before the scheduler, after placement
   std::unique_ptr<scheduler::Scheduler> scheduler_;  // declared last: stopped and destroyed first
 };
 

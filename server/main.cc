@@ -79,6 +79,16 @@ ABSL_FLAG(std::string, session_key_file, kEngineDefaults.sessions.key_file,
           "File of session keys, one per line (`openssl rand -hex 32`): the first signs "
           "exported sessions, every one verifies imports. Replicas that exchange sessions share "
           "it; empty = a random key of this process (its exports import only here)");
+ABSL_FLAG(bool, prefix_cache, kEngineDefaults.prefix_cache.enabled,
+          "Reuse states for stateless requests: a request resumes from the longest cached prefix "
+          "of its input (outputs are unchanged)");
+ABSL_FLAG(double, prefix_cache_gb, kEngineDefaults.prefix_cache.device_gb,
+          "State memory (GB) the prefix cache may keep in spare device slots (sessions and "
+          "requests take slots first)");
+ABSL_FLAG(double, prefix_cache_host_gb, kEngineDefaults.prefix_cache.host_gb,
+          "Host memory (GB) for prefix cache entries moved off the device");
+ABSL_FLAG(int32_t, prefix_cache_interval, kEngineDefaults.prefix_cache.interval,
+          "Checkpoint long prompts every this many tokens for the prefix cache (0: none)");
 ABSL_FLAG(int32_t, stream_threads, kServerDefaults.stream_threads,
           "Threads that send generated tokens to clients; 0 = the default (1: measured fastest, "
           "more contend with the scheduler thread)");
@@ -159,7 +169,7 @@ absl::Status FirstError(std::initializer_list<absl::Status> statuses) {
 }
 
 // Far above any machine's memory, far below where a byte count overflows.
-constexpr double kMaxHostStateMemoryGb = 1 << 20;
+constexpr double kMaxHostStateMemoryGb = 1 << 20;  // also the prefix cache's budgets
 
 absl::StatusOr<ServerOptions> OptionsFromFlags() {
   ServerOptions o;
@@ -204,6 +214,11 @@ absl::StatusOr<ServerOptions> OptionsFromFlags() {
   se.host_state_memory_gb = absl::GetFlag(FLAGS_host_state_memory_gb);
   se.tenant_max_sessions = absl::GetFlag(FLAGS_tenant_max_sessions);
   se.key_file = absl::GetFlag(FLAGS_session_key_file);
+  mamba::prefix_cache::PrefixCacheOptions& pc = e.prefix_cache;
+  pc.enabled = absl::GetFlag(FLAGS_prefix_cache);
+  pc.device_gb = absl::GetFlag(FLAGS_prefix_cache_gb);
+  pc.host_gb = absl::GetFlag(FLAGS_prefix_cache_host_gb);
+  pc.interval = absl::GetFlag(FLAGS_prefix_cache_interval);
 
   absl::Status valid = FirstError({
       OneOf("backend", b.kind, {"auto", "cpu", "cuda"}),
@@ -229,6 +244,7 @@ absl::StatusOr<ServerOptions> OptionsFromFlags() {
       AtLeast("max_receive_message_bytes", o.max_receive_message_bytes, 1024),
       AtLeast("tenant_max_sessions", se.tenant_max_sessions, 0),
       AtLeast("tenant_max_running", sc.tenant_max_running, 0),
+      AtLeast("prefix_cache_interval", pc.interval, 0),
       mamba::server::CheckTlsFileCombination(o.tls),
   });
   if (!valid.ok()) return valid;
@@ -238,10 +254,14 @@ absl::StatusOr<ServerOptions> OptionsFromFlags() {
   }
   // Written as negated ranges so that NaN is refused too; inf and 1e300 are out of range, not a
   // budget that overflows into a negative one.
-  if (!(se.host_state_memory_gb >= 0.0 && se.host_state_memory_gb <= kMaxHostStateMemoryGb)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--host_state_memory_gb=", se.host_state_memory_gb, " is out of range; allowed: 0 to ",
-        static_cast<int64_t>(kMaxHostStateMemoryGb), " (GB)"));
+  for (const auto& [flag, gb] : {std::pair{"host_state_memory_gb", se.host_state_memory_gb},
+                                  std::pair{"prefix_cache_gb", pc.device_gb},
+                                  std::pair{"prefix_cache_host_gb", pc.host_gb}}) {
+    if (!(gb >= 0.0 && gb <= kMaxHostStateMemoryGb)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--", flag, "=", gb, " is out of range; allowed: 0 to ",
+                       static_cast<int64_t>(kMaxHostStateMemoryGb), " (GB)"));
+    }
   }
   if (o.port > 65535 || o.metrics_port > 65535) {
     return absl::InvalidArgumentError("ports must be at most 65535");

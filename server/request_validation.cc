@@ -225,6 +225,19 @@ absl::StatusOr<GenerationRequest> ToGenerationRequest(const v1::GenerateRequest&
   if (!tokens.ok()) return tokens.status();
   out.prompt = *std::move(tokens);
   if (text && !out.session_id.empty()) out.session_start = model.text_prefix_tokens;
+  if (request.cache_checkpoints_size() > kMaxCacheCheckpoints) {
+    return Invalid(absl::StrCat("cache_checkpoints has ", request.cache_checkpoints_size(),
+                                " offsets; at most ", kMaxCacheCheckpoints, " are allowed"));
+  }
+  for (int i = 0; i < request.cache_checkpoints_size(); ++i) {
+    const uint32_t at = request.cache_checkpoints(i);
+    if (at < 1 || at > out.prompt.size()) {
+      return Invalid(absl::StrCat("cache_checkpoints[", i, "] = ", at,
+                                  " is outside the input; allowed: 1 to ", out.prompt.size(),
+                                  " (offsets in tokens)"));
+    }
+    out.cache_checkpoints.push_back(static_cast<int32_t>(at));
+  }
 
   ConvertSampling(request.sampling(), &out.sampling);
   out.sampling.seed = request.sampling().has_seed() ? request.sampling().seed() : default_seed;

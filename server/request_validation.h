@@ -48,6 +48,9 @@ struct ModelLimits {
 // letter to one ASCII byte): the byte bound on a prompt allows for this factor.
 inline constexpr int64_t kNormalizationShrink = 4;
 
+// Marked prefix-cache offsets one Generate may carry (GenerateRequest.cache_checkpoints).
+inline constexpr int kMaxCacheCheckpoints = 256;
+
 // The most bytes of text that can encode to `max_tokens` tokens or fewer: text longer than this
 // is refused before it is tokenized.
 int64_t MaxPromptTextBytes(int32_t max_tokens, const ModelLimits& model);

@@ -12,7 +12,7 @@ struct EngineStats {
   int64_t sessions_device = 0;
   int64_t sessions_host = 0;
   int64_t slots_total = 0;
-  int64_t slots_used = 0;
+  int64_t slots_used = 0;  // by sessions and requests; the prefix cache's are counted below
   int64_t state_bytes_device = 0;
   int64_t state_bytes_host = 0;
   int64_t evictions_to_host = 0;
@@ -22,6 +22,17 @@ struct EngineStats {
   int64_t prompt_tokens = 0;
   int64_t generated_tokens = 0;
   int64_t steps = 0;
+  // The prefix state cache (prefix_cache::PrefixCacheStats).
+  int64_t prefix_cache_lookups = 0;
+  int64_t prefix_cache_hits = 0;
+  int64_t prefix_cache_hit_tokens = 0;
+  int64_t prefix_cache_insertions = 0;
+  int64_t prefix_cache_evictions_to_host = 0;
+  int64_t prefix_cache_evictions_dropped = 0;
+  int64_t prefix_cache_device_entries = 0;
+  int64_t prefix_cache_device_bytes = 0;
+  int64_t prefix_cache_host_entries = 0;
+  int64_t prefix_cache_host_bytes = 0;
 };
 
 }  // namespace mamba

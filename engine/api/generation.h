@@ -27,6 +27,10 @@ struct GenerationRequest {
   // no tokens yet): the specials a tokenizer's post-processor puts before a text (a BOS), which
   // later turns must not repeat. Ignored without a session (such a prompt carries its own).
   std::vector<int32_t> session_start;
+  // Prompt offsets (token counts, 1..prompt size) after which the prefix cache should keep the
+  // state, besides its own checkpoints: message boundaries, so that a shared system prompt hits
+  // exactly. Stateless requests only.
+  std::vector<int32_t> cache_checkpoints;
   sampling::SamplingParams sampling;
   StoppingCriteria stopping;
   int32_t logprobs = -1;  // -1: none; 0..20: chosen token plus that many top
@@ -42,9 +46,12 @@ struct TokenLogprobs {
 };
 
 struct Usage {
-  int32_t prompt_tokens = 0;     // new tokens processed for this request
+  // Input tokens prefilled for this request (a stateless request's input minus cached_tokens).
+  int32_t prompt_tokens = 0;
   int32_t generated_tokens = 0;  // tokens streamed
-  int64_t cached_tokens = 0;     // tokens already held in the session's state before this request
+  // Tokens already held in a state before this request: the session's, or the cached prefix a
+  // stateless request resumed from.
+  int64_t cached_tokens = 0;
 };
 
 struct GenerationTiming {

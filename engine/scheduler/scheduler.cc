@@ -11,6 +11,13 @@
 namespace mamba::scheduler {
 namespace {
 
+// Prompt tokens a "prompt but its last token" checkpoint must save a repeat. Every repeated
+// prompt of two tokens or more hits (the contract users see: resend a prompt, pay one token),
+// at the price of one more step for the request that makes the entry (its last token is fed
+// alone, after the copy); the scheduler runs that token with the step's decode batch, so the
+// price is one decode step of latency, not a step of its own.
+constexpr int64_t kMinRepeatSaving = 1;
+
 bool Contains(const std::vector<int32_t>& v, int32_t x) {
   return std::find(v.begin(), v.end(), x) != v.end();
 }
@@ -19,13 +26,15 @@ bool Contains(const std::vector<int32_t>& v, int32_t x) {
 
 Scheduler::Scheduler(backend::Backend* backend, const tokenizer::Tokenizer* tokenizer,
                      sessions::SessionStore* sessions, sessions::StatePlacement* placement,
-                     const SchedulerOptions& options, EngineObserver* observer)
+                     const SchedulerOptions& options, EngineObserver* observer,
+                     prefix_cache::PrefixCache* cache)
     : backend_(backend),
       tokenizer_(tokenizer),
       sessions_(sessions),
       placement_(placement),
       options_(options),
       observer_(observer),
+      cache_(cache != nullptr && cache->enabled() ? cache : nullptr),
       eos_id_(tokenizer->eos_id()) {}
 
 Scheduler::~Scheduler() { Stop(); }
@@ -165,6 +174,7 @@ void Scheduler::Admit(absl::Time now) {
 
 bool Scheduler::TryBind(ScheduledRequest& r, absl::Status* error) {
   const std::vector<int32_t>& prompt = r.request.prompt;
+  size_t reused = 0;  // prompt tokens a prefix cache hit holds already
   if (r.session != nullptr) {
     sessions::Session& s = *r.session;
     absl::StatusOr<std::optional<int32_t>> slot = placement_->BindToSlot(s);
@@ -178,6 +188,42 @@ bool Scheduler::TryBind(ScheduledRequest& r, absl::Status* error) {
     s.pending.clear();
     r.cached_tokens = s.tokens;
     r.slot = **slot;
+  } else if (cache_ != nullptr && r.generate) {
+    // Stateless: resume from the longest cached prefix of the prompt, leaving at least its last
+    // token to prefill (it produces the first logits). The hit stays pinned until copied.
+    std::optional<prefix_cache::PrefixCache::Hit> hit;
+    if (prompt.size() > 1) {
+      hit = cache_->Lookup(r.request.tenant, prompt, static_cast<int64_t>(prompt.size()) - 1);
+    }
+    std::optional<int32_t> slot;
+    if (hit) {
+      slot = placement_->AcquireSlot();
+      if (!slot) {
+        cache_->Unpin(*hit);
+        return false;
+      }
+      const absl::Status st = cache_->Restore(*hit, *slot);
+      if (!st.ok()) {
+        placement_->ReleaseSlot(*slot);
+        *error = st;
+        return true;
+      }
+      reused = static_cast<size_t>(hit->length);
+    } else {
+      absl::StatusOr<std::optional<int32_t>> zeroed = placement_->AcquireZeroedSlot();
+      if (zeroed.ok() && !zeroed->has_value()) return false;
+      if (!zeroed.ok()) {
+        *error = zeroed.status();
+        return true;
+      }
+      slot = **zeroed;
+    }
+    cache_->CountLookup();
+    r.slot = *slot;
+    r.cached = true;
+    r.cached_tokens = static_cast<int64_t>(reused);
+    r.state_tokens.assign(prompt.begin(), prompt.begin() + static_cast<std::ptrdiff_t>(reused));
+    PlanCheckpoints(r);
   } else {
     absl::StatusOr<std::optional<int32_t>> slot = placement_->AcquireZeroedSlot();
     if (slot.ok() && !slot->has_value()) return false;
@@ -187,17 +233,51 @@ bool Scheduler::TryBind(ScheduledRequest& r, absl::Status* error) {
     }
     r.slot = **slot;
   }
-  r.feed.insert(r.feed.end(), prompt.begin(), prompt.end());
+  r.feed.insert(r.feed.end(), prompt.begin() + static_cast<std::ptrdiff_t>(reused), prompt.end());
   r.history = prompt;
-  if (r.cached_tokens > 0) {
+  if (r.session != nullptr && r.cached_tokens > 0) {
     resumed_tokens_.fetch_add(r.cached_tokens, std::memory_order_relaxed);
     if (observer_ != nullptr) observer_->OnResumedTokens(r.cached_tokens);
   }
   if (r.generate) {
+    // Generated text continues the text before it (the prompt; a session's earlier turns), as
+    // vLLM and TGI decode it: the first generated word keeps its leading space with tokenizers
+    // that strip one at the start of a text (SentencePiece-converted ones).
     r.decoder.emplace(tokenizer_, /*skip_special_tokens=*/true);
+    if (r.session != nullptr && r.cached_tokens > 0) r.decoder->AssumeTextBefore();
+    // The ids were validated at Submit; a failure would only cost the context.
+    (void)r.decoder->AddContext(r.session != nullptr ? absl::MakeConstSpan(r.feed)
+                                                     : absl::MakeConstSpan(prompt));
     r.stops.emplace(r.request.stopping.stop_strings);
   }
   return true;
+}
+
+void Scheduler::PlanCheckpoints(ScheduledRequest& r) {
+  const std::vector<int32_t>& prompt = r.request.prompt;
+  const int64_t n = static_cast<int64_t>(prompt.size());
+  const int64_t from = r.cached_tokens;
+  std::vector<int64_t> points;
+  // The prompt but its last token (a repeated prompt then prefills one token), intervals inside
+  // long prompts, and the offsets the caller marked (message boundaries).
+  if (n - 1 - from >= kMinRepeatSaving) points.push_back(n - 1);
+  if (cache_->interval() > 0) {
+    for (int64_t p = cache_->interval(); p < n - 1; p += cache_->interval()) {
+      if (p > from) points.push_back(p);
+    }
+  }
+  for (int32_t mark : r.request.cache_checkpoints) {
+    if (mark > from && mark <= n) points.push_back(mark);
+  }
+  std::sort(points.begin(), points.end());
+  points.erase(std::unique(points.begin(), points.end()), points.end());
+  for (int64_t p : points) {
+    if (!cache_->Contains(r.request.tenant,
+                          absl::MakeConstSpan(prompt.data(), static_cast<size_t>(p)))) {
+      r.checkpoints.push_back(p);
+    }
+  }
+  r.next_checkpoint = 0;
 }
 
 void Scheduler::CancelSessionRequest(const sessions::Session* session) {
@@ -248,7 +328,13 @@ void Scheduler::StepOnce() {
     if (budget <= 0) break;
     ScheduledRequest& r = *rp;
     if (r.fed >= r.feed.size()) continue;
-    const int32_t n = std::min<int32_t>(budget, static_cast<int32_t>(r.feed.size() - r.fed));
+    int32_t n = std::min<int32_t>(budget, static_cast<int32_t>(r.feed.size() - r.fed));
+    if (r.next_checkpoint < r.checkpoints.size()) {
+      // End the chunk at the next checkpoint, so that the state after it can be kept.
+      const int64_t position = r.cached_tokens + static_cast<int64_t>(r.fed);
+      n = static_cast<int32_t>(
+          std::min<int64_t>(n, r.checkpoints[r.next_checkpoint] - position));
+    }
     const bool last = r.fed + static_cast<size_t>(n) == r.feed.size();
     add(r, absl::MakeConstSpan(r.feed.data() + r.fed, static_cast<size_t>(n)), last && r.generate);
     budget -= n;
@@ -286,8 +372,18 @@ void Scheduler::StepOnce() {
         FailSequence(r, results_[i].status);  // this sequence alone
         continue;
       }
+      if (r.cached) {
+        r.state_tokens.insert(r.state_tokens.end(), work_[i].tokens.begin(),
+                              work_[i].tokens.end());
+      }
       if (r.fed < r.feed.size()) {  // a prompt chunk
         r.fed += work_[i].tokens.size();
+        if (r.next_checkpoint < r.checkpoints.size() &&
+            r.cached_tokens + static_cast<int64_t>(r.fed) ==
+                r.checkpoints[r.next_checkpoint]) {
+          cache_->Snapshot(r.request.tenant, r.state_tokens, r.slot);
+          ++r.next_checkpoint;
+        }
         prompt_tokens_.fetch_add(static_cast<int64_t>(work_[i].tokens.size()),
                                  std::memory_order_relaxed);
         if (!r.generate && r.fed == r.feed.size()) {
@@ -378,7 +474,10 @@ void Scheduler::Finish(ScheduledRequest& r, FinishReason reason, absl::Status st
     queued_.fetch_sub(1, std::memory_order_relaxed);
   }
 
-  const int32_t prompt_len = static_cast<int32_t>(r.request.prompt.size());
+  // Input tokens this request prefilled: a stateless request's prompt minus what a cached prefix
+  // held (a session's cached tokens came before its prompt).
+  const int32_t prompt_len = static_cast<int32_t>(
+      r.request.prompt.size() - (r.session == nullptr ? static_cast<size_t>(r.cached_tokens) : 0));
   if (r.session != nullptr) {
     auto lock = sessions_->Acquire();
     sessions::Session& s = *r.session;
@@ -399,7 +498,11 @@ void Scheduler::Finish(ScheduledRequest& r, FinishReason reason, absl::Status st
       s.last_used = now;
     }
   } else if (bound) {
-    placement_->ReleaseSlot(r.slot);
+    // A stateless request's state is the cache's entry for what it holds (its input and what it
+    // generated but the last token, never fed), so that the client's next turn resumes from it.
+    const bool kept = r.cached && reason != FinishReason::kError && !r.state_tokens.empty() &&
+                      cache_->Adopt(r.request.tenant, r.state_tokens, r.slot);
+    if (!kept) placement_->ReleaseSlot(r.slot);
   }
 
   GenerationResult result;

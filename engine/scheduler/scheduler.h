@@ -27,6 +27,7 @@
 #include "engine/api/generation.h"
 #include "engine/api/generation_stream.h"
 #include "engine/backend/backend.h"
+#include "engine/prefix_cache/prefix_cache.h"
 #include "engine/scheduler/scheduler_options.h"
 #include "engine/scheduler/stop_matcher.h"
 #include "engine/sessions/session_store.h"
@@ -55,6 +56,13 @@ struct ScheduledRequest {
   size_t fed = 0;                // prefix of `feed` already in the state
   int64_t cached_tokens = 0;     // session tokens before this request
   std::vector<int32_t> history;  // prompt + generated, for the repetition penalty
+  // Prefix cache (stateless generations when the cache is on): the tokens the slot's state holds
+  // exactly (a hit's prefix, then every token fed), and the positions in the prompt after which a
+  // snapshot is kept (ascending; the next one is checkpoints[next_checkpoint]).
+  bool cached = false;
+  std::vector<int32_t> state_tokens;
+  std::vector<int64_t> checkpoints;
+  size_t next_checkpoint = 0;
   int32_t generated = 0;
   int32_t last_token = -1;  // sampled, streamed, not yet fed
   std::optional<tokenizer::IncrementalDecoder> decoder;
@@ -65,10 +73,12 @@ struct ScheduledRequest {
 
 class Scheduler {
  public:
-  // None of the pointers is owned; all must outlive the scheduler. `observer` may be null.
+  // None of the pointers is owned; all must outlive the scheduler. `observer` and `cache` may be
+  // null (no prefix cache).
   Scheduler(backend::Backend* backend, const tokenizer::Tokenizer* tokenizer,
             sessions::SessionStore* sessions, sessions::StatePlacement* placement,
-            const SchedulerOptions& options, EngineObserver* observer);
+            const SchedulerOptions& options, EngineObserver* observer,
+            prefix_cache::PrefixCache* cache = nullptr);
   ~Scheduler();
   Scheduler(const Scheduler&) = delete;
   Scheduler& operator=(const Scheduler&) = delete;
@@ -107,6 +117,8 @@ class Scheduler {
   void Finish(ScheduledRequest& r, FinishReason reason, absl::Status status);
   void FinishAllWithError(const absl::Status& status);
   bool RunningForTenantAtLimit(const std::string& tenant) const;
+  // The positions of `r`'s prompt after which the cache keeps a state (see ScheduledRequest).
+  void PlanCheckpoints(ScheduledRequest& r);
 
   backend::Backend* const backend_;
   const tokenizer::Tokenizer* const tokenizer_;
@@ -114,6 +126,7 @@ class Scheduler {
   sessions::StatePlacement* const placement_;
   const SchedulerOptions options_;
   EngineObserver* const observer_;
+  prefix_cache::PrefixCache* const cache_;  // null or disabled: no prefix cache
   const std::optional<int32_t> eos_id_;
 
   std::thread thread_;

@@ -54,14 +54,22 @@ StatePlacement::StatePlacement(backend::Backend* backend, SessionStore* store,
   for (int32_t s = backend->num_slots() - 1; s >= 0; --s) free_slots_.push_back(s);
 }
 
+std::optional<int32_t> StatePlacement::TakeFreeSlot() {
+  if (free_slots_.empty()) return std::nullopt;
+  const int32_t slot = free_slots_.back();
+  free_slots_.pop_back();
+  slots_used_.fetch_add(1, std::memory_order_relaxed);
+  return slot;
+}
+
 std::optional<int32_t> StatePlacement::AcquireSlot() {
-  if (!free_slots_.empty()) {
-    const int32_t slot = free_slots_.back();
-    free_slots_.pop_back();
-    slots_used_.fetch_add(1, std::memory_order_relaxed);
-    return slot;
+  if (std::optional<int32_t> slot = TakeFreeSlot()) return slot;
+  // Every slot is held: cached prefixes give theirs back first (sessions and requests come
+  // first), ...
+  if (reclaimer_ != nullptr) {
+    if (std::optional<int32_t> slot = reclaimer_->ReclaimSlot()) return slot;  // changes owner
   }
-  // Every slot is held: move the least recently used idle session's state off the device.
+  // ... then the least recently used idle session's state moves off the device.
   auto lock = store_->Acquire();
   Session* victim = nullptr;
   for (const auto& [id, s] : store_->sessions(lock)) {

@@ -5,14 +5,15 @@
 //
 // Invariants (tests/unit/sessions/state_placement_test.cc checks each):
 //  1. Every slot is in exactly one place: the free list, the device state of one live session
-//     (where == kDevice, slot == s), or lent to one caller of AcquireZeroedSlot until ReleaseSlot.
+//     (where == kDevice, slot == s), or lent to one caller of AcquireZeroedSlot, AcquireSlot or
+//     TakeFreeSlot (the prefix cache) until ReleaseSlot.
 //  2. host_bytes() is the sum of the sizes of the live sessions' host states, and never exceeds
 //     the host budget (SessionOptions::host_state_memory_gb).
 //  3. A busy session is never moved or dropped by placement's own decisions (eviction, expiry);
 //     only an explicit Drop removes one.
 //  4. A state moves between a slot and host memory with its bytes unchanged.
-//  5. When a slot is needed and none is free, the least recently used idle device session moves
-//     to host memory; when the host budget cannot take it even after dropping the oldest idle host
+//  5. When a slot is needed and none is free, the reclaimer (the prefix cache) gives one back if it
+//     holds any; else the least recently used idle device session moves to host memory; when the host budget cannot take it even after dropping the oldest idle host
 //     sessions, it is dropped (evicted: its id then reads as evicted, not unknown).
 //  6. A request for room that cannot be met fails cleanly (no slot now / RESOURCE_EXHAUSTED) and
 //     changes nothing but the evictions it made.
@@ -47,6 +48,15 @@ struct PlacementStats {
   int64_t restores_from_host = 0;
 };
 
+// Something besides sessions and requests that holds slots it can give back on demand (the prefix
+// cache): placement asks it before moving a session off the device.
+class SlotReclaimer {
+ public:
+  virtual ~SlotReclaimer() = default;
+  // Frees one slot it holds and returns it (now the caller's), or nullopt when it holds none.
+  virtual std::optional<int32_t> ReclaimSlot() = 0;
+};
+
 class StatePlacement {
  public:
   // Every slot of `backend` starts free. `observer` (may be null) hears of evictions. None of
@@ -60,7 +70,15 @@ class StatePlacement {
   // ReleaseSlot. nullopt when every slot is held by busy work (retry after a step); an error
   // when the slot could not be zeroed (the slot is free again).
   absl::StatusOr<std::optional<int32_t>> AcquireZeroedSlot();
+  // A slot for a request whose state the caller writes itself (a prefix cache hit copied in): its
+  // contents are whatever it held. nullopt as for AcquireZeroedSlot.
+  std::optional<int32_t> AcquireSlot();
+  // A free slot, without reclaiming or evicting anything (the prefix cache's snapshots take only
+  // what nobody needs); nullopt when none is free.
+  std::optional<int32_t> TakeFreeSlot();
   void ReleaseSlot(int32_t slot);
+  // Registers (or, with null, removes) the holder of reclaimable slots. Not owned.
+  void SetReclaimer(SlotReclaimer* reclaimer) { reclaimer_ = reclaimer; }
 
   // Puts the state of `s` (reserved by the caller) into a slot: the one it is in, a zeroed one
   // (kZero), or a slot its host state is loaded into. nullopt when no slot can be had now. An
@@ -91,8 +109,6 @@ class StatePlacement {
   PlacementStats Stats() const;
 
  private:
-  // A free slot, evicting the least recently used idle device session when none is free.
-  std::optional<int32_t> AcquireSlot();
   // Room for `bytes` more of host state, dropping the oldest idle host sessions other than
   // `keep` if needed; false when the budget cannot hold them even then. Caller holds the lock.
   bool ReserveHostBytesLocked(const SessionStore::Lock& held, int64_t bytes, const Session* keep);
@@ -101,6 +117,7 @@ class StatePlacement {
   backend::Backend* const backend_;
   SessionStore* const store_;
   EngineObserver* const observer_;
+  SlotReclaimer* reclaimer_ = nullptr;
   const int64_t state_bytes_;
   const int64_t host_budget_bytes_;
 

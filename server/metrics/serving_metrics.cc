@@ -150,6 +150,35 @@ absl::Status ServingMetrics::Register() {
     *target = *c;
   }
 
+  // The prefix state cache: counted by the engine, read at scrape time (Collect adds the change).
+  const CounterDef cache_counters[] = {
+      {&cache_lookups_, "mamba_prefix_cache_lookups_total",
+       "Stateless generation requests that looked up the prefix state cache."},
+      {&cache_hits_, "mamba_prefix_cache_hits_total",
+       "Stateless generation requests that resumed from a cached prefix of their input."},
+      {&cache_hit_tokens_, "mamba_prefix_cache_hit_tokens_total",
+       "Prompt tokens not prefilled because a cached state already held them."},
+      {&cache_insertions_, "mamba_prefix_cache_insertions_total",
+       "States kept by the prefix cache (checkpoints, and the ends of finished requests)."},
+  };
+  for (const CounterDef& c : cache_counters) {
+    absl::StatusOr<Counter*> created = r.AddCounter(c.name, c.help);
+    if (!created.ok()) return created.status();
+    *c.target = *created;
+  }
+  absl::StatusOr<CounterFamily*> cache_evictions = r.AddCounterFamily(
+      "mamba_prefix_cache_evictions_total",
+      "Prefix cache entries evicted (least recently used first): moved from a device slot to "
+      "host memory (to=\"host\") or dropped (to=\"dropped\").",
+      {"to"}, 2);
+  if (!cache_evictions.ok()) return cache_evictions.status();
+  for (auto [target, to] : {std::pair{&cache_evictions_to_host_, "host"},
+                            std::pair{&cache_evictions_dropped_, "dropped"}}) {
+    absl::StatusOr<Counter*> c = (*cache_evictions)->WithLabels({to});
+    if (!c.ok()) return c.status();
+    *target = *c;
+  }
+
   // Gauges ------------------------------------------------------------------------------------
   struct GaugeDef {
     Gauge** target;
@@ -184,8 +213,14 @@ absl::Status ServingMetrics::Register() {
        "Live sessions by where their state is: in a device state slot (tier=\"gpu\"; the slot pool "
        "in main memory on the CPU backend) or moved to host memory (tier=\"host\").",
        &sessions_gpu_, &sessions_host_},
-      {"mamba_state_memory_bytes", "Bytes of recurrent state held, by tier (gpu, host).",
+      {"mamba_state_memory_bytes",
+       "Bytes of recurrent state held for sessions and running requests, by tier (gpu, host).",
        &state_bytes_gpu_, &state_bytes_host_},
+      {"mamba_prefix_cache_entries",
+       "Prefix cache entries by tier: in spare device state slots (gpu) or host memory (host).",
+       &cache_entries_gpu_, &cache_entries_host_},
+      {"mamba_prefix_cache_bytes", "Bytes of state held by the prefix cache, by tier (gpu, host).",
+       &cache_bytes_gpu_, &cache_bytes_host_},
   };
   for (const TierDef& t : tiers) {
     absl::StatusOr<GaugeFamily*> family = r.AddGaugeFamily(t.name, t.help, {"tier"}, 2);
@@ -248,6 +283,23 @@ void ServingMetrics::Collect() {
     slots_used_->Set(static_cast<double>(s.slots_used));
     state_bytes_gpu_->Set(static_cast<double>(s.state_bytes_device));
     state_bytes_host_->Set(static_cast<double>(s.state_bytes_host));
+    cache_entries_gpu_->Set(static_cast<double>(s.prefix_cache_device_entries));
+    cache_entries_host_->Set(static_cast<double>(s.prefix_cache_host_entries));
+    cache_bytes_gpu_->Set(static_cast<double>(s.prefix_cache_device_bytes));
+    cache_bytes_host_->Set(static_cast<double>(s.prefix_cache_host_bytes));
+    // The engine's totals only grow; add what they grew by since the last scrape.
+    const std::pair<Counter*, int64_t> totals[] = {
+        {cache_lookups_, s.prefix_cache_lookups},
+        {cache_hits_, s.prefix_cache_hits},
+        {cache_hit_tokens_, s.prefix_cache_hit_tokens},
+        {cache_insertions_, s.prefix_cache_insertions},
+        {cache_evictions_to_host_, s.prefix_cache_evictions_to_host},
+        {cache_evictions_dropped_, s.prefix_cache_evictions_dropped},
+    };
+    for (const auto& [counter, total] : totals) {
+      const double grown = static_cast<double>(total) - counter->Value();
+      if (grown > 0) counter->IncrementBy(grown);
+    }
   }
   if (gpu_source_) {
     absl::StatusOr<GpuMemoryInfo> mem = gpu_source_();

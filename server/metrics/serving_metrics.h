@@ -119,6 +119,12 @@ class ServingMetrics final : public EngineObserver {
   Counter* resumed_tokens_ = nullptr;
   Counter* evictions_to_host_ = nullptr;
   Counter* evictions_dropped_ = nullptr;
+  Counter* cache_lookups_ = nullptr;
+  Counter* cache_hits_ = nullptr;
+  Counter* cache_hit_tokens_ = nullptr;
+  Counter* cache_insertions_ = nullptr;
+  Counter* cache_evictions_to_host_ = nullptr;
+  Counter* cache_evictions_dropped_ = nullptr;
   // Gauges.
   Gauge* running_ = nullptr;
   Gauge* waiting_ = nullptr;
@@ -128,6 +134,10 @@ class ServingMetrics final : public EngineObserver {
   Gauge* slots_used_ = nullptr;
   Gauge* state_bytes_gpu_ = nullptr;
   Gauge* state_bytes_host_ = nullptr;
+  Gauge* cache_entries_gpu_ = nullptr;
+  Gauge* cache_entries_host_ = nullptr;
+  Gauge* cache_bytes_gpu_ = nullptr;
+  Gauge* cache_bytes_host_ = nullptr;
   Gauge* weights_bytes_ = nullptr;
   Gauge* gpu_used_ = nullptr;
   Gauge* gpu_total_ = nullptr;

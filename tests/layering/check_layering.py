@@ -19,7 +19,7 @@ import sys
 # included by anyone (it is only compiled).
 ENGINE_PARTS = ["engine/model", "engine/tokenizer", "engine/sampling", "engine/simd",
                 "engine/api", "engine/backend", "engine/cpu", "engine/cuda", "engine/sessions",
-                "engine/scheduler"]
+                "engine/prefix_cache", "engine/scheduler"]
 ALLOWED = {
     "common": [],
     "kernels": [],
@@ -32,8 +32,10 @@ ALLOWED = {
     "engine/cpu": ["common", "engine/backend", "engine/model", "engine/sampling", "engine/simd"],
     "engine/cuda": ["common", "engine/backend", "engine/model", "engine/sampling", "kernels"],
     "engine/sessions": ["common", "engine/api", "engine/backend", "engine/model"],
+    "engine/prefix_cache": ["engine/api", "engine/backend", "engine/model", "engine/sessions"],
     "engine/scheduler": ["common", "engine/api", "engine/backend", "engine/model",
-                         "engine/sampling", "engine/sessions", "engine/tokenizer"],
+                         "engine/sampling", "engine/sessions", "engine/prefix_cache",
+                         "engine/tokenizer"],
     # The facade and the backend factory: everything of the engine.
     "engine": ["common"] + ENGINE_PARTS,
     # Protocols see the facade, the public vocabulary and the export format, never the internals

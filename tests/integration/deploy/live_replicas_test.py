@@ -265,8 +265,10 @@ class LiveReplicasTest(unittest.TestCase):
             if i < 3:
                 # The session invariant through the proxy: turn 2 equals one stateless request
                 # over everything the session has seen (turn 1's input and output, turn 2).
-                whole, _, usage = self.generate(self.channel, t1 + t2 + outputs[0] + t3, n_out)
-                self.assertEqual(usage.cached_tokens, 0)
+                full = t1 + t2 + outputs[0] + t3
+                whole, _, usage = self.generate(self.channel, full, n_out)
+                # Stateless: what it did not prefill came from the prefix cache, not a session.
+                self.assertEqual(usage.cached_tokens + usage.prompt_tokens, len(full))
                 self.assertEqual(outputs[1], whole, sid)
             # A status call naming the session is routed like its turns.
             got, served = self.through_proxy(lambda: self.unary(

@@ -160,6 +160,43 @@ TEST(LoadIntegrationTest, SessionsReportColdAndWarmTurnsAndResumedTokens) {
   EXPECT_THAT(text.out, HasSubstr("resumed tokens 12"));
 }
 
+// Chat mode: stateless conversations resend their whole history each turn. With the prefix
+// cache each warm turn prefills only its new input plus the token the previous turn generated
+// last (never fed); without it, everything again. The shared system prompt's end is marked, so
+// every conversation's first turn resumes there once one has passed it.
+TEST(LoadIntegrationTest, ChatResendsHistoryAndTheCacheMakesTurnsCostTheirNewTokens) {
+  for (bool cache : {true, false}) {
+    SCOPED_TRACE(cache);
+    auto server = StartServer({cache ? "--prefix_cache=true" : "--prefix_cache=false"});
+    ASSERT_NE(server, nullptr);
+    const ProgramResult run = RunLoad(
+        server->grpc_address(), {"--chat=3", "--turns=3", "--system_prompt_tokens=40",
+                                 "--prompt_tokens=8", "--output_tokens=4", "--json"});
+    ASSERT_EQ(run.exit_code, 0) << run.err;
+    const json report = ReportOf(run);
+    ASSERT_FALSE(report.is_discarded()) << run.out;
+    const json& p = report["points"][0];
+    EXPECT_EQ(p["requests"]["sent"], 9);
+    EXPECT_EQ(p["requests"]["succeeded"], 9);
+    const json& t = p["turns"];
+    EXPECT_EQ(t["warm_turns"], 6);
+    if (cache) {
+      EXPECT_DOUBLE_EQ(t["warm_prefill_tokens"].get<double>(), 8 + 1);
+      EXPECT_DOUBLE_EQ(t["warm_hit_rate"].get<double>(), 1.0);
+      const auto metrics = ScrapeMetrics(server->metrics_address());
+      EXPECT_GE(MetricSum(metrics, "mamba_prefix_cache_hits_total"), 6);
+    } else {
+      // Turn 2 resends 40 + 8 + 4 + 8 tokens, turn 3 another 12: a mean of 66 per warm turn.
+      EXPECT_DOUBLE_EQ(t["warm_prefill_tokens"].get<double>(), (60 + 72) / 2.0);
+      EXPECT_DOUBLE_EQ(t["warm_hit_rate"].get<double>(), 0.0);
+    }
+  }
+  // Chat mode needs token-id inputs and runs alone.
+  const ProgramResult bad = RunLoad("127.0.0.1:1", {"--chat=2", "--prompt_text"});
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_THAT(bad.err, HasSubstr("token-id inputs"));
+}
+
 TEST(LoadIntegrationTest, SweepPrintsARowPerPointAndWritesCsv) {
   auto server = StartServer();
   ASSERT_NE(server, nullptr);

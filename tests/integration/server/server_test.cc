@@ -122,7 +122,11 @@ TEST_F(ServerTest, StreamEqualsTheEngineOutput) {
     EXPECT_EQ(stream.token_ids, expected->token_ids);
     EXPECT_EQ(stream.text, expected->text);
     EXPECT_EQ(stream.finish_reason, v1::FINISH_REASON_LENGTH);
-    EXPECT_EQ(stream.usage.prompt_tokens(), static_cast<int32_t>(direct.prompt.size()));
+    // The second request repeats the prompt: the prefix cache holds all of it but the last token.
+    EXPECT_EQ(stream.usage.prompt_tokens() + stream.usage.cached_tokens(),
+              static_cast<int64_t>(direct.prompt.size()));
+    EXPECT_EQ(stream.usage.cached_tokens(),
+              temperature == 0.0f ? 0 : static_cast<int64_t>(direct.prompt.size()) - 1);
     EXPECT_EQ(stream.usage.generated_tokens(), 40);
     ASSERT_EQ(stream.logprobs.size(), expected->logprobs.size());
     for (size_t i = 0; i < stream.logprobs.size(); ++i) {

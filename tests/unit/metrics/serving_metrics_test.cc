@@ -63,6 +63,13 @@ TEST_F(ServingMetricsTest, DefinesEveryMetricOfTheIssue) {
       {"mamba_gpu_memory_used_bytes", MetricType::kGauge},
       {"mamba_gpu_memory_total_bytes", MetricType::kGauge},
       {"mamba_model_info", MetricType::kGauge},
+      {"mamba_prefix_cache_lookups_total", MetricType::kCounter},
+      {"mamba_prefix_cache_hits_total", MetricType::kCounter},
+      {"mamba_prefix_cache_hit_tokens_total", MetricType::kCounter},
+      {"mamba_prefix_cache_insertions_total", MetricType::kCounter},
+      {"mamba_prefix_cache_evictions_total", MetricType::kCounter},
+      {"mamba_prefix_cache_entries", MetricType::kGauge},
+      {"mamba_prefix_cache_bytes", MetricType::kGauge},
   };
   const auto registered = registry_.Metrics();
   for (const auto& e : expected) {
@@ -210,11 +217,27 @@ TEST_F(ServingMetricsTest, CollectorRefreshesGaugesAtScrapeTime) {
   EXPECT_EQ(*e.Value("mamba_state_memory_bytes", {{"tier", "host"}}), 33800000);
   stats.requests_running = 0;
   EXPECT_EQ(*Scrape().Value("mamba_requests_running"), 0);
+  // The prefix cache's totals are the engine's: counters follow them; entries and bytes per tier.
+  stats.prefix_cache_lookups = 10;
+  stats.prefix_cache_hits = 4;
+  stats.prefix_cache_hit_tokens = 900;
+  stats.prefix_cache_evictions_to_host = 2;
+  stats.prefix_cache_device_entries = 3;
+  stats.prefix_cache_host_bytes = 5000;
+  e = Scrape();
+  EXPECT_EQ(*e.Value("mamba_prefix_cache_lookups_total"), 10);
+  EXPECT_EQ(*e.Value("mamba_prefix_cache_hit_tokens_total"), 900);
+  EXPECT_EQ(*e.Value("mamba_prefix_cache_evictions_total", {{"to", "host"}}), 2);
+  EXPECT_EQ(*e.Value("mamba_prefix_cache_entries", {{"tier", "gpu"}}), 3);
+  EXPECT_EQ(*e.Value("mamba_prefix_cache_bytes", {{"tier", "host"}}), 5000);
+  stats.prefix_cache_hits = 9;
+  EXPECT_EQ(*Scrape().Value("mamba_prefix_cache_hits_total"), 9);
+  EXPECT_EQ(calls, 4);
   // Detached: the source is not called again, the last values stay.
   metrics_->SetStatsSource(nullptr);
   stats.requests_waiting = 99;
   EXPECT_EQ(*Scrape().Value("mamba_requests_waiting"), 7);
-  EXPECT_EQ(calls, 2);
+  EXPECT_EQ(calls, 4);
 }
 
 TEST_F(ServingMetricsTest, ModelInfoIsSetOnce) {
