@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -185,6 +187,184 @@ TEST(HttpServerTest, StopClosesOpenConnectionsAndFreesThePort) {
   EXPECT_EQ((*again)->port(), port);
 }
 
+// A handler that keeps each exchange for the test to answer later.
+struct Held {
+  std::mutex mu;
+  std::vector<std::shared_ptr<HttpExchange>> exchanges;
+  std::atomic<int> aborted{0};
+
+  HttpExchangeHandler Handler() {
+    return [this](std::shared_ptr<HttpExchange> exchange) {
+      exchange->OnAbort([this] { aborted.fetch_add(1); });
+      std::lock_guard<std::mutex> lock(mu);
+      exchanges.push_back(std::move(exchange));
+    };
+  }
+  std::shared_ptr<HttpExchange> Wait(size_t i) {
+    WaitFor([&] {
+      std::lock_guard<std::mutex> lock(mu);
+      return exchanges.size() > i;
+    }, std::chrono::seconds(5));
+    std::lock_guard<std::mutex> lock(mu);
+    return exchanges.size() > i ? exchanges[i] : nullptr;
+  }
+};
+
+std::unique_ptr<HttpServer> StartHeld(Held* held, HttpServerOptions options = {}) {
+  options.host = "127.0.0.1";
+  options.port = 0;
+  auto server = HttpServer::Start(options, held->Handler());
+  EXPECT_TRUE(server.ok()) << server.status();
+  return server.ok() ? *std::move(server) : nullptr;
+}
+
+TEST(HttpServerTest, AnswersLaterFromAnotherThreadAndKeepsTheConnection) {
+  Held held;
+  auto server = StartHeld(&held);
+  ASSERT_NE(server, nullptr);
+  RawClient client(server->port());
+  for (size_t i = 0; i < 2; ++i) {
+    ASSERT_TRUE(client.Send("POST /later HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc"));
+    std::shared_ptr<HttpExchange> exchange = held.Wait(i);
+    ASSERT_NE(exchange, nullptr);
+    EXPECT_EQ(exchange->request().body, "abc");
+    EXPECT_THAT(exchange->request().peer, StartsWith("127.0.0.1:"));
+    std::thread answer([exchange] {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      HttpResponse response;
+      response.body = "later";
+      exchange->Respond(response);
+    });
+    const std::string response = client.ReadResponse(std::chrono::seconds(5));
+    answer.join();
+    EXPECT_THAT(response, StartsWith("HTTP/1.1 200 OK\r\n"));
+    EXPECT_THAT(response, HasSubstr("\r\n\r\nlater"));
+  }
+  EXPECT_EQ(held.aborted.load(), 0);
+  EXPECT_EQ(server->open_connections(), 1);
+}
+
+TEST(HttpServerTest, StreamsChunksInOrderThenServesTheNextRequest) {
+  Held held;
+  auto server = StartHeld(&held);
+  ASSERT_NE(server, nullptr);
+  RawClient client(server->port());
+  ASSERT_TRUE(client.Send("GET /stream HTTP/1.1\r\nHost: x\r\n\r\n"));
+  std::shared_ptr<HttpExchange> exchange = held.Wait(0);
+  ASSERT_NE(exchange, nullptr);
+  exchange->BeginStream(200, "text/event-stream", {{"Cache-Control", "no-cache"}});
+  for (int i = 0; i < 5; ++i) EXPECT_TRUE(exchange->Send("data: " + std::to_string(i) + "\n\n"));
+  exchange->EndStream();
+  EXPECT_FALSE(exchange->Send("late"));
+  bool closed = false;
+  std::string response;
+  WaitFor([&] {
+    response += client.ReadUntilClosed(std::chrono::milliseconds(50), &closed);
+    return response.find("0\r\n\r\n") != std::string::npos || closed;
+  }, std::chrono::seconds(5));
+  EXPECT_THAT(response, StartsWith("HTTP/1.1 200 OK\r\n"));
+  EXPECT_THAT(response, HasSubstr("Transfer-Encoding: chunked\r\n"));
+  EXPECT_THAT(response, HasSubstr("Content-Type: text/event-stream\r\n"));
+  size_t at = 0;
+  for (int i = 0; i < 5; ++i) {
+    const size_t next = response.find("data: " + std::to_string(i) + "\n\n", at);
+    ASSERT_NE(next, std::string::npos) << response;
+    at = next;
+  }
+  EXPECT_FALSE(closed);
+  // The same connection serves the next request.
+  ASSERT_TRUE(client.Send("GET /again HTTP/1.1\r\nHost: x\r\n\r\n"));
+  std::shared_ptr<HttpExchange> second = held.Wait(1);
+  ASSERT_NE(second, nullptr);
+  EXPECT_EQ(second->request().path, "/again");
+  HttpResponse ok;
+  ok.body = "ok";
+  second->Respond(ok);
+  EXPECT_THAT(client.ReadResponse(std::chrono::seconds(5)), HasSubstr("\r\n\r\nok"));
+  EXPECT_EQ(held.aborted.load(), 0);
+}
+
+TEST(HttpServerTest, AClientThatLeavesAbortsItsExchange) {
+  Held held;
+  auto server = StartHeld(&held);
+  ASSERT_NE(server, nullptr);
+  std::shared_ptr<HttpExchange> waiting;
+  std::shared_ptr<HttpExchange> streaming;
+  {
+    RawClient a(server->port());
+    RawClient b(server->port());
+    ASSERT_TRUE(a.Send("GET /wait HTTP/1.1\r\nHost: x\r\n\r\n"));
+    waiting = held.Wait(0);
+    ASSERT_TRUE(b.Send("GET /stream HTTP/1.1\r\nHost: x\r\n\r\n"));
+    streaming = held.Wait(1);
+    ASSERT_NE(streaming, nullptr);
+    streaming->BeginStream(200, "text/event-stream");
+    EXPECT_TRUE(streaming->Send("data: x\n\n"));
+  }  // both clients disconnect
+  ASSERT_TRUE(WaitFor([&] { return held.aborted.load() == 2; }, std::chrono::seconds(5)));
+  EXPECT_TRUE(waiting->aborted());
+  EXPECT_TRUE(streaming->aborted());
+  EXPECT_FALSE(streaming->Send("data: y\n\n"));
+  waiting->Respond(HttpResponse());  // ignored
+  ASSERT_TRUE(WaitFor([&] { return server->open_connections() == 0; }, std::chrono::seconds(5)));
+  // A callback registered after the abort runs at once.
+  bool ran = false;
+  waiting->OnAbort([&] { ran = true; });
+  EXPECT_TRUE(ran);
+}
+
+TEST(HttpServerTest, AStreamTheClientDoesNotReadIsAbortedPastItsBacklog) {
+  Held held;
+  HttpServerOptions options;
+  options.max_stream_backlog_bytes = 256 << 10;
+  options.io_timeout = absl::Seconds(30);
+  auto server = StartHeld(&held, options);
+  ASSERT_NE(server, nullptr);
+  RawClient client(server->port());
+  ASSERT_TRUE(client.Send("GET /stream HTTP/1.1\r\nHost: x\r\n\r\n"));
+  std::shared_ptr<HttpExchange> exchange = held.Wait(0);
+  ASSERT_NE(exchange, nullptr);
+  exchange->BeginStream(200, "text/event-stream");
+  const std::string piece(64 << 10, 'x');
+  bool refused = false;
+  for (int i = 0; i < 2000 && !refused; ++i) {  // up to 128 MB; socket buffers hold a few MB
+    refused = !exchange->Send(piece);
+    if (i % 16 == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  EXPECT_TRUE(refused);
+  EXPECT_TRUE(WaitFor([&] { return held.aborted.load() == 1; }, std::chrono::seconds(5)));
+}
+
+TEST(HttpServerTest, StopAbortsUnansweredExchanges) {
+  Held held;
+  auto server = StartHeld(&held);
+  ASSERT_NE(server, nullptr);
+  RawClient client(server->port());
+  ASSERT_TRUE(client.Send("GET /wait HTTP/1.1\r\nHost: x\r\n\r\n"));
+  std::shared_ptr<HttpExchange> exchange = held.Wait(0);
+  ASSERT_NE(exchange, nullptr);
+  server->Stop();
+  EXPECT_TRUE(exchange->aborted());
+  EXPECT_EQ(held.aborted.load(), 1);
+  exchange->Respond(HttpResponse());  // after Stop: does nothing
+  EXPECT_FALSE(exchange->Send("x"));
+}
+
+TEST(HttpServerTest, RefusesTlsMaterialThatDoesNotLoad) {
+  HttpServerOptions options;
+  options.host = "127.0.0.1";
+  options.tls.cert_chain_pem = "-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n";
+  options.tls.private_key_pem = "garbage";
+  auto server = HttpServer::Start(options, Echo);
+  ASSERT_FALSE(server.ok());
+  EXPECT_EQ(server.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(server.status().message(), HasSubstr("certificate"));
+  HttpServerOptions key_only;
+  key_only.host = "127.0.0.1";
+  key_only.tls.private_key_pem = "x";
+  EXPECT_EQ(HttpServer::Start(key_only, Echo).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
 TEST(HttpServerTest, RefusesBadOptions) {
   HttpServerOptions options;
   options.host = "127.0.0.1";
@@ -197,7 +377,7 @@ TEST(HttpServerTest, RefusesBadOptions) {
   options.host = "";
   EXPECT_EQ(HttpServer::Start(options, Echo).status().code(), absl::StatusCode::kInvalidArgument);
   options.host = "127.0.0.1";
-  EXPECT_EQ(HttpServer::Start(options, nullptr).status().code(),
+  EXPECT_EQ(HttpServer::Start(options, HttpHandler(nullptr)).status().code(),
             absl::StatusCode::kInvalidArgument);
   options.max_connections = 0;
   EXPECT_EQ(HttpServer::Start(options, Echo).status().code(), absl::StatusCode::kInvalidArgument);
