@@ -15,8 +15,10 @@ PACKAGES=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev nlohmann-json3-dev libcpp-httplib-dev libicu-dev zlib1g-dev
   libgtest-dev libgmock-dev libbenchmark-dev
-  # Tests: a second gRPC implementation, Prometheus + promtool, nginx, yamllint, clang (fuzzers).
+  # Tests: a second gRPC implementation, Prometheus + promtool, nginx, yamllint, clang (fuzzers),
+  # jinja2 (the chat template fixtures).
   python3 python3-grpcio python3-protobuf python3-yaml prometheus nginx-light yamllint clang
+  python3-jinja2
   libclang-rt-14-dev
   # TLS and auth: OpenSSL headers (token digests, PEM checks) and the openssl CLI (test certificates).
   libssl-dev openssl

@@ -17,7 +17,8 @@ cd "$(dirname "$0")/.."
 # TSan, so its internal locking is invisible and every gRPC call reports false races (see
 # docs/reliability.md). Extra arguments to a TSan run replace this selection.
 MAMBA_TSAN_TESTS=${MAMBA_TSAN_TESTS:-scheduler_test engine_test sessions_test server_unit_test
-  metrics_test http_server_test cpu_kernels_test tokenizer_test prefix_cache_test}
+  metrics_test http_server_test cpu_kernels_test tokenizer_test prefix_cache_test
+  chat_template_test}
 
 if [ -n "${MAMBA_CI_FULL:-}" ] && [ -z "${MAMBA_SANITIZE:-}" ]; then
   # Each stage runs in its own process with its own build folder; all run even when one fails,
