@@ -18,6 +18,10 @@ ABSL_FLAG(int32_t, top_k, 0, "0 = off");
 ABSL_FLAG(double, top_p, 1.0, "In (0, 1]; 1 = off");
 ABSL_FLAG(double, min_p, 0, "In [0, 1]; 0 = off");
 ABSL_FLAG(double, repetition_penalty, 1.0, "> 0; 1 = off");
+ABSL_FLAG(double, presence_penalty, 0.0,
+          "[-2, 2]; lowers tokens already generated once (OpenAI's); 0 = off");
+ABSL_FLAG(double, frequency_penalty, 0.0,
+          "[-2, 2]; lowers tokens by how often they were generated (OpenAI's); 0 = off");
 ABSL_FLAG(int64_t, seed, -1, "Sampling seed; -1 = the server picks one");
 ABSL_FLAG(std::string, stop, "",
           "Stop strings, comma-separated; escapes: \\n \\t \\, \\\\ (e.g. --stop='\\n,END')");
@@ -139,6 +143,8 @@ void SamplingFromFlags(v1::SamplingParams* sampling) {
   if (absl::GetFlag(FLAGS_repetition_penalty) != 1.0) {
     sampling->set_repetition_penalty(static_cast<float>(absl::GetFlag(FLAGS_repetition_penalty)));
   }
+  sampling->set_presence_penalty(static_cast<float>(absl::GetFlag(FLAGS_presence_penalty)));
+  sampling->set_frequency_penalty(static_cast<float>(absl::GetFlag(FLAGS_frequency_penalty)));
   if (absl::GetFlag(FLAGS_seed) >= 0) {
     sampling->set_seed(static_cast<uint64_t>(absl::GetFlag(FLAGS_seed)));
   }

@@ -19,8 +19,9 @@ using mamba::client::Subcommand;
 constexpr Subcommand kSubcommands[] = {
     {"generate",
      "(--prompt=TEXT | --prompt_ids=1,2,3) [--session=ID] [--max_tokens=N --temperature=T "
-     "--top_k=K --top_p=P --min_p=P --repetition_penalty=R --seed=S --stop=S1,S2 "
-     "--stop_token_ids=1,2 --ignore_eos --logprobs=K] [--json]",
+     "--top_k=K --top_p=P --min_p=P --repetition_penalty=R --presence_penalty=P "
+     "--frequency_penalty=F --seed=S --stop=S1,S2 --stop_token_ids=1,2 --ignore_eos "
+     "--logprobs=K] [--json]",
      mamba::client::RunGenerate},
     {"session",
      "create [--prompt=TEXT | --prompt_ids=...] [--session=NEW_ID] [--ttl_seconds=N] | "

@@ -100,11 +100,13 @@ class RowSampler {
         rp_(launch.row_params[row]),
         logits_(launch.logits + row * launch.logits_row_stride),
         z_(launch.scratch + row * launch.vocab),
-        v_(launch.vocab) {}
+        v_(launch.vocab),
+        additive_(rp_.output_count > 0) {}
 
   // The first pass over logits [begin, end), reduced over the block: the divergence check, max
   // and sum of exp of the raw logits (step 1, the sum relative to the max), and the argmax of the
-  // penalized ones (step 3) or the temperature-scaled values (step 4, stored in z_).
+  // penalized ones (step 3; with additive penalties also stored in z_, for ApplyAdditive) or the
+  // temperature-scaled values (step 4, stored in z_).
   __device__ SamplingPartial Pass(int64_t begin, int64_t end) {
     const bool greedy = !(rp_.temperature > 0.0f);
     float m = -INFINITY;  // running max, the sum kept relative to it and rescaled as it grows
@@ -135,7 +137,9 @@ class RowSampler {
         }
         if (l != -INFINITY) s += static_cast<double>(expf(l - m));
         if (greedy) {
-          const uint64_t key = MakeKey(Penalized(i, l), static_cast<int32_t>(i));
+          const float pl = Penalized(i, l);
+          if (additive_) z_[i] = pl;
+          const uint64_t key = MakeKey(pl, static_cast<int32_t>(i));
           best = key > best ? key : best;
         } else {
           const float z = __fdiv_rn(Penalized(i, l), rp_.temperature);
@@ -216,6 +220,7 @@ class RowSampler {
       }
       return;
     }
+    if (additive_) ApplyAdditive(greedy, pass);
     const double log_sum = log(pass.sum_exp);
     auto logprob = [&](int32_t id) {
       return static_cast<float>(static_cast<double>(logits_[id] - row_max) - log_sum);
@@ -260,6 +265,32 @@ class RowSampler {
     if (!penalize_ || ((bitmap_[i >> 5] >> (i & 31)) & 1u) == 0) return l;
     const float rp = rp_.repetition_penalty;
     return l > 0.0f ? __fdiv_rn(l, rp) : __fmul_rn(l, rp);
+  }
+
+  // Step 2's additive penalties, once the first pass has stored the row's values in z_ (every
+  // block of a split pass done): rewrites the listed ids' values, then reduces the row again for
+  // the argmax (greedy, into pass.best) or the maximum (into pass.zmax). The ids are distinct, so
+  // no two threads write the same value.
+  __device__ void ApplyAdditive(bool greedy, SamplingPartial& pass) {
+    const int32_t* pairs = p_.penalty_tokens + rp_.output_offset;
+    for (int k = threadIdx.x; k < rp_.output_count; k += kThreads) {
+      const int32_t t = pairs[2 * k];
+      const float l = __fsub_rn(Penalized(t, logits_[t]), __int_as_float(pairs[2 * k + 1]));
+      z_[t] = greedy ? l : __fdiv_rn(l, rp_.temperature);
+    }
+    __syncthreads();
+    if (greedy) {
+      uint64_t best = 0;
+      for (int64_t i = threadIdx.x; i < v_; i += kThreads) {
+        const uint64_t key = MakeKey(z_[i], static_cast<int32_t>(i));
+        best = key > best ? key : best;
+      }
+      pass.best = BlockReduce(best, MaxU64(), sm_.uscratch);
+    } else {
+      float zmax = -INFINITY;
+      for (int64_t i = threadIdx.x; i < v_; i += kThreads) zmax = fmaxf(zmax, z_[i]);
+      pass.zmax = BlockReduce(zmax, MaxF(), sm_.fscratch);
+    }
   }
 
   __device__ float Weight(float z) const { return expf(z - zmax_); }
@@ -511,6 +542,7 @@ class RowSampler {
   const float* logits_;
   float* z_;
   int64_t v_;
+  bool additive_;
   bool penalize_ = false;
   float zmax_ = 0.0f;
   int64_t top_k_ = 0;

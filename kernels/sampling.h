@@ -9,9 +9,10 @@
 namespace mamba::kernels {
 
 // Checks the launch's sizes and pointers on the host and launches one block per row. Row
-// parameters and penalty tokens are device data: the caller has validated them (engine/sampling/sampler.h's
-// ValidateSamplingParams; penalty ids in [0, vocab)). Each sampled row's SamplingResult::status
-// says whether its logits could be sampled.
+// parameters and penalty lists are device data: the caller has validated them
+// (engine/sampling/sampler.h's ValidateSamplingParams; penalty ids in [0, vocab), additive penalty
+// ids distinct per row). Each sampled row's SamplingResult::status says whether its logits could be
+// sampled.
 absl::Status LaunchSampling(const SamplingLaunch& launch, cudaStream_t stream);
 
 // out[i] = SampleUniform(seeds[i], positions[i]) computed on the device.

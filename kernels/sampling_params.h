@@ -1,10 +1,19 @@
 // Token sampling on the device, one block per logits row, so the host receives token ids (and
-// top log-probabilities when asked), never logits. The algorithm is engine/sampling/sampler.h's, step for
-// step (raw log-probabilities; repetition penalty on distinct tokens; greedy argmax with the
-// lowest id on ties; else temperature, candidates ordered by value then id, top-k, top-p over
-// double sums, min-p, and the inverse-CDF draw with u = SampleUniform(seed, position)
-// reproduced bit for bit). Sums run in double in a different order than the CPU's sequential
-// ones; the draw can differ only when u falls within about 1e-16 of a boundary.
+// top log-probabilities when asked), never logits. The algorithm is engine/sampling/sampler.h's,
+// step for step (raw log-probabilities; repetition penalty on distinct tokens, then the additive
+// frequency/presence penalties; greedy argmax with the lowest id on ties; else temperature,
+// candidates ordered by value then id, top-k, top-p over double sums, min-p, and the inverse-CDF
+// draw with u = SampleUniform(seed, position) reproduced bit for bit). Sums run in double in a
+// different order than the CPU's sequential ones; the draw can differ only when u falls within
+// about 1e-16 of a boundary.
+//
+// The additive penalties come from the host as (id, amount) pairs, one per distinct generated
+// token, the amount already computed (engine/sampling/sampling_params.h's AdditivePenalty): the
+// kernel subtracts it, so both backends subtract the same float and nothing is counted here. With
+// them, the first pass also stores a greedy row's penalized values in the scratch row (a sampled
+// row's scaled values are stored anyway); the listed ids are then rewritten and the row reduced
+// again (its best id, or its maximum) in a second, read-only pass, which spares the first pass a
+// lookup per logit.
 //
 // How the candidate order is walked without sorting the vocabulary: the kept set is always a
 // prefix of that order, so the kernel takes it in segments of up to kSamplingSegment candidates,
@@ -36,10 +45,14 @@ struct SamplingRow {
   int32_t top_k = 0;
   int32_t top_logprobs = 0;    // 0..kSamplingMaxTop
   int32_t penalty_offset = 0;  // into SamplingLaunch::penalty_tokens
-  int32_t penalty_count = 0;
+  int32_t penalty_count = 0;   // repetition penalty ids (may repeat)
   uint64_t seed = 0;
   uint64_t position = 0;
   int32_t sample = 0;  // 0: leave this row alone
+  // Additive penalties: output_count (id, amount) pairs, 2 * output_count words from
+  // SamplingLaunch::penalty_tokens[output_offset]; distinct ids, the amount a float's bits.
+  int32_t output_offset = 0;
+  int32_t output_count = 0;  // 0: no additive penalty
   int32_t pad = 0;
 };
 
@@ -76,7 +89,9 @@ struct SamplingLaunch {
   const float* __restrict__ logits = nullptr;  // [rows, logits_row_stride]
   int64_t logits_row_stride = 0;
   const SamplingRow* __restrict__ row_params = nullptr;  // [rows]
-  const int32_t* __restrict__ penalty_tokens = nullptr;  // ids in [0, vocab)
+  // Each row's repetition penalty ids and additive penalty pairs (see SamplingRow); ids in
+  // [0, vocab).
+  const int32_t* __restrict__ penalty_tokens = nullptr;
   float* __restrict__ scratch = nullptr;                 // [rows, vocab]: temperature-scaled logits
   SamplingResult* __restrict__ results = nullptr;        // [rows]
   // Optional [rows, kSamplingMaxSplits]: with it, batches of few rows split each row's first pass

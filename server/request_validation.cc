@@ -84,6 +84,8 @@ void ConvertSampling(const v1::SamplingParams& in, sampling::SamplingParams* out
   out->top_p = in.has_top_p() ? in.top_p() : 1.0f;
   out->min_p = in.min_p();
   out->repetition_penalty = in.has_repetition_penalty() ? in.repetition_penalty() : 1.0f;
+  out->presence_penalty = in.presence_penalty();
+  out->frequency_penalty = in.frequency_penalty();
 }
 
 absl::Status ValidateStopping(const v1::StoppingCriteria& in, const RequestLimits& limits,

@@ -56,6 +56,9 @@ struct SeqWork {
   uint64_t sample_position = 0;
   // Tokens the repetition penalty applies to (the prompt and what was generated so far).
   absl::Span<const int32_t> penalty_tokens;
+  // Tokens the request has generated so far, which the additive penalties
+  // (sampling.frequency_penalty, sampling.presence_penalty) count.
+  absl::Span<const int32_t> output_tokens;
   // Alternatives to return with their log-probabilities (0..kMaxTopLogprobs), when sampling.
   int32_t top_logprobs = 0;
   // Return the full last-position logits in SeqResult::logits (tests, scoring).

@@ -133,6 +133,12 @@ absl::Status CpuBackend::CheckItem(const backend::SeqWork& w, std::vector<bool>&
                                                        vocab - 1));
       }
     }
+    for (int32_t t : w.output_tokens) {
+      if (t < 0 || t >= vocab) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "output token id ", t, " is outside the vocabulary; allowed: 0..", vocab - 1));
+      }
+    }
   }
   used[w.slot] = true;
   return absl::OkStatus();
@@ -184,9 +190,9 @@ absl::Status CpuBackend::Step(absl::Span<const backend::SeqWork> work,
     const size_t i = input_of[j];
     const backend::SeqWork& w = work[i];
     sampling::SampleOutput out;
-    absl::Status st =
-        samplers_[thread].Sample(absl::MakeConstSpan(inputs[j].logits, vocab), w.sampling,
-                                 w.sample_position, w.penalty_tokens, w.top_logprobs, &out);
+    absl::Status st = samplers_[thread].Sample(absl::MakeConstSpan(inputs[j].logits, vocab),
+                                               w.sampling, w.sample_position, w.penalty_tokens,
+                                               w.output_tokens, w.top_logprobs, &out);
     if (st.ok()) {
       results[i].token = out.token;
       results[i].logprob = out.logprob;

@@ -3,6 +3,7 @@
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
+#include <bit>
 #include <cstdio>
 #include <cstring>
 #include <map>
@@ -125,9 +126,9 @@ class CudaBackend final : public backend::Backend {
                           absl::Span<backend::SeqResult> results, KernelTimer* timer);
   absl::Status PrefillStep(absl::Span<const backend::SeqWork> work,
                            absl::Span<backend::SeqResult> results, KernelTimer* timer);
-  // Appends w's penalty tokens to the pinned penalty list (when it samples with a penalty) and
-  // returns its sampling row.
-  SamplingRow MakeRow(const backend::SeqWork& w, std::vector<int32_t>& penalties) const;
+  // Appends w's repetition penalty tokens and additive penalty pairs to the penalty list (when it
+  // samples with those penalties) and returns its sampling row.
+  SamplingRow MakeRow(const backend::SeqWork& w, std::vector<int32_t>& penalties);
   absl::Status UploadPenalties(const std::vector<int32_t>& penalties);
   absl::StatusOr<cudaGraphExec_t> DecodeGraph(int32_t bucket);
   void DropGraphs();
@@ -154,8 +155,9 @@ class CudaBackend final : public backend::Backend {
   MirroredBuffer prefill_in_;
   size_t pre_tokens_ = 0, pre_cu_ = 0, pre_slots_ = 0, pre_head_ = 0, pre_rows_ = 0;
   MirroredBuffer results_;  // SamplingResult[max_batch]
-  MirroredBuffer penalties_;
-  size_t penalty_capacity_ = 0;  // tokens
+  MirroredBuffer penalties_;            // see kernels::SamplingLaunch::penalty_tokens
+  size_t penalty_capacity_ = 0;         // int32 words
+  std::vector<int32_t> output_counts_;  // MakeRow's scratch, by token id (zero between calls)
 
   std::map<int32_t, cudaGraphExec_t> graphs_;
   bool graphs_enabled_ = true;
@@ -249,9 +251,9 @@ absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(
       b->results_,
       MirroredBuffer::Allocate(sizeof(SamplingResult) * options.max_batch, "sampling results"));
   b->penalty_capacity_ = 4096;
-  MAMBA_ASSIGN_OR_RETURN(b->penalties_,
-                         MirroredBuffer::Allocate(sizeof(int32_t) * b->penalty_capacity_,
-                                                  "repetition penalty tokens"));
+  MAMBA_ASSIGN_OR_RETURN(
+      b->penalties_,
+      MirroredBuffer::Allocate(sizeof(int32_t) * b->penalty_capacity_, "sampling penalty lists"));
 
   // The state pool, last: from what is left.
   int32_t slots = options.num_slots;
@@ -367,6 +369,15 @@ absl::Status CudaBackend::CheckWork(absl::Span<const backend::SeqWork> work,
         }
       }
     }
+    if (r.status.ok() && w.sample) {
+      for (int32_t t : w.output_tokens) {
+        if (t < 0 || t >= config_.vocab_size) {
+          r.status = absl::InvalidArgumentError(absl::StrCat(
+              "step: output token id ", t, " out of range; allowed: 0..", config_.vocab_size - 1));
+          break;
+        }
+      }
+    }
     if (r.status.ok()) slot_seen_[w.slot] = 1;
   }
   for (size_t i = 0; i < work.size(); ++i) {
@@ -397,7 +408,7 @@ absl::Status CudaBackend::RunChecked(absl::Span<const backend::SeqWork> work,
   return absl::OkStatus();
 }
 
-SamplingRow CudaBackend::MakeRow(const backend::SeqWork& w, std::vector<int32_t>& penalties) const {
+SamplingRow CudaBackend::MakeRow(const backend::SeqWork& w, std::vector<int32_t>& penalties) {
   SamplingRow r;
   if (!w.sample) return r;
   r.sample = 1;
@@ -415,6 +426,20 @@ SamplingRow CudaBackend::MakeRow(const backend::SeqWork& w, std::vector<int32_t>
     r.penalty_count = static_cast<int32_t>(w.penalty_tokens.size());
     penalties.insert(penalties.end(), w.penalty_tokens.begin(), w.penalty_tokens.end());
   }
+  if (w.sampling.additive_penalties() && !w.output_tokens.empty()) {
+    // One (id, amount) pair per distinct generated token: the kernel only subtracts.
+    output_counts_.resize(config_.vocab_size, 0);
+    for (int32_t t : w.output_tokens) ++output_counts_[t];
+    r.output_offset = static_cast<int32_t>(penalties.size());
+    for (int32_t t : w.output_tokens) {
+      if (output_counts_[t] == 0) continue;  // listed at its first occurrence
+      penalties.push_back(t);
+      penalties.push_back(
+          std::bit_cast<int32_t>(sampling::AdditivePenalty(w.sampling, output_counts_[t])));
+      output_counts_[t] = 0;
+      ++r.output_count;
+    }
+  }
   return r;
 }
 
@@ -427,8 +452,8 @@ absl::Status CudaBackend::UploadPenalties(const std::vector<int32_t>& penalties)
     size_t capacity = penalty_capacity_;
     while (capacity < penalties.size()) capacity *= 2;
     penalties_ = MirroredBuffer();
-    MAMBA_ASSIGN_OR_RETURN(penalties_, MirroredBuffer::Allocate(sizeof(int32_t) * capacity,
-                                                                "repetition penalty tokens"));
+    MAMBA_ASSIGN_OR_RETURN(
+        penalties_, MirroredBuffer::Allocate(sizeof(int32_t) * capacity, "sampling penalty lists"));
     penalty_capacity_ = capacity;
   }
   std::memcpy(penalties_.host.data(), penalties.data(), penalties.size() * sizeof(int32_t));

@@ -260,7 +260,8 @@ int32_t Sampler::SampleFromScaled(absl::Span<const float> z, const SamplingParam
 
 absl::Status Sampler::Sample(absl::Span<const float> logits, const SamplingParams& params,
                              uint64_t position, absl::Span<const int32_t> penalty_tokens,
-                             int32_t top_logprobs, SampleOutput* out) {
+                             absl::Span<const int32_t> output_tokens, int32_t top_logprobs,
+                             SampleOutput* out) {
   const int64_t v64 = static_cast<int64_t>(logits.size());
   if (v64 == 0) return absl::InvalidArgumentError("cannot sample from an empty vocabulary");
   if (v64 > std::numeric_limits<int32_t>::max()) {
@@ -273,6 +274,12 @@ absl::Status Sampler::Sample(absl::Span<const float> logits, const SamplingParam
     if (t < 0 || t >= v) {
       return absl::InvalidArgumentError(
           absl::StrCat("repetition penalty token id ", t, " is out of range; allowed: 0..", v - 1));
+    }
+  }
+  for (int32_t t : output_tokens) {
+    if (t < 0 || t >= v) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("output token id ", t, " is out of range; allowed: 0..", v - 1));
     }
   }
 
@@ -301,11 +308,16 @@ absl::Status Sampler::Sample(absl::Span<const float> logits, const SamplingParam
     for (const Candidate& c : candidates_) result.top.push_back({c.id, logprob(c.id)});
   }
 
-  // Step 2: repetition penalty on distinct tokens.
+  // Step 2: repetition penalty on distinct tokens, then the additive penalties.
   absl::Span<const float> penalized = logits;
   const float rp = params.repetition_penalty;
-  if (rp != 1.0f && !penalty_tokens.empty()) {
+  const bool repetition = rp != 1.0f && !penalty_tokens.empty();
+  const bool additive = params.additive_penalties() && !output_tokens.empty();
+  if (repetition || additive) {
     penalized_.assign(logits.begin(), logits.end());
+    penalized = penalized_;
+  }
+  if (repetition) {
     seen_.resize(v, 0);
     for (int32_t t : penalty_tokens) {
       if (seen_[t]) continue;
@@ -313,7 +325,15 @@ absl::Status Sampler::Sample(absl::Span<const float> logits, const SamplingParam
       penalized_[t] = penalized_[t] > 0.0f ? penalized_[t] / rp : penalized_[t] * rp;
     }
     for (int32_t t : penalty_tokens) seen_[t] = 0;
-    penalized = penalized_;
+  }
+  if (additive) {
+    counts_.resize(v, 0);
+    for (int32_t t : output_tokens) ++counts_[t];
+    for (int32_t t : output_tokens) {
+      if (counts_[t] == 0) continue;  // applied at its first occurrence
+      penalized_[t] -= AdditivePenalty(params, counts_[t]);
+      counts_[t] = 0;
+    }
   }
 
   if (params.greedy()) {

@@ -7,7 +7,9 @@
 //     exp(l[i] - m) accumulated in double, logprob(i) = float(double(l[i] - m) - log(s)).
 //     The top_logprobs alternatives are the N largest raw logits (ties: lower id first).
 //  2. Repetition penalty rp != 1: for each distinct token t in penalty_tokens,
-//     l'[t] = l[t] > 0 ? l[t] / rp : l[t] * rp. Other logits are unchanged.
+//     l'[t] = l[t] > 0 ? l[t] / rp : l[t] * rp. Then the additive penalties (frequency_penalty or
+//     presence_penalty nonzero): for each distinct token t that occurs c times in output_tokens,
+//     l'[t] -= AdditivePenalty(params, c) (one float subtraction). Other logits are unchanged.
 //  3. temperature below kMinTemperature (0 included): the token is argmax l' (ties: the lowest
 //     id).
 //  4. Otherwise z[i] = l'[i] / temperature (float division). Candidates are ordered by z
@@ -53,12 +55,15 @@ class Sampler {
 
   // Samples one token from `logits` (one entry per vocabulary id) as the header comment describes.
   // `position` is the index of the sampled token within its request (the random draw's counter);
-  // `penalty_tokens` are the ids the repetition penalty applies to. Fails, leaving *out unchanged,
-  // on invalid params, an empty vocabulary, a penalty token outside [0, V), or logits that are NaN
-  // or +inf (a model that diverged), and never crashes.
+  // `penalty_tokens` are the ids the repetition penalty applies to (the prompt and the generated
+  // tokens), `output_tokens` the ones the additive penalties count (the generated tokens only).
+  // Fails, leaving *out unchanged, on invalid params, an empty vocabulary, a penalty or output
+  // token outside [0, V), or logits that are NaN or +inf (a model that diverged), and never
+  // crashes.
   absl::Status Sample(absl::Span<const float> logits, const SamplingParams& params,
                       uint64_t position, absl::Span<const int32_t> penalty_tokens,
-                      int32_t top_logprobs, SampleOutput* out);
+                      absl::Span<const int32_t> output_tokens, int32_t top_logprobs,
+                      SampleOutput* out);
 
  private:
   // Candidate order: larger z first, then lower id.
@@ -85,6 +90,7 @@ class Sampler {
   std::vector<float> scaled_;     // z
   std::vector<float> weights_;    // w by id (buckets) or in candidate order (small top_k)
   std::vector<uint8_t> seen_;     // distinct-token marks for the penalty (all zero between calls)
+  std::vector<int32_t> counts_;   // occurrences in output_tokens by id (all zero between calls)
   std::vector<Candidate> candidates_;
   std::vector<int32_t> bucket_count_;
   std::vector<double> bucket_mass_;

@@ -30,6 +30,16 @@ absl::Status ValidateSamplingParams(const SamplingParams& p, int32_t top_logprob
         absl::StrCat("sampling.repetition_penalty = ", p.repetition_penalty,
                      " is invalid; allowed: a finite value > 0 (1 = off)"));
   }
+  if (!(p.frequency_penalty >= -2.0f && p.frequency_penalty <= 2.0f)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("sampling.frequency_penalty = ", p.frequency_penalty,
+                     " is out of range; allowed: -2 to 2 (0 = off)"));
+  }
+  if (!(p.presence_penalty >= -2.0f && p.presence_penalty <= 2.0f)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("sampling.presence_penalty = ", p.presence_penalty,
+                     " is out of range; allowed: -2 to 2 (0 = off)"));
+  }
   if (top_logprobs < 0 || top_logprobs > kMaxTopLogprobs) {
     return absl::InvalidArgumentError(absl::StrCat("top_logprobs = ", top_logprobs,
                                                    " is out of range; allowed: [0, ",

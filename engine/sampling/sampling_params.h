@@ -23,8 +23,13 @@ struct SamplingParams {
   float min_p = 0.0f;               // 0 = off; in [0, 1]
   float repetition_penalty = 1.0f;  // 1 = off; > 0
   uint64_t seed = 0;                // with the position, fixes the random draw
+  // OpenAI's additive penalties, over the tokens the request has generated (not the prompt): a
+  // token generated c > 0 times loses frequency_penalty * c + presence_penalty from its logit.
+  float frequency_penalty = 0.0f;  // 0 = off; in [-2, 2]
+  float presence_penalty = 0.0f;   // 0 = off; in [-2, 2]
 
   bool greedy() const { return !(temperature >= kMinTemperature); }
+  bool additive_penalties() const { return frequency_penalty != 0.0f || presence_penalty != 0.0f; }
 };
 
 // The most top_logprobs alternatives a request may ask for.
@@ -34,6 +39,15 @@ inline constexpr int32_t kMaxTopLogprobs = 20;
 // 0..kMaxTopLogprobs) against its allowed range. INVALID_ARGUMENT names the field as a request
 // spells it ("sampling.temperature = -1 ..."), the value and what is allowed; NaN fails every rule.
 absl::Status ValidateSamplingParams(const SamplingParams& params, int32_t top_logprobs = 0);
+
+// What the additive penalties subtract from the logit of a token the request has generated
+// `count` > 0 times: frequency_penalty * count + presence_penalty. The product is exact in double
+// and the sum is rounded to float once, so every backend subtracts the same float.
+inline float AdditivePenalty(const SamplingParams& params, int64_t count) {
+  return static_cast<float>(static_cast<double>(params.frequency_penalty) *
+                                static_cast<double>(count) +
+                            static_cast<double>(params.presence_penalty));
+}
 
 // A token and its log-probability under the model's (unmodified) distribution.
 struct TokenLogprob {

@@ -309,6 +309,8 @@ void Scheduler::StepOnce() {
       w.sampling = r.request.sampling;
       w.sample_position = static_cast<uint64_t>(r.generated);
       w.penalty_tokens = r.history;
+      // history ends with the tokens generated so far.
+      w.output_tokens = absl::MakeConstSpan(r.history).last(static_cast<size_t>(r.generated));
       w.top_logprobs = std::max(0, r.request.logprobs);
     }
     work_.push_back(w);

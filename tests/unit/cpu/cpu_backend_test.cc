@@ -475,6 +475,9 @@ TEST(CpuBackendTest, InvalidWorkFailsAloneAndChangesNothing) {
   backend::SeqWork penalty_out_of_range = item(3, good);
   penalty_out_of_range.sampling.repetition_penalty = 1.2f;
   penalty_out_of_range.penalty_tokens = bad_penalty;
+  backend::SeqWork output_out_of_range = item(2, good);
+  output_out_of_range.sampling.frequency_penalty = 0.5f;
+  output_out_of_range.output_tokens = bad_penalty;
   const std::vector<Case> cases = {
       {"slot too large", {item(0, good), item(4, good)}, 1, "slot 4 is out of range"},
       {"negative slot", {item(-1, good), item(1, good)}, 0, "slot -1 is out of range"},
@@ -489,6 +492,10 @@ TEST(CpuBackendTest, InvalidWorkFailsAloneAndChangesNothing) {
        {item(0, good), penalty_out_of_range},
        1,
        "repetition penalty token id 300"},
+      {"generated token out of range",
+       {output_out_of_range, item(1, good)},
+       0,
+       "output token id 300"},
   };
   for (const Case& c : cases) {
     SCOPED_TRACE(c.name);

@@ -513,6 +513,9 @@ TEST(CudaBackendTest, DeviceSamplingMatchesHostSamplerOnItsLogits) {
   std::unique_ptr<backend::Backend> b = MakeCuda(MakeModel(config, model::DType::kF16));
   ASSERT_NE(b, nullptr);
   const std::vector<int32_t> penalty = RandomTokens(20, config.vocab_size, 1);
+  // Generated tokens for the additive penalties: repeats, and ids shared with `penalty`.
+  std::vector<int32_t> output = RandomTokens(30, config.vocab_size, 2);
+  output.insert(output.end(), {output[0], output[0], output[3], penalty[0], penalty[0]});
   std::vector<backend::SeqWork> work(6);
   std::vector<std::vector<int32_t>> prompts(6);
   for (int i = 0; i < 6; ++i) {
@@ -525,12 +528,20 @@ TEST(CudaBackendTest, DeviceSamplingMatchesHostSamplerOnItsLogits) {
     work[i].sampling.top_k = i % 2 == 0 ? 50 : 0;
     work[i].sampling.top_p = i >= 3 ? 0.9f : 1.0f;
     work[i].sampling.min_p = i == 5 ? 0.05f : 0.0f;
-    work[i].sampling.repetition_penalty = i == 4 ? 1.3f : 1.0f;
+    work[i].sampling.repetition_penalty = i == 4 || i == 5 ? 1.3f : 1.0f;
+    work[i].sampling.frequency_penalty = i == 1 || i == 5 ? 0.7f : (i == 2 ? -1.5f : 0.0f);
+    work[i].sampling.presence_penalty = i == 1 || i == 3 ? 2.0f : 0.0f;
     work[i].sampling.seed = 42 + i;
     work[i].sample_position = 3;
     work[i].penalty_tokens = penalty;
+    work[i].output_tokens = output;
     work[i].top_logprobs = 4;
   }
+  // And greedy with every penalty.
+  work[0].sampling.temperature = 0.0f;
+  work[0].sampling.repetition_penalty = 1.2f;
+  work[0].sampling.frequency_penalty = 1.0f;
+  work[0].sampling.presence_penalty = 0.5f;
   std::vector<backend::SeqResult> results(6);
   ASSERT_TRUE(b->Step(work, absl::MakeSpan(results)).ok());
   sampling::Sampler sampler;
@@ -538,13 +549,77 @@ TEST(CudaBackendTest, DeviceSamplingMatchesHostSamplerOnItsLogits) {
     sampling::SampleOutput want;
     ASSERT_TRUE(sampler
                     .Sample(results[i].logits, work[i].sampling, work[i].sample_position,
-                            work[i].penalty_tokens, 4, &want)
+                            work[i].penalty_tokens, work[i].output_tokens, 4, &want)
                     .ok());
     EXPECT_EQ(results[i].token, want.token) << i;
     EXPECT_NEAR(results[i].logprob, want.logprob, 1e-5);
     ASSERT_EQ(results[i].top.size(), want.top.size());
     for (size_t k = 0; k < want.top.size(); ++k)
       EXPECT_EQ(results[i].top[k].token, want.top[k].token);
+  }
+}
+
+// Graph-captured decode steps with every penalty: the device draws what the host sampler draws
+// from the same logits, also after the penalty lists outgrow their first buffer (the graphs that
+// captured its address are dropped and captured again).
+TEST(CudaBackendTest, DecodeWithPenaltiesMatchesHostSampler) {
+  SKIP_WITHOUT_GPU();
+  const model::ModelConfig config = Small130mConfig();
+  std::unique_ptr<backend::Backend> b = MakeCuda(MakeModel(config, model::DType::kF16));
+  ASSERT_NE(b, nullptr);
+  constexpr int kRows = 3;
+  std::vector<std::vector<int32_t>> history(kRows), output(kRows);
+  std::vector<int32_t> next(kRows);
+  std::vector<backend::SeqWork> work(kRows);
+  for (int i = 0; i < kRows; ++i) {
+    history[i] = RandomTokens(12 + i, config.vocab_size, 500 + i);
+    next[i] = history[i].back();
+    Feed(*b, i, absl::MakeConstSpan(history[i]).first(history[i].size() - 1));
+    work[i].slot = i;
+    work[i].sample = true;
+    work[i].want_logits = true;
+    work[i].top_logprobs = 2;
+    work[i].sampling.seed = 7 + i;
+  }
+  work[0].sampling.frequency_penalty = 0.5f;  // greedy
+  work[0].sampling.presence_penalty = 0.5f;
+  work[1].sampling.temperature = 0.8f;
+  work[1].sampling.top_p = 0.9f;
+  work[1].sampling.repetition_penalty = 1.2f;
+  work[1].sampling.frequency_penalty = 1.0f;
+  work[2].sampling.temperature = 1.0f;
+  work[2].sampling.top_k = 40;
+  work[2].sampling.presence_penalty = -2.0f;
+  sampling::Sampler sampler;
+  for (int step = 0; step < 10; ++step) {
+    SCOPED_TRACE(absl::StrCat("step ", step));
+    if (step == 5) {
+      // 6000 earlier generated ids: 12000 words of (id, amount) pairs, past the first buffer.
+      const std::vector<int32_t> earlier = RandomTokens(6000, config.vocab_size, 77);
+      output[2].insert(output[2].begin(), earlier.begin(), earlier.end());
+    }
+    for (int i = 0; i < kRows; ++i) {
+      work[i].tokens = absl::MakeConstSpan(&next[i], 1);
+      work[i].sample_position = static_cast<uint64_t>(step);
+      work[i].penalty_tokens = history[i];
+      work[i].output_tokens = output[i];
+    }
+    std::vector<backend::SeqResult> results(kRows);
+    ASSERT_TRUE(b->Step(work, absl::MakeSpan(results)).ok());
+    for (int i = 0; i < kRows; ++i) {
+      SCOPED_TRACE(absl::StrCat("row ", i));
+      ASSERT_TRUE(results[i].status.ok()) << results[i].status;
+      sampling::SampleOutput want;
+      ASSERT_TRUE(sampler
+                      .Sample(results[i].logits, work[i].sampling, work[i].sample_position,
+                              work[i].penalty_tokens, work[i].output_tokens, 2, &want)
+                      .ok());
+      EXPECT_EQ(results[i].token, want.token);
+      EXPECT_NEAR(results[i].logprob, want.logprob, 1e-5);
+      next[i] = results[i].token;
+      history[i].push_back(next[i]);
+      output[i].push_back(next[i]);
+    }
   }
 }
 
@@ -690,6 +765,12 @@ TEST(CudaBackendTest, BadInputsAreRefusedWithReasons) {
   EXPECT_EQ(refused(w), absl::StatusCode::kInvalidArgument);  // no tokens
   w.tokens = ok;
   w.sample = true;
+  const std::vector<int32_t> bad_output = {2, config.vocab_size};
+  w.output_tokens = bad_output;
+  w.sampling.frequency_penalty = 1.0f;
+  EXPECT_EQ(refused(w), absl::StatusCode::kInvalidArgument);  // generated token out of range
+  w.output_tokens = {};
+  w.sampling.frequency_penalty = 0.0f;
   auto step = [&](std::vector<backend::SeqWork> work) {
     std::vector<backend::SeqResult> r(work.size());
     return b->Step(work, absl::MakeSpan(r));

@@ -7,7 +7,9 @@
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
+#include <map>
 #include <numeric>
 #include <random>
 #include <string>
@@ -1163,8 +1165,23 @@ struct SampleCase {
   int32_t top_logprobs = 0;
   float logit_scale = 3.0f;  // small values make a flat distribution (many candidates)
   int64_t vocab = 50280;
-  bool penalty = false;
+  bool penalty = false;  // repetition penalty tokens
+  bool output = false;   // generated tokens for the additive penalties
 };
+
+// The additive penalties' (id, amount) pairs for `output`, as the device takes them: one per
+// distinct id, the amount as a float's bits.
+std::vector<int32_t> AdditivePairs(const std::vector<int32_t>& output,
+                                   const sampling::SamplingParams& p) {
+  std::map<int32_t, int64_t> counts;
+  for (int32_t t : output) ++counts[t];
+  std::vector<int32_t> pairs;
+  for (const auto& [t, c] : counts) {
+    pairs.push_back(t);
+    pairs.push_back(std::bit_cast<int32_t>(sampling::AdditivePenalty(p, c)));
+  }
+  return pairs;
+}
 
 TEST(CudaSamplingTest, MatchesHostSampler) {
   MAMBA_SKIP_WITHOUT_GPU();
@@ -1178,6 +1195,11 @@ TEST(CudaSamplingTest, MatchesHostSampler) {
     s.top_p = p;
     s.min_p = min_p;
     s.repetition_penalty = rp;
+    return s;
+  };
+  auto Additive = [](sampling::SamplingParams s, float frequency, float presence) {
+    s.frequency_penalty = frequency;
+    s.presence_penalty = presence;
     return s;
   };
   const std::vector<SampleCase> cases = {
@@ -1194,6 +1216,16 @@ TEST(CudaSamplingTest, MatchesHostSampler) {
       {"flat", P(1.0f, 0, 1, 0, 1), 0, 0.01f},
       {"flat top_k 5000", P(1.0f, 5000, 1, 0, 1), 0, 0.01f},
       {"small vocab, top_k past vocab", P(0.9f, 400, 0.95f, 0, 1), 2, 2.0f, 257},
+      {"greedy + frequency/presence", Additive(P(0, 0, 1, 0, 1), 0.6f, 0.4f), 3, 3.0f, 50280, false,
+       true},
+      {"greedy + every penalty", Additive(P(0, 0, 1, 0, 1.3f), 2.0f, -0.5f), 0, 3.0f, 50280, true,
+       true},
+      {"greedy + negative penalties", Additive(P(0, 0, 1, 0, 1), -2.0f, -2.0f), 0, 3.0f, 50280,
+       false, true},
+      {"presence only", Additive(P(0.8f, 0, 0.9f, 0, 1), 0, 1.5f), 2, 3.0f, 50280, false, true},
+      {"all + every penalty", Additive(P(0.9f, 100, 0.8f, 0.02f, 1.2f), 1.0f, 0.5f), 3, 3.0f, 50280,
+       true, true},
+      {"flat + frequency", Additive(P(1.0f, 0, 0.5f, 0, 1), 2.0f, 0), 0, 0.01f, 50280, false, true},
   };
   // Each case with one block per row, and with each row's first pass split over several blocks
   // (the launcher splits when it gets a partials buffer: batches of few rows).
@@ -1205,7 +1237,7 @@ TEST(CudaSamplingTest, MatchesHostSampler) {
       std::vector<float> logits = Normal(rng, rows * v, c.logit_scale);
       std::vector<kernels::SamplingRow> params(rows);
       std::vector<int32_t> penalty;
-      std::vector<std::vector<int32_t>> row_penalty(rows);
+      std::vector<std::vector<int32_t>> row_penalty(rows), row_output(rows);
       std::uniform_int_distribution<int32_t> tok(0, static_cast<int32_t>(v - 1));
       for (int r = 0; r < rows; ++r) {
         kernels::SamplingRow& p = params[r];
@@ -1227,6 +1259,22 @@ TEST(CudaSamplingTest, MatchesHostSampler) {
           p.penalty_offset = static_cast<int32_t>(penalty.size());
           p.penalty_count = static_cast<int32_t>(row_penalty[r].size());
           penalty.insert(penalty.end(), row_penalty[r].begin(), row_penalty[r].end());
+        }
+        if (c.output) {
+          // The argmax three times and the runner-up once (so the penalties change the answer),
+          // then random ids, some of them repeated; row 0 has generated nothing yet.
+          std::vector<int32_t> order(v);
+          std::iota(order.begin(), order.end(), 0);
+          const float* row = logits.data() + r * v;
+          std::partial_sort(order.begin(), order.begin() + 2, order.end(),
+                            [&](int32_t a, int32_t b) { return row[a] > row[b]; });
+          if (r > 0) row_output[r] = {order[0], tok(rng), order[0], order[1], order[0]};
+          for (int k = 0; k < 3 * r; ++k) row_output[r].push_back(tok(rng));
+          if (r > 2) row_output[r].push_back(row_output[r].back());
+          const std::vector<int32_t> pairs = AdditivePairs(row_output[r], c.params);
+          p.output_offset = static_cast<int32_t>(penalty.size());
+          p.output_count = static_cast<int32_t>(pairs.size() / 2);
+          penalty.insert(penalty.end(), pairs.begin(), pairs.end());
         }
       }
       DeviceArray<float> d_logits(logits);
@@ -1250,6 +1298,7 @@ TEST(CudaSamplingTest, MatchesHostSampler) {
       Sync();
       const std::vector<kernels::SamplingResult> got = d_results.Download();
       sampling::Sampler sampler;
+      int moved_off_argmax = 0;  // greedy rows whose token the penalties changed
       for (int r = 0; r < rows; ++r) {
         SCOPED_TRACE(absl::StrCat("row ", r));
         sampling::SamplingParams sp = c.params;
@@ -1257,7 +1306,8 @@ TEST(CudaSamplingTest, MatchesHostSampler) {
         sampling::SampleOutput want;
         ASSERT_TRUE(sampler
                         .Sample(absl::MakeConstSpan(logits.data() + r * v, v), sp,
-                                params[r].position, row_penalty[r], c.top_logprobs, &want)
+                                params[r].position, row_penalty[r], row_output[r], c.top_logprobs,
+                                &want)
                         .ok());
         ASSERT_EQ(got[r].status, kernels::kSamplingOk);
         EXPECT_EQ(got[r].token, want.token);
@@ -1267,6 +1317,13 @@ TEST(CudaSamplingTest, MatchesHostSampler) {
           EXPECT_EQ(got[r].top_ids[k], want.top[k].token);
           EXPECT_NEAR(got[r].top_logprobs[k], want.top[k].logprob, 1e-5);
         }
+        const float* row = logits.data() + r * v;
+        moved_off_argmax += c.params.greedy() && want.token != std::max_element(row, row + v) - row;
+      }
+      // Penalties that lower the generated argmax do change greedy answers here, so the
+      // comparison above would catch a device that ignored them.
+      if (c.output && c.params.greedy() && sampling::AdditivePenalty(c.params, 3) > 0.0f) {
+        EXPECT_GT(moved_off_argmax, 0);
       }
     }
   }

@@ -1,9 +1,11 @@
 // Continuous batching through the real Engine on the CPU backend (synthetic:tiny): the DESIGN.md
 // invariants under concurrency, sessions across host eviction, cancellation, capacity, fairness.
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <future>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <random>
@@ -138,6 +140,46 @@ TEST(SchedulerTest, BatchInvariance64ConcurrentGreedyRequests) {
   for (size_t i = 0; i < reqs.size(); ++i) {
     EXPECT_EQ(together[i], alone[i]) << "request " << i;
     EXPECT_EQ(static_cast<int>(alone[i].size()), reqs[i].stopping.max_tokens);
+  }
+}
+
+// OpenAI's additive penalties on the CPU backend under greedy decoding: synthetic:tiny repeats
+// the last prompt token forever; with a penalty it says that token once (the penalty counts what
+// the request generated, not the prompt, which holds the token four times) and then moves on. A
+// frequency penalty grows with each repeat, so no token comes back more than a few times; a
+// presence penalty is paid once, so a token the model prefers by more than that repeats anyway.
+TEST(SchedulerTest, AdditivePenaltiesStopGreedyRepetition) {
+  auto engine = Engine::Create(TinyOptions());
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  std::mt19937 rng(1);
+  std::vector<int32_t> prompt = RandomPrompt(rng, 16);
+  prompt.insert(prompt.end(), 4, prompt.back());
+  const GenerationRequest plain = Greedy(prompt, 40);
+  const std::vector<int32_t> base = RunOne(**engine, plain).tokens;
+  ASSERT_EQ(base.size(), 40u);
+  ASSERT_EQ(std::count(base.begin(), base.end(), base[0]), 40) << "the model no longer loops";
+  auto most_repeats = [](const std::vector<int32_t>& tokens) {
+    std::map<int32_t, int> counts;
+    int most = 0;
+    for (int32_t t : tokens) most = std::max(most, ++counts[t]);
+    return most;
+  };
+  struct Case {
+    const char* name;
+    float frequency, presence;
+    int max_repeats;
+  };
+  for (const Case& c : {Case{"frequency", 2.0f, 0.0f, 3}, Case{"both", 1.0f, 1.0f, 3},
+                        Case{"presence", 0.0f, 2.0f, 40}}) {
+    SCOPED_TRACE(c.name);
+    GenerationRequest r = plain;
+    r.sampling.frequency_penalty = c.frequency;
+    r.sampling.presence_penalty = c.presence;
+    const std::vector<int32_t> got = RunOne(**engine, r).tokens;
+    ASSERT_EQ(got.size(), 40u);
+    EXPECT_EQ(got[0], base[0]);
+    EXPECT_EQ(std::count(got.begin(), got.end(), base[0]), 1);
+    EXPECT_LE(most_repeats(got), c.max_repeats);
   }
 }
 

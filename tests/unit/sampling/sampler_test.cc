@@ -29,9 +29,10 @@ std::vector<float> RandomLogits(int v, uint64_t seed, float scale) {
 
 int32_t SampleToken(sampling::Sampler& s, const std::vector<float>& logits,
                     const sampling::SamplingParams& p, uint64_t position = 0,
-                    const std::vector<int32_t>& penalty = {}) {
+                    const std::vector<int32_t>& penalty = {},
+                    const std::vector<int32_t>& output = {}) {
   sampling::SampleOutput out;
-  const absl::Status st = s.Sample(logits, p, position, penalty, 0, &out);
+  const absl::Status st = s.Sample(logits, p, position, penalty, output, 0, &out);
   EXPECT_TRUE(st.ok()) << st;
   return out.token;
 }
@@ -41,7 +42,7 @@ int32_t SampleToken(sampling::Sampler& s, const std::vector<float>& logits,
 class ReferenceSampler {
  public:
   ReferenceSampler(const std::vector<float>& logits, const sampling::SamplingParams& p,
-                   const std::vector<int32_t>& penalty)
+                   const std::vector<int32_t>& penalty, const std::vector<int32_t>& output = {})
       : p_(p) {
     const int v = static_cast<int>(logits.size());
     std::vector<float> l = logits;
@@ -51,6 +52,9 @@ class ReferenceSampler {
         l[t] = l[t] > 0.0f ? l[t] / p.repetition_penalty : l[t] * p.repetition_penalty;
       }
     }
+    std::map<int32_t, int64_t> counts;
+    for (int32_t t : output) ++counts[t];
+    for (const auto& [t, c] : counts) l[t] -= sampling::AdditivePenalty(p, c);
     if (p.temperature == 0.0f) {
       argmax_ = static_cast<int32_t>(std::max_element(l.begin(), l.end()) - l.begin());
       return;
@@ -145,6 +149,14 @@ TEST(SamplerTest, ValidatesEveryParameter) {
        "repetition_penalty"},
       {"inf penalty", with([&](sampling::SamplingParams& p) { p.repetition_penalty = inf; }), 0,
        "repetition_penalty"},
+      {"frequency above 2", with([](sampling::SamplingParams& p) { p.frequency_penalty = 2.5f; }),
+       0, "frequency_penalty"},
+      {"nan frequency", with([&](sampling::SamplingParams& p) { p.frequency_penalty = nan; }), 0,
+       "frequency_penalty"},
+      {"presence below -2", with([](sampling::SamplingParams& p) { p.presence_penalty = -2.1f; }),
+       0, "presence_penalty"},
+      {"-inf presence", with([&](sampling::SamplingParams& p) { p.presence_penalty = -inf; }), 0,
+       "presence_penalty"},
       {"negative logprobs", sampling::SamplingParams(), -1, "top_logprobs"},
       {"21 logprobs", sampling::SamplingParams(), 21, "top_logprobs"},
   };
@@ -157,7 +169,7 @@ TEST(SamplerTest, ValidatesEveryParameter) {
     EXPECT_NE(std::string(st.message()).find(c.message), std::string::npos) << st;
     sampling::SampleOutput out;
     out.token = 77;
-    EXPECT_EQ(s.Sample(logits, c.p, 0, {}, c.top_logprobs, &out).code(),
+    EXPECT_EQ(s.Sample(logits, c.p, 0, {}, {}, c.top_logprobs, &out).code(),
               absl::StatusCode::kInvalidArgument);
     EXPECT_EQ(out.token, 77);  // left unchanged
   }
@@ -168,21 +180,21 @@ TEST(SamplerTest, RejectsBadLogitsAndPenaltyTokens) {
   sampling::Sampler s;
   sampling::SampleOutput out;
   const sampling::SamplingParams greedy;
-  EXPECT_EQ(s.Sample({}, greedy, 0, {}, 0, &out).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(s.Sample({}, greedy, 0, {}, {}, 0, &out).code(), absl::StatusCode::kInvalidArgument);
   std::vector<float> l = {1.0f, std::numeric_limits<float>::quiet_NaN(), 0.0f};
-  EXPECT_EQ(s.Sample(l, greedy, 0, {}, 0, &out).code(), absl::StatusCode::kInternal);
+  EXPECT_EQ(s.Sample(l, greedy, 0, {}, {}, 0, &out).code(), absl::StatusCode::kInternal);
   l[1] = std::numeric_limits<float>::infinity();
-  EXPECT_EQ(s.Sample(l, greedy, 0, {}, 0, &out).code(), absl::StatusCode::kInternal);
+  EXPECT_EQ(s.Sample(l, greedy, 0, {}, {}, 0, &out).code(), absl::StatusCode::kInternal);
   l = {-std::numeric_limits<float>::infinity(), -std::numeric_limits<float>::infinity()};
-  EXPECT_EQ(s.Sample(l, greedy, 0, {}, 0, &out).code(), absl::StatusCode::kInternal);
+  EXPECT_EQ(s.Sample(l, greedy, 0, {}, {}, 0, &out).code(), absl::StatusCode::kInternal);
   // -inf on some ids masks them; that is allowed.
   l = {-std::numeric_limits<float>::infinity(), 0.5f, 0.25f};
-  ASSERT_TRUE(s.Sample(l, greedy, 0, {}, 0, &out).ok());
+  ASSERT_TRUE(s.Sample(l, greedy, 0, {}, {}, 0, &out).ok());
   EXPECT_EQ(out.token, 1);
   sampling::SamplingParams rp;
   rp.repetition_penalty = 1.1f;
   const std::vector<int32_t> bad = {0, 3};
-  const absl::Status st = s.Sample(l, rp, 0, bad, 0, &out);
+  const absl::Status st = s.Sample(l, rp, 0, bad, {}, 0, &out);
   EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(std::string(st.message()).find("token id 3"), std::string::npos) << st;
 }
@@ -228,7 +240,7 @@ TEST(SamplerTest, LogprobsComeFromTheRawLogits) {
   p.repetition_penalty = 2.0f;  // changes the choice, not the reported logprobs
   sampling::SampleOutput out;
   const std::vector<int32_t> penalty = {2, 3};
-  ASSERT_TRUE(s.Sample(l, p, 0, penalty, 4, &out).ok());
+  ASSERT_TRUE(s.Sample(l, p, 0, penalty, {}, 4, &out).ok());
   EXPECT_EQ(out.token, 0);  // 3/2 = 1.5 < 2
   EXPECT_NEAR(out.logprob, 2.0 - std::log(norm), 1e-6);
   ASSERT_EQ(out.top.size(), 4u);
@@ -254,6 +266,128 @@ TEST(SamplerTest, RepetitionPenaltyAppliesOncePerDistinctToken) {
   // The scratch marks are cleared between calls: a later call without penalty tokens is plain.
   p.repetition_penalty = 1.3f;
   EXPECT_EQ(SampleToken(s, {3.0f, 2.9f}, p, 0, {}), 0);
+}
+
+TEST(SamplerTest, RejectsOutputTokensOutsideTheVocabulary) {
+  sampling::Sampler s;
+  sampling::SampleOutput out;
+  out.token = 77;
+  sampling::SamplingParams p;
+  p.frequency_penalty = 0.5f;
+  const std::vector<float> l = {1.0f, 2.0f, 3.0f};
+  for (const std::vector<int32_t>& bad : {std::vector<int32_t>{0, 3}, std::vector<int32_t>{-1}}) {
+    const absl::Status st = s.Sample(l, p, 0, {}, bad, 0, &out);
+    EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_NE(std::string(st.message()).find("output token id"), std::string::npos) << st;
+    EXPECT_EQ(out.token, 77);
+  }
+}
+
+// The additive penalties' exact effect, greedy: logit[j] -= frequency * c[j] + presence *
+// (c[j] > 0), c counted over the generated tokens alone, after the repetition penalty. Each row
+// sits on a tie or just past one, so an off-by-one count or a rounding would change the token.
+TEST(SamplerTest, AdditivePenaltiesSubtractFrequencyTimesCountPlusPresence) {
+  struct Case {
+    std::string name;
+    std::vector<float> logits;
+    float frequency, presence, repetition;
+    std::vector<int32_t> prompt, output;  // penalty tokens = prompt + output
+    int32_t expected;
+  };
+  const std::vector<Case> cases = {
+      {"off: the argmax", {3.0f, 2.0f}, 0.0f, 0.0f, 1.0f, {}, {0, 0, 0}, 0},
+      {"frequency times count: a tie", {3.0f, 2.0f}, 0.5f, 0.0f, 1.0f, {}, {0, 0}, 0},
+      {"one occurrence more passes the tie", {3.0f, 2.0f}, 0.5f, 0.0f, 1.0f, {}, {0, 0, 0}, 1},
+      {"presence once, whatever the count", {3.0f, 2.0f}, 0.0f, 1.0f, 1.0f, {}, {0, 0, 0, 0}, 0},
+      {"presence past the tie", {3.0f, 2.0f}, 0.0f, 1.25f, 1.0f, {}, {0}, 1},
+      // Both, each token by its own count: 3 - (0.25 * 2 + 0.75) = 1.75 ties with id 2, and
+      // 2 - (0.25 + 0.75) = 1 drops below it; a larger presence passes the tie.
+      {"both: a tie", {3.0f, 2.0f, 1.75f}, 0.25f, 0.75f, 1.0f, {}, {0, 1, 0}, 0},
+      {"both: past the tie", {3.0f, 2.0f, 1.75f}, 0.25f, 1.0f, 1.0f, {}, {0, 1, 0}, 2},
+      {"the prompt is not counted", {3.0f, 2.5f}, 2.0f, 2.0f, 1.0f, {0, 0, 0, 0}, {}, 0},
+      {"generated after the prompt", {3.0f, 2.5f}, 2.0f, 0.0f, 1.0f, {0, 0}, {1}, 0},
+      {"negative penalties favour", {1.0f, 2.0f}, -0.5f, -0.5f, 1.0f, {}, {0}, 0},
+      {"negative logits go down too", {-1.0f, -1.5f}, 0.5f, 0.0f, 1.0f, {}, {0, 0}, 1},
+      // Repetition first: 4 / 2 - 1 = 1 < 1.2 (additive first would give (4 - 1) / 2 = 1.5).
+      {"after the repetition penalty", {4.0f, 1.2f}, 0.0f, 1.0f, 2.0f, {}, {0}, 1},
+  };
+  sampling::Sampler s;
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.name);
+    sampling::SamplingParams p;  // greedy
+    p.frequency_penalty = c.frequency;
+    p.presence_penalty = c.presence;
+    p.repetition_penalty = c.repetition;
+    std::vector<int32_t> penalty = c.prompt;
+    penalty.insert(penalty.end(), c.output.begin(), c.output.end());
+    EXPECT_EQ(SampleToken(s, c.logits, p, 0, penalty, c.output), c.expected);
+  }
+}
+
+// Sampling with the penalties draws what sampling the penalized logits without them draws, for
+// every seed and option (the penalties change the logits and nothing else), and the reported
+// log-probabilities stay those of the raw logits.
+TEST(SamplerTest, AdditivePenaltiesActOnTheLogitsOnly) {
+  sampling::Sampler s, plain;
+  const int v = 5000;
+  const std::vector<float> l = RandomLogits(v, 21, 6.0f);
+  std::vector<int32_t> order(v);
+  for (int i = 0; i < v; ++i) order[i] = i;
+  std::sort(order.begin(), order.end(), [&](int32_t a, int32_t b) { return l[a] > l[b]; });
+  // The five best generated 1..5 times, and some others once.
+  std::vector<int32_t> output;
+  for (int k = 0; k < 5; ++k) output.insert(output.end(), k + 1, order[k]);
+  for (int k = 0; k < 40; ++k) output.push_back(static_cast<int32_t>((k * 7919) % v));
+  double norm = 0.0;
+  for (float x : l) norm += std::exp(static_cast<double>(x));
+  struct Case {
+    float temperature, top_p, min_p, frequency, presence;
+    int32_t top_k;
+  };
+  int changed = 0;
+  for (const Case& c : {Case{1.0f, 1.0f, 0.0f, 0.8f, 0.4f, 0}, Case{0.7f, 0.9f, 0.0f, 2.0f, 0, 0},
+                        Case{1.3f, 1.0f, 0.05f, 0, 2.0f, 50}, Case{0.5f, 1.0f, 0, -1.0f, -2.0f, 3},
+                        Case{1.0f, 0.8f, 0.0f, 1.0f, 1.0f, 2000}}) {
+    sampling::SamplingParams p;
+    p.temperature = c.temperature;
+    p.top_p = c.top_p;
+    p.min_p = c.min_p;
+    p.top_k = c.top_k;
+    p.frequency_penalty = c.frequency;
+    p.presence_penalty = c.presence;
+    std::vector<float> penalized = l;
+    std::map<int32_t, int64_t> counts;
+    for (int32_t t : output) ++counts[t];
+    for (const auto& [t, n] : counts) penalized[t] -= sampling::AdditivePenalty(p, n);
+    sampling::SamplingParams without = p;
+    without.frequency_penalty = without.presence_penalty = 0.0f;
+    for (uint64_t seed = 0; seed < 100; ++seed) {
+      p.seed = without.seed = seed;
+      sampling::SampleOutput got, want, raw;
+      ASSERT_TRUE(s.Sample(l, p, seed, {}, output, 3, &got).ok());
+      ASSERT_TRUE(plain.Sample(penalized, without, seed, {}, {}, 0, &want).ok());
+      ASSERT_TRUE(plain.Sample(l, without, seed, {}, {}, 3, &raw).ok());
+      ASSERT_EQ(got.token, want.token) << "seed " << seed;
+      EXPECT_NEAR(got.logprob, l[got.token] - std::log(norm), 1e-5);
+      ASSERT_EQ(got.top.size(), raw.top.size());
+      for (size_t k = 0; k < raw.top.size(); ++k) {
+        EXPECT_EQ(got.top[k].token, raw.top[k].token);
+        EXPECT_EQ(got.top[k].logprob, raw.top[k].logprob);
+      }
+      changed += got.token != raw.token;
+    }
+  }
+  EXPECT_GT(changed, 100);  // the penalties did change the draws
+}
+
+// The sampler's scratch counts start from zero on every call.
+TEST(SamplerTest, AdditivePenaltyCountsDoNotCarryOver) {
+  sampling::Sampler s;
+  sampling::SamplingParams p;
+  p.frequency_penalty = 0.5f;
+  EXPECT_EQ(SampleToken(s, {3.0f, 2.0f}, p, 0, {}, {0, 0, 0}), 1);  // 1.5 < 2
+  EXPECT_EQ(SampleToken(s, {3.0f, 2.0f}, p, 0, {}, {0}), 0);        // 2.5 > 2
+  EXPECT_EQ(SampleToken(s, {3.0f, 2.0f}, p, 0, {}, {}), 0);
 }
 
 TEST(SamplerTest, TopKNeverLeavesTheKBest) {
@@ -404,14 +538,18 @@ TEST(SamplerTest, AgreesWithAFullSortImplementation) {
     p.top_p = trial % 3 == 0 ? 1.0f : 0.5f + 0.07f * static_cast<float>(trial % 7);
     p.min_p = trial % 6 == 0 ? 0.05f : 0.0f;
     p.repetition_penalty = trial % 2 == 0 ? 1.0f : 1.2f;
+    p.frequency_penalty = trial % 4 == 3 ? 0.0f : 0.3f * static_cast<float>(trial % 4);
+    p.presence_penalty = trial % 5 == 2 ? -1.0f : (trial % 5 == 4 ? 1.5f : 0.0f);
     const std::vector<int32_t> penalty = {0, 1, 2, 2, static_cast<int32_t>(v - 1)};
-    const ReferenceSampler reference(l, p, penalty);
+    const std::vector<int32_t> output = {
+        1, 2, 2, static_cast<int32_t>(v - 1), 2, static_cast<int32_t>(v / 2)};
+    const ReferenceSampler reference(l, p, penalty, output);
     for (uint64_t seed = 0; seed < 25; ++seed) {
       p.seed = seed * 31 + trial;
       bool ambiguous = false;
       const int32_t expected = reference.Draw(p.seed, seed, &ambiguous);
       if (ambiguous) continue;
-      ASSERT_EQ(SampleToken(s, l, p, seed, penalty), expected)
+      ASSERT_EQ(SampleToken(s, l, p, seed, penalty, output), expected)
           << "trial " << trial << " seed " << p.seed;
       ++checked;
     }

@@ -48,6 +48,38 @@ TEST(SamplingParamsTest, EveryRuleRejectsWithAClearMessage) {
        [](auto* p) { p->repetition_penalty = INFINITY; },
        0,
        {"repetition_penalty", "finite"}},
+      {"frequency_penalty above 2",
+       [](auto* p) { p->frequency_penalty = 2.5f; },
+       0,
+       {"sampling.frequency_penalty = 2.5 is out of range; allowed: -2 to 2"}},
+      {"frequency_penalty below -2",
+       [](auto* p) { p->frequency_penalty = -3.0f; },
+       0,
+       {"sampling.frequency_penalty = -3", "-2 to 2"}},
+      {"nan frequency_penalty",
+       [](auto* p) { p->frequency_penalty = NAN; },
+       0,
+       {"frequency_penalty", "-2 to 2"}},
+      {"infinite frequency_penalty",
+       [](auto* p) { p->frequency_penalty = INFINITY; },
+       0,
+       {"frequency_penalty", "-2 to 2"}},
+      {"presence_penalty above 2",
+       [](auto* p) { p->presence_penalty = 2.01f; },
+       0,
+       {"sampling.presence_penalty = 2.01 is out of range; allowed: -2 to 2"}},
+      {"presence_penalty below -2",
+       [](auto* p) { p->presence_penalty = -2.5f; },
+       0,
+       {"sampling.presence_penalty = -2.5", "-2 to 2"}},
+      {"nan presence_penalty",
+       [](auto* p) { p->presence_penalty = NAN; },
+       0,
+       {"presence_penalty", "-2 to 2"}},
+      {"-infinite presence_penalty",
+       [](auto* p) { p->presence_penalty = -INFINITY; },
+       0,
+       {"presence_penalty", "-2 to 2"}},
       {"logprobs 21", [](auto*) {}, 21, {"logprobs = 21", "[0, 20]"}},
       {"negative logprobs", [](auto*) {}, -1, {"logprobs = -1", "[0, 20]"}},
   };
@@ -75,6 +107,14 @@ TEST(SamplingParamsTest, BoundaryValuesPass) {
       [](auto* p) { p->top_k = 0; },
       [](auto* p) { p->top_k = 1 << 30; },
       [](auto* p) { p->repetition_penalty = 1e-6f; },
+      [](auto* p) { p->frequency_penalty = 2.0f; },
+      [](auto* p) { p->frequency_penalty = -2.0f; },
+      [](auto* p) { p->presence_penalty = 2.0f; },
+      [](auto* p) { p->presence_penalty = -2.0f; },
+      [](auto* p) {
+        p->frequency_penalty = -0.0f;
+        p->presence_penalty = 0.0f;
+      },
   };
   for (size_t i = 0; i < accepted.size(); ++i) {
     SamplingParams p;
@@ -82,6 +122,27 @@ TEST(SamplingParamsTest, BoundaryValuesPass) {
     EXPECT_TRUE(ValidateSamplingParams(p, 0).ok()) << i;
   }
   EXPECT_TRUE(ValidateSamplingParams(SamplingParams(), kMaxTopLogprobs).ok());
+}
+
+TEST(SamplingParamsTest, AdditivePenaltyIsFrequencyTimesCountPlusPresence) {
+  SamplingParams p;
+  EXPECT_FALSE(p.additive_penalties());  // both 0 by default: off
+  p.frequency_penalty = 0.5f;
+  p.presence_penalty = 0.25f;
+  EXPECT_TRUE(p.additive_penalties());
+  EXPECT_EQ(AdditivePenalty(p, 1), 0.75f);
+  EXPECT_EQ(AdditivePenalty(p, 4), 2.25f);
+  p.frequency_penalty = -2.0f;
+  p.presence_penalty = 2.0f;
+  EXPECT_EQ(AdditivePenalty(p, 3), -4.0f);
+  // Rounded once: 0.1f * 3 + 0.2f in double, then to float.
+  p.frequency_penalty = 0.1f;
+  p.presence_penalty = 0.2f;
+  EXPECT_EQ(AdditivePenalty(p, 3),
+            static_cast<float>(static_cast<double>(0.1f) * 3.0 + static_cast<double>(0.2f)));
+  p.frequency_penalty = 0.0f;
+  p.presence_penalty = -0.0f;
+  EXPECT_FALSE(p.additive_penalties());
 }
 
 }  // namespace
