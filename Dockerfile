@@ -2,7 +2,7 @@
 # mamba-serve container image: built with the CUDA backend on, run as a numeric non-root user.
 #
 #   docker build -t mamba-serve:0.1.0 .
-#   docker run --gpus all -v /srv/models:/models:ro -p 50051:50051 -p 8080:8080 mamba-serve:0.1.0
+#   docker run --gpus all -v /srv/models:/models:ro -p 50051:50051 -p 8080:8080 -p 8000:8000 mamba-serve:0.1.0
 #   docker run -p 50051:50051 mamba-serve:0.1.0 --model=synthetic:130m --backend=cpu   # no GPU
 #
 # Models are mounted at /models (an HF checkpoint folder: config.json, model.safetensors,
@@ -68,7 +68,7 @@ RUN echo /opt/mamba-serve/lib > /etc/ld.so.conf.d/mamba-serve.conf && ldconfig \
 ENV CUDA_CACHE_PATH=/tmp/cuda-cache
 # Numeric, so that Kubernetes' runAsNonRoot can verify it without reading /etc/passwd.
 USER 10001:10001
-EXPOSE 50051 8080
+EXPOSE 50051 8080 8000
 
 # Loading a large checkpoint and capturing CUDA graphs takes a while: failures only count after
 # the start period. The health check asks the overall ("") service over gRPC.
@@ -76,4 +76,4 @@ HEALTHCHECK --start-period=10m --interval=30s --timeout=5s --retries=3 \
   CMD ["mamba-client", "health", "--addr=127.0.0.1:50051"]
 
 ENTRYPOINT ["mamba-serve"]
-CMD ["--model=/models/mamba-130m-hf", "--host=0.0.0.0", "--port=50051", "--metrics_port=8080"]
+CMD ["--model=/models/mamba-130m-hf", "--host=0.0.0.0", "--port=50051", "--metrics_port=8080", "--http_port=8000"]

@@ -41,6 +41,8 @@ missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+# Node.js and npm run the OpenAI SDK tests; any install of them will do (not only Debian's).
+command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing ${missing[*]}"
   SUDO=""
@@ -58,6 +60,12 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 [ -n "${MAMBA_SETUP_NO_BUILD:-}" ] && exit 0
+
+# The official openai Node SDK for the HTTP API's tests, at the version package-lock.json pins.
+if [ ! -f tests/integration/openai/node_modules/openai/package.json ]; then
+  (cd tests/integration/openai && npm ci --no-audit --no-fund --loglevel=error) ||
+    echo "setup: npm ci failed; openai_sdk_test will be skipped" >&2
+fi
 
 BUILD_DIR=${BUILD_DIR:-build}
 JOBS=${JOBS:-$(nproc)}

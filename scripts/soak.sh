@@ -134,7 +134,7 @@ value() { awk -v k="$1" '$1 == k { print $2 }' <<<"$2"; }
 
 # The server.
 "$serve" --model="$model" --backend=cpu --cpu_threads=1 --host=127.0.0.1 --port=0 \
-  --metrics_host=127.0.0.1 --metrics_port=0 --num_slots="$num_slots" --log_level=warning \
+  --metrics_host=127.0.0.1 --metrics_port=0 --http_port=0 --num_slots="$num_slots" --log_level=warning \
   --drain_seconds=10 >"$work/serve.out" 2>"$work/serve.err" &
 server_pid=$!
 grpc_addr=""

@@ -1,7 +1,8 @@
 // mamba-serve: the gRPC server for Mamba language models.
 //
 // Prints exactly one line to stdout once the model is loaded and the server is ready:
-//   mamba-serve listening grpc=HOST:PORT metrics=HOST:PORT   (metrics=off with --metrics_port=-1)
+//   mamba-serve listening grpc=HOST:PORT metrics=HOST:PORT http=HOST:PORT
+// (metrics=off with --metrics_port=-1, http=off with --http_port=-1).
 // Everything else (JSON log lines) goes to stderr. SIGTERM or SIGINT drains and exits with 0;
 // SIGHUP re-reads --auth_tokens_file. Exit codes: 2 for bad flags, 1 when the server cannot start
 // (port, TLS or tokens file, model).
@@ -64,6 +65,15 @@ ABSL_FLAG(int32_t, port, kServerDefaults.port, "gRPC port; 0 picks a free one");
 ABSL_FLAG(std::string, metrics_host, "", "Interface of the metrics port; empty = --host");
 ABSL_FLAG(int32_t, metrics_port, kServerDefaults.metrics_port,
           "HTTP port of /metrics, /healthz and /readyz; 0 picks a free one, -1 serves none");
+ABSL_FLAG(std::string, http_host, "", "Interface of the OpenAI-compatible HTTP API; empty = --host");
+ABSL_FLAG(int32_t, http_port, kServerDefaults.http_port,
+          "Port of the OpenAI-compatible HTTP API (/v1/completions, /v1/chat/completions, "
+          "/v1/models); 0 picks a free one, -1 serves none");
+ABSL_FLAG(std::string, served_model_name, "",
+          "Model id the HTTP API lists and requests name; empty = the model's name");
+ABSL_FLAG(std::string, chat_template, "",
+          "Jinja chat template file for /v1/chat/completions; empty = the chat_template of the "
+          "model's tokenizer_config.json");
 ABSL_FLAG(int32_t, max_receive_message_bytes, kServerDefaults.max_receive_message_bytes,
           "Largest request accepted, in bytes (ImportSession carries a whole session state)");
 ABSL_FLAG(std::string, tls_cert, "",
@@ -177,6 +187,10 @@ absl::StatusOr<ServerOptions> OptionsFromFlags() {
   o.port = absl::GetFlag(FLAGS_port);
   o.metrics_host = absl::GetFlag(FLAGS_metrics_host);
   o.metrics_port = absl::GetFlag(FLAGS_metrics_port);
+  o.http_host = absl::GetFlag(FLAGS_http_host);
+  o.http_port = absl::GetFlag(FLAGS_http_port);
+  o.served_model_name = absl::GetFlag(FLAGS_served_model_name);
+  o.chat_template_file = absl::GetFlag(FLAGS_chat_template);
   o.max_receive_message_bytes = absl::GetFlag(FLAGS_max_receive_message_bytes);
   o.stream_threads = absl::GetFlag(FLAGS_stream_threads);
   o.prompt_threads = absl::GetFlag(FLAGS_prompt_threads);
@@ -241,6 +255,7 @@ absl::StatusOr<ServerOptions> OptionsFromFlags() {
       InRange("prompt_threads", o.prompt_threads, 1, kMaxThreads),
       AtLeast("port", o.port, 0),
       AtLeast("metrics_port", o.metrics_port, -1),
+      AtLeast("http_port", o.http_port, -1),
       AtLeast("max_receive_message_bytes", o.max_receive_message_bytes, 1024),
       AtLeast("tenant_max_sessions", se.tenant_max_sessions, 0),
       AtLeast("tenant_max_running", sc.tenant_max_running, 0),
@@ -263,7 +278,7 @@ absl::StatusOr<ServerOptions> OptionsFromFlags() {
                        static_cast<int64_t>(kMaxHostStateMemoryGb), " (GB)"));
     }
   }
-  if (o.port > 65535 || o.metrics_port > 65535) {
+  if (o.port > 65535 || o.metrics_port > 65535 || o.http_port > 65535) {
     return absl::InvalidArgumentError("ports must be at most 65535");
   }
   return o;
@@ -418,8 +433,10 @@ int main(int argc, char** argv) {
   }
   watcher.set_exit_immediately(false);
   const std::string metrics_address = (*server)->metrics_address();
-  std::printf("mamba-serve listening grpc=%s metrics=%s\n", (*server)->address().c_str(),
-              metrics_address.empty() ? "off" : metrics_address.c_str());
+  const std::string http_address = (*server)->http_address();
+  std::printf("mamba-serve listening grpc=%s metrics=%s http=%s\n", (*server)->address().c_str(),
+              metrics_address.empty() ? "off" : metrics_address.c_str(),
+              http_address.empty() ? "off" : http_address.c_str());
   std::fflush(stdout);
 
   watcher.Wait();

@@ -1,9 +1,13 @@
 #include "server/mamba_server.h"
 
 #include <algorithm>
+#include <filesystem>
+#include <system_error>
 #include <utility>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "engine/tokenizer/chat_template.h"
 #include "absl/time/clock.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/security/server_credentials.h"
@@ -12,6 +16,7 @@
 #include "server/metrics/process_metrics.h"
 #include "server/metrics/request_log.h"
 #include "server/model_service.h"
+#include "server/openai/openai_service.h"
 #include "server/session_service.h"
 
 namespace mamba::server {
@@ -37,6 +42,40 @@ int ToMillis(absl::Duration d) {
 
 metrics::Logger& Logger() { return metrics::DefaultLogger(); }
 
+// The chat template: the operator's file (with the model folder's special tokens), else the
+// model folder's tokenizer_config.json; null when there is none. A broken template in the
+// operator's file stops the load; one in the model folder only disables the chat endpoint.
+absl::StatusOr<openai::ChatRenderer> LoadChatRenderer(const ModelInfo& info,
+                                                      const std::string& template_file) {
+  std::string dir;
+  if (!absl::StartsWith(info.source, "synthetic:") && !info.source.empty()) {
+    std::error_code ec;
+    const std::filesystem::path source(info.source);
+    dir = std::filesystem::is_directory(source, ec) ? source.string()
+                                                    : source.parent_path().string();
+  }
+  if (template_file.empty() && dir.empty()) return openai::ChatRenderer();
+  absl::StatusOr<tokenizer::ChatTemplate> loaded = tokenizer::ChatTemplate::Load(template_file, dir);
+  if (!loaded.ok()) {
+    if (!template_file.empty()) {
+      return absl::Status(loaded.status().code(),
+                          absl::StrCat("--chat_template: ", loaded.status().message()));
+    }
+    if (loaded.status().code() != absl::StatusCode::kFailedPrecondition &&
+        loaded.status().code() != absl::StatusCode::kNotFound) {
+      Logger().Warning("the model's chat template does not load; chat requests are refused",
+                       {{"error", std::string(loaded.status().message())}});
+    }
+    return openai::ChatRenderer();
+  }
+  Logger().Info("chat template", {{"origin", loaded->origin()}});
+  auto shared = std::make_shared<const tokenizer::ChatTemplate>(*std::move(loaded));
+  return openai::ChatRenderer(
+      [shared](const nlohmann::ordered_json& messages, bool add_generation_prompt) {
+        return shared->Apply(messages, add_generation_prompt);
+      });
+}
+
 }  // namespace
 
 std::string JoinHostPort(const std::string& host, int port) {
@@ -53,7 +92,7 @@ MambaServer::MambaServer(ServerOptions options)
              options_.prompt_threads, options_.deterministic_seeds, options_.engine.seed) {}
 
 void MambaServer::ReportCall(const metrics::RequestRecord& record) const {
-  metrics_->RecordRpc(record.method, record.code);
+  metrics_->RecordRpc(record.protocol, record.method, record.code);
   metrics::LogRequest(Logger(), record);
 }
 
@@ -61,6 +100,11 @@ absl::StatusOr<std::unique_ptr<MambaServer>> MambaServer::Start(ServerOptions op
   if (options.port < 0 || options.port > 65535) {
     return absl::InvalidArgumentError(absl::StrCat(
         "port ", options.port, " is out of range; allowed: 0 (any free port) to 65535"));
+  }
+  if (options.http_port > 65535) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("HTTP port ", options.http_port,
+                     " is out of range; allowed: 0 (any free port) to 65535, or -1 for none"));
   }
   if (options.metrics_port > 65535) {
     return absl::InvalidArgumentError(
@@ -111,6 +155,32 @@ absl::StatusOr<std::unique_ptr<MambaServer>> MambaServer::Start(ServerOptions op
         metrics::MetricsHttpServer::Start(&s->registry_, std::move(http));
     if (!endpoint.ok()) return endpoint.status();
     s->metrics_http_ = *std::move(endpoint);
+  }
+
+  if (opts.http_port >= 0) {
+    s->openai_ = std::make_unique<openai::OpenAiService>(&s->state_, openai::OpenAiOptions{});
+    http::HttpServerOptions http;
+    http.host = opts.http_host.empty() ? opts.host : opts.http_host;
+    http.port = opts.http_port;
+    // Connections hold no thread; these run handlers (quick) and socket completions.
+    http.threads = 2;
+    http.io_timeout = absl::Seconds(30);
+    http.max_connections = 16384;
+    ModelLimits unknown_model;  // the bound before a model is known: its longest tokens
+    unknown_model.max_token_bytes = 64;
+    http.max_request_bytes = openai::OpenAiService::MaxRequestBytes(opts.limits, unknown_model);
+    if (opts.tls.enabled()) {
+      absl::StatusOr<http::HttpTlsOptions> tls = HttpTlsFromFiles(opts.tls);
+      if (!tls.ok()) return tls.status();
+      http.tls = *std::move(tls);
+    }
+    openai::OpenAiService* api = s->openai_.get();
+    absl::StatusOr<std::unique_ptr<http::HttpServer>> bound = http::HttpServer::Start(
+        std::move(http),
+        http::HttpExchangeHandler(
+            [api](std::shared_ptr<http::HttpExchange> exchange) { api->Handle(std::move(exchange)); }));
+    if (!bound.ok()) return bound.status();
+    s->openai_http_ = *std::move(bound);
   }
 
   s->generation_service_ = std::make_unique<GenerationService>(&s->state_);
@@ -180,6 +250,17 @@ absl::Status MambaServer::LoadModel() {
   }
   for (const std::string& warning : info.warnings) {
     Logger().Warning("model loaded with a warning", {{"warning", warning}});
+  }
+  if (openai_ != nullptr) {
+    absl::StatusOr<openai::ChatRenderer> renderer =
+        LoadChatRenderer(info, options_.chat_template_file);
+    if (!renderer.ok()) return renderer.status();
+    if (!*renderer) {
+      Logger().Info("no chat template: the chat endpoint answers 400 until one is given",
+                    {{"model", info.name}});
+    }
+    openai_->SetModel(options_.served_model_name.empty() ? info.name : options_.served_model_name,
+                      *std::move(renderer), absl::ToUnixSeconds(absl::Now()));
   }
   Engine* e = engine_.get();
   metrics_->SetStatsSource([e] { return e->Stats(); });
@@ -254,6 +335,7 @@ void MambaServer::Shutdown() {
     if (server_ != nullptr) {
       server_->Shutdown(absl::ToChronoTime(absl::Now() + absl::Seconds(1)));
     }
+    if (openai_http_ != nullptr) openai_http_->Stop();
     if (metrics_http_ != nullptr) metrics_http_->Stop();
     if (metrics_ != nullptr) metrics_->SetStatsSource(nullptr);
     state_.Stop();

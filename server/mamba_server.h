@@ -20,6 +20,7 @@
 #include "engine/engine.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "grpcpp/server.h"
+#include "server/http/http_server.h"
 #include "server/metrics/metrics_http_server.h"
 #include "server/metrics/registry.h"
 #include "server/metrics/serving_metrics.h"
@@ -29,6 +30,10 @@
 #include "server/token_auth.h"
 
 namespace mamba::server {
+
+namespace openai {
+class OpenAiService;
+}  // namespace openai
 
 class GenerationService;
 class SessionService;
@@ -45,6 +50,15 @@ struct ServerOptions {
   // free port; a negative port serves no endpoint (metrics are still recorded).
   std::string metrics_host;
   int32_t metrics_port = 8080;
+  // The OpenAI-compatible HTTP API (server/openai/). "" binds the gRPC host; port 0 picks a free
+  // port; a negative port serves no API. TLS and bearer tokens as on the gRPC port.
+  std::string http_host;
+  int32_t http_port = 8000;
+  // The model id the HTTP API lists and requests name; "" = the model's name.
+  std::string served_model_name;
+  // A Jinja chat template file for the chat endpoint, replacing the model's own; "" = the
+  // chat_template of the model folder's tokenizer_config.json, if any.
+  std::string chat_template_file;
   RequestLimits limits;
   // How long running streams may go on after a shutdown signal before they are cancelled.
   absl::Duration drain_timeout = absl::Seconds(30);
@@ -91,6 +105,9 @@ class MambaServer {
   // The metrics endpoint's bound port and "HOST:PORT" (-1 and "" without one).
   int metrics_port() const { return metrics_http_ ? metrics_http_->port() : -1; }
   std::string metrics_address() const { return metrics_http_ ? metrics_http_->address() : ""; }
+  // The HTTP API's bound port and "HOST:PORT" (-1 and "" without one).
+  int http_port() const { return openai_http_ ? openai_http_->port() : -1; }
+  std::string http_address() const { return openai_http_ ? openai_http_->address() : ""; }
   metrics::Registry& registry() { return registry_; }
   const ServerOptions& options() const { return options_; }
   // Null until LoadModel succeeds and after Shutdown.
@@ -118,6 +135,8 @@ class MambaServer {
   metrics::Registry registry_;
   std::unique_ptr<metrics::ServingMetrics> metrics_;  // the engine's observer: outlives it
   std::unique_ptr<metrics::MetricsHttpServer> metrics_http_;
+  std::unique_ptr<openai::OpenAiService> openai_;
+  std::unique_ptr<http::HttpServer> openai_http_;
   std::shared_ptr<TokenAuthenticator> authenticator_;  // null when auth is off
   ServingState state_;
   std::unique_ptr<GenerationService> generation_service_;

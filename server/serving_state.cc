@@ -77,6 +77,12 @@ absl::StatusOr<std::string> ServingState::Authenticate(
   return authenticator_->Authenticate(std::string_view(it->second.data(), it->second.size()));
 }
 
+absl::StatusOr<std::string> ServingState::Authenticate(
+    std::optional<std::string_view> authorization) const {
+  if (authenticator_ == nullptr) return std::string();
+  return authenticator_->Authenticate(authorization);
+}
+
 uint64_t ServingState::NextDefaultSeed() {
   if (deterministic_seeds_) return Mix(seed_counter_.fetch_add(1, std::memory_order_relaxed));
   thread_local absl::BitGen gen;

@@ -11,7 +11,9 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -81,6 +83,8 @@ class ServingState {
   // names the tenant, and a missing or unknown token is UNAUTHENTICATED. Services call this
   // before any other work on the request.
   absl::StatusOr<std::string> Authenticate(const grpc::CallbackServerContext& context) const;
+  // The same for an HTTP request's Authorization header (nullopt when it sent none).
+  absl::StatusOr<std::string> Authenticate(std::optional<std::string_view> authorization) const;
   // Turns bearer-token authentication on (null: off). Set before serving.
   void set_authenticator(std::shared_ptr<const TokenAuthenticator> authenticator) {
     authenticator_ = std::move(authenticator);

@@ -124,4 +124,22 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> ServerCredentialsFor(
   return grpc::SslServerCredentials(options);
 }
 
+absl::StatusOr<http::HttpTlsOptions> HttpTlsFromFiles(const TlsFiles& files) {
+  http::HttpTlsOptions out;
+  if (!files.enabled()) return out;
+  // The gRPC credentials ran every check on these files already; read them as they are.
+  absl::StatusOr<std::string> cert = ReadPem("tls_cert", files.cert_file);
+  if (!cert.ok()) return cert.status();
+  absl::StatusOr<std::string> key = ReadPem("tls_key", files.key_file);
+  if (!key.ok()) return key.status();
+  out.cert_chain_pem = *std::move(cert);
+  out.private_key_pem = *std::move(key);
+  if (!files.client_ca_file.empty()) {
+    absl::StatusOr<std::string> ca = ReadPem("tls_client_ca", files.client_ca_file);
+    if (!ca.ok()) return ca.status();
+    out.client_ca_pem = *std::move(ca);
+  }
+  return out;
+}
+
 }  // namespace mamba::server

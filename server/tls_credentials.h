@@ -8,6 +8,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "grpcpp/security/server_credentials.h"
+#include "server/http/http_server.h"
 
 namespace mamba::server {
 
@@ -29,5 +30,9 @@ absl::Status CheckTlsFileCombination(const TlsFiles& files);
 // is not what the flag needs.
 absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> ServerCredentialsFor(
     const TlsFiles& files);
+
+// The same files as PEM text for the HTTP API's server, with the same errors (the certificate
+// chain is checked further when the server loads it).
+absl::StatusOr<http::HttpTlsOptions> HttpTlsFromFiles(const TlsFiles& files);
 
 }  // namespace mamba::server

@@ -124,7 +124,7 @@ void BM_Expose(benchmark::State& state) {
                              "CloseSession", "ListSessions", "Tokenize", "Detokenize"}) {
     for (absl::StatusCode code : {absl::StatusCode::kOk, absl::StatusCode::kInvalidArgument,
                                   absl::StatusCode::kNotFound, absl::StatusCode::kCancelled}) {
-      m->RecordRpc(method, code);
+      m->RecordRpc("grpc", method, code);
     }
   }
   size_t bytes = 0;

@@ -34,7 +34,7 @@ for model in "${models[@]}"; do
 
   note "-- $model: mamba-serve + mamba-client load"
   log="$OUT/$tag-serve.log"
-  mamba-serve --model="$model" --backend=cuda --port=0 --metrics_port=0 --max_running=256 \
+  mamba-serve --model="$model" --backend=cuda --port=0 --metrics_port=0 --http_port=0 --max_running=256 \
     --max_queue=4096 --log_level=warning >"$OUT/$tag-listen.txt" 2>"$log" &
   pid=$!
   for _ in $(seq 1 600); do

@@ -10,7 +10,7 @@ set -uo pipefail
 B=${BUNDLE:-.gpu}; [ -d $B/bin ] || tar xJf $B/gpu-bundle.tar.xz -C $B; source $B/env.sh
 O=${OUT:-build-gpu-logs}; mkdir -p "$O"; nproc
 scrape() { python3 -c "import urllib.request,sys; print(urllib.request.urlopen('http://$1/metrics').read().decode())" | grep -E "^mamba_engine_step_seconds_(sum|count)|^mamba_engine_batch_size_(sum|count)|^mamba_prompt_tokens_total|^mamba_generated_tokens_total" ; }
-taskset -c 0-7 mamba-serve --model=synthetic:130m --backend=cuda --port=0 --metrics_port=0 --max_running=256 --max_queue=4096 --log_level=warning > $O/listen.txt 2>$O/serve.err &
+taskset -c 0-7 mamba-serve --model=synthetic:130m --backend=cuda --port=0 --metrics_port=0 --http_port=0 --max_running=256 --max_queue=4096 --log_level=warning > $O/listen.txt 2>$O/serve.err &
 pid=$!
 for i in $(seq 1 300); do grep -q listening $O/listen.txt && break; sleep 0.2; done
 g=$(sed -n 's/.*grpc=[^ ]*:\([0-9]*\).*/\1/p' $O/listen.txt); m=$(sed -n 's/.*metrics=[^ ]*:\([0-9]*\).*/\1/p' $O/listen.txt)

@@ -17,7 +17,7 @@ O=${OUT:-build-gpu-logs}
 mkdir -p "$O"
 show='Output token|TTFT|ITL|cold|warm|Requests:'
 serve() {  # serve CHUNK: starts the server, sets $pid and $addr
-  taskset -c 0-7 mamba-serve --model=synthetic:130m --backend=cuda --port=0 --metrics_port=0 \
+  taskset -c 0-7 mamba-serve --model=synthetic:130m --backend=cuda --port=0 --metrics_port=0 --http_port=0 \
     --max_running=256 --max_queue=4096 --max_prefill_tokens_per_step="$1" --log_level=warning \
     >"$O/listen-$1.txt" 2>"$O/serve-$1.err" &
   pid=$!

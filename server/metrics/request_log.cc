@@ -172,6 +172,7 @@ void LogRequest(const Logger& logger, const RequestRecord& r) {
   logger.Log(level, "request",
              {{"request_id", request_id},
               {"session_id", session_id},
+              {"protocol", r.protocol},
               {"method", r.method},
               {"code", GrpcCodeName(r.code)},
               ok ? LogField("error", nullptr) : LogField("error", error),

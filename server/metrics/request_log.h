@@ -108,7 +108,8 @@ Logger& DefaultLogger();
 struct RequestRecord {
   std::string request_id;
   std::string session_id;  // "" when stateless
-  std::string method;      // gRPC method name, e.g. "Generate"
+  std::string method;      // gRPC method name, e.g. "Generate"; HTTP: "chat.completions", ...
+  std::string protocol = "grpc";  // "grpc" or "http" (the OpenAI-compatible API)
   absl::StatusCode code = absl::StatusCode::kOk;
   std::string error_message;                          // the status message when code is not OK
   int64_t prompt_tokens = 0;                          // new tokens processed for this request

@@ -116,8 +116,9 @@ absl::Status ServingMetrics::Register() {
   // Counters ----------------------------------------------------------------------------------
   // 17 codes for each of the service's methods (about a dozen), with room to grow.
   absl::StatusOr<CounterFamily*> requests =
-      r.AddCounterFamily("mamba_requests_total", "Finished RPCs by gRPC method and status code.",
-                         {"method", "code"}, 512);
+      r.AddCounterFamily("mamba_requests_total",
+                         "Finished requests by protocol (grpc, http), method and status code.",
+                         {"protocol", "method", "code"}, 1024);
   if (!requests.ok()) return requests.status();
   requests_ = *requests;
   struct CounterDef {
@@ -315,8 +316,9 @@ void ServingMetrics::Collect() {
   }
 }
 
-void ServingMetrics::RecordRpc(std::string_view method, absl::StatusCode code) {
-  absl::StatusOr<Counter*> c = requests_->WithLabels({method, GrpcCodeName(code)});
+void ServingMetrics::RecordRpc(std::string_view protocol, std::string_view method,
+                               absl::StatusCode code) {
+  absl::StatusOr<Counter*> c = requests_->WithLabels({protocol, method, GrpcCodeName(code)});
   if (c.ok()) {
     (*c)->Increment();
   } else if (!rpc_label_error_logged_.exchange(true)) {

@@ -81,7 +81,7 @@ class ServingMetrics final : public EngineObserver {
 
   // Counts one finished RPC in mamba_requests_total{method,code}. `method` is the gRPC method's
   // name ("Generate", "CreateSession", ...); `code` maps 1:1 to gRPC codes.
-  void RecordRpc(std::string_view method, absl::StatusCode code);
+  void RecordRpc(std::string_view protocol, std::string_view method, absl::StatusCode code);
 
   // EngineObserver (scheduler thread).
   void OnStep(StepPhase phase, double seconds, int32_t batch_size, int32_t prefill_tokens,

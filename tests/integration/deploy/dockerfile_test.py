@@ -17,6 +17,7 @@ DOCKERFILE = REPO_ROOT / "Dockerfile"
 DOCKERIGNORE = REPO_ROOT / ".dockerignore"
 GRPC_PORT = 50051
 METRICS_PORT = 8080
+HTTP_PORT = 8000
 
 
 class Instruction:
@@ -242,7 +243,7 @@ class DockerfileTest(unittest.TestCase):
         ports = set()
         for expose in self.runtime.all("EXPOSE"):
             ports |= {int(p.split("/")[0]) for p in expose.args.split()}
-        self.assertEqual(ports, {GRPC_PORT, METRICS_PORT})
+        self.assertEqual(ports, {GRPC_PORT, METRICS_PORT, HTTP_PORT})
 
     def test_entrypoint_default_arguments_and_health_check(self):
         self.assertEqual(self.last("ENTRYPOINT").exec_form(), ["mamba-serve"])

@@ -63,7 +63,7 @@ class Replica:
         # Replicas that exchange sessions share the session key that signs the exports.
         self.process = subprocess.Popen(
             [binary, "--model=synthetic:tiny", "--backend=cpu", "--cpu_threads=1",
-             "--host=127.0.0.1", "--port=0", "--metrics_port=0", "--log_level=warning",
+             "--host=127.0.0.1", "--port=0", "--metrics_port=0", "--http_port=0", "--log_level=warning",
              "--drain_seconds=0", f"--session_key_file={key_file}"],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
         deadline = time.monotonic() + 60

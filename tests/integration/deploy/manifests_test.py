@@ -30,10 +30,12 @@ ADAPTER_VALUES = KUBERNETES / "prometheus-adapter" / "values.yaml"
 # its --helpfull is checked too and is the authority.
 GRPC_PORT = 50051
 METRICS_PORT = 8080
+HTTP_PORT = 8000
 KNOWN_FLAGS = {
     "model", "tokenizer", "backend", "device", "dtype", "state_dtype", "gpu_memory_fraction",
     "num_slots", "cpu_threads", "seed", "deterministic", "host", "port", "metrics_host",
-    "metrics_port", "max_receive_message_bytes", "stream_threads", "max_prompt_tokens",
+    "metrics_port", "http_host", "http_port", "served_model_name", "chat_template",
+    "max_receive_message_bytes", "stream_threads", "max_prompt_tokens",
     "max_new_tokens", "max_sessions", "session_ttl_seconds", "host_state_memory_gb",
     "max_running", "max_queue", "max_prefill_tokens_per_step", "max_unread_tokens",
     "drain_seconds", "log_level", "session_key_file",
@@ -200,12 +202,12 @@ class OverlayChecks:
                 target = port.get("targetPort", port["port"])
                 if isinstance(target, str):
                     target = self.container_port(target)
-                expected = {"grpc": GRPC_PORT, "metrics": METRICS_PORT}[port["name"]]
+                expected = {"grpc": GRPC_PORT, "metrics": METRICS_PORT, "http": HTTP_PORT}[port["name"]]
                 self.assertEqual((port["port"], target), (expected, expected), port)
                 if port["name"] == "grpc":
                     self.assertEqual(port.get("appProtocol"), "grpc")
         main = self.one("Service", "mamba-serve")
-        self.assertEqual({p["name"] for p in main["spec"]["ports"]}, {"grpc", "metrics"})
+        self.assertEqual({p["name"] for p in main["spec"]["ports"]}, {"grpc", "metrics", "http"})
 
     def test_probes_use_grpc_health_on_the_grpc_port(self):
         services = {"readinessProbe": {"readiness"}, "livenessProbe": {"liveness"},

@@ -609,6 +609,7 @@ const std::vector<std::string> kTinyArgs = {"--model=synthetic:tiny",
                                             "--host=127.0.0.1",
                                             "--port=0",
                                             "--metrics_port=0",
+                                            "--http_port=0",
                                             "--log_level=error",
                                             absl::StrCat("--max_new_tokens=", kLongGeneration)};
 

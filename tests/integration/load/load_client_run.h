@@ -26,7 +26,7 @@ using ::mamba::server::testing::ServerProcess;
 
 inline const std::vector<std::string> kTinyServer = {
     "--model=synthetic:tiny", "--backend=cpu", "--host=127.0.0.1", "--port=0",
-    "--metrics_port=0",       "--log_level=warning"};
+    "--metrics_port=0",       "--http_port=0",       "--log_level=warning"};
 
 inline std::vector<std::string> With(std::vector<std::string> args,
                                      std::initializer_list<std::string> more) {

@@ -79,7 +79,7 @@ class MetricsLiveTest : public ::testing::Test {
     server_log_ = dir_.path() + "/mamba-serve.stderr";
     absl::StatusOr<ChildProcess> server = ChildProcess::Start(
         {kBinDir + "/mamba-serve", "--model=synthetic:tiny", "--backend=cpu", "--host=127.0.0.1",
-         "--port=0", "--metrics_port=0", "--log_level=info"},
+         "--port=0", "--metrics_port=0", "--http_port=0", "--log_level=info"},
         server_log_);
     ASSERT_TRUE(server.ok()) << server.status();
     server_.emplace(*std::move(server));

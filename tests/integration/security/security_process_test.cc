@@ -24,7 +24,7 @@ const std::string kClient = std::string(MAMBA_BIN_DIR) + "/mamba-client";
 
 std::vector<std::string> TinyArgs(std::initializer_list<std::string> more) {
   std::vector<std::string> args = {"--model=synthetic:tiny", "--backend=cpu", "--cpu_threads=1",
-                                   "--host=127.0.0.1",       "--port=0",      "--metrics_port=-1",
+                                   "--host=127.0.0.1",       "--port=0",      "--metrics_port=-1", "--http_port=-1",
                                    "--log_level=warning"};
   args.insert(args.end(), more.begin(), more.end());
   return args;

@@ -45,7 +45,7 @@ class Server:
     def __init__(self, binary):
         self.process = subprocess.Popen(
             [binary, "--model=synthetic:tiny", "--backend=cpu", "--host=127.0.0.1",
-             "--port=0", "--metrics_port=0", "--log_level=warning"],
+             "--port=0", "--metrics_port=0", "--http_port=0", "--log_level=warning"],
             stdout=subprocess.PIPE)
         deadline = time.time() + 60
         line = b""

@@ -47,7 +47,8 @@ TEST(ServeProcessTest, PrintsOneListeningLineAndDrainsOnSigterm) {
   ServerProcess& p = **process;
   EXPECT_TRUE(std::regex_match(
       p.listening_line(),
-      std::regex(R"(mamba-serve listening grpc=127\.0\.0\.1:\d+ metrics=127\.0\.0\.1:\d+)")))
+      std::regex(R"(mamba-serve listening grpc=127\.0\.0\.1:\d+ metrics=127\.0\.0\.1:\d+ )"
+                 R"(http=127\.0\.0\.1:\d+)")))
       << p.listening_line();
   auto channel = Connect(p.grpc_address());
   EXPECT_EQ(HealthStatus(channel, "readiness"), "SERVING");
@@ -131,14 +132,15 @@ TEST(ServeProcessTest, BadFlagsAreRejectedWithTheAllowedValues) {
   EXPECT_EQ(model.out, "");  // never claims to listen
 }
 
-TEST(ServeProcessTest, WithoutAMetricsPortTheLineSaysOff) {
+TEST(ServeProcessTest, WithoutMetricsAndHttpPortsTheLineSaysOff) {
   auto process =
       ServerProcess::Start({"--model=synthetic:tiny", "--backend=cpu", "--host=127.0.0.1",
-                            "--port=0", "--metrics_port=-1", "--drain_seconds=0"});
+                            "--port=0", "--metrics_port=-1", "--http_port=-1",
+                            "--drain_seconds=0"});
   ASSERT_TRUE(process.ok()) << process.status();
   EXPECT_TRUE(
       std::regex_match((*process)->listening_line(),
-                       std::regex(R"(mamba-serve listening grpc=127\.0\.0\.1:\d+ metrics=off)")))
+                       std::regex(R"(mamba-serve listening grpc=127\.0\.0\.1:\d+ metrics=off http=off)")))
       << (*process)->listening_line();
 }
 

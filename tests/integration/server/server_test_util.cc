@@ -31,6 +31,7 @@ ServerOptions TinyServerOptions() {
   o.host = "127.0.0.1";
   o.port = 0;
   o.metrics_port = -1;
+  o.http_port = -1;
   o.limits.max_prompt_tokens = 2048;
   o.limits.max_new_tokens = kLongGeneration;
   o.drain_timeout = absl::Seconds(5);
@@ -267,6 +268,11 @@ absl::StatusOr<std::unique_ptr<ServerProcess>> ServerProcess::Start(
     const std::vector<std::string>& args, absl::Duration timeout) {
   std::vector<std::string> argv = {std::string(MAMBA_BIN_DIR) + "/mamba-serve"};
   argv.insert(argv.end(), args.begin(), args.end());
+  // The HTTP API's default port (8000) would collide between tests running side by side.
+  if (std::none_of(args.begin(), args.end(),
+                   [](const std::string& a) { return absl::StartsWith(a, "--http_port"); })) {
+    argv.push_back("--http_port=0");
+  }
   absl::StatusOr<Spawned> spawned = Spawn(argv, /*capture_stderr=*/false);
   if (!spawned.ok()) return spawned.status();
   std::unique_ptr<ServerProcess> p(new ServerProcess());
@@ -296,8 +302,11 @@ absl::StatusOr<std::unique_ptr<ServerProcess>> ServerProcess::Start(
   if (!grpc.ok()) return grpc.status();
   absl::StatusOr<std::string> metrics = ParseAddress(p->line_, "metrics");
   if (!metrics.ok()) return metrics.status();
+  absl::StatusOr<std::string> http = ParseAddress(p->line_, "http");
+  if (!http.ok()) return http.status();
   p->grpc_address_ = *grpc;
   p->metrics_address_ = *metrics;
+  p->http_address_ = *http;
   return p;
 }
 

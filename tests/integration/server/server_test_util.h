@@ -84,6 +84,9 @@ class ServerProcess {
 
   const std::string& grpc_address() const { return grpc_address_; }
   const std::string& metrics_address() const { return metrics_address_; }
+  // The HTTP API's "HOST:PORT" ("off" when started with --http_port=-1). Start adds
+  // --http_port=0 unless `args` name a port.
+  const std::string& http_address() const { return http_address_; }
   const std::string& listening_line() const { return line_; }
   int pid() const { return pid_; }
   void Signal(int sig);
@@ -101,6 +104,7 @@ class ServerProcess {
   std::string rest_;
   std::string grpc_address_;
   std::string metrics_address_;
+  std::string http_address_;
 };
 
 // Runs a program to completion, capturing stdout and stderr.

@@ -77,7 +77,7 @@ struct FullRegistry {
       r.timing.total = absl::Milliseconds(10 * i);
       r.timing.queue_time = absl::Microseconds(i);
       serving->OnRequestFinished(GenerationRequest{}, r);
-      serving->RecordRpc(i % 2 ? "Generate" : "CreateSession",
+      serving->RecordRpc("grpc", i % 2 ? "Generate" : "CreateSession",
                          i % 10 ? absl::StatusCode::kOk : absl::StatusCode::kInvalidArgument);
     }
     serving->OnSessionEviction(true);

@@ -143,7 +143,8 @@ TEST(RequestLogTest, GenerateRequestLine) {
   EXPECT_EQ(capture.lines()[0],
             "{\"ts\":\"2026-01-02T03:04:05.678Z\",\"level\":\"info\",\"msg\":\"request\","
             "\"request_id\":\"req-7\",\"session_id\":\"0123456789abcdef0123456789abcdef\","
-            "\"method\":\"Generate\",\"code\":\"OK\",\"error\":null,\"prompt_tokens\":12,"
+            "\"protocol\":\"grpc\",\"method\":\"Generate\",\"code\":\"OK\",\"error\":null,"
+            "\"prompt_tokens\":12,"
             "\"generated_tokens\":16,\"cached_tokens\":40,\"ttft_seconds\":0.012345,"
             "\"e2e_seconds\":0.456,\"finish_reason\":\"length\"}\n");
 }

@@ -163,11 +163,11 @@ TEST_F(ServingMetricsTest, ObserverRecordsStepsTokensAndRequests) {
 }
 
 TEST_F(ServingMetricsTest, CountsRpcsByMethodAndCode) {
-  metrics_->RecordRpc("Generate", absl::StatusCode::kOk);
-  metrics_->RecordRpc("Generate", absl::StatusCode::kOk);
-  metrics_->RecordRpc("Generate", absl::StatusCode::kResourceExhausted);
-  metrics_->RecordRpc("CreateSession", absl::StatusCode::kInvalidArgument);
-  metrics_->RecordRpc("Tokenize", static_cast<absl::StatusCode>(99));  // outside gRPC's codes
+  metrics_->RecordRpc("grpc", "Generate", absl::StatusCode::kOk);
+  metrics_->RecordRpc("grpc", "Generate", absl::StatusCode::kOk);
+  metrics_->RecordRpc("grpc", "Generate", absl::StatusCode::kResourceExhausted);
+  metrics_->RecordRpc("grpc", "CreateSession", absl::StatusCode::kInvalidArgument);
+  metrics_->RecordRpc("grpc", "Tokenize", static_cast<absl::StatusCode>(99));  // outside gRPC's codes
   Exposition e = Scrape();
   EXPECT_EQ(*e.Value("mamba_requests_total", {{"method", "Generate"}, {"code", "OK"}}), 2);
   EXPECT_EQ(
@@ -181,11 +181,11 @@ TEST_F(ServingMetricsTest, CountsRpcsByMethodAndCode) {
 
 TEST_F(ServingMetricsTest, RpcLabelsStayBounded) {
   // A buggy caller passing request-specific strings as the method cannot grow the series forever.
-  for (int i = 0; i < 600; ++i) {
-    metrics_->RecordRpc("method-" + std::to_string(i), absl::StatusCode::kOk);
+  for (int i = 0; i < 1100; ++i) {
+    metrics_->RecordRpc("grpc", "method-" + std::to_string(i), absl::StatusCode::kOk);
   }
-  EXPECT_EQ(Scrape().Find("mamba_requests_total").size(), 512u);
-  ASSERT_EQ(log_lines_.size(), 1u);  // reported once, not 88 times
+  EXPECT_EQ(Scrape().Find("mamba_requests_total").size(), 1024u);
+  ASSERT_EQ(log_lines_.size(), 1u);  // reported once, not 76 times
   EXPECT_THAT(log_lines_[0], HasSubstr("\"level\":\"warning\""));
   EXPECT_THAT(log_lines_[0], HasSubstr("mamba_requests_total"));
 }
