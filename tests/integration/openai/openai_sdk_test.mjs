@@ -6,8 +6,9 @@
 //
 //   node --test tests/integration/openai/openai_sdk_test.mjs
 //   env: MAMBA_SERVE (the binary), MAMBA_SSE_STREAMS (concurrent streams; default 1000)
-import { spawn } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { execFileSync, spawn } from 'node:child_process';
+import { Agent as HttpsAgent } from 'node:https';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -302,4 +303,39 @@ test(`${streams} concurrent SSE streams`, { timeout: 600000 }, async () => {
   await Promise.all(Array.from({ length: streams }, (_, i) => one(i)));
   const done = await metric('mamba_requests_total', 'protocol="http"');
   assert.ok(done - before >= streams);
+});
+
+test('TLS: the HTTP API uses the gRPC port\'s certificate files', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'mamba-openai-tls-'));
+  const key = join(dir, 'key.pem');
+  const cert = join(dir, 'cert.pem');
+  try {
+    execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key,
+      '-out', cert, '-days', '1', '-subj', '/CN=localhost',
+      '-addext', 'subjectAltName=IP:127.0.0.1,DNS:localhost'], { stdio: 'ignore' });
+  } catch (e) {
+    return;  // no openssl CLI: nothing to test with
+  }
+  const tls = await startServer([
+    '--model=synthetic:tiny', '--backend=cpu', '--cpu_threads=1', '--host=127.0.0.1',
+    '--port=0', '--metrics_port=-1', '--http_port=0', '--log_level=warning',
+    `--tls_cert=${cert}`, `--tls_key=${key}`,
+  ]);
+  try {
+    const secure = new OpenAI({
+      baseURL: `https://${tls.http}/v1`, apiKey: 'unused', maxRetries: 0,
+      httpAgent: new HttpsAgent({ ca: readFileSync(cert) }),
+    });
+    const r = await secure.completions.create({ prompt: 'x', max_tokens: 3, temperature: 0 });
+    assert.equal(r.usage.completion_tokens, 3);
+    let text = '';
+    const stream = await secure.completions.create(
+      { prompt: 'x', max_tokens: 3, temperature: 0, stream: true });
+    for await (const chunk of stream) text += chunk.choices[0]?.text ?? '';
+    assert.equal(text, r.choices[0].text);
+    // Plain HTTP to the TLS port gets no answer.
+    await assert.rejects(fetch(`http://${tls.http}/v1/models`));
+  } finally {
+    tls.child.kill('SIGTERM');
+  }
 });
