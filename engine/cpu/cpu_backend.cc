@@ -21,6 +21,7 @@ class CpuBackend final : public backend::Backend {
       : model_(std::move(model)),
         weight_bytes_(weight_bytes),
         slots_(num_slots, cpu::SequenceState(model_->config())),
+        state_bytes_(slots_.empty() ? 0 : slots_[0].bytes()),
         samplers_(model_->num_threads()) {}
 
   const model::ModelConfig& config() const override { return model_->config(); }
@@ -31,7 +32,9 @@ class CpuBackend final : public backend::Backend {
   model::DType weight_dtype() const override { return model_->weights().MatrixDType(); }
   model::DType state_dtype() const override { return model::DType::kF32; }
   size_t weight_bytes() const override { return weight_bytes_; }
-  size_t state_bytes() const override { return slots_.empty() ? 0 : slots_[0].bytes(); }
+  // Fixed at construction: other threads (Engine::Stats) read it while the scheduler thread
+  // copies slots, so it must not be derived from a slot's members.
+  size_t state_bytes() const override { return state_bytes_; }
   int32_t num_slots() const override { return static_cast<int32_t>(slots_.size()); }
 
   absl::Status Step(absl::Span<const backend::SeqWork> work,
@@ -49,7 +52,12 @@ class CpuBackend final : public backend::Backend {
     if (!valid.ok()) return valid;
     valid = CheckSlot(to, "destination slot");
     if (!valid.ok()) return valid;
-    if (from != to) slots_[to] = slots_[from];
+    // Element copy: the slots all have one layout, and assigning the SequenceState would rewrite
+    // its vector's bookkeeping that state_bytes() readers elsewhere may be looking at.
+    if (from != to) {
+      absl::Span<const float> src = slots_[from].values();
+      std::copy(src.begin(), src.end(), slots_[to].values().begin());
+    }
     return absl::OkStatus();
   }
 
@@ -101,6 +109,7 @@ class CpuBackend final : public backend::Backend {
   std::unique_ptr<cpu::CpuModel> model_;
   size_t weight_bytes_;
   std::vector<cpu::SequenceState> slots_;
+  const size_t state_bytes_;
   std::vector<sampling::Sampler> samplers_;  // one per pool thread
   std::vector<std::vector<float>> logits_;   // per batch index, for sampled sequences
 };

@@ -4,6 +4,7 @@
 // offset, a stateless client's next turn; under memory pressure; per tenant; after a cancelled
 // prefill; on every model family; and it never keeps a slot a session or request needs.
 #include <chrono>
+#include <future>
 #include <limits>
 #include <memory>
 #include <string>
@@ -64,6 +65,15 @@ Outcome Generate(Engine& engine, GenerationRequest request, int64_t cancel_after
     }
     std::this_thread::sleep_for(std::chrono::microseconds(200));
   }
+}
+
+// Creates a session and waits for the engine's answer (delivered on the scheduler thread).
+absl::StatusOr<SessionInfo> CreateSession(Engine& engine, Tokens prompt) {
+  std::promise<absl::StatusOr<SessionInfo>> answer;
+  std::future<absl::StatusOr<SessionInfo>> result = answer.get_future();
+  engine.CreateSession("", std::move(prompt), absl::ZeroDuration(),
+                       [&answer](absl::StatusOr<SessionInfo> r) { answer.set_value(std::move(r)); });
+  return result.get();
 }
 
 GenerationRequest Request(const Tokens& prompt, int max_tokens = 8, bool sampled = false) {
@@ -222,14 +232,7 @@ TEST_P(PrefixCacheEngineTest, NeverKeepsASlotASessionOrRequestNeeds) {
   // ... then four sessions and a request at once: all get slots.
   std::vector<std::string> ids;
   for (int i = 0; i < 4; ++i) {
-    absl::StatusOr<SessionInfo> info;
-    bool done = false;
-    engine->CreateSession("", Random(10, 300 + i), absl::ZeroDuration(),
-                          [&](absl::StatusOr<SessionInfo> r) {
-                            info = std::move(r);
-                            done = true;
-                          });
-    while (!done) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    absl::StatusOr<SessionInfo> info = CreateSession(*engine, Random(10, 300 + i));
     ASSERT_TRUE(info.ok()) << info.status();
     ids.push_back(info->session_id);
   }
@@ -248,15 +251,10 @@ TEST_P(PrefixCacheEngineTest, SessionsAndDisabledCacheDoNotUseIt) {
   EXPECT_EQ(without_->Stats().prefix_cache_lookups, 0);
   EXPECT_EQ(without_->Stats().prefix_cache_insertions, 0);
   // A session's turn resumes from the session, never from the cache.
-  bool done = false;
-  std::string id;
-  with_->CreateSession("", {}, absl::ZeroDuration(), [&](absl::StatusOr<SessionInfo> r) {
-    id = r->session_id;
-    done = true;
-  });
-  while (!done) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  absl::StatusOr<SessionInfo> info = CreateSession(*with_, {});
+  ASSERT_TRUE(info.ok()) << info.status();
   GenerationRequest turn = Request(prompt);
-  turn.session_id = id;
+  turn.session_id = info->session_id;
   EXPECT_EQ(Generate(*with_, turn).result.usage.cached_tokens, 0);
 }
 
