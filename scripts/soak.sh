@@ -3,8 +3,9 @@
 # time, watched through /metrics. It fails when
 #   - any request or session call ends with a status other than OK (the client reports and the
 #     server's own mamba_requests_total both count),
-#   - resident memory grows more than 5% from a sample taken after the warm-up to the last
-#     sample under load,
+#   - resident memory, less the host memory the prefix cache holds (bounded by
+#     --prefix_cache_host_gb, filled on purpose), grows more than 5% from a sample taken after the
+#     warm-up to the last sample under load,
 #   - requests, sessions or state slots do not return to their baseline once the load is over,
 #   - the server does not exit 0 on SIGTERM.
 #
@@ -13,8 +14,10 @@
 #   scripts/soak.sh --seconds=45         a short bound (the ctest entry)
 # Options: --model=SPEC (default synthetic:tiny; e.g. models/default), --bin_dir=DIR (default
 # $MAMBA_BIN_DIR or build/bin), --num_slots=N (default 8: fewer than the load wants, so idle
-# sessions move to host memory and back), --sample_seconds=N (default 5), --keep (keep the work
-# folder with logs and samples; it is always kept on failure).
+# sessions move to host memory and back), --cache_host_gb=G (the server's --prefix_cache_host_gb,
+# default 0.0625: small, so the cache fills during the warm-up and evicts for the rest of the
+# run), --sample_seconds=N (default 5), --keep (keep the work folder with logs and samples; it is
+# always kept on failure).
 #
 # Traffic, all at once for the whole time:
 #   - a closed loop of 2 greedy streams (prompts of 4-96 token ids, 4-64 new tokens);
@@ -35,6 +38,7 @@ seconds=120
 model=synthetic:tiny
 bin_dir=${MAMBA_BIN_DIR:-build/bin}
 num_slots=8
+cache_host_gb=0.0625
 sample_seconds=5
 keep=0
 for arg in "$@"; do
@@ -44,6 +48,7 @@ for arg in "$@"; do
     --model=*) model=${arg#*=} ;;
     --bin_dir=*) bin_dir=${arg#*=} ;;
     --num_slots=*) num_slots=${arg#*=} ;;
+    --cache_host_gb=*) cache_host_gb=${arg#*=} ;;
     --sample_seconds=*) sample_seconds=${arg#*=} ;;
     --keep) keep=1 ;;
     -h | --help) usage ;;
@@ -108,7 +113,8 @@ import sys, urllib.request
 text = urllib.request.urlopen("http://%s/metrics" % sys.argv[1], timeout=10).read().decode()
 want = {"process_resident_memory_bytes", "mamba_requests_running", "mamba_requests_waiting",
         "mamba_state_slots", "mamba_state_slots_used"}
-out = {"mamba_sessions": 0.0, "requests_not_ok": 0.0, "requests_ok": 0.0}
+out = {"mamba_sessions": 0.0, "requests_not_ok": 0.0, "requests_ok": 0.0,
+       "cache_host_bytes": 0.0}
 bad = []
 for line in text.splitlines():
     if not line or line.startswith("#"):
@@ -119,6 +125,8 @@ for line in text.splitlines():
         out[name] = float(value)
     elif name == "mamba_sessions":
         out[name] += float(value)
+    elif name == "mamba_prefix_cache_bytes" and 'tier="host"' in series:
+        out["cache_host_bytes"] += float(value)
     elif name == "mamba_requests_total":
         if 'code="OK"' in series:
             out["requests_ok"] += float(value)
@@ -134,7 +142,8 @@ value() { awk -v k="$1" '$1 == k { print $2 }' <<<"$2"; }
 
 # The server.
 "$serve" --model="$model" --backend=cpu --cpu_threads=1 --host=127.0.0.1 --port=0 \
-  --metrics_host=127.0.0.1 --metrics_port=0 --http_port=0 --num_slots="$num_slots" --log_level=warning \
+  --metrics_host=127.0.0.1 --metrics_port=0 --http_port=0 --num_slots="$num_slots" \
+  --prefix_cache_host_gb="$cache_host_gb" --log_level=warning \
   --drain_seconds=10 >"$work/serve.out" 2>"$work/serve.err" &
 server_pid=$!
 grpc_addr=""
@@ -182,7 +191,8 @@ load_pids+=($!)
 load_pids+=($!)
 
 # Samples while the load runs.
-printf 't_s\trss_bytes\trunning\twaiting\tsessions\tslots_used\n' >"$work/samples.tsv"
+printf 't_s\trss_bytes\tcache_host_bytes\trunning\twaiting\tsessions\tslots_used\n' \
+  >"$work/samples.tsv"
 start=$SECONDS
 warm_rss=""
 last_rss=""
@@ -196,8 +206,11 @@ while :; do
     break
   fi
   m=$(metrics) || { fail "could not read /metrics at ${t}s"; continue; }
-  rss=$(value process_resident_memory_bytes "$m")
-  printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$t" "$rss" "$(value mamba_requests_running "$m")" \
+  # The prefix cache's host entries are memory the server keeps on purpose, up to its bound.
+  cache_bytes=$(value cache_host_bytes "$m")
+  rss=$(($(value process_resident_memory_bytes "$m") - cache_bytes))
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$t" "$rss" "$cache_bytes" \
+    "$(value mamba_requests_running "$m")" \
     "$(value mamba_requests_waiting "$m")" "$(value mamba_sessions "$m")" \
     "$(value mamba_state_slots_used "$m")" >>"$work/samples.tsv"
   if [ -z "$warm_rss" ] && [ "$t" -ge "$warmup" ]; then warm_rss=$rss; fi
@@ -301,7 +314,7 @@ printf '  %-26s %s\n' \
   "sessions" "$(value sessions_created "$report") created, $(value sessions_closed "$report") closed" \
   "server RPCs (metrics)" "$(value requests_ok "$after") OK, $(value requests_not_ok "$after") other" \
   "unexpected statuses" "$bad" \
-  "resident memory" "after warm-up $warm_rss, end $last_rss, max $max_rss bytes (${growth}%)" \
+  "resident memory - cache" "after warm-up $warm_rss, end $last_rss, max $max_rss bytes (${growth}%)" \
   "after the load" "running=$(value mamba_requests_running "$after") waiting=$(value mamba_requests_waiting "$after") sessions=$(value mamba_sessions "$after") slots_used=$(value mamba_state_slots_used "$after")/$(value mamba_state_slots "$after")" \
   "SIGTERM exit" "$exit_code"
 if [ ${#failures[@]} -gt 0 ]; then
