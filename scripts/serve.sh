@@ -16,5 +16,10 @@ mamba-serve is starting. Once it prints "mamba-serve listening", try from anothe
 
   $PWD/build/bin/mamba-client generate --addr=localhost:$port --prompt="The history of the" --max_tokens=64
 
+or, through the OpenAI-compatible HTTP API (port 8000 unless --http_port says otherwise):
+
+  curl -s localhost:8000/v1/completions -H 'Content-Type: application/json' \\
+    -d '{"model": "default", "prompt": "The history of the", "max_tokens": 64}'
+
 MSG
 exec build/bin/mamba-serve "$@"

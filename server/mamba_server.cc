@@ -169,6 +169,7 @@ absl::StatusOr<std::unique_ptr<MambaServer>> MambaServer::Start(ServerOptions op
     ModelLimits unknown_model;  // the bound before a model is known: its longest tokens
     unknown_model.max_token_bytes = 64;
     http.max_request_bytes = openai::OpenAiService::MaxRequestBytes(opts.limits, unknown_model);
+    http.too_large = openai::OpenAiService::TooLarge;
     if (opts.tls.enabled()) {
       absl::StatusOr<http::HttpTlsOptions> tls = HttpTlsFromFiles(opts.tls);
       if (!tls.ok()) return tls.status();

@@ -382,10 +382,11 @@ class Connection final : public ConnectionBase {
       version_ = 11;
       keep_alive_ = false;
       head_ = false;
+      const int64_t limit = server_->options.max_request_bytes;
+      if (server_->options.too_large) return DoRespond(server_->options.too_large(limit));
       HttpResponse too_large;
       too_large.status = 413;
-      too_large.body = absl::StrCat("request larger than ", server_->options.max_request_bytes,
-                                    " bytes\n");
+      too_large.body = absl::StrCat("request larger than ", limit, " bytes\n");
       return DoRespond(std::move(too_large));
     }
     if (ec) return Close();  // end of stream, timeout, reset, malformed request

@@ -111,6 +111,9 @@ struct HttpServerOptions {
   // aborted and its connection closed.
   int64_t max_stream_backlog_bytes = 8 << 20;
   HttpTlsOptions tls;
+  // The answer to a request over max_request_bytes (the connection closes after it); null: a
+  // plain-text 413.
+  std::function<HttpResponse(int64_t max_request_bytes)> too_large;
 };
 
 class HttpServer {

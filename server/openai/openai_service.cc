@@ -681,6 +681,16 @@ class OpenAiCall final : public ReadyTarget,
 OpenAiService::OpenAiService(ServingState* state, OpenAiOptions options)
     : state_(state), options_(std::move(options)) {}
 
+http::HttpResponse OpenAiService::TooLarge(int64_t max_request_bytes) {
+  ApiError e;
+  e.http_status = 413;
+  e.message = absl::StrCat("the request body is larger than ", max_request_bytes,
+                           " bytes (twice the longest prompt --max_prompt_tokens allows, at least "
+                           "1 MiB)");
+  e.code = "request_too_large";
+  return ErrorResponse(e);
+}
+
 void OpenAiService::SetModel(std::string served_model_name, ChatRenderer render_chat,
                              int64_t created_unix_seconds) {
   options_.served_model_name = std::move(served_model_name);

@@ -71,6 +71,8 @@ class OpenAiService {
   // The request body bound an HTTP server for this API should use: the largest prompt the limits
   // allow, as text, times the prompts a request may carry, plus room for the JSON around it.
   static int64_t MaxRequestBytes(const RequestLimits& limits, const ModelLimits& model);
+  // The 413 for a body over that bound, as an OpenAI error.
+  static http::HttpResponse TooLarge(int64_t max_request_bytes);
 
  private:
   ServingState* const state_;

@@ -251,6 +251,15 @@ test('errors come as OpenAI sends them', async () => {
   });
   assert.equal(missing.status, 404);
   assert.equal((await fetch(`http://${server.http}/health`)).status, 200);
+  // A body over the bound (twice the longest prompt, at least 1 MiB): 413 in OpenAI's shape.
+  const huge = await fetch(`${baseURL}/completions`, {
+    method: 'POST', body: JSON.stringify({ prompt: 'x'.repeat(64 << 20) }),
+    headers: { Authorization: `Bearer ${TOKEN_A}` },
+  }).catch(() => null);
+  if (huge !== null) {  // the server may close before the client has sent it all
+    assert.equal(huge.status, 413);
+    assert.equal((await huge.json()).error.code, 'request_too_large');
+  }
 });
 
 test('penalties change greedy output', async () => {
