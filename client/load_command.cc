@@ -87,6 +87,10 @@ ABSL_FLAG(int32_t, channels, 4, "gRPC channels (each its own connection)");
 ABSL_FLAG(int32_t, client_threads, 1,
           "Threads that run the client's streams (each polls its own completion queue)");
 ABSL_FLAG(uint64_t, workload_seed, 0, "Seed of prompts, lengths and arrival times");
+ABSL_FLAG(std::string, http, "",
+          "Send the streams over the OpenAI-compatible HTTP API at HOST:PORT (streaming "
+          "POST /v1/completions, plaintext, --token as the bearer token) instead of gRPC; "
+          "closed and open loops only. --addr still answers the model info the workload needs");
 
 namespace mamba::client {
 namespace {
@@ -104,6 +108,7 @@ struct LoadConfig {
   load::Slo slo;
   int32_t channels = 4;
   int32_t client_threads = 1;
+  std::string http;  // HOST:PORT of the HTTP API; empty: gRPC
   absl::Duration request_timeout;
   std::string json_out;
   std::string csv;
@@ -252,6 +257,12 @@ absl::StatusOr<LoadConfig> ConfigFromFlags() {
                                   : absl::ZeroDuration();
   c.json_out = absl::GetFlag(FLAGS_json_out);
   c.csv = absl::GetFlag(FLAGS_csv);
+  c.http = absl::GetFlag(FLAGS_http);
+  if (!c.http.empty() && (p.mode == RunPlan::Mode::kSessions || p.mode == RunPlan::Mode::kChat)) {
+    return UsageError(
+        "--http drives stateless completions (a closed loop, or an open loop with --rate); "
+        "--sessions and --chat run over gRPC");
+  }
 
   if ((p.mode == RunPlan::Mode::kChat || !p.system_prompt.empty()) &&
       w.source != load::WorkloadOptions::PromptSource::kTokenIds) {
@@ -265,6 +276,8 @@ absl::StatusOr<LoadConfig> ConfigFromFlags() {
                                 : "token_ids";
   c.config_json = {
       {"addr", absl::GetFlag(FLAGS_addr)},
+      {"protocol", c.http.empty() ? "grpc" : "http"},
+      {"http", c.http},
       {"mode", p.mode == RunPlan::Mode::kClosed   ? "closed"
                : p.mode == RunPlan::Mode::kOpen   ? "open"
                : p.mode == RunPlan::Mode::kChat   ? "chat"
@@ -482,7 +495,30 @@ int RunLoad(const Args& args) {
     if (!local.ok()) return ReportUsageError(std::string(local.message()));
   }
 
+  std::unique_ptr<load::HttpLoadClient> http;
+  if (!config.http.empty()) {
+    if (!absl::GetFlag(FLAGS_allow_remote)) {
+      absl::Status local = load::CheckLoopbackTarget(config.http, "http");
+      if (!local.ok()) return ReportUsageError(std::string(local.message()));
+    }
+    load::HttpTargetOptions options;
+    options.address = config.http;
+    options.bearer_token = absl::GetFlag(FLAGS_token);
+    options.threads = config.client_threads;
+    absl::StatusOr<std::unique_ptr<load::HttpLoadClient>> created =
+        load::HttpLoadClient::Create(options);
+    if (!created.ok()) {
+      if (created.status().code() == absl::StatusCode::kInvalidArgument) {
+        return ReportUsageError(std::string(created.status().message()));
+      }
+      return ReportFailure(grpc::Status(static_cast<grpc::StatusCode>(created.status().code()),
+                                        std::string(created.status().message())));
+    }
+    http = std::move(*created);
+  }
+
   load::LoadTarget target;
+  target.http = http.get();
   target.request_timeout = config.request_timeout;
   target.poll_threads = config.client_threads;
   for (int i = 0; i < config.channels; ++i) target.channels.push_back(load::OpenLoadChannel(addr, i));

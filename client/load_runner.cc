@@ -347,6 +347,17 @@ void Phase::Launch(SessionRun* owner, const std::string& session_id, int32_t tur
     std::lock_guard<std::mutex> lock(mu_);
     channel = static_cast<int>(next_channel_++ % static_cast<int64_t>(generation_.size()));
   }
+  if (target_.http != nullptr) {  // ValidateTarget keeps sessions and chat off this path
+    v1::GenerateRequest request;
+    workload_.Next(&request);
+    HttpStreamCallbacks callbacks;
+    callbacks.now_s = [this] { return Since(Clock::now()); };
+    callbacks.tokens = [this](int64_t n) { AddTokens(n); };
+    callbacks.done = [this](RequestRecord record) { RequestDone(std::move(record), nullptr, {}); };
+    if (live_ != nullptr) live_->sent.fetch_add(1, std::memory_order_relaxed);
+    target_.http->Generate(request, target_.request_timeout, std::move(callbacks));
+    return;
+  }
   auto* call = new GenerateCall(this, owner, turn);
   call->Start(generation_[static_cast<size_t>(channel) % generation_.size()].get(), queue(channel),
               workload_, session_id);
@@ -652,10 +663,10 @@ std::string HostOf(absl::string_view endpoint) {
   return std::string(endpoint);
 }
 
-absl::Status CheckHost(const std::string& host, std::string_view target) {
+absl::Status CheckHost(const std::string& host, std::string_view target, std::string_view flag) {
   if (host.empty()) {
     return absl::InvalidArgumentError(
-        absl::StrCat("--addr=", AsAbsl(target), " names no host; use HOST:PORT"));
+        absl::StrCat("--", AsAbsl(flag), "=", AsAbsl(target), " names no host; use HOST:PORT"));
   }
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;
@@ -663,14 +674,14 @@ absl::Status CheckHost(const std::string& host, std::string_view target) {
   addrinfo* found = nullptr;
   const int rc = getaddrinfo(host.c_str(), nullptr, &hints, &found);
   if (rc != 0) {
-    return absl::UnavailableError(absl::StrCat("--addr=", AsAbsl(target), ": cannot resolve '",
+    return absl::UnavailableError(absl::StrCat("--", AsAbsl(flag), "=", AsAbsl(target), ": cannot resolve '",
                                                host, "': ", gai_strerror(rc)));
   }
   absl::Status status = absl::OkStatus();
   for (addrinfo* a = found; a != nullptr && status.ok(); a = a->ai_next) {
     if (!IsLoopback(a->ai_addr)) {
       status = absl::PermissionDeniedError(absl::StrCat(
-          "--addr=", AsAbsl(target), ": '", host, "' resolves to ", AddressText(a->ai_addr),
+          "--", AsAbsl(flag), "=", AsAbsl(target), ": '", host, "' resolves to ", AddressText(a->ai_addr),
           ", which is not a loopback address; load tests target this machine unless "
           "--allow_remote is given"));
     }
@@ -733,6 +744,12 @@ absl::StatusOr<PhaseResult> RunPhase(const RunPlan& plan, const LoadTarget& targ
   absl::Status valid = ValidatePlan(plan);
   if (!valid.ok()) return valid;
   if (target.channels.empty()) return absl::InvalidArgumentError("no channels to load");
+  if (target.http != nullptr &&
+      (plan.mode == RunPlan::Mode::kSessions || plan.mode == RunPlan::Mode::kChat)) {
+    return absl::InvalidArgumentError(
+        "--http drives stateless completions (a closed loop, or an open loop with --rate); "
+        "--sessions and --chat run over gRPC");
+  }
   Phase phase(plan, target, workload, live);
   return phase.Run();
 }
@@ -757,7 +774,7 @@ std::shared_ptr<grpc::Channel> OpenLoadChannel(const std::string& address, int i
   return OpenChannel(address, std::move(args));
 }
 
-absl::Status CheckLoopbackTarget(std::string_view target) {
+absl::Status CheckLoopbackTarget(std::string_view target, std::string_view flag) {
   absl::string_view t = AsAbsl(target);
   if (absl::StartsWith(t, "unix:") || absl::StartsWith(t, "unix-abstract:")) {
     return absl::OkStatus();  // a local socket
@@ -774,13 +791,13 @@ absl::Status CheckLoopbackTarget(std::string_view target) {
       }
     } else if (t.find("://") != absl::string_view::npos || absl::StartsWith(t, "vsock:")) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "--addr=", t, ": cannot tell whether this target is local; use HOST:PORT, or "
+          "--", AsAbsl(flag), "=", t, ": cannot tell whether this target is local; use HOST:PORT, or "
                         "--allow_remote"));
     }
     endpoints.emplace_back(t);
   }
   for (const std::string& endpoint : endpoints) {
-    absl::Status status = CheckHost(HostOf(endpoint), target);
+    absl::Status status = CheckHost(HostOf(endpoint), target, flag);
     if (!status.ok()) return status;
   }
   return absl::OkStatus();

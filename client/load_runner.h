@@ -15,6 +15,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "client/load_http.h"
 #include "client/load_stats.h"
 #include "client/load_workload.h"
 #include "grpcpp/channel.h"
@@ -57,6 +58,9 @@ struct LoadTarget {
   absl::Duration request_timeout = absl::ZeroDuration();  // per call; zero = none
   // Threads polling completion queues (each its own queue; calls are spread over them).
   int32_t poll_threads = 1;
+  // When set, Generate streams go over the OpenAI-compatible HTTP API through this client
+  // (closed and open loops only); `channels` still carry everything else.
+  HttpLoadClient* http = nullptr;
 };
 
 // Counters a progress display may read while a phase runs.
@@ -86,8 +90,8 @@ std::shared_ptr<grpc::Channel> OpenLoadChannel(const std::string& address, int i
 
 // OK when every address `target` (a gRPC target: HOST:PORT, [V6]:PORT, dns:///HOST:PORT,
 // ipv4:/ipv6: lists, unix:PATH) resolves to is a loopback address; an error naming the offending
-// address otherwise, or when it cannot be resolved.
-absl::Status CheckLoopbackTarget(std::string_view target);
+// address otherwise, or when it cannot be resolved. Messages name the flag `flag` (--addr).
+absl::Status CheckLoopbackTarget(std::string_view target, std::string_view flag = "addr");
 
 // 32 lowercase hex digits from the system's CSPRNG: a client-chosen session id.
 std::string RandomSessionId();

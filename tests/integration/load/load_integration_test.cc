@@ -99,6 +99,106 @@ TEST(LoadIntegrationTest, OverloadedServerRefusalsAreCountedNotFatal) {
             r["succeeded"].get<int>());
 }
 
+TEST(LoadIntegrationTest, HttpStreamsCountsAgreeWithTheServer) {
+  auto server = StartServer();
+  ASSERT_NE(server, nullptr);
+  const ProgramResult run = RunLoad(
+      server->grpc_address(),
+      {"--http=" + server->http_address(), "--concurrency=4", "--requests=24",
+       "--prompt_tokens=uniform:4:12", "--output_tokens=uniform:2:10", "--slo=ttft_ms:60000",
+       "--json"});
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  const json report = ReportOf(run);
+  ASSERT_FALSE(report.is_discarded()) << run.out;
+  EXPECT_EQ(report["config"]["protocol"], "http");
+  const json& p = report["points"][0];
+  EXPECT_EQ(p["requests"]["sent"], 24);
+  EXPECT_EQ(p["requests"]["failed"], 0) << p.dump();
+  EXPECT_EQ(p["requests"]["succeeded"], 24);
+  EXPECT_EQ(p["finish_reasons"]["length"], 24);
+  EXPECT_EQ(p["client"]["max_in_flight"], 4);
+  EXPECT_EQ(p["ttft_ms"]["count"], 24);
+  const int64_t output = p["tokens"]["output"];
+  EXPECT_GE(output, 24 * 2);
+  EXPECT_LE(output, 24 * 10);
+
+  // The server saw 24 HTTP completions and no gRPC Generate, and generated what the client counted.
+  const auto metrics = ScrapeMetrics(server->metrics_address());
+  ASSERT_FALSE(metrics.empty());
+  EXPECT_EQ(MetricSum(metrics, "mamba_requests_total",
+                      {"protocol=\"http\"", "method=\"completions\"", "code=\"OK\""}),
+            24);
+  EXPECT_EQ(MetricSum(metrics, "mamba_requests_total", {"method=\"Generate\""}), 0);
+  EXPECT_EQ(MetricSum(metrics, "mamba_generated_tokens_total"), output);
+  EXPECT_EQ(MetricSum(metrics, "mamba_prompt_tokens_total"), p["tokens"]["prompt"].get<double>());
+}
+
+TEST(LoadIntegrationTest, HttpRefusalsAreCountedByTheirCode) {
+  auto server = StartServer({"--max_queue=1", "--max_running=1"});
+  ASSERT_NE(server, nullptr);
+  const ProgramResult run = RunLoad(
+      server->grpc_address(), {"--http=" + server->http_address(), "--concurrency=16",
+                               "--requests=48", "--prompt_tokens=4", "--output_tokens=16",
+                               "--json"});
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  const json report = ReportOf(run);
+  ASSERT_FALSE(report.is_discarded()) << run.out;
+  const json& r = report["points"][0]["requests"];
+  EXPECT_EQ(r["sent"], 48);
+  EXPECT_GT(r["succeeded"].get<int>(), 0);
+  const int exhausted = r["failed_by_code"].value("RESOURCE_EXHAUSTED", 0);  // HTTP 429
+  EXPECT_GT(exhausted, 0);
+  EXPECT_EQ(exhausted, r["failed"].get<int>());
+  const auto metrics = ScrapeMetrics(server->metrics_address());
+  EXPECT_EQ(MetricSum(metrics, "mamba_requests_total",
+                      {"protocol=\"http\"", "code=\"RESOURCE_EXHAUSTED\""}),
+            exhausted);
+}
+
+TEST(LoadIntegrationTest, HttpSendsTheBearerTokenAndReportsARefusedOne) {
+  const std::string tokens = TempPath("http-tokens");
+  {
+    std::ofstream out(tokens);
+    out << "load-test-secret-token-0123456789 alpha\n";
+  }
+  auto server = StartServer({"--auth_tokens_file=" + tokens});
+  ASSERT_NE(server, nullptr);
+  const std::vector<std::string> load = {"--http=" + server->http_address(), "--requests=4",
+                                         "--prompt_tokens=4", "--output_tokens=2", "--json"};
+  std::vector<std::string> with_token = load;
+  with_token.push_back("--token=load-test-secret-token-0123456789");
+  const ProgramResult ok = RunLoad(server->grpc_address(), with_token);
+  ASSERT_EQ(ok.exit_code, 0) << ok.err;
+  EXPECT_EQ(ReportOf(ok)["points"][0]["requests"]["succeeded"], 4);
+
+  // A wrong token: gRPC refuses the model info call before any load starts.
+  std::vector<std::string> wrong = load;
+  wrong.push_back("--token=not-the-token-at-all-000000000");
+  const ProgramResult refused = RunLoad(server->grpc_address(), wrong);
+  EXPECT_EQ(refused.exit_code, 1);
+  EXPECT_THAT(refused.err, HasSubstr("UNAUTHENTICATED"));
+}
+
+TEST(LoadIntegrationTest, HttpModeRefusesWhatItCannotDrive) {
+  auto server = StartServer();
+  ASSERT_NE(server, nullptr);
+  ProgramResult run = RunLoad(server->grpc_address(),
+                              {"--http=" + server->http_address(), "--sessions=2", "--turns=2"});
+  EXPECT_EQ(run.exit_code, 2);
+  EXPECT_THAT(run.err, HasSubstr("--sessions and --chat run over gRPC"));
+  run = RunLoad(server->grpc_address(), {"--http=10.11.12.13:8000", "--requests=2"});
+  EXPECT_EQ(run.exit_code, 2);
+  EXPECT_THAT(run.err, HasSubstr("--http=10.11.12.13:8000"));
+  EXPECT_THAT(run.err, HasSubstr("not a loopback address"));
+  run = RunLoad(server->grpc_address(), {"--http=127.0.0.1", "--requests=2"});
+  EXPECT_EQ(run.exit_code, 2);
+  EXPECT_THAT(run.err, HasSubstr("use HOST:PORT"));
+  // The metrics port is HTTP but not the OpenAI API.
+  run = RunLoad(server->grpc_address(), {"--http=" + server->metrics_address(), "--requests=2"});
+  EXPECT_EQ(run.exit_code, 1);
+  EXPECT_THAT(run.err, HasSubstr("/v1/models"));
+}
+
 TEST(LoadIntegrationTest, OpenLoopReportsAchievedRateNextToTarget) {
   auto server = StartServer();
   ASSERT_NE(server, nullptr);
