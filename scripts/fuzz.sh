@@ -26,9 +26,10 @@ declare -A MAX_LEN=(
   [request_validation]=4096
   [session_codec]=8192
   [stop_matcher]=1024
+  [openai_request]=4096
 )
 ALL_TARGETS=(safetensors model_config tokenizer_json tokenizer_encode request_validation
-             session_codec stop_matcher)
+             session_codec stop_matcher openai_request)
 
 seconds=20
 timeout_s=10        # one input slower than this is a hang
