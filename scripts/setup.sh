@@ -16,9 +16,9 @@ PACKAGES=(
   libabsl-dev nlohmann-json3-dev libcpp-httplib-dev libicu-dev zlib1g-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   # Tests: a second gRPC implementation, Prometheus + promtool, nginx, yamllint, clang (fuzzers),
-  # jinja2 (the chat template fixtures).
+  # jinja2 (the chat template fixtures), curl (the README's HTTP examples).
   python3 python3-grpcio python3-protobuf python3-yaml prometheus nginx-light yamllint clang
-  python3-jinja2
+  python3-jinja2 curl
   libclang-rt-14-dev
   # TLS and auth: OpenSSL headers (token digests, PEM checks) and the openssl CLI (test certificates).
   libssl-dev openssl
