@@ -21,8 +21,14 @@ tojson filter (json.dumps with ensure_ascii=False). strftime_now reads a fixed c
     tools/make_chat_template_fixtures.py --output FILE   write elsewhere (the C++ test does this
                                                          to compare with live jinja2)
     tools/make_chat_template_fixtures.py --check         exit 1 when expected.json is stale
+    tools/make_chat_template_fixtures.py --against-transformers
+                                                         render every chat case with transformers'
+                                                         own renderer (render_jinja_template, what
+                                                         apply_chat_template calls) and compare
+                                                         with expected.json; exit 1 on a difference
 
-Needs python3 and jinja2 (Debian: python3-jinja2); nothing else.
+Needs python3 and jinja2 (Debian: python3-jinja2); --against-transformers also needs
+transformers (the GPU host has it).
 """
 import argparse
 import datetime
@@ -126,6 +132,71 @@ def build():
     return result
 
 
+def against_transformers():
+    """Renders the chat cases with transformers and compares with expected.json."""
+    import transformers
+    from transformers.utils import chat_template_utils as ctu
+
+    # strftime_now reads the clock: pin it to the fixtures' instant where the module allows.
+    class FixedDatetime(datetime.datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return FIXED_NOW
+
+    if hasattr(ctu, "datetime"):
+        if isinstance(ctu.datetime, type):
+            ctu.datetime = FixedDatetime
+        else:
+            ctu.datetime.datetime = FixedDatetime
+    if hasattr(ctu, "_compile_jinja_template") and hasattr(ctu._compile_jinja_template, "cache_clear"):
+        ctu._compile_jinja_template.cache_clear()
+
+    with open(os.path.join(DATA, "cases.json"), encoding="utf-8") as f:
+        chat = json.load(f)
+    with open(os.path.join(DATA, "expected.json"), encoding="utf-8") as f:
+        expected = {(e["template"], e["case"]): e for e in json.load(f)["chat"]}
+    cases = {c["name"]: c for c in chat["cases"]}
+    compared = same = 0
+    differences = []
+    for (name, case_name), want in sorted(expected.items()):
+        case = cases[case_name]
+        with open(os.path.join(DATA, name), encoding="utf-8", newline="") as f:
+            source = f.read()
+        extra = dict(case.get("extra", {}))
+        tools = extra.pop("tools", None)
+        documents = extra.pop("documents", None)
+        kwargs = dict(chat["templates"][name])
+        kwargs.update(extra)
+        try:
+            if hasattr(ctu, "render_jinja_template"):  # transformers >= 4.51
+                rendered, _ = ctu.render_jinja_template(
+                    conversations=[case["messages"]], tools=tools, documents=documents,
+                    chat_template=source, add_generation_prompt=case["add_generation_prompt"],
+                    **kwargs)
+                got = {"output": rendered[0]}
+            else:  # older: what apply_chat_template did itself
+                got = {"output": ctu._compile_jinja_template(source).render(
+                    messages=case["messages"], tools=tools, documents=documents,
+                    add_generation_prompt=case["add_generation_prompt"], **kwargs)}
+        except Exception as e:  # template errors, raise_exception
+            got = {"error": str(e), "error_type": type(e).__name__}
+        compared += 1
+        if "output" in want:
+            ok = got.get("output") == want["output"]
+        else:  # both must fail; raise_exception messages must match
+            ok = "error" in got and (not want.get("raised") or got["error"] == want["error"])
+        if ok:
+            same += 1
+        else:
+            differences.append((name, case_name, want, got))
+    print(f"transformers {transformers.__version__}: {same} of {compared} chat cases agree "
+          f"with expected.json")
+    for name, case_name, want, got in differences:
+        print(f"- {name} / {case_name}:\n  expected {json.dumps(want, ensure_ascii=False)}"
+              f"\n  transformers {json.dumps(got, ensure_ascii=False)}")
+    return 0 if not differences else 1
+
+
 def dump(result):
     return json.dumps(result, indent=1, ensure_ascii=False) + "\n"
 
@@ -135,7 +206,11 @@ def main():
     parser.add_argument("--output", default=os.path.join(DATA, "expected.json"))
     parser.add_argument("--check", action="store_true",
                         help="compare with the committed expected.json instead of writing")
+    parser.add_argument("--against-transformers", action="store_true",
+                        help="compare expected.json with transformers' own rendering")
     args = parser.parse_args()
+    if args.against_transformers:
+        return against_transformers()
     text = dump(build())
     if args.check:
         with open(os.path.join(DATA, "expected.json"), encoding="utf-8") as f:
