@@ -89,8 +89,9 @@ ABSL_FLAG(int32_t, client_threads, 1,
 ABSL_FLAG(uint64_t, workload_seed, 0, "Seed of prompts, lengths and arrival times");
 ABSL_FLAG(std::string, http, "",
           "Send the streams over the OpenAI-compatible HTTP API at HOST:PORT (streaming "
-          "POST /v1/completions, plaintext, --token as the bearer token) instead of gRPC; "
-          "closed and open loops only. --addr still answers the model info the workload needs");
+          "POST /v1/completions; HTTPS with the --tls flags, --token as the bearer token) "
+          "instead of gRPC; closed and open loops only. --addr still answers the model info "
+          "the workload needs");
 
 namespace mamba::client {
 namespace {
@@ -505,6 +506,12 @@ int RunLoad(const Args& args) {
     options.address = config.http;
     options.bearer_token = absl::GetFlag(FLAGS_token);
     options.threads = config.client_threads;
+    // The same TLS flags as the gRPC channel (main() has checked their combination).
+    options.tls_ca = absl::GetFlag(FLAGS_tls_ca);
+    options.tls_cert = absl::GetFlag(FLAGS_tls_cert);
+    options.tls_key = absl::GetFlag(FLAGS_tls_key);
+    options.tls_server_name = absl::GetFlag(FLAGS_tls_server_name);
+    options.tls = absl::GetFlag(FLAGS_tls) || !options.tls_ca.empty() || !options.tls_cert.empty();
     absl::StatusOr<std::unique_ptr<load::HttpLoadClient>> created =
         load::HttpLoadClient::Create(options);
     if (!created.ok()) {

@@ -14,8 +14,10 @@
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -27,6 +29,7 @@ namespace {
 
 namespace v1 = ::mambaserve::v1;
 namespace asio = boost::asio;
+namespace ssl = boost::asio::ssl;
 namespace beast = boost::beast;
 namespace http = beast::http;
 using tcp = asio::ip::tcp;
@@ -63,10 +66,34 @@ int FinishReasonFromString(const std::string& reason) {
   return v1::FINISH_REASON_STOP;  // "stop" covers stop strings, stop tokens and EOS
 }
 
-// One keep-alive connection and the bytes read past the last response.
+// One keep-alive connection, plaintext or TLS, and the bytes read past the last response.
 struct Connection {
-  explicit Connection(asio::io_context& io) : stream(io) {}
-  beast::tcp_stream stream;
+  // `tls` null: plaintext. Else the TLS stream checks the server's certificate against
+  // `server_name` (a host name or an IP address) and sends it as SNI when it is a name.
+  Connection(asio::io_context& io, ssl::context* tls, const std::string& server_name) {
+    if (tls == nullptr) {
+      plain.emplace(io);
+      return;
+    }
+    secure.emplace(io, *tls);
+    secure->set_verify_mode(ssl::verify_peer);
+    secure->set_verify_callback(ssl::host_name_verification(server_name));
+    beast::error_code ec;
+    asio::ip::make_address(server_name, ec);
+    if (ec) SSL_set_tlsext_host_name(secure->native_handle(), server_name.c_str());
+  }
+  beast::tcp_stream& tcp() { return secure ? beast::get_lowest_layer(*secure) : *plain; }
+  // Calls f with the stream to read and write (the TLS stream, or the TCP one).
+  template <typename F>
+  void With(F&& f) {
+    if (secure) {
+      f(*secure);
+    } else {
+      f(*plain);
+    }
+  }
+  std::optional<beast::tcp_stream> plain;
+  std::optional<beast::ssl_stream<beast::tcp_stream>> secure;
   beast::flat_buffer buffer;
 };
 
@@ -81,6 +108,7 @@ class HttpStream : public std::enable_shared_from_this<HttpStream> {
 
  private:
   void Connect();
+  void Handshake();
   void Write();
   void ReadHeader();
   void ReadBody();
@@ -128,6 +156,11 @@ class HttpLoadClientImpl final : public HttpLoadClient {
 
   absl::Status Init(const std::string& port) {
     beast::error_code ec;
+    if (options_.tls) {
+      absl::Status tls = MakeTlsContext();
+      if (!tls.ok()) return tls;
+    }
+    server_name_ = options_.tls_server_name.empty() ? host_ : options_.tls_server_name;
     tcp::resolver resolver(io_);
     endpoints_ = resolver.resolve(host_, port, ec);
     if (ec) {
@@ -165,9 +198,11 @@ class HttpLoadClientImpl final : public HttpLoadClient {
   }
 
   std::unique_ptr<Connection> NewConnection() {
-    std::lock_guard<std::mutex> lock(mu_);
-    ++opened_;
-    return std::make_unique<Connection>(io_);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      ++opened_;
+    }
+    return std::make_unique<Connection>(io_, tls_.get(), server_name_);
   }
   void Release(std::unique_ptr<Connection> connection) {
     std::lock_guard<std::mutex> lock(mu_);
@@ -181,23 +216,33 @@ class HttpLoadClientImpl final : public HttpLoadClient {
   // GET /v1/models on a connection of its own, synchronously (before any load).
   absl::Status FetchModel() {
     host_header_ = options_.address;
-    beast::tcp_stream stream(io_);
-    stream.expires_after(std::chrono::seconds(10));
+    Connection connection(io_, tls_.get(), server_name_);
+    beast::tcp_stream& tcp = connection.tcp();
+    tcp.expires_after(std::chrono::seconds(10));
     beast::error_code ec;
-    stream.connect(endpoints_, ec);
+    tcp.connect(endpoints_, ec);
     if (ec) {
       return absl::UnavailableError(absl::StrCat("--http=", options_.address,
                                                  ": cannot connect: ", ec.message()));
+    }
+    if (connection.secure) {
+      connection.secure->handshake(ssl::stream_base::client, ec);
+      if (ec) {
+        return absl::UnavailableError(absl::StrCat("--http=", options_.address,
+                                                   ": TLS handshake failed: ", ec.message()));
+      }
     }
     http::request<http::empty_body> get(http::verb::get, "/v1/models", 11);
     get.set(http::field::host, host_header_);
     if (!options_.bearer_token.empty()) {
       get.set(http::field::authorization, absl::StrCat("Bearer ", options_.bearer_token));
     }
-    http::write(stream, get, ec);
     beast::flat_buffer buffer;
     http::response<http::string_body> response;
-    if (!ec) http::read(stream, buffer, response, ec);
+    connection.With([&](auto& stream) {
+      http::write(stream, get, ec);
+      if (!ec) http::read(stream, buffer, response, ec);
+    });
     if (ec) {
       return absl::UnavailableError(absl::StrCat("--http=", options_.address,
                                                  ": GET /v1/models failed: ", ec.message()));
@@ -222,13 +267,39 @@ class HttpLoadClientImpl final : public HttpLoadClient {
           ": GET /v1/models did not list a model (is this an OpenAI-compatible server?)"));
     }
     model_ = body["data"][0]["id"].get<std::string>();
-    stream.socket().shutdown(tcp::socket::shutdown_both, ec);
+    tcp.socket().shutdown(tcp::socket::shutdown_both, ec);
+    return absl::OkStatus();
+  }
+
+  absl::Status MakeTlsContext() {
+    tls_ = std::make_unique<ssl::context>(ssl::context::tls_client);
+    beast::error_code ec;
+    if (!options_.tls_ca.empty()) {
+      tls_->load_verify_file(options_.tls_ca, ec);
+      if (ec) {
+        return absl::InvalidArgumentError(absl::StrCat("--tls_ca=", options_.tls_ca,
+                                                       ": cannot load: ", ec.message()));
+      }
+    } else {
+      tls_->set_default_verify_paths(ec);
+    }
+    if (!options_.tls_cert.empty()) {
+      tls_->use_certificate_chain_file(options_.tls_cert, ec);
+      if (!ec) tls_->use_private_key_file(options_.tls_key, ssl::context::pem, ec);
+      if (ec) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("--tls_cert=", options_.tls_cert, " --tls_key=", options_.tls_key,
+                         ": cannot load: ", ec.message()));
+      }
+    }
     return absl::OkStatus();
   }
 
   HttpTargetOptions options_;
   std::string host_;
+  std::string server_name_;  // what the server's certificate must name
   std::string host_header_;
+  std::unique_ptr<ssl::context> tls_;  // null: plaintext
   std::string model_;
   asio::io_context io_;
   asio::executor_work_guard<asio::io_context::executor_type> work_;
@@ -262,9 +333,9 @@ HttpStream::HttpStream(HttpLoadClientImpl* client, std::unique_ptr<Connection> c
 void HttpStream::Start() {
   record_.send_s = callbacks_.now_s();
   if (timeout_ > absl::ZeroDuration()) {
-    connection_->stream.expires_after(absl::ToChronoNanoseconds(timeout_));
+    connection_->tcp().expires_after(absl::ToChronoNanoseconds(timeout_));
   } else {
-    connection_->stream.expires_never();
+    connection_->tcp().expires_never();
   }
   if (reused_) {
     Write();
@@ -274,7 +345,7 @@ void HttpStream::Start() {
 }
 
 void HttpStream::Connect() {
-  connection_->stream.async_connect(
+  connection_->tcp().async_connect(
       client_->endpoints(),
       [self = shared_from_this()](const beast::error_code& ec, const tcp::endpoint&) {
         if (ec) {
@@ -282,33 +353,52 @@ void HttpStream::Connect() {
           return;
         }
         beast::error_code ignored;
-        self->connection_->stream.socket().set_option(tcp::no_delay(true), ignored);
-        self->Write();
+        self->connection_->tcp().socket().set_option(tcp::no_delay(true), ignored);
+        self->Handshake();
       });
 }
 
+void HttpStream::Handshake() {
+  if (!connection_->secure) {
+    Write();
+    return;
+  }
+  connection_->secure->async_handshake(ssl::stream_base::client,
+                                       [self = shared_from_this()](const beast::error_code& ec) {
+                                         if (ec) {
+                                           self->OnTransportError(ec);
+                                           return;
+                                         }
+                                         self->Write();
+                                       });
+}
+
 void HttpStream::Write() {
-  http::async_write(connection_->stream, request_,
-                    [self = shared_from_this()](const beast::error_code& ec, size_t) {
-                      if (ec) {
-                        self->OnTransportError(ec);
-                        return;
-                      }
-                      self->ReadHeader();
-                    });
+  connection_->With([this](auto& stream) {
+    http::async_write(stream, request_,
+                      [self = shared_from_this()](const beast::error_code& ec, size_t) {
+                        if (ec) {
+                          self->OnTransportError(ec);
+                          return;
+                        }
+                        self->ReadHeader();
+                      });
+  });
 }
 
 void HttpStream::ReadHeader() {
   parser_.emplace();
   parser_->body_limit(boost::none);  // a stream is as long as its generation
-  http::async_read_header(connection_->stream, connection_->buffer, *parser_,
-                          [self = shared_from_this()](const beast::error_code& ec, size_t) {
-                            if (ec) {
-                              self->OnTransportError(ec);
-                              return;
-                            }
-                            self->OnHeader();
-                          });
+  connection_->With([this](auto& stream) {
+    http::async_read_header(stream, connection_->buffer, *parser_,
+                            [self = shared_from_this()](const beast::error_code& ec, size_t) {
+                              if (ec) {
+                                self->OnTransportError(ec);
+                                return;
+                              }
+                              self->OnHeader();
+                            });
+  });
 }
 
 void HttpStream::OnHeader() {
@@ -325,17 +415,20 @@ void HttpStream::ReadBody() {
   parser_->get().body().size = sizeof(chunk_);
   // read_some, not read: read returns only when the buffer is full or the message is over, which
   // would hold every event back until the stream ends.
-  http::async_read_some(connection_->stream, connection_->buffer, *parser_,
-                        [self = shared_from_this()](beast::error_code ec, size_t) {
-                     if (ec == http::error::need_buffer) ec = {};
-                     const size_t used = sizeof(self->chunk_) - self->parser_->get().body().size;
-                     if (used > 0) self->Consume(self->chunk_, used);
-                     if (ec) {
-                       self->OnTransportError(ec);
-                       return;
-                     }
-                     self->ReadBody();
-                   });
+  connection_->With([this](auto& stream) {
+    http::async_read_some(
+        stream, connection_->buffer, *parser_,
+        [self = shared_from_this()](beast::error_code ec, size_t) {
+          if (ec == http::error::need_buffer) ec = {};
+          const size_t used = sizeof(self->chunk_) - self->parser_->get().body().size;
+          if (used > 0) self->Consume(self->chunk_, used);
+          if (ec) {
+            self->OnTransportError(ec);
+            return;
+          }
+          self->ReadBody();
+        });
+  });
 }
 
 void HttpStream::Consume(const char* data, size_t n) {
@@ -418,7 +511,7 @@ void HttpStream::OnTransportError(const beast::error_code& ec) {
     reused_ = false;
     connection_ = client_->NewConnection();
     if (timeout_ > absl::ZeroDuration()) {
-      connection_->stream.expires_after(absl::ToChronoNanoseconds(timeout_));
+      connection_->tcp().expires_after(absl::ToChronoNanoseconds(timeout_));
     }
     Connect();
     return;
@@ -448,12 +541,13 @@ void HttpStream::Finish(bool keep_connection) {
     record_.tokens_received = usage_completion_;
   }
   if (keep_connection && record_.status_code == 0) {
-    connection_->stream.expires_never();
+    connection_->tcp().expires_never();
     client_->Release(std::move(connection_));
   } else {
+    // Without a TLS close_notify: the connection is dropped, not reused.
     beast::error_code ignored;
-    connection_->stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
-    connection_->stream.close();
+    connection_->tcp().socket().shutdown(tcp::socket::shutdown_both, ignored);
+    connection_->tcp().close();
   }
   callbacks_.done(std::move(record_));
 }

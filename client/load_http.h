@@ -1,9 +1,10 @@
 // `mamba-client load --http=HOST:PORT`: the load tester's streams over the OpenAI-compatible HTTP
-// API instead of gRPC. Each request is a streaming POST /v1/completions (the workload's prompt as
-// token ids or text, its sampling and stopping fields, `stream_options.include_usage`), read as
-// server-sent events on an HTTP/1.1 keep-alive connection. Connections are pooled: a finished
-// stream's connection serves the next request, so a closed loop of N streams holds N
-// connections. Boost.Beast on a few threads running one io_context: no thread per stream.
+// API instead of gRPC, in plaintext or over TLS (the same flags as gRPC, mutual TLS too). Each
+// request is a streaming POST /v1/completions (the workload's prompt as token ids or text, its
+// sampling and stopping fields, `stream_options.include_usage`), read as server-sent events on
+// an HTTP/1.1 keep-alive connection. Connections are pooled: a finished stream's connection
+// serves the next request, so a closed loop of N streams holds N connections. Boost.Beast on a
+// few threads running one io_context: no thread per stream.
 //
 // What each stream records matches the gRPC path (load_stats.h), with two differences the SSE
 // format forces: a token-carrying event is one arrival (an event may hold more than one token
@@ -25,9 +26,17 @@
 namespace mamba::client::load {
 
 struct HttpTargetOptions {
-  std::string address;       // HOST:PORT or [V6]:PORT; plaintext HTTP
+  std::string address;       // HOST:PORT or [V6]:PORT
   std::string bearer_token;  // sent as `Authorization: Bearer TOKEN` when not empty
   int32_t threads = 1;       // threads running the event loop
+  // HTTPS: the server's certificate is checked against `tls_ca` (PEM; the system's roots when
+  // empty) and against `tls_server_name` (the address's host when empty); `tls_cert` and
+  // `tls_key` present a client certificate.
+  bool tls = false;
+  std::string tls_ca;
+  std::string tls_cert;
+  std::string tls_key;
+  std::string tls_server_name;
 };
 
 // What a stream reports while it runs and when it ends (on one of the client's threads).

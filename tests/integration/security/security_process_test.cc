@@ -1,6 +1,6 @@
 // Security through the real binaries: mamba-serve's startup errors for TLS and tokens flags
 // (exit 2 for flag combinations, 1 for files), the tokens file re-read on SIGHUP, and
-// mamba-client's --token and TLS flags.
+// mamba-client's --token and TLS flags (over gRPC and, for `load --http`, over HTTPS).
 #include <signal.h>
 
 #include <string>
@@ -175,6 +175,42 @@ TEST(SecurityProcessTest, ClientTlsFlagsReachAnMtlsServer) {
   ProgramResult bad_token = Client({"info", addr, ca, cert, key, "--token=has space"});
   EXPECT_EQ(bad_token.exit_code, 2);
   EXPECT_THAT(bad_token.err, HasSubstr("--token may only contain printable ASCII"));
+}
+
+TEST(SecurityProcessTest, LoadOverHttpsUsesTheTlsFlagsAndTheToken) {
+  ScratchDir scratch;
+  const std::string& dir = scratch.path();
+  ASSERT_FALSE(dir.empty());
+  auto pki = MakeTestPki(dir);
+  ASSERT_TRUE(pki.ok()) << pki.status();
+  const std::string tokens = dir + "/tokens";
+  ASSERT_TRUE(WriteFile(tokens, AlphaBravoTokensFile()));
+  // Mutual TLS and bearer tokens on both ports (the HTTP API shares the gRPC port's settings).
+  auto process = ServerProcess::Start(
+      TinyArgs({"--http_port=0", "--tls_cert=" + pki->server_cert,
+                "--tls_key=" + pki->server_key, "--tls_client_ca=" + pki->ca_cert,
+                "--auth_tokens_file=" + tokens}));
+  ASSERT_TRUE(process.ok()) << process.status();
+  const std::vector<std::string> base = {
+      "load", "--addr=" + (*process)->grpc_address(), "--http=" + (*process)->http_address(),
+      "--tls_ca=" + pki->ca_cert, "--token=" + std::string(kAlphaToken), "--concurrency=4",
+      "--requests=24", "--prompt_tokens=4", "--output_tokens=4", "--timeout_seconds=30"};
+
+  std::vector<std::string> args = base;
+  args.insert(args.end(), {"--tls_cert=" + pki->client_cert, "--tls_key=" + pki->client_key});
+  ProgramResult ok = Client(args);
+  ASSERT_EQ(ok.exit_code, 0) << ok.err;
+  EXPECT_THAT(ok.out, HasSubstr("sent 24, succeeded 24, failed 0"));
+
+  // Without a client certificate the HTTPS handshake is refused before any load.
+  ProgramResult no_cert = Client(base);
+  EXPECT_EQ(no_cert.exit_code, 1);
+  EXPECT_THAT(no_cert.err, HasSubstr("--http=" + (*process)->http_address()));
+  // A server name the certificate does not carry.
+  args.push_back("--tls_server_name=elsewhere.example");
+  ProgramResult wrong_name = Client(args);
+  EXPECT_EQ(wrong_name.exit_code, 1);
+  EXPECT_THAT(wrong_name.err, HasSubstr("TLS handshake failed"));
 }
 
 }  // namespace
