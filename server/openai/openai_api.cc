@@ -460,6 +460,8 @@ std::string ParamFromMessage(absl::string_view message) {
       {"stopping.stop", "stop"},
       {"stopping.stop_token_ids", "stop_token_ids"},
       {"logprobs", "logprobs"},
+      {"top_logprobs", "top_logprobs"},  // the sampler's bound on alternatives
+      {"input", "prompt"},               // "input text is empty"
       {"text", "prompt"},
       {"token_ids", "prompt"},
       {"session_id", "session_id"},

@@ -643,7 +643,11 @@ class OpenAiCall final : public ReadyTarget,
   // A request refused before any work: answered and reported now.
   void Fail(const absl::Status& status) {
     ApiError e = ErrorFromStatus(status);
-    if (model_not_found_) e.code = "model_not_found";
+    if (model_not_found_) {
+      // As OpenAI answers an unknown model: 404, invalid_request_error, model_not_found.
+      e.code = "model_not_found";
+      e.type = "invalid_request_error";
+    }
     exchange_->Respond(ErrorResponse(e));
     record_.code = status.code();
     record_.error_message = std::string(status.message());

@@ -236,7 +236,8 @@ test('errors come as OpenAI sends them', async () => {
     (e) => e.status === 400 && e.param === 'presence_penalty');
   await assert.rejects(
     client.completions.create({ model: 'gpt-4', prompt: 'x' }),
-    (e) => e instanceof OpenAI.NotFoundError && e.code === 'model_not_found');
+    (e) => e instanceof OpenAI.NotFoundError && e.code === 'model_not_found' &&
+      e.type === 'invalid_request_error');
   const stranger = new OpenAI({ baseURL, apiKey: 'wrong-token', maxRetries: 0 });
   await assert.rejects(stranger.models.list(),
                        (e) => e instanceof OpenAI.AuthenticationError && e.status === 401);
