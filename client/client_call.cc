@@ -47,6 +47,11 @@ absl::StatusOr<std::string> ReadFlagFile(const char* flag, const std::string& pa
 
 }  // namespace
 
+bool TlsFromFlags() {
+  return absl::GetFlag(FLAGS_tls) || !absl::GetFlag(FLAGS_tls_ca).empty() ||
+         !absl::GetFlag(FLAGS_tls_cert).empty();
+}
+
 absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> ChannelCredentialsFromFlags() {
   const std::string token = absl::GetFlag(FLAGS_token);
   for (char c : token) {
@@ -63,8 +68,7 @@ absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> ChannelCredentialsFrom
     return absl::InvalidArgumentError(
         "--tls_cert and --tls_key come together: give both or neither");
   }
-  const bool tls = absl::GetFlag(FLAGS_tls) || !ca.empty() || !cert.empty();
-  if (!tls) {
+  if (!TlsFromFlags()) {
     if (!absl::GetFlag(FLAGS_tls_server_name).empty()) {
       return absl::InvalidArgumentError("--tls_server_name needs TLS (--tls or --tls_ca)");
     }

@@ -39,6 +39,9 @@ inline constexpr int kExitUsage = 2;
 // error naming the flag and file when a file cannot be read. main() checks it before any call.
 absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> ChannelCredentialsFromFlags();
 
+// Whether the flags ask for TLS: --tls, or a --tls_ca or --tls_cert given.
+bool TlsFromFlags();
+
 // Channel arguments the flags ask for (--tls_server_name overrides the name the server's
 // certificate is checked against), added to `args`.
 void AddChannelArgumentsFromFlags(grpc::ChannelArguments* args);

@@ -259,11 +259,7 @@ absl::StatusOr<LoadConfig> ConfigFromFlags() {
   c.json_out = absl::GetFlag(FLAGS_json_out);
   c.csv = absl::GetFlag(FLAGS_csv);
   c.http = absl::GetFlag(FLAGS_http);
-  if (!c.http.empty() && (p.mode == RunPlan::Mode::kSessions || p.mode == RunPlan::Mode::kChat)) {
-    return UsageError(
-        "--http drives stateless completions (a closed loop, or an open loop with --rate); "
-        "--sessions and --chat run over gRPC");
-  }
+  if (!c.http.empty()) MAMBA_RETURN_IF_ERROR(load::CheckHttpMode(p.mode));
 
   if ((p.mode == RunPlan::Mode::kChat || !p.system_prompt.empty()) &&
       w.source != load::WorkloadOptions::PromptSource::kTokenIds) {
@@ -511,7 +507,7 @@ int RunLoad(const Args& args) {
     options.tls_cert = absl::GetFlag(FLAGS_tls_cert);
     options.tls_key = absl::GetFlag(FLAGS_tls_key);
     options.tls_server_name = absl::GetFlag(FLAGS_tls_server_name);
-    options.tls = absl::GetFlag(FLAGS_tls) || !options.tls_ca.empty() || !options.tls_cert.empty();
+    options.tls = TlsFromFlags();
     absl::StatusOr<std::unique_ptr<load::HttpLoadClient>> created =
         load::HttpLoadClient::Create(options);
     if (!created.ok()) {

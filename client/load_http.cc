@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstring>
+#include <iterator>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -66,6 +68,12 @@ int FinishReasonFromString(const std::string& reason) {
   return v1::FINISH_REASON_STOP;  // "stop" covers stop strings, stop tokens and EOS
 }
 
+// The member `key` of object `o`, or null when it has none (no copy, unlike json::value).
+const json* Field(const json& o, const char* key) {
+  auto it = o.find(key);
+  return it == o.end() ? nullptr : &*it;
+}
+
 // One keep-alive connection, plaintext or TLS, and the bytes read past the last response.
 struct Connection {
   // `tls` null: plaintext. Else the TLS stream checks the server's certificate against
@@ -119,6 +127,8 @@ class HttpStream : public std::enable_shared_from_this<HttpStream> {
   // closed before the response began; else the end of the stream.
   void OnTransportError(const beast::error_code& ec);
   void Finish(bool keep_connection);
+  // Puts the request's deadline (if any) on the connection's socket operations.
+  void ArmDeadline();
 
   HttpLoadClientImpl* client_;
   std::unique_ptr<Connection> connection_;
@@ -130,12 +140,10 @@ class HttpStream : public std::enable_shared_from_this<HttpStream> {
   std::optional<http::response_parser<http::buffer_body>> parser_;
   char chunk_[16384];
   int http_status_ = 0;
-  std::string pending_;     // SSE bytes not yet ending an event
-  std::string error_body_;  // a non-200 answer's body
+  std::string pending_;  // SSE bytes not yet ending an event
   bool done_event_ = false;
-  bool usage_seen_ = false;
-  int64_t usage_completion_ = 0;
-  int error_code_ = 0;  // from an error event, a gRPC code
+  bool usage_seen_ = false;  // record_.usage_* hold the usage chunk's counts
+  int error_code_ = 0;       // from an error event, a gRPC code
   RequestRecord record_;
 };
 
@@ -191,17 +199,7 @@ class HttpLoadClientImpl final : public HttpLoadClient {
         ->Start();
   }
 
-  const std::string& model() const override { return model_; }
-  int64_t connections_opened() const override {
-    std::lock_guard<std::mutex> lock(mu_);
-    return opened_;
-  }
-
   std::unique_ptr<Connection> NewConnection() {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      ++opened_;
-    }
     return std::make_unique<Connection>(io_, tls_.get(), server_name_);
   }
   void Release(std::unique_ptr<Connection> connection) {
@@ -209,13 +207,12 @@ class HttpLoadClientImpl final : public HttpLoadClient {
     idle_.push_back(std::move(connection));
   }
   const tcp::resolver::results_type& endpoints() const { return endpoints_; }
-  const std::string& host_header() const { return host_header_; }
+  const std::string& host_header() const { return options_.address; }
   const std::string& bearer_token() const { return options_.bearer_token; }
 
  private:
   // GET /v1/models on a connection of its own, synchronously (before any load).
   absl::Status FetchModel() {
-    host_header_ = options_.address;
     Connection connection(io_, tls_.get(), server_name_);
     beast::tcp_stream& tcp = connection.tcp();
     tcp.expires_after(std::chrono::seconds(10));
@@ -233,7 +230,7 @@ class HttpLoadClientImpl final : public HttpLoadClient {
       }
     }
     http::request<http::empty_body> get(http::verb::get, "/v1/models", 11);
-    get.set(http::field::host, host_header_);
+    get.set(http::field::host, host_header());
     if (!options_.bearer_token.empty()) {
       get.set(http::field::authorization, absl::StrCat("Bearer ", options_.bearer_token));
     }
@@ -298,7 +295,6 @@ class HttpLoadClientImpl final : public HttpLoadClient {
   HttpTargetOptions options_;
   std::string host_;
   std::string server_name_;  // what the server's certificate must name
-  std::string host_header_;
   std::unique_ptr<ssl::context> tls_;  // null: plaintext
   std::string model_;
   asio::io_context io_;
@@ -307,7 +303,6 @@ class HttpLoadClientImpl final : public HttpLoadClient {
   std::vector<std::thread> threads_;
   mutable std::mutex mu_;
   std::vector<std::unique_ptr<Connection>> idle_;
-  int64_t opened_ = 0;
 };
 
 HttpStream::HttpStream(HttpLoadClientImpl* client, std::unique_ptr<Connection> connection,
@@ -330,13 +325,17 @@ HttpStream::HttpStream(HttpLoadClientImpl* client, std::unique_ptr<Connection> c
   request_.prepare_payload();
 }
 
-void HttpStream::Start() {
-  record_.send_s = callbacks_.now_s();
+void HttpStream::ArmDeadline() {
   if (timeout_ > absl::ZeroDuration()) {
     connection_->tcp().expires_after(absl::ToChronoNanoseconds(timeout_));
   } else {
     connection_->tcp().expires_never();
   }
+}
+
+void HttpStream::Start() {
+  record_.send_s = callbacks_.now_s();
+  ArmDeadline();
   if (reused_) {
     Write();
   } else {
@@ -432,16 +431,17 @@ void HttpStream::ReadBody() {
 }
 
 void HttpStream::Consume(const char* data, size_t n) {
-  if (http_status_ != 200) {
-    if (error_body_.size() < (1 << 16)) error_body_.append(data, std::min<size_t>(n, 1 << 16));
-    return;
-  }
-  for (size_t i = 0; i < n; ++i) {
-    if (data[i] != '\r') pending_.push_back(data[i]);  // events end with a blank line
+  if (http_status_ != 200) return;  // an error answer: its status is what counts
+  if (std::memchr(data, '\r', n) == nullptr) {
+    pending_.append(data, n);
+  } else {  // CRLF line ends: events end with a blank line either way
+    std::copy_if(data, data + n, std::back_inserter(pending_), [](char c) { return c != '\r'; });
   }
   size_t start = 0;
   for (size_t end; (end = pending_.find("\n\n", start)) != std::string::npos; start = end + 2) {
-    std::string event_data;
+    std::string joined;  // only for an event of several data lines
+    absl::string_view data_view;
+    int data_lines = 0;
     absl::string_view event(pending_.data() + start, end - start);
     while (!event.empty()) {
       const size_t nl = event.find('\n');
@@ -450,10 +450,16 @@ void HttpStream::Consume(const char* data, size_t n) {
       if (line.substr(0, 5) != "data:") continue;  // comments, event names, ids
       line.remove_prefix(5);
       if (!line.empty() && line.front() == ' ') line.remove_prefix(1);
-      if (!event_data.empty()) event_data.push_back('\n');
-      event_data.append(line.data(), line.size());
+      if (++data_lines == 1) {
+        data_view = line;
+        continue;
+      }
+      if (data_lines == 2) joined.assign(data_view.data(), data_view.size());
+      joined.push_back('\n');
+      joined.append(line.data(), line.size());
     }
-    if (!event_data.empty()) OnEvent(event_data);
+    if (data_lines > 1) data_view = joined;
+    if (!data_view.empty()) OnEvent(data_view);
   }
   pending_.erase(0, start);
 }
@@ -466,23 +472,25 @@ void HttpStream::OnEvent(absl::string_view data) {
   const json event = json::parse(data.begin(), data.end(), nullptr, /*allow_exceptions=*/false);
   if (!event.is_object()) return;
   if (auto e = event.find("error"); e != event.end() && e->is_object()) {
-    const json type = e->value("type", json());
-    error_code_ = GrpcCodeForErrorType(type.is_string() ? type.get<std::string>() : "");
+    const json* type = Field(*e, "type");
+    error_code_ = GrpcCodeForErrorType(type != nullptr && type->is_string()
+                                           ? type->get_ref<const std::string&>()
+                                           : std::string());
     return;
   }
   const double now = callbacks_.now_s();
   if (auto choices = event.find("choices"); choices != event.end() && choices->is_array()) {
     for (const json& choice : *choices) {
       if (!choice.is_object()) continue;
-      const json text = choice.value("text", json());
-      if (text.is_string() && !text.get_ref<const std::string&>().empty()) {
+      const json* text = Field(choice, "text");
+      if (text != nullptr && text->is_string() && !text->get_ref<const std::string&>().empty()) {
         RecordTokenArrival(&record_, now, 1);
         callbacks_.tokens(1);
       }
-      const json reason = choice.value("finish_reason", json());
-      if (reason.is_string()) {
+      const json* reason = Field(choice, "finish_reason");
+      if (reason != nullptr && reason->is_string()) {
         record_.finished = true;
-        record_.finish_reason = FinishReasonFromString(reason.get<std::string>());
+        record_.finish_reason = FinishReasonFromString(reason->get_ref<const std::string&>());
         record_.end_s = now;
       }
     }
@@ -490,7 +498,7 @@ void HttpStream::OnEvent(absl::string_view data) {
   if (auto usage = event.find("usage"); usage != event.end() && usage->is_object()) {
     usage_seen_ = true;
     const int64_t prompt = usage->value("prompt_tokens", int64_t{0});
-    usage_completion_ = usage->value("completion_tokens", int64_t{0});
+    const int64_t completion = usage->value("completion_tokens", int64_t{0});
     int64_t cached = 0;
     if (auto details = usage->find("prompt_tokens_details");
         details != usage->end() && details->is_object()) {
@@ -498,7 +506,7 @@ void HttpStream::OnEvent(absl::string_view data) {
     }
     // The gRPC usage counts prompt tokens computed; OpenAI's includes the cached ones.
     record_.usage_prompt_tokens = static_cast<int32_t>(prompt - cached);
-    record_.usage_generated_tokens = static_cast<int32_t>(usage_completion_);
+    record_.usage_generated_tokens = static_cast<int32_t>(completion);
     record_.usage_cached_tokens = cached;
   }
 }
@@ -510,9 +518,7 @@ void HttpStream::OnTransportError(const beast::error_code& ec) {
     retried_ = true;
     reused_ = false;
     connection_ = client_->NewConnection();
-    if (timeout_ > absl::ZeroDuration()) {
-      connection_->tcp().expires_after(absl::ToChronoNanoseconds(timeout_));
-    }
+    ArmDeadline();
     Connect();
     return;
   }
@@ -535,10 +541,9 @@ void HttpStream::Finish(bool keep_connection) {
   if (usage_seen_) {
     // Events carry text, not token counts (a character split over tokens comes as one event, a
     // held-back partial character as one more at the end); the usage chunk has the count.
-    if (usage_completion_ > record_.tokens_received) {
-      callbacks_.tokens(usage_completion_ - record_.tokens_received);
-    }
-    record_.tokens_received = usage_completion_;
+    const int64_t counted = record_.usage_generated_tokens;
+    if (counted > record_.tokens_received) callbacks_.tokens(counted - record_.tokens_received);
+    record_.tokens_received = counted;
   }
   if (keep_connection && record_.status_code == 0) {
     connection_->tcp().expires_never();

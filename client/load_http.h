@@ -58,11 +58,6 @@ class HttpLoadClient {
   // (status_code is a gRPC code: HTTP errors map as the server maps gRPC codes to HTTP).
   virtual void Generate(const mambaserve::v1::GenerateRequest& request, absl::Duration timeout,
                         HttpStreamCallbacks callbacks) = 0;
-
-  // The model id requests name (the first of /v1/models).
-  virtual const std::string& model() const = 0;
-  // Connections opened so far (pooled ones are reused).
-  virtual int64_t connections_opened() const = 0;
 };
 
 // The body of the POST /v1/completions that `request` becomes (exposed for tests).

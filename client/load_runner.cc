@@ -347,7 +347,7 @@ void Phase::Launch(SessionRun* owner, const std::string& session_id, int32_t tur
     std::lock_guard<std::mutex> lock(mu_);
     channel = static_cast<int>(next_channel_++ % static_cast<int64_t>(generation_.size()));
   }
-  if (target_.http != nullptr) {  // ValidateTarget keeps sessions and chat off this path
+  if (target_.http != nullptr) {  // CheckHttpMode (in RunPhase) keeps sessions and chat off
     v1::GenerateRequest request;
     workload_.Next(&request);
     HttpStreamCallbacks callbacks;
@@ -663,10 +663,15 @@ std::string HostOf(absl::string_view endpoint) {
   return std::string(endpoint);
 }
 
+// "--FLAG=VALUE", as the loopback checks' messages quote the flag.
+std::string FlagValue(std::string_view flag, std::string_view value) {
+  return absl::StrCat("--", AsAbsl(flag), "=", AsAbsl(value));
+}
+
 absl::Status CheckHost(const std::string& host, std::string_view target, std::string_view flag) {
   if (host.empty()) {
     return absl::InvalidArgumentError(
-        absl::StrCat("--", AsAbsl(flag), "=", AsAbsl(target), " names no host; use HOST:PORT"));
+        absl::StrCat(FlagValue(flag, target), " names no host; use HOST:PORT"));
   }
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;
@@ -674,14 +679,14 @@ absl::Status CheckHost(const std::string& host, std::string_view target, std::st
   addrinfo* found = nullptr;
   const int rc = getaddrinfo(host.c_str(), nullptr, &hints, &found);
   if (rc != 0) {
-    return absl::UnavailableError(absl::StrCat("--", AsAbsl(flag), "=", AsAbsl(target), ": cannot resolve '",
-                                               host, "': ", gai_strerror(rc)));
+    return absl::UnavailableError(
+        absl::StrCat(FlagValue(flag, target), ": cannot resolve '", host, "': ", gai_strerror(rc)));
   }
   absl::Status status = absl::OkStatus();
   for (addrinfo* a = found; a != nullptr && status.ok(); a = a->ai_next) {
     if (!IsLoopback(a->ai_addr)) {
       status = absl::PermissionDeniedError(absl::StrCat(
-          "--", AsAbsl(flag), "=", AsAbsl(target), ": '", host, "' resolves to ", AddressText(a->ai_addr),
+          FlagValue(flag, target), ": '", host, "' resolves to ", AddressText(a->ai_addr),
           ", which is not a loopback address; load tests target this machine unless "
           "--allow_remote is given"));
     }
@@ -739,16 +744,24 @@ absl::Status ValidatePlan(const RunPlan& plan) {
   return absl::OkStatus();
 }
 
+absl::Status CheckHttpMode(RunPlan::Mode mode) {
+  if (mode == RunPlan::Mode::kSessions || mode == RunPlan::Mode::kChat) {
+    // Both need each answer's token ids, which SSE text does not carry.
+    return absl::InvalidArgumentError(
+        "--http drives stateless completions (a closed loop, or an open loop with --rate); "
+        "--sessions and --chat run over gRPC");
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<PhaseResult> RunPhase(const RunPlan& plan, const LoadTarget& target,
                                      Workload& workload, LiveCounters* live) {
   absl::Status valid = ValidatePlan(plan);
   if (!valid.ok()) return valid;
   if (target.channels.empty()) return absl::InvalidArgumentError("no channels to load");
-  if (target.http != nullptr &&
-      (plan.mode == RunPlan::Mode::kSessions || plan.mode == RunPlan::Mode::kChat)) {
-    return absl::InvalidArgumentError(
-        "--http drives stateless completions (a closed loop, or an open loop with --rate); "
-        "--sessions and --chat run over gRPC");
+  if (target.http != nullptr) {
+    absl::Status http = CheckHttpMode(plan.mode);
+    if (!http.ok()) return http;
   }
   Phase phase(plan, target, workload, live);
   return phase.Run();
@@ -790,9 +803,10 @@ absl::Status CheckLoopbackTarget(std::string_view target, std::string_view flag)
         t = slash == absl::string_view::npos ? absl::string_view() : t.substr(slash + 1);
       }
     } else if (t.find("://") != absl::string_view::npos || absl::StartsWith(t, "vsock:")) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "--", AsAbsl(flag), "=", t, ": cannot tell whether this target is local; use HOST:PORT, or "
-                        "--allow_remote"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(FlagValue(flag, target),
+                       ": cannot tell whether this target is local; use HOST:PORT, or "
+                       "--allow_remote"));
     }
     endpoints.emplace_back(t);
   }

@@ -78,6 +78,8 @@ struct PhaseResult {
 
 // Validates the plan (what is allowed is in the error).
 absl::Status ValidatePlan(const RunPlan& plan);
+// OK when a plan of `mode` can run over HTTP (LoadTarget::http): closed and open loops.
+absl::Status CheckHttpMode(RunPlan::Mode mode);
 
 // Runs one phase and blocks until every request and session call it started has ended. Failed
 // calls (RESOURCE_EXHAUSTED included) are recorded, not fatal. `live` may be null.

@@ -162,22 +162,22 @@ def against_transformers():
         case = cases[case_name]
         with open(os.path.join(DATA, name), encoding="utf-8", newline="") as f:
             source = f.read()
-        extra = dict(case.get("extra", {}))
-        tools = extra.pop("tools", None)
-        documents = extra.pop("documents", None)
-        kwargs = dict(chat["templates"][name])
-        kwargs.update(extra)
+        # The variables the fixtures render with; transformers takes the first four as arguments.
+        kwargs = chat_context(case, chat["templates"][name])
+        messages = kwargs.pop("messages")
+        tools = kwargs.pop("tools")
+        documents = kwargs.pop("documents")
+        add_generation_prompt = kwargs.pop("add_generation_prompt")
         try:
             if hasattr(ctu, "render_jinja_template"):  # transformers >= 4.51
                 rendered, _ = ctu.render_jinja_template(
-                    conversations=[case["messages"]], tools=tools, documents=documents,
-                    chat_template=source, add_generation_prompt=case["add_generation_prompt"],
-                    **kwargs)
+                    conversations=[messages], tools=tools, documents=documents,
+                    chat_template=source, add_generation_prompt=add_generation_prompt, **kwargs)
                 got = {"output": rendered[0]}
             else:  # older: what apply_chat_template did itself
                 got = {"output": ctu._compile_jinja_template(source).render(
-                    messages=case["messages"], tools=tools, documents=documents,
-                    add_generation_prompt=case["add_generation_prompt"], **kwargs)}
+                    messages=messages, tools=tools, documents=documents,
+                    add_generation_prompt=add_generation_prompt, **kwargs)}
         except Exception as e:  # template errors, raise_exception
             got = {"error": str(e), "error_type": type(e).__name__}
         compared += 1

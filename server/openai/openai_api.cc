@@ -17,6 +17,9 @@ using nlohmann::json;
 namespace v1 = ::mambaserve::v1;
 
 constexpr char kParamPayload[] = "type.mambaserve/openai.param";
+// An error type and code that override what the status code maps to (ModelNotFound).
+constexpr char kTypePayload[] = "type.mambaserve/openai.type";
+constexpr char kCodePayload[] = "type.mambaserve/openai.code";
 
 const char* TypeName(const json& v) {
   switch (v.type()) {
@@ -262,6 +265,13 @@ absl::Status RefuseUnsupported(const json& body, Endpoint endpoint) {
 
 absl::Status WithParam(absl::Status status, absl::string_view param) {
   status.SetPayload(kParamPayload, absl::Cord(param));
+  return status;
+}
+
+absl::Status ModelNotFound(absl::string_view message) {
+  absl::Status status = absl::NotFoundError(message);
+  status.SetPayload(kTypePayload, absl::Cord("invalid_request_error"));
+  status.SetPayload(kCodePayload, absl::Cord("model_not_found"));
   return status;
 }
 
@@ -529,6 +539,12 @@ ApiError ErrorFromStatus(const absl::Status& status) {
       e.http_status = 500;
       e.type = "server_error";
       break;
+  }
+  if (absl::optional<absl::Cord> type = status.GetPayload(kTypePayload)) {
+    e.type = std::string(*type);
+  }
+  if (absl::optional<absl::Cord> code = status.GetPayload(kCodePayload)) {
+    e.code = std::string(*code);
   }
   return e;
 }

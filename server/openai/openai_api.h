@@ -47,6 +47,9 @@ ApiError ErrorFromStatus(const absl::Status& status);
 absl::Status InvalidParam(absl::string_view param, absl::string_view message);
 // `status` with `param` in its payload.
 absl::Status WithParam(absl::Status status, absl::string_view param);
+// A model this server does not serve: NOT_FOUND, which ErrorFromStatus answers as OpenAI does
+// (404, type invalid_request_error, code model_not_found).
+absl::Status ModelNotFound(absl::string_view message);
 
 // A chat message as the template sees it: role and text content (text parts joined).
 struct ChatMessage {

@@ -147,11 +147,10 @@ class OpenAiCall final : public ReadyTarget,
     if (!parsed.ok()) return parsed.status();
     request_ = *std::move(parsed);
     if (!request_.model.empty() && request_.model != options_->served_model_name) {
-      absl::Status s = absl::NotFoundError(absl::StrCat(
-          "the model '", request_.model, "' does not exist; this server serves '",
-          options_->served_model_name, "' (GET /v1/models)"));
-      model_not_found_ = true;
-      return WithParam(std::move(s), "model");
+      return WithParam(ModelNotFound(absl::StrCat(
+                           "the model '", request_.model, "' does not exist; this server serves '",
+                           options_->served_model_name, "' (GET /v1/models)")),
+                       "model");
     }
     record_.session_id = request_.session_id;
 
@@ -642,13 +641,7 @@ class OpenAiCall final : public ReadyTarget,
  public:
   // A request refused before any work: answered and reported now.
   void Fail(const absl::Status& status) {
-    ApiError e = ErrorFromStatus(status);
-    if (model_not_found_) {
-      // As OpenAI answers an unknown model: 404, invalid_request_error, model_not_found.
-      e.code = "model_not_found";
-      e.type = "invalid_request_error";
-    }
-    exchange_->Respond(ErrorResponse(e));
+    exchange_->Respond(ErrorResponse(ErrorFromStatus(status)));
     record_.code = status.code();
     record_.error_message = std::string(status.message());
     record_.e2e = absl::Now() - start_;
@@ -667,7 +660,6 @@ class OpenAiCall final : public ReadyTarget,
   ParsedRequest request_;
   std::string tenant_;
   int prompts_ = 0;
-  bool model_not_found_ = false;
 
   std::mutex mu_;
   std::shared_ptr<OpenAiCall> self_;  // from Start until the answer
@@ -795,10 +787,11 @@ void OpenAiService::Handle(std::shared_ptr<http::HttpExchange> exchange) {
     }
     const std::string id = path.substr(std::string("/v1/models/").size());
     if (id != options_.served_model_name) {
-      std::string message = absl::StrCat("the model '", id, "' does not exist; this server serves '",
-                                         options_.served_model_name, "'");
-      error(404, message, "model_not_found");
-      return report(absl::StatusCode::kNotFound, std::move(message));
+      const absl::Status missing =
+          ModelNotFound(absl::StrCat("the model '", id, "' does not exist; this server serves '",
+                                     options_.served_model_name, "'"));
+      reply(ErrorResponse(ErrorFromStatus(missing)));
+      return report(missing.code(), std::string(missing.message()));
     }
     reply(JsonResponse(200, model));
     return report(absl::StatusCode::kOk, "");
