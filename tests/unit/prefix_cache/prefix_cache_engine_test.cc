@@ -1,17 +1,20 @@
-// The prefix cache through the engine (CPU backend): every output with the cache equals the
-// output without it, bit for bit (tokens and log-probabilities), while the cache's hits are
-// where they should be: an exact repeat, a partial repeat, an interval checkpoint, a marked
-// offset, a stateless client's next turn; under memory pressure; per tenant; after a cancelled
-// prefill; on every model family; and it never keeps a slot a session or request needs.
+// The prefix cache through the engine: every output with the cache equals the output without
+// it, bit for bit (tokens and log-probabilities), while the cache's hits are where they should
+// be: an exact repeat, a partial repeat, an interval checkpoint, a marked offset, a stateless
+// client's next turn; under memory pressure; per tenant; after a cancelled prefill; on every
+// model family; and it never keeps a slot a session or request needs. On the CPU backend, and on
+// the CUDA backend in its deterministic mode where a GPU is visible (skipped elsewhere).
 #include <chrono>
 #include <future>
 #include <limits>
 #include <memory>
+#include <ostream>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "engine/backend_factory.h"
 #include "engine/engine.h"
 #include "gtest/gtest.h"
 
@@ -20,13 +23,23 @@ namespace {
 
 using Tokens = std::vector<int32_t>;
 
-EngineOptions Options(const std::string& model, bool cache) {
+// Where a test runs: a backend and a synthetic model.
+struct Target {
+  std::string backend;
+  std::string model;
+};
+
+void PrintTo(const Target& target, std::ostream* os) { *os << target.backend << "/" << target.model; }
+
+EngineOptions Options(const Target& target, bool cache) {
   EngineOptions o;
-  o.model = "synthetic:" + model;
+  o.model = "synthetic:" + target.model;
   o.seed = 5;
-  o.backend.kind = "cpu";
+  o.backend.kind = target.backend;
   o.backend.num_slots = 16;
   o.backend.cpu_threads = 2;
+  // Bitwise equality across different prefill splits needs the batch-invariant kernels on CUDA.
+  o.backend.deterministic = target.backend == "cuda";
   o.scheduler.max_running = 16;
   o.scheduler.max_prefill_tokens_per_step = 256;
   o.prefix_cache.enabled = cache;
@@ -110,7 +123,7 @@ void ExpectSame(const Outcome& with, const Outcome& without) {
   ASSERT_EQ(with.tokens, without.tokens);
   ASSERT_EQ(with.logprobs.size(), without.logprobs.size());
   for (size_t i = 0; i < with.logprobs.size(); ++i) {
-    // Bitwise: the CPU backend's prefill is chunk-invariant, and a hit is a copy.
+    // Bitwise: prefill is chunk-invariant (CPU; CUDA in deterministic mode), and a hit is a copy.
     EXPECT_EQ(with.logprobs[i].chosen.logprob, without.logprobs[i].chosen.logprob) << i;
     ASSERT_EQ(with.logprobs[i].top.size(), without.logprobs[i].top.size());
     for (size_t k = 0; k < with.logprobs[i].top.size(); ++k) {
@@ -122,9 +135,10 @@ void ExpectSame(const Outcome& with, const Outcome& without) {
             without.result.usage.prompt_tokens);
 }
 
-class PrefixCacheEngineTest : public ::testing::TestWithParam<std::string> {
+class PrefixCacheEngineTest : public ::testing::TestWithParam<Target> {
  protected:
   void SetUp() override {
+    if (GetParam().backend == "cuda" && !CudaAvailable()) GTEST_SKIP() << "no CUDA device visible";
     with_ = *Engine::Create(Options(GetParam(), true));
     without_ = *Engine::Create(Options(GetParam(), false));
   }
@@ -259,7 +273,7 @@ TEST_P(PrefixCacheEngineTest, SessionsAndDisabledCacheDoNotUseIt) {
 }
 
 TEST(PrefixCacheEngineBoundaryTest, MarkedOffsetsAreChecked) {
-  std::unique_ptr<Engine> engine = *Engine::Create(Options("tiny", true));
+  std::unique_ptr<Engine> engine = *Engine::Create(Options({"cpu", "tiny"}, true));
   GenerationRequest r = Request({1, 2, 3});
   r.cache_checkpoints = {4};
   absl::StatusOr<std::shared_ptr<GenerationStream>> s = engine->Submit(r, [] {});
@@ -271,9 +285,11 @@ TEST(PrefixCacheEngineBoundaryTest, MarkedOffsetsAreChecked) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Families, PrefixCacheEngineTest,
-                         ::testing::Values("tiny", "mamba2-tiny", "falcon-mamba-tiny"),
-                         [](const ::testing::TestParamInfo<std::string>& param) {
-                           std::string name = param.param;
+                         ::testing::Values(Target{"cpu", "tiny"}, Target{"cpu", "mamba2-tiny"},
+                                           Target{"cpu", "falcon-mamba-tiny"},
+                                           Target{"cuda", "tiny"}),
+                         [](const ::testing::TestParamInfo<Target>& param) {
+                           std::string name = param.param.backend + "_" + param.param.model;
                            for (char& c : name) {
                              if (c == '-') c = '_';
                            }
