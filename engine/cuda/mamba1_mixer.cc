@@ -14,6 +14,7 @@
 #include "engine/cuda/weight_upload.h"
 #include "kernels/causal_conv1d.h"
 #include "kernels/cuda_status.h"
+#include "kernels/dbc_norm.h"
 #include "kernels/decode_step.h"
 #include "kernels/selective_scan.h"
 #include "kernels/selective_state_update.h"
@@ -80,6 +81,9 @@ class Mamba1Mixer final : public Mixer {
   // update (decode only, never in the batch-invariant mode, which takes it from the same GEMM as
   // prefill so that a sequence's tokens do not depend on its batch).
   bool UsesFusedDt(int64_t rows, bool decode) const;
+  // FalconMamba: dt_low, B and C are RMS-normalized (no weight) right after x_proj; the
+  // persistent decode kernel does not do that, so it is not used.
+  bool falcon() const { return c_.family == model::ModelFamily::kFalconMamba; }
 
   const model::ModelConfig c_;
   const MixerContext ctx_;
@@ -309,7 +313,7 @@ absl::StatusOr<bool> Mamba1Mixer::ForwardAllLayers(const ForwardBatch& b, const 
                                                    cudaStream_t stream, KernelTimer* timer,
                                                    float** head_residual) const {
   const KernelDType st = ToKernelDType(pool.dtype());
-  if (!b.decode || ctx_.gemm->deterministic() || b.tokens > kernels::kDecodeStepMaxRows ||
+  if (!b.decode || ctx_.gemm->deterministic() || falcon() || b.tokens > kernels::kDecodeStepMaxRows ||
       !kernels::DecodeStepSupported(DecodeStep(b, nullptr), kdtype_, st)) {
     return false;
   }
@@ -371,6 +375,17 @@ absl::Status Mamba1Mixer::Forward(int li, const ForwardBatch& b, const StatePool
 
   MAMBA_RETURN_IF_ERROR(mark("gemm x_proj"));
   MAMBA_RETURN_IF_ERROR(ctx_.gemm->Run(XProj(l, T), stream));
+  if (falcon()) {
+    kernels::DbcNormParams norm;
+    norm.rows = T;
+    norm.dt_rank = R;
+    norm.dstate = N;
+    norm.dbc = dbc_;
+    norm.row_stride = dbc_ld_;
+    norm.eps = c_.mixer_rms_eps;
+    MAMBA_RETURN_IF_ERROR(mark("dt/B/C norm"));
+    MAMBA_RETURN_IF_ERROR(kernels::LaunchDbcNorm(norm, act, stream));
+  }
   if (!fused_dt) {
     MAMBA_RETURN_IF_ERROR(mark("gemm dt_proj"));
     MAMBA_RETURN_IF_ERROR(ctx_.gemm->Run(DtProj(l, T), stream));

@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "engine/cuda/mamba1_mixer.h"
+#include "engine/cuda/mamba2_mixer.h"
 
 namespace mamba::cuda {
 
@@ -41,10 +42,10 @@ absl::StatusOr<std::unique_ptr<Mixer>> MakeMixer(const MixerContext& context,
                                                  const model::ModelWeights& weights) {
   switch (context.config->family) {
     case model::ModelFamily::kMamba1:
+    case model::ModelFamily::kFalconMamba:
       return MakeMamba1Mixer(context, weights);
     case model::ModelFamily::kMamba2:
-    case model::ModelFamily::kFalconMamba:
-      break;  // CudaSupportsFamily says no; CreateCudaBackend refuses them first
+      return MakeMamba2Mixer(context, weights);
   }
   return absl::InvalidArgumentError(
       absl::StrCat("the CUDA backend has no layers for the ",

@@ -253,6 +253,32 @@ TEST(CudaBackendTest, MatchesCpuBackend130mWidthsF16) {
       {"130m x 4 layers f16", Small130mConfig(), model::DType::kF16, kF16LogitTolerance});
 }
 
+// Mamba-2 (two groups of heads; then the 130m widths: 24 heads of 64, d_state 128) and
+// FalconMamba (dt_low, B and C normalized after x_proj) against the CPU reference.
+model::ModelConfig Synthetic(const std::string& name, int n_layer = 0) {
+  model::ModelConfig c = model::SyntheticConfig(name).value();
+  if (n_layer > 0) c.n_layer = n_layer;
+  return c;
+}
+
+TEST(CudaBackendTest, MatchesCpuBackendMamba2) {
+  SKIP_WITHOUT_GPU();
+  ExpectMatchesCpu(
+      {"mamba2-tiny f16", Synthetic("mamba2-tiny"), model::DType::kF16, kF16LogitTolerance});
+  ExpectMatchesCpu(
+      {"mamba2-tiny bf16", Synthetic("mamba2-tiny"), model::DType::kBF16, kBF16LogitTolerance});
+  ExpectMatchesCpu({"mamba2-130m x 2 layers f16", Synthetic("mamba2-130m", 2), model::DType::kF16,
+                    kF16LogitTolerance});
+}
+
+TEST(CudaBackendTest, MatchesCpuBackendFalconMamba) {
+  SKIP_WITHOUT_GPU();
+  ExpectMatchesCpu({"falcon-mamba-tiny f16", Synthetic("falcon-mamba-tiny"), model::DType::kF16,
+                    kF16LogitTolerance});
+  ExpectMatchesCpu({"falcon-mamba-tiny bf16", Synthetic("falcon-mamba-tiny"),
+                    model::DType::kBF16, kBF16LogitTolerance});
+}
+
 // The golden HF checkpoints (tests/data/golden/*, made by tools/make_golden_checkpoints.py):
 // last-position logits against HF's float64 ones, and greedy tokens, teacher-forced.
 // The same comparisons with every decode step of <= 4 rows on the persistent decode kernel
@@ -318,8 +344,12 @@ TEST(CudaBackendTest, MatchesTransformersGoldenCheckpoints) {
 // decode rows and prefill passes longer than the workspace change no bit.
 TEST(CudaBackendTest, DeterministicModeIsBatchInvariantBitwise) {
   SKIP_WITHOUT_GPU();
-  for (const ModelCase& c : {ModelCase{"tiny f16", TinyConfig(), model::DType::kF16, 0},
-                             ModelCase{"odd bf16", OddConfig(), model::DType::kBF16, 0}}) {
+  for (const ModelCase& c :
+       {ModelCase{"tiny f16", TinyConfig(), model::DType::kF16, 0},
+        ModelCase{"odd bf16", OddConfig(), model::DType::kBF16, 0},
+        ModelCase{"mamba2-tiny f16", Synthetic("mamba2-tiny"), model::DType::kF16, 0},
+        ModelCase{"falcon-mamba-tiny bf16", Synthetic("falcon-mamba-tiny"), model::DType::kBF16,
+                  0}}) {
     SCOPED_TRACE(c.name);
     CudaOptions o;
     o.deterministic = true;

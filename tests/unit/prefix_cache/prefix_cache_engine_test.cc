@@ -287,7 +287,8 @@ TEST(PrefixCacheEngineBoundaryTest, MarkedOffsetsAreChecked) {
 INSTANTIATE_TEST_SUITE_P(Families, PrefixCacheEngineTest,
                          ::testing::Values(Target{"cpu", "tiny"}, Target{"cpu", "mamba2-tiny"},
                                            Target{"cpu", "falcon-mamba-tiny"},
-                                           Target{"cuda", "tiny"}),
+                                           Target{"cuda", "tiny"}, Target{"cuda", "mamba2-tiny"},
+                                           Target{"cuda", "falcon-mamba-tiny"}),
                          [](const ::testing::TestParamInfo<Target>& param) {
                            std::string name = param.param.backend + "_" + param.param.model;
                            for (char& c : name) {
