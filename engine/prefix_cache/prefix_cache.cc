@@ -115,6 +115,13 @@ int32_t PrefixCache::RemoveEntry(uint64_t id, bool keep_slot) {
     if (!keep_slot) placement_->ReleaseSlot(slot);
   } else {
     --host_entries_;
+    // Kept for the next host entry: allocating and freeing pinned memory per entry costs
+    // milliseconds and synchronizes the device (measured: a full cache cut 256-stream
+    // throughput 3x on an H100).
+    if (e.host != nullptr && host_entries_ + static_cast<int64_t>(spare_host_.size()) <
+                                 host_capacity_) {
+      spare_host_.push_back(std::move(e.host));
+    }
   }
   entries_.erase(it);
   PublishStats();
@@ -141,6 +148,11 @@ std::unique_ptr<backend::HostState> PrefixCache::HostRoom() {
     if (victim == 0) return nullptr;
     RemoveEntry(victim, /*keep_slot=*/false);
     evictions_dropped_.fetch_add(1, std::memory_order_relaxed);
+  }
+  if (!spare_host_.empty()) {
+    std::unique_ptr<backend::HostState> host = std::move(spare_host_.back());
+    spare_host_.pop_back();
+    return host;
   }
   return backend_->AllocateHostState();
 }
@@ -227,6 +239,7 @@ std::optional<int32_t> PrefixCache::ReclaimSlot() {
 
 void PrefixCache::Clear() {
   while (!entries_.empty()) RemoveEntry(entries_.begin()->first, /*keep_slot=*/false);
+  spare_host_.clear();
 }
 
 void PrefixCache::PublishStats() {

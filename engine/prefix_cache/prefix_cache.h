@@ -137,6 +137,9 @@ class PrefixCache final : public sessions::SlotReclaimer {
   uint64_t clock_ = 0;
   int64_t device_entries_ = 0;
   int64_t host_entries_ = 0;
+  // Host states of removed host entries, reused by the next ones (at most the host tier's
+  // capacity, entries included).
+  std::vector<std::unique_ptr<backend::HostState>> spare_host_;
 
   std::atomic<int64_t> lookups_{0}, hits_{0}, hit_tokens_{0}, insertions_{0};
   std::atomic<int64_t> evictions_to_host_{0}, evictions_dropped_{0};
