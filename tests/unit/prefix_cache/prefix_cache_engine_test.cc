@@ -203,7 +203,9 @@ TEST_P(PrefixCacheEngineTest, ACancelledPrefillLeavesOnlyCorrectEntries) {
   EngineOptions o = Options(GetParam(), true);
   o.scheduler.max_prefill_tokens_per_step = 16;  // the prompt takes many steps
   std::unique_ptr<Engine> engine = *Engine::Create(o);
-  const Tokens prompt = Random(300, 9);
+  // 125 steps of prefill, so that a loaded machine's scheduling delays cannot let the request
+  // finish before the cancellation after 4 steps (300 tokens did, once, beside a build).
+  const Tokens prompt = Random(2000, 9);
   Outcome cancelled = Generate(*engine, Request(prompt), /*cancel_after_steps=*/4);
   EXPECT_EQ(cancelled.result.finish_reason, FinishReason::kCancelled);
   // Whatever was kept holds exactly the tokens it says: the same request now equals a fresh run.
