@@ -1,6 +1,8 @@
 // Mamba-2 kernel bodies (see mamba2_params.h). Included by the per-dtype instantiation files.
 #pragma once
 
+#include <type_traits>
+
 #include "kernels/device_math.cuh"
 #include "kernels/mamba2_params.h"
 
@@ -15,10 +17,45 @@ __device__ __forceinline__ float LoadF(const void* base, int64_t index) {
   return ToFloat(static_cast<const T*>(base)[index]);
 }
 
+// kN consecutive elements at p as vector accesses of 4 elements (16 bytes of fp32, 8 of 2-byte
+// types); p aligned to the vector.
+template <typename E, int kN>
+__device__ __forceinline__ void LoadVec4s(const E* p, float (&out)[kN]) {
+  static_assert(kN % 4 == 0, "whole vectors");
+#pragma unroll
+  for (int i = 0; i < kN; i += 4) {
+    float v[4];
+    if constexpr (std::is_same_v<E, float>) {
+      const float4 f = *reinterpret_cast<const float4*>(p + i);
+      v[0] = f.x, v[1] = f.y, v[2] = f.z, v[3] = f.w;
+    } else {
+      LoadVec<E, 4>(p + i, v);
+    }
+#pragma unroll
+    for (int j = 0; j < 4; ++j) out[i + j] = v[j];
+  }
+}
+
+template <typename E, int kN>
+__device__ __forceinline__ void StoreVec4s(E* p, const float (&in)[kN]) {
+  static_assert(kN % 4 == 0, "whole vectors");
+#pragma unroll
+  for (int i = 0; i < kN; i += 4) {
+    const float v[4] = {in[i], in[i + 1], in[i + 2], in[i + 3]};
+    if constexpr (std::is_same_v<E, float>) {
+      *reinterpret_cast<float4*>(p + i) = make_float4(v[0], v[1], v[2], v[3]);
+    } else {
+      StoreVec<E, 4>(p + i, v);
+    }
+  }
+}
+
 // One block: kSsdChannelsPerBlock channels of one head of one sequence, every token in order. A
 // channel's dstate elements are split over kSsdLanesPerChannel consecutive lanes, kPer each
-// (lane l holds n = l * kPer .. l * kPer + kPer - 1).
-template <typename T, typename S, int kPer>
+// (lane l holds n = l * kPer .. l * kPer + kPer - 1). kVec: dstate is exactly
+// kSsdLanesPerChannel * kPer and every row is aligned, so a lane's state, B and C are read (and
+// its state written) as whole vectors; the arithmetic and its order are the same either way.
+template <typename T, typename S, int kPer, bool kVec>
 __global__ void __launch_bounds__(kSsdThreads) SsdScanKernel(SsdScanParams p) {
   const int64_t s = blockIdx.z;
   const int64_t h = blockIdx.y;
@@ -36,9 +73,18 @@ __global__ void __launch_bounds__(kSsdThreads) SsdScanKernel(SsdScanParams p) {
   S* state = static_cast<S*>(p.state) + static_cast<int64_t>(p.slots[s]) * p.state_slot_stride +
              e * p.dstate;
   float hs[kPer];
+  if constexpr (kVec) {
+    if (valid) {
+      LoadVec4s<S, kPer>(state + n0, hs);
+    } else {
 #pragma unroll
-  for (int i = 0; i < kPer; ++i) {
-    hs[i] = valid && n0 + i < p.dstate ? ToFloat(state[n0 + i]) : 0.0f;
+      for (int i = 0; i < kPer; ++i) hs[i] = 0.0f;
+    }
+  } else {
+#pragma unroll
+    for (int i = 0; i < kPer; ++i) {
+      hs[i] = valid && n0 + i < p.dstate ? ToFloat(state[n0 + i]) : 0.0f;
+    }
   }
   const float a = p.a[h];
   const float bias = p.dt_bias[h] + (p.dt_in_bias != nullptr ? p.dt_in_bias[h] : 0.0f);
@@ -53,13 +99,24 @@ __global__ void __launch_bounds__(kSsdThreads) SsdScanKernel(SsdScanParams p) {
     const float dtx = __fmul_rn(dt, x);
     const int64_t row = t * p.xbc_row_stride + b_off;
     float acc = 0.0f;
+    if constexpr (kVec) {
+      float bv[kPer], cv[kPer];
+      LoadVec4s<T, kPer>(static_cast<const T*>(p.b) + row, bv);
+      LoadVec4s<T, kPer>(static_cast<const T*>(p.c) + row, cv);
 #pragma unroll
-    for (int i = 0; i < kPer; ++i) {
-      if (n0 + i < p.dstate) {
-        const float bv = LoadF<T>(p.b, row + i);
-        const float cv = LoadF<T>(p.c, row + i);
-        hs[i] = __fmaf_rn(decay, hs[i], __fmul_rn(dtx, bv));
-        acc = __fmaf_rn(hs[i], cv, acc);
+      for (int i = 0; i < kPer; ++i) {
+        hs[i] = __fmaf_rn(decay, hs[i], __fmul_rn(dtx, bv[i]));
+        acc = __fmaf_rn(hs[i], cv[i], acc);
+      }
+    } else {
+#pragma unroll
+      for (int i = 0; i < kPer; ++i) {
+        if (n0 + i < p.dstate) {
+          const float bv = LoadF<T>(p.b, row + i);
+          const float cv = LoadF<T>(p.c, row + i);
+          hs[i] = __fmaf_rn(decay, hs[i], __fmul_rn(dtx, bv));
+          acc = __fmaf_rn(hs[i], cv, acc);
+        }
       }
     }
     // The channel's lanes are consecutive and aligned within the warp: a fixed reduction tree.
@@ -70,9 +127,13 @@ __global__ void __launch_bounds__(kSsdThreads) SsdScanKernel(SsdScanParams p) {
     if (valid && lane == 0) p.out[t * p.out_row_stride + e] = __fmaf_rn(dskip, x, acc);
   }
   if (valid) {
+    if constexpr (kVec) {
+      StoreVec4s<S, kPer>(state + n0, hs);
+    } else {
 #pragma unroll
-    for (int i = 0; i < kPer; ++i) {
-      if (n0 + i < p.dstate) state[n0 + i] = FromFloat<S>(hs[i]);
+      for (int i = 0; i < kPer; ++i) {
+        if (n0 + i < p.dstate) state[n0 + i] = FromFloat<S>(hs[i]);
+      }
     }
   }
 }
@@ -83,16 +144,35 @@ cudaError_t RunSsdScanTyped(const SsdScanParams& p, cudaStream_t stream) {
                                         kSsdChannelsPerBlock),
                   static_cast<unsigned>(p.n_heads), static_cast<unsigned>(p.num_seqs));
   const int per = static_cast<int>((p.dstate + kSsdLanesPerChannel - 1) / kSsdLanesPerChannel);
+  auto aligned = [](const void* ptr, int bytes) {
+    return reinterpret_cast<uintptr_t>(ptr) % static_cast<uintptr_t>(bytes) == 0;
+  };
+  // Whole vectors: a lane's 4-element groups start at multiples of 4 elements of a row whose
+  // start is aligned (state rows are dstate elements; B and C rows xbc_row_stride).
+  const bool vec = p.dstate == int64_t{kSsdLanesPerChannel} * per && per % 4 == 0 &&
+                   aligned(p.state, 16) && (p.state_slot_stride * sizeof(S)) % 16 == 0 &&
+                   aligned(p.b, 8) && aligned(p.c, 8) && (p.xbc_row_stride * sizeof(T)) % 8 == 0 &&
+                   (p.dstate * sizeof(T)) % 8 == 0;
+  auto launch = [&](auto per_c) {
+    constexpr int kPer = decltype(per_c)::value;
+    if constexpr (kPer % 4 == 0) {
+      if (vec) {
+        SsdScanKernel<T, S, kPer, true><<<grid, kSsdThreads, 0, stream>>>(p);
+        return;
+      }
+    }
+    SsdScanKernel<T, S, kPer, false><<<grid, kSsdThreads, 0, stream>>>(p);
+  };
   if (per <= 2) {
-    SsdScanKernel<T, S, 2><<<grid, kSsdThreads, 0, stream>>>(p);
+    launch(std::integral_constant<int, 2>{});
   } else if (per <= 4) {
-    SsdScanKernel<T, S, 4><<<grid, kSsdThreads, 0, stream>>>(p);
+    launch(std::integral_constant<int, 4>{});
   } else if (per <= 8) {
-    SsdScanKernel<T, S, 8><<<grid, kSsdThreads, 0, stream>>>(p);
+    launch(std::integral_constant<int, 8>{});
   } else if (per <= 16) {
-    SsdScanKernel<T, S, 16><<<grid, kSsdThreads, 0, stream>>>(p);
+    launch(std::integral_constant<int, 16>{});
   } else {
-    SsdScanKernel<T, S, 32><<<grid, kSsdThreads, 0, stream>>>(p);
+    launch(std::integral_constant<int, 32>{});
   }
   return cudaGetLastError();
 }
