@@ -587,15 +587,22 @@ void HttpServer::Impl::Accept() {
   acceptor.async_accept(asio::make_strand(io), [this](beast::error_code ec, tcp::socket socket) {
     if (ec == asio::error::operation_aborted || stopped.load()) return;
     if (!ec) {
+      beast::error_code ignored;
       if (open.load(std::memory_order_relaxed) >= options.max_connections) {
-        beast::error_code ignored;
         socket.close(ignored);  // past the bound: refused rather than queued
-      } else if (tls.has_value()) {
-        std::make_shared<Connection<ssl::stream<tcp::socket>>>(
-            ssl::stream<tcp::socket>(std::move(socket), *tls), this)
-            ->Start();
       } else {
-        std::make_shared<Connection<tcp::socket>>(std::move(socket), this)->Start();
+        // Streams are many small writes (SSE events, chunk ends): without this, Nagle's
+        // algorithm holds each one back until the previous is acknowledged, and the peer's
+        // delayed ACK makes that ~40 ms (measured: TTFT 44 ms over HTTP against 0.3 ms over
+        // gRPC on loopback).
+        socket.set_option(tcp::no_delay(true), ignored);
+        if (tls.has_value()) {
+          std::make_shared<Connection<ssl::stream<tcp::socket>>>(
+              ssl::stream<tcp::socket>(std::move(socket), *tls), this)
+              ->Start();
+        } else {
+          std::make_shared<Connection<tcp::socket>>(std::move(socket), this)->Start();
+        }
       }
     }
     Accept();
