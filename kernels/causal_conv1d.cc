@@ -41,15 +41,8 @@ absl::Status CheckCommon(const CausalConv1dParams& p, KernelDType act, KernelDTy
     return absl::InvalidArgumentError(
         "causal_conv1d: state slot stride must hold dim * (width - 1) elements");
   }
-  if (act != KernelDType::kF16 && act != KernelDType::kBF16) {
-    return absl::InvalidArgumentError(absl::StrCat("causal_conv1d: activation dtype ",
-                                                   KernelDTypeName(act),
-                                                   " unsupported; allowed: f16, bf16"));
-  }
-  if (state != KernelDType::kF32 && state != KernelDType::kBF16) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "causal_conv1d: state dtype ", KernelDTypeName(state), " unsupported; allowed: f32, bf16"));
-  }
+  if (absl::Status s = CheckActivationDType("causal_conv1d", act); !s.ok()) return s;
+  if (absl::Status s = CheckStateDType("causal_conv1d", state); !s.ok()) return s;
   return absl::OkStatus();
 }
 

@@ -7,6 +7,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "kernels/kernel_types.h"
 
 namespace mamba::kernels {
 
@@ -35,6 +36,21 @@ inline absl::Status CheckLaunch(const char* kernel, cudaStream_t stream) {
   (void)stream;
 #endif
   return absl::OkStatus();
+}
+
+// OK for the activation dtypes the kernels take (f16, bf16), else INVALID_ARGUMENT naming
+// `kernel` and what is allowed.
+inline absl::Status CheckActivationDType(const char* kernel, KernelDType act) {
+  if (act == KernelDType::kF16 || act == KernelDType::kBF16) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(
+      kernel, ": activation dtype ", KernelDTypeName(act), " unsupported; allowed: f16, bf16"));
+}
+
+// The same for state dtypes (f32, bf16).
+inline absl::Status CheckStateDType(const char* kernel, KernelDType state) {
+  if (state == KernelDType::kF32 || state == KernelDType::kBF16) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(kernel, ": state dtype ", KernelDTypeName(state),
+                                                 " unsupported; allowed: f32, bf16"));
 }
 
 // True when `p` is aligned to `bytes`.

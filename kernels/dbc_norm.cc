@@ -15,10 +15,7 @@ absl::Status LaunchDbcNorm(const DbcNormParams& p, KernelDType act, cudaStream_t
     return absl::InvalidArgumentError(
         "dbc_norm: dbc is required and its rows must hold dt_rank + 2 * dstate values");
   }
-  if (act != KernelDType::kF16 && act != KernelDType::kBF16) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "dbc_norm: activation dtype ", KernelDTypeName(act), " unsupported; allowed: f16, bf16"));
-  }
+  if (absl::Status s = CheckActivationDType("dbc_norm", act); !s.ok()) return s;
   cudaError_t err = RunDbcNorm(p, act, stream);
   if (err != cudaSuccess) return CudaStatus(err, "dbc_norm launch");
   return CheckLaunch("dbc_norm", stream);

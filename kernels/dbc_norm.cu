@@ -22,7 +22,9 @@ __global__ void __launch_bounds__(96) DbcNormKernel(DbcNormParams p) {
     sq = __fadd_rn(sq, __shfl_xor_sync(0xffffffffu, sq, offset));
   }
   const float scale = rsqrtf(__fadd_rn(__fdiv_rn(sq, static_cast<float>(size)), p.eps));
-  for (int64_t j = lane; j < size; j += 32) row[j] = FromFloat<T>(__fmul_rn(ToFloat(row[j]), scale));
+  for (int64_t j = lane; j < size; j += 32) {
+    row[j] = FromFloat<T>(__fmul_rn(ToFloat(row[j]), scale));
+  }
 }
 
 }  // namespace

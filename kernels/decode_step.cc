@@ -84,15 +84,8 @@ absl::Status LaunchDecodeStep(const DecodeStepParams& p, KernelDType act, Kernel
       return absl::InvalidArgumentError("decode_step: buffers must be 16-byte aligned");
     }
   }
-  if (act != KernelDType::kF16 && act != KernelDType::kBF16) {
-    return absl::InvalidArgumentError(absl::StrCat("decode_step: activation dtype ",
-                                                   KernelDTypeName(act),
-                                                   " unsupported; allowed: f16, bf16"));
-  }
-  if (state != KernelDType::kF32 && state != KernelDType::kBF16) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "decode_step: state dtype ", KernelDTypeName(state), " unsupported; allowed: f32, bf16"));
-  }
+  if (absl::Status s = CheckActivationDType("decode_step", act); !s.ok()) return s;
+  if (absl::Status s = CheckStateDType("decode_step", state); !s.ok()) return s;
   // One block per multiprocessor: every block must be resident for the barriers, and more
   // blocks would only share the same memory pipes.
   const int blocks = CurrentDeviceSmCount();

@@ -447,11 +447,8 @@ absl::Status LaunchSkinnyGemmConv(const GemmArgs& args, const CausalConv1dParams
                      conv.num_seqs, " rows does not fit the product (n ", args.n, ", m ", args.m,
                      "); weight, slots, state and out are required"));
   }
-  if (state != KernelDType::kF32 && state != KernelDType::kBF16) {
-    return absl::InvalidArgumentError(absl::StrCat("skinny_gemm_conv: state dtype ",
-                                                   KernelDTypeName(state),
-                                                   " unsupported; allowed: f32, bf16"));
-  }
+  s = CheckStateDType("skinny_gemm_conv", state);
+  if (!s.ok()) return s;
   cudaError_t err = args.ab_dtype == KernelDType::kF16
                         ? RunSkinnyGemmConvF16(args, conv, state, stream)
                         : RunSkinnyGemmConvBF16(args, conv, state, stream);

@@ -4,18 +4,6 @@
 #include "kernels/cuda_status.h"
 
 namespace mamba::kernels {
-namespace {
-
-absl::Status CheckActivation(const char* kernel, KernelDType act) {
-  if (act != KernelDType::kF16 && act != KernelDType::kBF16) {
-    return absl::InvalidArgumentError(absl::StrCat(kernel, ": activation dtype ",
-                                                   KernelDTypeName(act),
-                                                   " unsupported; allowed: f16, bf16"));
-  }
-  return absl::OkStatus();
-}
-
-}  // namespace
 
 absl::Status LaunchSsdScan(const SsdScanParams& p, KernelDType act, KernelDType state,
                            cudaStream_t stream) {
@@ -29,8 +17,8 @@ absl::Status LaunchSsdScan(const SsdScanParams& p, KernelDType act, KernelDType 
         ", dstate 1..", kSsdMaxState));
   }
   if (p.num_seqs > 65535 || p.n_heads > 65535) {
-    return absl::InvalidArgumentError(absl::StrCat("ssd_scan: at most 65535 sequences and heads (got ",
-                                                   p.num_seqs, ", ", p.n_heads, ")"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "ssd_scan: at most 65535 sequences and heads (got ", p.num_seqs, ", ", p.n_heads, ")"));
   }
   if (p.cu_seqlens == nullptr && p.total_tokens != p.num_seqs) {
     return absl::InvalidArgumentError(
@@ -54,13 +42,10 @@ absl::Status LaunchSsdScan(const SsdScanParams& p, KernelDType act, KernelDType 
     return absl::InvalidArgumentError(
         absl::StrCat("ssd_scan: dt_min ", p.dt_min, " above dt_max ", p.dt_max));
   }
-  if (absl::Status s = CheckActivation("ssd_scan", act); !s.ok()) return s;
-  if (state != KernelDType::kF32 && state != KernelDType::kBF16) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "ssd_scan: state dtype ", KernelDTypeName(state), " unsupported; allowed: f32, bf16"));
-  }
-  cudaError_t err = act == KernelDType::kF16 ? RunSsdScanF16(p, state, stream)
-                                             : RunSsdScanBF16(p, state, stream);
+  if (absl::Status s = CheckActivationDType("ssd_scan", act); !s.ok()) return s;
+  if (absl::Status s = CheckStateDType("ssd_scan", state); !s.ok()) return s;
+  cudaError_t err =
+      act == KernelDType::kF16 ? RunSsdScanF16(p, state, stream) : RunSsdScanBF16(p, state, stream);
   if (err != cudaSuccess) return CudaStatus(err, "ssd_scan launch");
   return CheckLaunch("ssd_scan", stream);
 }
@@ -82,7 +67,7 @@ absl::Status LaunchGatedNorm(const GatedNormParams& p, KernelDType act, cudaStre
   if (p.y_row_stride < p.dim || p.proj_row_stride < p.dim || p.out_row_stride < p.mlp + p.dim) {
     return absl::InvalidArgumentError("gated_norm: a row stride is too small");
   }
-  if (absl::Status s = CheckActivation("gated_norm", act); !s.ok()) return s;
+  if (absl::Status s = CheckActivationDType("gated_norm", act); !s.ok()) return s;
   cudaError_t err =
       act == KernelDType::kF16 ? RunGatedNormF16(p, stream) : RunGatedNormBF16(p, stream);
   if (err != cudaSuccess) return CudaStatus(err, "gated_norm launch");

@@ -60,8 +60,8 @@ __global__ void __launch_bounds__(kSsdThreads) SsdScanKernel(SsdScanParams p) {
   const int64_t s = blockIdx.z;
   const int64_t h = blockIdx.y;
   const int lane = threadIdx.x % kSsdLanesPerChannel;
-  const int64_t ch = static_cast<int64_t>(blockIdx.x) * kSsdChannelsPerBlock +
-                     threadIdx.x / kSsdLanesPerChannel;
+  const int64_t ch =
+      static_cast<int64_t>(blockIdx.x) * kSsdChannelsPerBlock + threadIdx.x / kSsdLanesPerChannel;
   const bool valid = ch < p.head_dim;
   const int64_t t0 = p.cu_seqlens != nullptr ? p.cu_seqlens[s] : s;
   const int64_t t1 = p.cu_seqlens != nullptr ? p.cu_seqlens[s + 1] : s + 1;
@@ -140,9 +140,9 @@ __global__ void __launch_bounds__(kSsdThreads) SsdScanKernel(SsdScanParams p) {
 
 template <typename T, typename S>
 cudaError_t RunSsdScanTyped(const SsdScanParams& p, cudaStream_t stream) {
-  const dim3 grid(static_cast<unsigned>((p.head_dim + kSsdChannelsPerBlock - 1) /
-                                        kSsdChannelsPerBlock),
-                  static_cast<unsigned>(p.n_heads), static_cast<unsigned>(p.num_seqs));
+  const dim3 grid(
+      static_cast<unsigned>((p.head_dim + kSsdChannelsPerBlock - 1) / kSsdChannelsPerBlock),
+      static_cast<unsigned>(p.n_heads), static_cast<unsigned>(p.num_seqs));
   const int per = static_cast<int>((p.dstate + kSsdLanesPerChannel - 1) / kSsdLanesPerChannel);
   auto aligned = [](const void* ptr, int bytes) {
     return reinterpret_cast<uintptr_t>(ptr) % static_cast<uintptr_t>(bytes) == 0;
@@ -187,7 +187,9 @@ cudaError_t RunSsdScan(const SsdScanParams& p, KernelDType state_dtype, cudaStre
 // The sum of `v` over the block, the same on every thread, in a fixed order.
 __device__ __forceinline__ float BlockSum(float v, float* scratch) {
 #pragma unroll
-  for (int offset = 16; offset > 0; offset /= 2) v = __fadd_rn(v, __shfl_xor_sync(0xffffffffu, v, offset));
+  for (int offset = 16; offset > 0; offset /= 2) {
+    v = __fadd_rn(v, __shfl_xor_sync(0xffffffffu, v, offset));
+  }
   const int warp = threadIdx.x / 32;
   __syncthreads();  // scratch may still be read by an earlier call
   if (threadIdx.x % 32 == 0) scratch[warp] = v;

@@ -22,6 +22,7 @@
 #include <cuda_runtime_api.h>
 
 #include <cstdint>
+#include <limits>
 
 #include "kernels/kernel_types.h"
 
@@ -35,9 +36,9 @@ struct SsdScanParams {
   int64_t num_seqs = 0;      // sequences (decode: rows, one token each)
   int64_t total_tokens = 0;  // packed tokens (decode: == num_seqs)
   int64_t n_heads = 0;
-  int64_t head_dim = 0;  // 1..kSsdMaxHeadDim
-  int64_t n_groups = 1;  // divides n_heads
-  int64_t dstate = 0;    // 1..kSsdMaxState
+  int64_t head_dim = 0;                  // 1..kSsdMaxHeadDim
+  int64_t n_groups = 1;                  // divides n_heads
+  int64_t dstate = 0;                    // 1..kSsdMaxState
   const void* __restrict__ x = nullptr;  // [tokens, xbc_row_stride] T: channel e at e
   const void* __restrict__ b = nullptr;  // [tokens, xbc_row_stride] T: group g at g * dstate
   const void* __restrict__ c = nullptr;  // [tokens, xbc_row_stride] T
@@ -47,7 +48,7 @@ struct SsdScanParams {
   const float* __restrict__ dt_in_bias = nullptr;  // optional [n_heads] (in_proj's bias)
   const float* __restrict__ dt_bias = nullptr;     // [n_heads]
   float dt_min = 0.0f;
-  float dt_max = 3.0e38f;
+  float dt_max = std::numeric_limits<float>::infinity();
   const float* __restrict__ a = nullptr;  // [n_heads]: -exp(A_log)
   const float* __restrict__ d = nullptr;  // [n_heads], or [n_heads * head_dim] if d_per_channel
   bool d_per_channel = false;

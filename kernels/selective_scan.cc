@@ -113,16 +113,8 @@ absl::Status LaunchSelectiveScan(const SelectiveScanParams& params, KernelDType 
     return absl::InvalidArgumentError(
         "selective_scan: state slot stride must hold dim * dstate elements");
   }
-  if (act != KernelDType::kF16 && act != KernelDType::kBF16) {
-    return absl::InvalidArgumentError(absl::StrCat("selective_scan: activation dtype ",
-                                                   KernelDTypeName(act),
-                                                   " unsupported; allowed: f16, bf16"));
-  }
-  if (state != KernelDType::kF32 && state != KernelDType::kBF16) {
-    return absl::InvalidArgumentError(absl::StrCat("selective_scan: state dtype ",
-                                                   KernelDTypeName(state),
-                                                   " unsupported; allowed: f32, bf16"));
-  }
+  if (absl::Status s = CheckActivationDType("selective_scan", act); !s.ok()) return s;
+  if (absl::Status s = CheckStateDType("selective_scan", state); !s.ok()) return s;
   if (p.states_per_thread == 0) p.states_per_thread = ChooseScanStatesPerThread(p);
   if (p.allow_segments && (p.segment_state == nullptr || p.segment_dt_sum == nullptr ||
                            p.segment_capacity < 1 || p.max_seqlen < 1)) {

@@ -85,16 +85,8 @@ absl::Status LaunchSelectiveStateUpdate(const SelectiveStateUpdateParams& p, Ker
     return absl::InvalidArgumentError(
         "selective_state_update: state slot stride must hold dim * dstate elements");
   }
-  if (act != KernelDType::kF16 && act != KernelDType::kBF16) {
-    return absl::InvalidArgumentError(absl::StrCat("selective_state_update: activation dtype ",
-                                                   KernelDTypeName(act),
-                                                   " unsupported; allowed: f16, bf16"));
-  }
-  if (state != KernelDType::kF32 && state != KernelDType::kBF16) {
-    return absl::InvalidArgumentError(absl::StrCat("selective_state_update: state dtype ",
-                                                   KernelDTypeName(state),
-                                                   " unsupported; allowed: f32, bf16"));
-  }
+  if (absl::Status s = CheckActivationDType("selective_state_update", act); !s.ok()) return s;
+  if (absl::Status s = CheckStateDType("selective_state_update", state); !s.ok()) return s;
   SelectiveStateUpdateParams q = p;
   if (q.rows_per_block == 0) q.rows_per_block = StateUpdateRowsPerBlock();
   if (q.pipeline_blocks_per_sm == 0) q.pipeline_blocks_per_sm = StateUpdatePipeline();

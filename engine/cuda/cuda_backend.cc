@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "engine/cuda/cuda_model.h"
+#include "engine/cuda/mixer.h"
 #include "engine/cuda/device_memory.h"
 #include "engine/cuda/kernel_timer.h"
 #include "engine/cuda/state_pool.h"
@@ -218,15 +219,9 @@ absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(
   MAMBA_CUDA_RETURN_IF_ERROR(cudaMemGetInfo(&free_bytes, &total_bytes), "reading free memory");
   const model::ModelConfig& c = model.config;
   const size_t weight_estimate = static_cast<size_t>(c.NumParameters()) * 2;
-  // Per token: the residual and norm rows, then the mixer's activations (Mamba-2: in_proj's
-  // output, the conv output, fp32 y and the gated rows; the others: x|z, conv, dt, y, dt_low|B|C).
-  const size_t mixer_per_token =
-      c.family == model::ModelFamily::kMamba2
-          ? static_cast<size_t>(c.in_proj_dim() + 8) * 2 + static_cast<size_t>(c.conv_dim() + 8) * 2 +
-                static_cast<size_t>(c.d_ssm()) * 4 + static_cast<size_t>(c.d_inner) * 2
-          : static_cast<size_t>(c.d_inner) * 2 * (2 + 3) +
-                static_cast<size_t>(c.dt_rank + 2 * c.d_state + 8) * 2;
-  const size_t per_token = static_cast<size_t>(c.d_model) * (4 + 2 * 2) + mixer_per_token;
+  // Per token: the residual and norm rows, then the mixer's activations.
+  const size_t per_token =
+      static_cast<size_t>(c.d_model) * (4 + 2 * 2) + MixerWorkspaceBytesPerToken(c);
   int64_t tokens = kMaxPrefillTokens;
   const size_t budget = free_bytes > weight_estimate ? (free_bytes - weight_estimate) / 4 : 0;
   while (tokens > kMinPrefillTokens && static_cast<size_t>(tokens) * per_token > budget)

@@ -168,16 +168,11 @@ absl::Status Mamba1Mixer::Upload(const model::ModelWeights& w) {
     MAMBA_RETURN_IF_ERROR(UploadMatrix(lw.x_proj, dtype_, at(o.x_proj), "uploading x_proj"));
     MAMBA_RETURN_IF_ERROR(UploadMatrix(lw.dt_proj, dtype_, at(o.dt_proj), "uploading dt_proj"));
     MAMBA_RETURN_IF_ERROR(UploadMatrix(lw.out_proj, dtype_, at(o.out_proj), "uploading out_proj"));
-    if (!lw.in_proj_bias.empty()) {
-      MAMBA_RETURN_IF_ERROR(UploadVector(lw.in_proj_bias, atf(o.in_proj_bias), "uploading a bias"));
-    }
-    if (!lw.conv_bias.empty()) {
-      MAMBA_RETURN_IF_ERROR(UploadVector(lw.conv_bias, atf(o.conv_bias), "uploading a bias"));
-    }
-    if (!lw.out_proj_bias.empty()) {
-      MAMBA_RETURN_IF_ERROR(
-          UploadVector(lw.out_proj_bias, atf(o.out_proj_bias), "uploading a bias"));
-    }
+    MAMBA_RETURN_IF_ERROR(
+        UploadOptionalVector(lw.in_proj_bias, atf(o.in_proj_bias), "uploading a bias"));
+    MAMBA_RETURN_IF_ERROR(UploadOptionalVector(lw.conv_bias, atf(o.conv_bias), "uploading a bias"));
+    MAMBA_RETURN_IF_ERROR(
+        UploadOptionalVector(lw.out_proj_bias, atf(o.out_proj_bias), "uploading a bias"));
     MAMBA_RETURN_IF_ERROR(UploadVector(lw.conv, atf(o.conv_weight), "uploading conv1d"));
     MAMBA_RETURN_IF_ERROR(UploadVector(lw.dt_proj_bias, atf(o.dt_bias), "uploading dt bias"));
     MAMBA_RETURN_IF_ERROR(UploadVector(lw.d, atf(o.d), "uploading D"));
@@ -313,7 +308,8 @@ absl::StatusOr<bool> Mamba1Mixer::ForwardAllLayers(const ForwardBatch& b, const 
                                                    cudaStream_t stream, KernelTimer* timer,
                                                    float** head_residual) const {
   const KernelDType st = ToKernelDType(pool.dtype());
-  if (!b.decode || ctx_.gemm->deterministic() || falcon() || b.tokens > kernels::kDecodeStepMaxRows ||
+  if (!b.decode || ctx_.gemm->deterministic() || falcon() ||
+      b.tokens > kernels::kDecodeStepMaxRows ||
       !kernels::DecodeStepSupported(DecodeStep(b, nullptr), kdtype_, st)) {
     return false;
   }

@@ -100,17 +100,17 @@ absl::StatusOr<std::unique_ptr<Mixer>> Mamba2Mixer::Create(const MixerContext& c
                                                    c.d_conv, "); use --backend=cpu"));
   }
   if (c.d_state > kernels::kSsdMaxState || c.head_dim > kernels::kSsdMaxHeadDim) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "the CUDA backend supports state_size up to ", kernels::kSsdMaxState,
-        " and head_dim up to ", kernels::kSsdMaxHeadDim, " (the model has ", c.d_state, " and ",
-        c.head_dim, "); use --backend=cpu"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("the CUDA backend supports state_size up to ", kernels::kSsdMaxState,
+                     " and head_dim up to ", kernels::kSsdMaxHeadDim, " (the model has ", c.d_state,
+                     " and ", c.head_dim, "); use --backend=cpu"));
   }
   // The conv reads xBC in whole vectors of channels.
   if (c.conv_dim() % kRowAlign != 0 || (2 * c.d_mlp() + c.d_ssm()) % kRowAlign != 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "the CUDA backend needs the conv width d_ssm + 2 * n_groups * state_size (",
-        c.conv_dim(), ") and 2 * d_mlp + d_ssm (", 2 * c.d_mlp() + c.d_ssm(),
-        ") to be multiples of ", kRowAlign, "; use --backend=cpu"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("the CUDA backend needs the conv width d_ssm + 2 * n_groups * state_size (",
+                     c.conv_dim(), ") and 2 * d_mlp + d_ssm (", 2 * c.d_mlp() + c.d_ssm(),
+                     ") to be multiples of ", kRowAlign, "; use --backend=cpu"));
   }
   std::unique_ptr<Mamba2Mixer> m(new Mamba2Mixer(context));
   MAMBA_RETURN_IF_ERROR(m->Upload(weights));
@@ -158,19 +158,13 @@ absl::Status Mamba2Mixer::Upload(const model::ModelWeights& w) {
     Layer& L = layers_[l];
     MAMBA_RETURN_IF_ERROR(UploadMatrix(lw.in_proj, dtype_, at(o.in_proj), "uploading in_proj"));
     MAMBA_RETURN_IF_ERROR(UploadMatrix(lw.out_proj, dtype_, at(o.out_proj), "uploading out_proj"));
-    if (!lw.in_proj_bias.empty()) {
-      MAMBA_RETURN_IF_ERROR(UploadVector(lw.in_proj_bias, atf(o.in_proj_bias), "uploading a bias"));
-    }
-    if (!lw.conv_bias.empty()) {
-      MAMBA_RETURN_IF_ERROR(UploadVector(lw.conv_bias, atf(o.conv_bias), "uploading a bias"));
-    }
-    if (!lw.out_proj_bias.empty()) {
-      MAMBA_RETURN_IF_ERROR(
-          UploadVector(lw.out_proj_bias, atf(o.out_proj_bias), "uploading a bias"));
-    }
-    if (!lw.gated_norm.empty()) {
-      MAMBA_RETURN_IF_ERROR(UploadVector(lw.gated_norm, atf(o.norm), "uploading the gated norm"));
-    }
+    MAMBA_RETURN_IF_ERROR(
+        UploadOptionalVector(lw.in_proj_bias, atf(o.in_proj_bias), "uploading a bias"));
+    MAMBA_RETURN_IF_ERROR(UploadOptionalVector(lw.conv_bias, atf(o.conv_bias), "uploading a bias"));
+    MAMBA_RETURN_IF_ERROR(
+        UploadOptionalVector(lw.out_proj_bias, atf(o.out_proj_bias), "uploading a bias"));
+    MAMBA_RETURN_IF_ERROR(
+        UploadOptionalVector(lw.gated_norm, atf(o.norm), "uploading the gated norm"));
     MAMBA_RETURN_IF_ERROR(UploadVector(lw.conv, atf(o.conv_weight), "uploading conv1d"));
     MAMBA_RETURN_IF_ERROR(UploadVector(lw.dt_bias, atf(o.dt_bias), "uploading dt bias"));
     MAMBA_RETURN_IF_ERROR(UploadVector(lw.d, atf(o.d), "uploading D"));
@@ -284,7 +278,7 @@ absl::Status Mamba2Mixer::Forward(int li, const ForwardBatch& b, const StatePool
   s.dt_in_bias = bias_at(dt_off_);
   s.dt_bias = l.dt_bias;
   s.dt_min = c_.time_step_limit_min;
-  s.dt_max = std::isfinite(c_.time_step_limit_max) ? c_.time_step_limit_max : 3.0e38f;
+  s.dt_max = c_.time_step_limit_max;
   s.a = l.a;
   s.d = l.d;
   s.d_per_channel = c_.d_per_channel;

@@ -52,4 +52,15 @@ absl::StatusOr<std::unique_ptr<Mixer>> MakeMixer(const MixerContext& context,
                    model::FamilyName(context.config->family), " family"));
 }
 
+size_t MixerWorkspaceBytesPerToken(const model::ModelConfig& c) {
+  const auto n = [](int64_t v) { return static_cast<size_t>(v); };
+  if (c.family == model::ModelFamily::kMamba2) {
+    // in_proj's output and the conv output (rows padded), fp32 y, the gated rows.
+    return n(c.in_proj_dim() + 8) * 2 + n(c.conv_dim() + 8) * 2 + n(c.d_ssm()) * 4 +
+           n(c.d_inner) * 2;
+  }
+  // x|z, the conv output, dt, y, and dt_low|B|C (padded).
+  return n(c.d_inner) * 2 * (2 + 3) + n(c.dt_rank + 2 * c.d_state + 8) * 2;
+}
+
 }  // namespace mamba::cuda

@@ -99,4 +99,8 @@ class Mixer {
 absl::StatusOr<std::unique_ptr<Mixer>> MakeMixer(const MixerContext& context,
                                                  const model::ModelWeights& weights);
 
+// About the workspace bytes per packed token the mixer of `config`'s family takes (sizes the
+// prefill pass before any mixer exists).
+size_t MixerWorkspaceBytesPerToken(const model::ModelConfig& config);
+
 }  // namespace mamba::cuda

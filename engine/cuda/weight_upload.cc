@@ -45,4 +45,8 @@ absl::Status UploadVector(const model::TensorView& v, float* dst, const char* wh
   return absl::OkStatus();
 }
 
+absl::Status UploadOptionalVector(const model::TensorView& v, float* dst, const char* what) {
+  return v.empty() ? absl::OkStatus() : UploadVector(v, dst, what);
+}
+
 }  // namespace mamba::cuda

@@ -15,5 +15,8 @@ absl::Status UploadMatrix(const model::TensorView& v, model::DType target, void*
 // A small tensor in fp32, each element passed through `fn` when given.
 absl::Status UploadVector(const model::TensorView& v, float* dst, const char* what,
                           const std::function<float(float)>& fn = nullptr);
+// The same for an optional tensor (a bias, a norm weight): nothing to do when `v` is empty, as
+// `dst` is then null.
+absl::Status UploadOptionalVector(const model::TensorView& v, float* dst, const char* what);
 
 }  // namespace mamba::cuda

@@ -14,6 +14,8 @@ B=${BUNDLE:-.gpu}
 [ -d "$B/bin" ] || tar xJf "$B/gpu-bundle.tar.xz" -C "$B"
 # shellcheck disable=SC1091
 source "$B/env.sh"
+# shellcheck source=scripts/gpu/serve.sh
+source scripts/gpu/serve.sh
 O=${OUT:-build-gpu-logs}
 MODEL=${1:-synthetic:130m}
 BACKEND=${BACKEND:-cuda}
@@ -26,18 +28,11 @@ client_cpus="$half-$((cores - 1))"
 timeout 120 mamba-bench --backend="$BACKEND" --model="$MODEL" --batch=256 --prefill=0 \
   --json="$O/bench.json" >"$O/bench.txt" 2>&1
 for cache in on off; do
-  taskset -c "$server_cpus" mamba-serve --model="$MODEL" --backend="$BACKEND" --port=0 \
-    --metrics_port=-1 --http_port=0 --max_running=256 --max_queue=4096 \
-    --prefix_cache=$([ $cache = on ] && echo true || echo false) --log_level=warning \
-    >"$O/listen-$cache.txt" 2>"$O/serve-$cache.err" &
-  pid=$!
-  for _ in $(seq 1 600); do
-    grep -q listening "$O/listen-$cache.txt" 2>/dev/null && break
-    kill -0 $pid 2>/dev/null || break
-    sleep 0.2
-  done
-  grpc=127.0.0.1:$(sed -n 's/.*grpc=[^ ]*:\([0-9]*\).*/\1/p' "$O/listen-$cache.txt")
-  http=127.0.0.1:$(sed -n 's/.*http=[^ ]*:\([0-9]*\).*/\1/p' "$O/listen-$cache.txt")
+  start_server "$O/listen-$cache.txt" "$O/serve-$cache.err" taskset -c "$server_cpus" \
+    mamba-serve --model="$MODEL" --backend="$BACKEND" --port=0 --metrics_port=-1 --http_port=0 \
+    --max_running=256 --max_queue=4096 \
+    --prefix_cache=$([ $cache = on ] && echo true || echo false) --log_level=warning
+  pid=$server_pid grpc=$grpc_addr http=$http_addr
   for p in 1 128; do
     for proto in grpc http; do
       extra=()

@@ -21,6 +21,8 @@ if [ -f "$BUNDLE/gpu-bundle.tar.xz" ] && [ ! -d "$BUNDLE/bin" ]; then
 fi
 # shellcheck disable=SC1091
 source "$BUNDLE/env.sh"
+# shellcheck source=scripts/gpu/serve.sh
+source scripts/gpu/serve.sh
 models=("$@")
 [ ${#models[@]} -eq 0 ] && models=(synthetic:130m)
 summary="$OUT/summary.txt"
@@ -36,22 +38,13 @@ for model in "${models[@]}"; do
 
   note "-- $model: mamba-serve + mamba-client load"
   log="$OUT/$tag-serve.log"
-  mamba-serve --model="$model" --backend=cuda --port=0 --metrics_port=0 --http_port=0 --max_running=256 \
-    --max_queue=4096 --log_level=warning >"$OUT/$tag-listen.txt" 2>"$log" &
-  pid=$!
-  for _ in $(seq 1 600); do
-    grep -q "mamba-serve listening" "$OUT/$tag-listen.txt" 2>/dev/null && break
-    kill -0 $pid 2>/dev/null || break
-    sleep 0.2
-  done
-  addr=$(sed -n 's/.*grpc=\([^ ]*\).*/\1/p' "$OUT/$tag-listen.txt" | head -1)
-  if [ -z "$addr" ]; then
-    note "server did not start:"; tail -20 "$log" | tee -a "$summary"; kill $pid 2>/dev/null
+  if ! start_server "$OUT/$tag-listen.txt" "$log" mamba-serve --model="$model" --backend=cuda \
+    --port=0 --metrics_port=0 --http_port=0 --max_running=256 --max_queue=4096 \
+    --log_level=warning; then
+    note "server did not start:"; tail -20 "$log" | tee -a "$summary"; kill "$server_pid" 2>/dev/null
     continue
   fi
-  addr="127.0.0.1:${addr##*:}"
-  http=$(sed -n 's/.*http=\([^ ]*\).*/\1/p' "$OUT/$tag-listen.txt" | head -1)
-  http="127.0.0.1:${http##*:}"
+  pid=$server_pid addr=$grpc_addr http=$http_addr
   timeout 200 mamba-client load --addr="$addr" --concurrency=1 --requests=16 --warmup=2 \
     --prompt_tokens=128 --output_tokens=256 --json_out="$OUT/$tag-load1.json" 2>&1 | tee -a "$summary"
   timeout 400 mamba-client load --addr="$addr" --sweep=concurrency:64,256 --requests=1024 \

@@ -23,6 +23,8 @@ if [ -f "$BUNDLE/gpu-bundle.tar.xz" ] && [ ! -d "$BUNDLE/bin" ]; then
 fi
 # shellcheck disable=SC1091
 source "$BUNDLE/env.sh"
+# shellcheck source=scripts/gpu/serve.sh
+source scripts/gpu/serve.sh
 summary="$OUT/summary.txt"
 note() { echo "$*" | tee -a "$summary"; }
 note "== $(date -u +%Y-%m-%dT%H:%M:%SZ) $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null | head -1)"
@@ -33,22 +35,15 @@ workload=(--turns=4 --system_prompt_tokens=1024 --prompt_tokens=64 --output_toke
 for mode in off on sessions; do
   flags=()
   [ "$mode" = off ] && flags=(--prefix_cache=false)
-  mamba-serve --model="$MODEL" --backend="$BACKEND" --port=0 --metrics_port=-1 --http_port=-1 \
-    --max_running=256 --log_level=warning "${flags[@]}" >"$OUT/prefix-$mode-listen.txt" \
-    2>"$OUT/prefix-$mode-serve.log" &
-  pid=$!
-  for _ in $(seq 1 600); do
-    grep -q "mamba-serve listening" "$OUT/prefix-$mode-listen.txt" 2>/dev/null && break
-    kill -0 $pid 2>/dev/null || break
-    sleep 0.2
-  done
-  addr=$(sed -n 's/.*grpc=\([^ ]*\).*/\1/p' "$OUT/prefix-$mode-listen.txt" | head -1)
-  if [ -z "$addr" ]; then
-    note "server did not start ($mode):"; tail -20 "$OUT/prefix-$mode-serve.log" | tee -a "$summary"
-    kill $pid 2>/dev/null
+  log="$OUT/prefix-$mode-serve.log"
+  if ! start_server "$OUT/prefix-$mode-listen.txt" "$log" mamba-serve --model="$MODEL" \
+    --backend="$BACKEND" --port=0 --metrics_port=-1 --http_port=-1 --max_running=256 \
+    --log_level=warning "${flags[@]}"; then
+    note "server did not start ($mode):"; tail -20 "$log" | tee -a "$summary"
+    kill "$server_pid" 2>/dev/null
     continue
   fi
-  addr="127.0.0.1:${addr##*:}"
+  pid=$server_pid addr=$grpc_addr
   if [ "$mode" = sessions ]; then
     conv=(--sessions="$CONVERSATIONS")
   else
