@@ -112,6 +112,7 @@ __global__ void __launch_bounds__(kRmsNormThreads) RmsNormKernel(RmsNormParams p
           LoadRow<T, kWidth>(add + col, a);
 #pragma unroll
           for (int i = 0; i < kWidth; ++i) {
+            a[i] = __fmul_rn(a[i], params.add_scale);
             a[i] = params.add_bias != nullptr ? __fadd_rn(a[i], params.add_bias[col + i]) : a[i];
             v[it][i] = __fadd_rn(v[it][i], a[i]);
           }

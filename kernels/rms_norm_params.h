@@ -32,7 +32,8 @@ struct RmsNormParams {
   int64_t residual_row_stride = 0;
   const void* __restrict__ add = nullptr;  // optional, [physical rows, add_row_stride] T
   int64_t add_row_stride = 0;
-  const float* __restrict__ add_bias = nullptr;     // optional [dim], only with add
+  const float* __restrict__ add_bias = nullptr;  // optional [dim], only with add
+  float add_scale = 1.0f;  // residual += add * add_scale + add_bias (undoes a stored output scale)
   const int32_t* __restrict__ tokens = nullptr;     // optional: rows come from the embedding
   const void* __restrict__ embedding = nullptr;     // [vocab, dim] T, with tokens
   const int32_t* __restrict__ row_index = nullptr;  // optional logical -> physical row map

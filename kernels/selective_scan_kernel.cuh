@@ -393,7 +393,8 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
 #pragma unroll
             for (int i = 0; i < 8; ++i) {
               const float zi = p.z_bias != nullptr ? __fadd_rn(zv[i], sm.z_bias[col8 + i]) : zv[i];
-              o[i] = GatedOutput(sm.y[row][col8 + i], sm.d[col8 + i], xv[i], zi);
+              o[i] = __fmul_rn(GatedOutput(sm.y[row][col8 + i], sm.d[col8 + i], xv[i], zi),
+                               p.out_scale);
             }
             T* dst = out_base + (chunk_start + row) * p.out_row_stride;
             if (vec_tiles && valid_cols == 8) {

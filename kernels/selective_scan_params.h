@@ -65,6 +65,7 @@ struct SelectiveScanParams {
   const float* __restrict__ d = nullptr;        // [dim]
   void* __restrict__ out = nullptr;             // [tokens, out_row_stride] T
   int64_t out_row_stride = 0;
+  float out_scale = 1.0f;  // multiplies out before it is stored (SelectiveStateUpdateParams)
   const int32_t* __restrict__ cu_seqlens = nullptr;  // [num_seqs + 1]
   const int32_t* __restrict__ slots = nullptr;       // [num_seqs], distinct
   void* __restrict__ state = nullptr;                // this layer's [dim][dstate] StateT at slot 0

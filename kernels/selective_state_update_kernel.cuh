@@ -329,7 +329,7 @@ __global__ void __launch_bounds__(Traits::kThreads)
       StoreStates<kSPT>(state[r], h[r], valid, vec_state);
       if (lane == 0) {
         static_cast<T*>(p.out)[(row0 + r) * p.out_row_stride + e] =
-            FromFloat<T>(GatedOutput(y, dskip, x, sm_z[r][cl]));
+            FromFloat<T>(__fmul_rn(GatedOutput(y, dskip, x, sm_z[r][cl]), p.out_scale));
       }
     }
   }
@@ -442,7 +442,7 @@ __global__ void __launch_bounds__(Traits::kThreads)
                           /*vec=*/true);
         if (lane == 0) {
           static_cast<T*>(p.out)[(grow0 + r) * p.out_row_stride + e] =
-              FromFloat<T>(GatedOutput(y, dskip, x, sm_z[r][cl]));
+              FromFloat<T>(__fmul_rn(GatedOutput(y, dskip, x, sm_z[r][cl]), p.out_scale));
         }
       }
     }

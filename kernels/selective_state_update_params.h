@@ -68,6 +68,9 @@ struct SelectiveStateUpdateParams {
   bool state_read_early = false;
   void* __restrict__ out = nullptr;  // [batch, out_row_stride] T
   int64_t out_row_stride = 0;
+  // Multiplies out before it is stored: a power of two that keeps a half-precision output in
+  // range (the backend's per-layer output scale; 1 leaves every bit as it was).
+  float out_scale = 1.0f;
   // Rows per block of the plain kernel (large batches, dt precomputed): 4, 8 or 16; 0 takes
   // StateUpdateRowsPerBlock() (selective_state_update.h), by default 4 or 8, whichever fills
   // its last wave of blocks better.

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <bit>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <map>
@@ -139,6 +140,9 @@ class CudaBackend final : public backend::Backend {
                            absl::Span<backend::SeqResult> results,
                            const std::vector<int32_t>& head_of, KernelTimer* timer);
   absl::Status Sync(const char* what);
+  // Chooses the mixer's per-layer output shifts (mixer.h) from eager probe passes over a
+  // calibration prompt in slot 0; before any graph is captured.
+  absl::Status CalibrateOutputShifts();
 
   model::ModelConfig config_;
   int32_t device_index_ = 0;
@@ -286,6 +290,7 @@ absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(
                FormatBytes(b->model_->workspace_bytes()).c_str(), static_cast<long long>(tokens),
                options.max_batch, options.deterministic ? ", batch-invariant kernels" : "",
                kernels::DependentLaunchEnabled() ? ", dependent launch" : "");
+  MAMBA_RETURN_IF_ERROR(b->CalibrateOutputShifts());
   // Capture every decode bucket now, not when load first reaches it: a bucket met under load
   // times its GEMMs and captures its graph inside a step, stalling every stream (a cold server
   // showed a 200 ms TTFT p90 at 256 streams on the H100).
@@ -297,6 +302,86 @@ absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(
   // The backend owns the model now; the host copy of the weights is no longer needed.
   model.weights = model::ModelWeights();
   return b;
+}
+
+// The output-shift calibration (docs/cuda.md, "Output scales"). The first pass stores every
+// layer's y scaled by 2^-kProbeShift, so that even a y of 2^31 stays finite, and measures each
+// layer's largest |y|; the shift that leaves it in [2^(kTargetLog2 - 1), 2^kTargetLog2) when
+// stored (64x headroom below f16's 65504 for prompts that grow it further) is taken, never below
+// 0: a model whose outputs fit keeps every bit it had. Later passes check the shifts with the
+// shifted outputs (which the first pass only approximated), moving one only when its stored
+// maximum leaves [2^kMinStoredLog2, 2^kMaxStoredLog2]; a layer still not finite gets 8 more.
+absl::Status CudaBackend::CalibrateOutputShifts() {
+  constexpr int kProbeShift = 16;
+  constexpr int kTargetLog2 = 10;
+  constexpr int kMaxStoredLog2 = 12;
+  constexpr int kMinStoredLog2 = 4;
+  constexpr int kMaxShift = 96;
+  constexpr int kMaxPasses = 6;
+  constexpr int64_t kPromptTokens = 256;
+  Mixer* mixer = model_->mixer();
+  if (!mixer->ScalesOutput() || pool_.num_slots() < 1) return absl::OkStatus();
+  const int n = config_.n_layer;
+  MAMBA_ASSIGN_OR_RETURN(DeviceBuffer probe,
+                         DeviceBuffer::Allocate(n * sizeof(float), "the output range probe"));
+  std::vector<int32_t> prompt(std::min(kPromptTokens, model_->capacity().tokens));
+  for (size_t i = 0; i < prompt.size(); ++i) {
+    prompt[i] = static_cast<int32_t>((i * 7919 + 13) % static_cast<size_t>(config_.vocab_size));
+  }
+  std::vector<int> shifts(n, kProbeShift);
+  std::vector<float> maxima(n);
+  bool settled = false;
+  for (int pass = 0; pass < kMaxPasses && !settled; ++pass) {
+    mixer->set_output_shifts(shifts);
+    MAMBA_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(probe.data(), 0, n * sizeof(float), stream_),
+                               "clearing the output range probe");
+    backend::SeqWork w;
+    w.slot = 0;
+    w.tokens = prompt;
+    backend::SeqResult r;
+    mixer->set_probe(probe.as<float>());
+    absl::Status step = Step(absl::MakeConstSpan(&w, 1), absl::MakeSpan(&r, 1));
+    mixer->set_probe(nullptr);
+    MAMBA_RETURN_IF_ERROR(step);
+    MAMBA_RETURN_IF_ERROR(r.status);
+    MAMBA_CUDA_RETURN_IF_ERROR(
+        cudaMemcpy(maxima.data(), probe.data(), n * sizeof(float), cudaMemcpyDeviceToHost),
+        "reading the output range probe");
+    MAMBA_RETURN_IF_ERROR(ResetSlot(0));
+    settled = true;
+    for (int l = 0; l < n; ++l) {
+      const float m = maxima[l];
+      if (!std::isfinite(m)) {  // the layers after it saw non-finite inputs: measure again
+        if (shifts[l] + 8 <= kMaxShift) {
+          shifts[l] += 8;
+          settled = false;
+        }
+        break;
+      }
+      const int stored_log2 = m > 0.0f ? std::ilogb(m) : -1000;
+      if (pass > 0 && stored_log2 < kMaxStoredLog2 &&
+          (stored_log2 >= kMinStoredLog2 || shifts[l] == 0)) {
+        continue;
+      }
+      const int want = m > 0.0f ? std::max(0, stored_log2 + shifts[l] + 1 - kTargetLog2) : 0;
+      if (want != shifts[l]) {
+        shifts[l] = want;
+        settled = false;
+      }
+    }
+  }
+  mixer->set_output_shifts(shifts);
+  if (mixer->any_output_shift()) {
+    std::string list;
+    for (int l = 0; l < n; ++l) {
+      if (shifts[l] != 0) absl::StrAppend(&list, list.empty() ? "" : ", ", l, ":", shifts[l]);
+    }
+    std::fprintf(stderr,
+                 "cuda backend: SSM outputs exceed f16's range; stored scaled by 2^-shift "
+                 "(layer:shift %s)%s\n",
+                 list.c_str(), settled ? "" : "; the calibration did not settle");
+  }
+  return absl::OkStatus();
 }
 
 CudaBackend::~CudaBackend() {

@@ -182,6 +182,7 @@ absl::Status CudaModel::Forward(const ForwardBatch& b, const StatePool& pool, cu
       norm.add = h_;
       norm.add_row_stride = D;
       norm.add_bias = mixer_->OutputBias(li - 1);
+      norm.add_scale = mixer_->OutputScale(li - 1);
       MAMBA_RETURN_IF_ERROR(mark("add+norm"));
     }
     MAMBA_RETURN_IF_ERROR(kernels::LaunchRmsNorm(norm, kdtype_, stream));
@@ -197,6 +198,7 @@ absl::Status CudaModel::Forward(const ForwardBatch& b, const StatePool& pool, cu
     norm.add = h_;
     norm.add_row_stride = D;
     norm.add_bias = mixer_->OutputBias(c.n_layer - 1);
+    norm.add_scale = mixer_->OutputScale(c.n_layer - 1);
     norm.row_index = b.head_index;
     norm.write_residual = false;
     norm.weight = norm_f_;

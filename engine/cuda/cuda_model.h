@@ -67,6 +67,7 @@ class CudaModel {
   size_t weight_bytes() const { return weights_.size() + mixer_->weight_bytes(); }
   size_t workspace_bytes() const { return workspace_.size() + mixer_->workspace_bytes(); }
   const Capacity& capacity() const { return capacity_; }
+  Mixer* mixer() const { return mixer_.get(); }
 
   // fp32 logits of the last forward's head rows ([head_rows, vocab_size], row stride vocab_size).
   const float* logits() const { return logits_; }

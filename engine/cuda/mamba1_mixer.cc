@@ -16,6 +16,7 @@
 #include "kernels/cuda_status.h"
 #include "kernels/dbc_norm.h"
 #include "kernels/decode_step.h"
+#include "kernels/max_abs.h"
 #include "kernels/selective_scan.h"
 #include "kernels/selective_state_update.h"
 
@@ -43,6 +44,8 @@ class Mamba1Mixer final : public Mixer {
   absl::Status Forward(int layer, const ForwardBatch& batch, const StatePool& pool,
                        cudaStream_t stream, KernelTimer* timer) const override;
   const float* OutputBias(int layer) const override { return layers_[layer].out_proj_bias; }
+  // bf16 has fp32's range; only f16 outputs can overflow.
+  bool ScalesOutput() const override { return dtype_ == model::DType::kF16; }
   void AppendGemms(int64_t rows, bool decode, std::vector<kernels::GemmArgs>* out) const override;
   absl::StatusOr<bool> ForwardAllLayers(const ForwardBatch& batch, const StatePool& pool,
                                         cudaStream_t stream, KernelTimer* timer,
@@ -308,7 +311,8 @@ absl::StatusOr<bool> Mamba1Mixer::ForwardAllLayers(const ForwardBatch& b, const 
                                                    cudaStream_t stream, KernelTimer* timer,
                                                    float** head_residual) const {
   const KernelDType st = ToKernelDType(pool.dtype());
-  if (!b.decode || ctx_.gemm->deterministic() || falcon() ||
+  // The persistent kernel adds each layer's output to the residual itself, unscaled.
+  if (!b.decode || ctx_.gemm->deterministic() || falcon() || any_output_shift() ||
       b.tokens > kernels::kDecodeStepMaxRows ||
       !kernels::DecodeStepSupported(DecodeStep(b, nullptr), kdtype_, st)) {
     return false;
@@ -421,6 +425,7 @@ absl::Status Mamba1Mixer::Forward(int li, const ForwardBatch& b, const StatePool
     u.state_read_early = true;  // x_proj or dt_proj precede it; only it writes these states
     u.out = y_;
     u.out_row_stride = E;
+    u.out_scale = std::ldexp(1.0f, -output_shift(li));
     MAMBA_RETURN_IF_ERROR(mark("ssm state update"));
     MAMBA_RETURN_IF_ERROR(kernels::LaunchSelectiveStateUpdate(u, act, st, stream));
   } else {
@@ -445,6 +450,7 @@ absl::Status Mamba1Mixer::Forward(int li, const ForwardBatch& b, const StatePool
     s.d = l.d;
     s.out = y_;
     s.out_row_stride = E;
+    s.out_scale = std::ldexp(1.0f, -output_shift(li));
     s.cu_seqlens = b.cu_seqlens;
     s.slots = b.slots;
     s.state = pool.ssm(li);
@@ -459,6 +465,15 @@ absl::Status Mamba1Mixer::Forward(int li, const ForwardBatch& b, const StatePool
     MAMBA_RETURN_IF_ERROR(kernels::LaunchSelectiveScan(s, act, st, stream));
   }
 
+  if (probe_ != nullptr) {
+    kernels::MaxAbsParams m;
+    m.rows = T;
+    m.cols = E;
+    m.x = y_;
+    m.row_stride = E;
+    m.out = probe_ + li;
+    MAMBA_RETURN_IF_ERROR(kernels::LaunchMaxAbs(m, act, stream));
+  }
   MAMBA_RETURN_IF_ERROR(mark("gemm out_proj"));
   return ctx_.gemm->Run(OutProj(l, T), stream);
 }

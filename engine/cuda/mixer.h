@@ -9,8 +9,10 @@
 
 #include <cuda_runtime_api.h>
 
+#include <cmath>
 #include <cstdint>
 #include <memory>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -78,6 +80,27 @@ class Mixer {
                                cudaStream_t stream, KernelTimer* timer) const = 0;
   // The bias of layer `layer`'s output, added by the next residual add, or null.
   virtual const float* OutputBias(int layer) const = 0;
+
+  // Half-precision range (docs/cuda.md, "Output scales"). A family whose half-precision SSM
+  // output can exceed f16's range (Mamba-1 and FalconMamba: y = (C.h + D x) silu(z) is a product
+  // of five activations; Mamba-2 keeps its y in fp32 and normalizes it) stores layer l's y times
+  // 2^-shift[l]; its out_proj then yields h * 2^-shift[l], which the next residual add multiplies
+  // by OutputScale(l). The backend chooses the shifts once, before capturing any graph.
+  virtual bool ScalesOutput() const { return false; }
+  void set_output_shifts(std::vector<int> shifts) { output_shifts_ = std::move(shifts); }
+  int output_shift(int layer) const {
+    return output_shifts_.empty() ? 0 : output_shifts_[static_cast<size_t>(layer)];
+  }
+  bool any_output_shift() const {
+    for (int s : output_shifts_) {
+      if (s != 0) return true;
+    }
+    return false;
+  }
+  float OutputScale(int layer) const { return std::ldexp(1.0f, output_shift(layer)); }
+  // With a probe ([n_layer] fp32 on the device), Forward also folds each layer's largest stored
+  // |y| into probe[layer] (the shift calibration's eager passes only).
+  void set_probe(float* probe) { probe_ = probe; }
   // Appends the GEMMs one layer of a pass of `rows` rows launches (for GemmRunner::Prepare).
   virtual void AppendGemms(int64_t rows, bool decode,
                            std::vector<kernels::GemmArgs>* out) const = 0;
@@ -91,6 +114,10 @@ class Mixer {
     (void)batch, (void)pool, (void)stream, (void)timer, (void)head_residual;
     return false;
   }
+
+ protected:
+  std::vector<int> output_shifts_;  // empty: all zero
+  float* probe_ = nullptr;
 };
 
 // The mixer of the context's config's family over `weights` (uploaded here; the host copy may go

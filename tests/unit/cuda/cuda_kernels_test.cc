@@ -887,6 +887,59 @@ TEST(CudaStateUpdateTest, RowsPerBlockGiveTheSameBits) {
 // With dt from the same source, the decode kernel computes bit for bit what the prefill scan
 // computes for the same token: a step of B rows equals a scan of B length-1 sequences, and L
 // decode steps equal a scan over L tokens.
+// The output scale (the backend's per-layer shift against f16 overflow) multiplies what the scan
+// and the state update store and nothing else: outputs are the unscaled ones times the power of
+// two, bit for bit wherever the scaled value is a normal number, and the states are unchanged.
+TEST(CudaSelectiveScanTest, OutputScaleOnlyScalesTheStoredOutput) {
+  MAMBA_SKIP_WITHOUT_GPU();
+  const uint64_t seed = FreshSeed();
+  SCOPED_TRACE(absl::StrCat("seed ", seed));
+  std::mt19937_64 rng(seed);
+  constexpr float kScale = 1.0f / 64.0f;
+  for (KernelDType act : kActs) {
+    for (bool decode : {false, true}) {
+      SCOPED_TRACE(absl::StrCat(KernelDTypeName(act), decode ? " decode" : " prefill"));
+      SsmProblem p;
+      p.act = act;
+      p.dim = 96;
+      p.dstate = 16;
+      p.rank = 6;
+      if (decode) {
+        p.lengths.assign(5, 1);
+      } else {
+        p.lengths = {1, 37, 9};
+      }
+      p.Make(rng);
+      SsmDevice plain(p), scaled(p);
+      absl::Status s1, s2;
+      if (decode) {
+        kernels::SelectiveStateUpdateParams u = scaled.Update(false);
+        u.out_scale = kScale;
+        s1 = kernels::LaunchSelectiveStateUpdate(plain.Update(false), act, p.state_dtype, nullptr);
+        s2 = kernels::LaunchSelectiveStateUpdate(u, act, p.state_dtype, nullptr);
+      } else {
+        kernels::SelectiveScanParams sc = scaled.Scan(0);
+        sc.out_scale = kScale;
+        s1 = kernels::LaunchSelectiveScan(plain.Scan(0), act, p.state_dtype, nullptr);
+        s2 = kernels::LaunchSelectiveScan(sc, act, p.state_dtype, nullptr);
+      }
+      ASSERT_TRUE(s1.ok()) << s1;
+      ASSERT_TRUE(s2.ok()) << s2;
+      Sync();
+      const std::vector<float> a = plain.Out(), b = scaled.Out();
+      ASSERT_EQ(a.size(), b.size());
+      int compared = 0;
+      for (size_t i = 0; i < a.size(); ++i) {
+        if (std::abs(a[i]) < 0.01f) continue;  // f16 subnormals round differently once scaled
+        ASSERT_EQ(b[i], a[i] * kScale) << "element " << i;
+        ++compared;
+      }
+      EXPECT_GT(compared, static_cast<int>(a.size() / 2));
+      EXPECT_EQ(plain.State(), scaled.State());
+    }
+  }
+}
+
 TEST(CudaStateUpdateTest, EqualsScanBitwise) {
   MAMBA_SKIP_WITHOUT_GPU();
   const uint64_t seed = FreshSeed();
