@@ -7,8 +7,8 @@
 #   scripts/gpu/run_cuda_checks.sh [STEP ...]
 #
 # Steps (default: tests memcheck racecheck scan bench130m bench1.4b):
-#   tests      cuda_kernels_test and cuda_backend_test
-#   memcheck   compute-sanitizer memcheck on cuda_kernels_test and on the persistent decode
+#   tests      cuda_kernels_test, cuda_mamba2_kernels_test and cuda_backend_test
+#   memcheck   compute-sanitizer memcheck on both kernel tests and on the persistent decode
 #              kernel's backend tests
 #   racecheck  compute-sanitizer racecheck on the shared-memory kernels' tests (not the persistent
 #              decode kernel: under racecheck its grid barriers do not complete)
@@ -70,6 +70,8 @@ for step in "${steps[@]}"; do
   case $step in
     tests)
       run_step kernels "$BUNDLE/bin/cuda_kernels_test" --gtest_filter="${MAMBA_TEST_FILTER:-*}"
+      run_step kernels_mamba2 "$BUNDLE/bin/cuda_mamba2_kernels_test" \
+        --gtest_filter="${MAMBA_TEST_FILTER:-*}"
       # One process per backend test, each with its own time limit, so one stuck test cannot
       # hide the others' results.
       : >"$OUT/backend.log"
@@ -89,6 +91,8 @@ for step in "${steps[@]}"; do
       # The kernels on small shapes (the GEMM and sampling tests' larger cases included).
       run_step memcheck compute-sanitizer --tool memcheck --leak-check full --error-exitcode 3 \
         "$BUNDLE/bin/cuda_kernels_test"
+      run_step memcheck_mamba2 compute-sanitizer --tool memcheck --leak-check full \
+        --error-exitcode 3 "$BUNDLE/bin/cuda_mamba2_kernels_test"
       run_step memcheck_persistent compute-sanitizer --tool memcheck --error-exitcode 3 \
         "$BUNDLE/bin/cuda_backend_test" --gtest_filter='*Persistent*'
       ;;
@@ -96,6 +100,8 @@ for step in "${steps[@]}"; do
       run_step racecheck compute-sanitizer --tool racecheck --error-exitcode 3 \
         "$BUNDLE/bin/cuda_kernels_test" \
         --gtest_filter='CudaRmsNorm*:CudaSelectiveScan*:CudaStateUpdate*:CudaSampling*:CudaGemmTest.BatchInvariant*'
+      run_step racecheck_mamba2 compute-sanitizer --tool racecheck --error-exitcode 3 \
+        "$BUNDLE/bin/cuda_mamba2_kernels_test"
       ;;
     scan)
       b=$(bench_bin)
