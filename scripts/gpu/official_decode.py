@@ -2,14 +2,18 @@
 """Times the official Mamba implementation's decode on a GPU, for side-by-side ratios with
 mamba-bench (scripts/gpu/decode_vs_official.sh runs both in one call).
 
-What runs is state-spaces/mamba's own code: MambaLMHeadModel (Mamba-1 blocks, Triton fused
-add+RMSNorm, Triton selective_state_update) on random fp16 weights of mamba-serve's synthetic
-shapes, one decode token per sequence per step through its CUDA-graph decode step
+What runs is state-spaces/mamba's own code: MambaLMHeadModel (Mamba-1 blocks, or Mamba-2 blocks
+with ssm_cfg.layer = "Mamba2" and their Triton gated RMSNorm; Triton fused add+RMSNorm, Triton
+selective_state_update) on random fp16 weights of mamba-serve's synthetic shapes, one decode
+token per sequence per step through its CUDA-graph decode step
 (utils/generation.py: update_graph_cache, the captured graph's replay) and its greedy sampler
 (`sample`, top_k=1), with the same per-step Python work as its `decode` loop. The prompt is not
 prefilled (that needs the package's compiled selective-scan extension, which the GPU host lacks);
 decode cost does not depend on what the states hold. States are in the model's dtype (fp16), as
-the official decode keeps them.
+the official decode keeps them. Without the causal_conv1d extension (the GPU host has none) both
+blocks' `step` update the conv state with their PyTorch fallback (roll + sum). falcon-mamba-7b
+runs as the official Mamba-1 block at its shape (d_inner 8192, dt_rank 256): the package has no
+FalconMamba variant, so it skips the dt/B/C norms that mamba-serve computes.
 
 The package's Python sources come from a copy of the repository (never committed): pass the folder
 that holds mamba_ssm/ with --official (or put it on PYTHONPATH). einops, triton and torch must be
@@ -24,22 +28,36 @@ import statistics
 import sys
 import time
 
-SHAPES = {  # mamba-serve's synthetic public shapes (engine/model/synthetic_model.cc)
-    "130m": (768, 24),
-    "370m": (1024, 48),
-    "790m": (1536, 48),
-    "1.4b": (2048, 48),
-    "2.8b": (2560, 64),
+# mamba-serve's synthetic public shapes (engine/model/synthetic_model.cc):
+# name -> (d_model, n_layer, vocab, ssm_cfg)
+MAMBA2 = dict(layer="Mamba2", d_state=128, headdim=64, ngroups=1, chunk_size=256)
+SHAPES = {
+    "130m": (768, 24, 50280, {}),
+    "370m": (1024, 48, 50280, {}),
+    "790m": (1536, 48, 50280, {}),
+    "1.4b": (2048, 48, 50280, {}),
+    "2.8b": (2560, 64, 50280, {}),
+    "falcon-mamba-7b": (4096, 64, 65024, dict(dt_rank=256)),
+    "mamba2-130m": (768, 24, 50288, MAMBA2),
+    "mamba2-370m": (1024, 48, 50288, MAMBA2),
+    "mamba2-780m": (1536, 48, 50288, MAMBA2),
+    "mamba2-1.3b": (2048, 48, 50288, MAMBA2),
+    "mamba2-2.7b": (2560, 64, 50288, MAMBA2),
+    "codestral-7b": (4096, 64, 32768, dict(MAMBA2, ngroups=8)),
 }
-VOCAB = 50280
 
 
 def time_decode(torch, MambaConfig, MambaLMHeadModel, update_graph_cache, sample, name, batch,
                 steps, warmup, repeats):
-    d_model, n_layer = SHAPES[name]
-    config = MambaConfig(d_model=d_model, n_layer=n_layer, vocab_size=VOCAB, ssm_cfg={},
+    d_model, n_layer, vocab, ssm_cfg = SHAPES[name]
+    # The Mamba-2 block's fused in_proj -> scan path needs the causal_conv1d extension; decode
+    # never takes it, and use_mem_eff_path=False keeps the constructor from requiring it.
+    if ssm_cfg.get("layer") == "Mamba2":
+        ssm_cfg = dict(ssm_cfg, use_mem_eff_path=False)
+    config = MambaConfig(d_model=d_model, n_layer=n_layer, vocab_size=vocab, ssm_cfg=dict(ssm_cfg),
                          rms_norm=True, residual_in_fp32=True, fused_add_norm=True,
-                         pad_vocab_size_multiple=8, tie_embeddings=True)
+                         pad_vocab_size_multiple=8, tie_embeddings=name != "codestral-7b"
+                         and name != "falcon-mamba-7b")
     torch.manual_seed(0)
     model = MambaLMHeadModel(config, device="cuda", dtype=torch.float16).eval()
     max_length = warmup + steps + 4
@@ -51,7 +69,7 @@ def time_decode(torch, MambaConfig, MambaLMHeadModel, update_graph_cache, sample
         # The per-step work of utils/generation.py's decode loop with cg=True, greedy.
         params.reset(max_length, batch)
         params.seqlen_offset = 1
-        tokens = torch.randint(0, VOCAB, (batch, 1), device=device)
+        tokens = torch.randint(0, vocab, (batch, 1), device=device)
         sequences = [tokens]
         for _ in range(n):
             position_ids = torch.full((batch, 1), params.seqlen_offset, dtype=torch.long,
