@@ -56,8 +56,10 @@ absl::Status LaunchGatedNorm(const GatedNormParams& p, KernelDType act, cudaStre
         "gated_norm: rows ", p.rows, ", dim ", p.dim, ", group_size ", p.group_size, ", mlp ",
         p.mlp, " invalid; allowed: rows >= 0, dim > 0, group_size dividing dim, mlp >= 0"));
   }
-  if (p.rows > 2147483647) {
-    return absl::InvalidArgumentError(absl::StrCat("gated_norm: ", p.rows, " rows too many"));
+  if (p.rows > 2147483647 || p.dim / p.group_size > 65535) {
+    return absl::InvalidArgumentError(absl::StrCat("gated_norm: ", p.rows, " rows or ",
+                                                   p.dim / p.group_size,
+                                                   " groups too many; allowed: < 2^31, <= 65535"));
   }
   if (p.y == nullptr || p.z == nullptr || p.out == nullptr ||
       (p.mlp > 0 && (p.z0 == nullptr || p.x0 == nullptr))) {
