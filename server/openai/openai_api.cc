@@ -589,4 +589,45 @@ std::string SseEvent(const nlohmann::json& value) {
                       "\n\n");
 }
 
+namespace {
+
+constexpr char kChunkHead[] = "data: {\"choices\":[";
+
+std::string Dump(const json& value) {
+  return value.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+}  // namespace
+
+ChunkEnvelope::ChunkEnvelope(Endpoint endpoint, absl::string_view id, int64_t created,
+                             absl::string_view model, absl::string_view session_id,
+                             bool include_usage)
+    : endpoint_(endpoint) {
+  // The chunk's other keys all sort after "choices": render them as one object and continue
+  // the choices array's object with its members.
+  json rest = {{"id", std::string(id)},
+               {"object", ObjectName(endpoint, /*chunk=*/true)},
+               {"created", created},
+               {"model", std::string(model)}};
+  if (!session_id.empty()) rest["session_id"] = std::string(session_id);
+  if (include_usage) rest["usage"] = nullptr;
+  const std::string members = Dump(rest);  // "{...}"
+  tail_ = absl::StrCat("],", absl::string_view(members).substr(1), "\n\n");
+}
+
+std::string ChunkEnvelope::Event(const json& choice) const {
+  return absl::StrCat(kChunkHead, Dump(choice), tail_);
+}
+
+std::string ChunkEnvelope::TextEvent(int64_t index, absl::string_view text) const {
+  const std::string escaped = Dump(json(std::string(text)));
+  if (endpoint_ == Endpoint::kChat) {
+    return absl::StrCat(kChunkHead, "{\"delta\":{\"content\":", escaped,
+                        "},\"finish_reason\":null,\"index\":", index, ",\"logprobs\":null}",
+                        tail_);
+  }
+  return absl::StrCat(kChunkHead, "{\"finish_reason\":null,\"index\":", index,
+                      ",\"logprobs\":null,\"text\":", escaped, "}", tail_);
+}
+
 }  // namespace mamba::server::openai

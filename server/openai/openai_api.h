@@ -7,7 +7,6 @@
 #include <cstdint>
 #include <optional>
 #include <string>
-#include <string_view>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -111,5 +110,27 @@ nlohmann::json UsageJson(int64_t prompt_tokens, int64_t completion_tokens, int64
 // One server-sent event carrying `json` ("data: ...\n\n").
 std::string SseEvent(const nlohmann::json& json);
 inline constexpr char kSseDone[] = "data: [DONE]\n\n";
+
+// The streamed chunks of one response: everything but the choice is the same in each, so it is
+// rendered once, and the event of a text delta (nearly every event of a stream) is spliced
+// together without building a JSON tree (building and dumping one per token held a stream thread
+// for microseconds per token, with 256 streams on one thread). The bytes are those
+// SseEvent(chunk) gives for the whole chunk object: the same sorted key order, strings escaped by
+// the same serializer (invalid UTF-8 replaced).
+class ChunkEnvelope {
+ public:
+  // `session_id` empty: no session_id key; `include_usage`: "usage": null in every chunk.
+  ChunkEnvelope(Endpoint endpoint, absl::string_view id, int64_t created, absl::string_view model,
+                absl::string_view session_id, bool include_usage);
+  // The event of the chunk holding `choice`.
+  std::string Event(const nlohmann::json& choice) const;
+  // The event of choice `index`'s text delta, without logprobs or a finish reason (chat:
+  // {"delta": {"content": text}, ...}; completions: {"text": text, ...}).
+  std::string TextEvent(int64_t index, absl::string_view text) const;
+
+ private:
+  Endpoint endpoint_;
+  std::string tail_;  // after the choices array: "],\"created\":...}\n\n"
+};
 
 }  // namespace mamba::server::openai

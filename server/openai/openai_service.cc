@@ -430,34 +430,37 @@ class OpenAiCall final : public ReadyTarget,
     if (endpoint_ == Endpoint::kChat) {
       if (!c.started) {
         c.started = true;
-        *events += SseEvent(ChunkJson(
-            json{{"index", c.index},
-                 {"delta", {{"role", "assistant"}, {"content", ""}}},
-                 {"logprobs", nullptr},
-                 {"finish_reason", nullptr}}));
+        *events += Envelope().Event(json{{"index", c.index},
+                                         {"delta", {{"role", "assistant"}, {"content", ""}}},
+                                         {"logprobs", nullptr},
+                                         {"finish_reason", nullptr}});
       }
-      if (has_output) {
-        *events += SseEvent(ChunkJson(json{{"index", c.index},
-                                           {"delta", {{"content", chunk.text}}},
-                                           {"logprobs", lp_delta.is_null() ? json(nullptr) : lp_delta},
-                                           {"finish_reason", nullptr}}));
+      if (has_output && lp_delta.is_null()) {
+        *events += Envelope().TextEvent(c.index, chunk.text);
+      } else if (has_output) {
+        *events += Envelope().Event(json{{"index", c.index},
+                                         {"delta", {{"content", chunk.text}}},
+                                         {"logprobs", lp_delta},
+                                         {"finish_reason", nullptr}});
       }
       if (chunk.finished && !Errored(chunk.result)) {
-        *events += SseEvent(ChunkJson(json{{"index", c.index},
-                                           {"delta", json::object()},
-                                           {"logprobs", nullptr},
-                                           {"finish_reason",
-                                            FinishReasonString(chunk.result.finish_reason)}}));
+        *events += Envelope().Event(
+            json{{"index", c.index},
+                 {"delta", json::object()},
+                 {"logprobs", nullptr},
+                 {"finish_reason", FinishReasonString(chunk.result.finish_reason)}});
       }
     } else {
-      if (has_output || (chunk.finished && !Errored(chunk.result))) {
-        *events += SseEvent(ChunkJson(json{
+      const bool ends = chunk.finished && !Errored(chunk.result);
+      if (has_output && !ends && lp_delta.is_null()) {
+        *events += Envelope().TextEvent(c.index, chunk.text);
+      } else if (has_output || ends) {
+        *events += Envelope().Event(json{
             {"index", c.index},
             {"text", chunk.text},
             {"logprobs", lp_delta.is_null() ? json(nullptr) : lp_delta},
-            {"finish_reason", chunk.finished && !Errored(chunk.result)
-                                  ? json(FinishReasonString(chunk.result.finish_reason))
-                                  : json(nullptr)}}));
+            {"finish_reason",
+             ends ? json(FinishReasonString(chunk.result.finish_reason)) : json(nullptr)}});
       }
     }
   }
@@ -514,15 +517,13 @@ class OpenAiCall final : public ReadyTarget,
     return delta;
   }
 
-  json ChunkJson(json choice) const {
-    json out = {{"id", id_},
-                {"object", ObjectName(endpoint_, /*chunk=*/true)},
-                {"created", created_},
-                {"model", options_->served_model_name},
-                {"choices", json::array({std::move(choice)})}};
-    if (!request_.session_id.empty()) out["session_id"] = request_.session_id;
-    if (request_.include_usage) out["usage"] = nullptr;
-    return out;
+  // The streamed chunks' shared part (made at the first event, under mu_).
+  const ChunkEnvelope& Envelope() {
+    if (!envelope_) {
+      envelope_.emplace(endpoint_, id_, created_, options_->served_model_name, request_.session_id,
+                        request_.include_usage);
+    }
+    return *envelope_;
   }
 
   void SendEvents(std::string events) {
@@ -656,6 +657,7 @@ class OpenAiCall final : public ReadyTarget,
   const absl::Time start_;
   const std::string id_;
   const int64_t created_;
+  std::optional<ChunkEnvelope> envelope_;
   Engine* engine_ = nullptr;
   ParsedRequest request_;
   std::string tenant_;

@@ -1,6 +1,8 @@
 #include "server/openai/openai_api.h"
 
+#include <cstdint>
 #include <string>
+#include <vector>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -185,6 +187,63 @@ TEST(OpenAiFormatTest, UsageAndEvents) {
   EXPECT_EQ(std::string(FinishReasonString(FinishReason::kEos)), "stop");
   EXPECT_EQ(std::string(FinishReasonString(FinishReason::kLength)), "length");
   EXPECT_THAT(NewResponseId(Endpoint::kChat), ::testing::StartsWith("chatcmpl-"));
+}
+
+// The spliced chunk events are byte for byte the events of the whole chunk object, for both
+// endpoints, with and without a session id and the usage key, for text that needs escaping,
+// is empty, or is not valid UTF-8 (replaced, as the tree's dump replaces it).
+TEST(OpenAiFormatTest, ChunkEnvelopeSplicesTheSameBytesAsTheWholeChunk) {
+  using json = nlohmann::json;
+  const std::vector<std::string> texts = {
+      "hello", "", " with \"quotes\" and \\ backslash", "tab\tnew\nline\x01",
+      "caf\xc3\xa9 \xe2\x82\xac", std::string("\xff\xfe broken \xc3", 11), "</script>"};
+  for (Endpoint endpoint : {Endpoint::kChat, Endpoint::kCompletions}) {
+    for (const std::string& session : {std::string(), std::string("sess-\"1\"")}) {
+      for (bool usage : {false, true}) {
+        SCOPED_TRACE(::testing::Message() << (endpoint == Endpoint::kChat ? "chat" : "completions")
+                                          << " session '" << session << "' usage " << usage);
+        const ChunkEnvelope envelope(endpoint, "chatcmpl-abc", 1733600000, "mamba \"130m\"",
+                                     session, usage);
+        auto whole = [&](const json& choice) {
+          json out = {{"id", "chatcmpl-abc"},
+                      {"object", ObjectName(endpoint, /*chunk=*/true)},
+                      {"created", 1733600000},
+                      {"model", "mamba \"130m\""},
+                      {"choices", json::array({choice})}};
+          if (!session.empty()) out["session_id"] = session;
+          if (usage) out["usage"] = nullptr;
+          return SseEvent(out);
+        };
+        for (const std::string& text : texts) {
+          for (int64_t index : {0, 3}) {
+            const json choice =
+                endpoint == Endpoint::kChat
+                    ? json{{"index", index},
+                           {"delta", {{"content", text}}},
+                           {"logprobs", nullptr},
+                           {"finish_reason", nullptr}}
+                    : json{{"index", index},
+                           {"text", text},
+                           {"logprobs", nullptr},
+                           {"finish_reason", nullptr}};
+            EXPECT_EQ(envelope.TextEvent(index, text), whole(choice));
+            EXPECT_EQ(envelope.Event(choice), whole(choice));
+          }
+        }
+        const json last = {{"index", 0},
+                           {"delta", json::object()},
+                           {"logprobs", nullptr},
+                           {"finish_reason", "stop"}};
+        EXPECT_EQ(envelope.Event(last), whole(last));
+        // Every event parses back to the same object.
+        const std::string event = envelope.TextEvent(1, texts[2]);
+        ASSERT_EQ(event.rfind("data: ", 0), 0u);
+        const json parsed = json::parse(event.substr(6));
+        EXPECT_EQ(parsed["choices"][0]["index"], 1);
+        EXPECT_EQ(parsed["id"], "chatcmpl-abc");
+      }
+    }
+  }
 }
 
 }  // namespace
