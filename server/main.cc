@@ -69,6 +69,8 @@ ABSL_FLAG(std::string, http_host, "", "Interface of the OpenAI-compatible HTTP A
 ABSL_FLAG(int32_t, http_port, kServerDefaults.http_port,
           "Port of the OpenAI-compatible HTTP API (/v1/completions, /v1/chat/completions, "
           "/v1/models); 0 picks a free one, -1 serves none");
+ABSL_FLAG(int32_t, http_threads, kServerDefaults.http_threads,
+          "Threads of the HTTP API's server (socket writes of every streamed event, handlers)");
 ABSL_FLAG(std::string, served_model_name, "",
           "Model id the HTTP API lists and requests name; empty = the model's name");
 ABSL_FLAG(std::string, chat_template, "",
@@ -189,6 +191,7 @@ absl::StatusOr<ServerOptions> OptionsFromFlags() {
   o.metrics_port = absl::GetFlag(FLAGS_metrics_port);
   o.http_host = absl::GetFlag(FLAGS_http_host);
   o.http_port = absl::GetFlag(FLAGS_http_port);
+  o.http_threads = absl::GetFlag(FLAGS_http_threads);
   o.served_model_name = absl::GetFlag(FLAGS_served_model_name);
   o.chat_template_file = absl::GetFlag(FLAGS_chat_template);
   o.max_receive_message_bytes = absl::GetFlag(FLAGS_max_receive_message_bytes);
@@ -256,6 +259,7 @@ absl::StatusOr<ServerOptions> OptionsFromFlags() {
       AtLeast("port", o.port, 0),
       AtLeast("metrics_port", o.metrics_port, -1),
       AtLeast("http_port", o.http_port, -1),
+      InRange("http_threads", o.http_threads, 1, kMaxThreads),
       AtLeast("max_receive_message_bytes", o.max_receive_message_bytes, 1024),
       AtLeast("tenant_max_sessions", se.tenant_max_sessions, 0),
       AtLeast("tenant_max_running", sc.tenant_max_running, 0),

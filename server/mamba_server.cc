@@ -162,8 +162,10 @@ absl::StatusOr<std::unique_ptr<MambaServer>> MambaServer::Start(ServerOptions op
     http::HttpServerOptions http;
     http.host = opts.http_host.empty() ? opts.host : opts.http_host;
     http.port = opts.http_port;
-    // Connections hold no thread; these run handlers (quick) and socket completions.
-    http.threads = 2;
+    // Connections hold no thread; these run handlers (quick) and socket completions: one
+    // write per streamed event, the most per-token work of an SSE stream after the events'
+    // rendering (on the stream threads).
+    http.threads = opts.http_threads;
     http.io_timeout = absl::Seconds(30);
     http.max_connections = 16384;
     ModelLimits unknown_model;  // the bound before a model is known: its longest tokens

@@ -54,6 +54,8 @@ struct ServerOptions {
   // port; a negative port serves no API. TLS and bearer tokens as on the gRPC port.
   std::string http_host;
   int32_t http_port = 8000;
+  // Threads of the HTTP server (socket completions and handlers; connections hold none).
+  int32_t http_threads = 2;
   // The model id the HTTP API lists and requests name; "" = the model's name.
   std::string served_model_name;
   // A Jinja chat template file for the chat endpoint, replacing the model's own; "" = the

@@ -6,7 +6,8 @@
 #
 #   scripts/gpu/e2e_http.sh [MODEL]    (default synthetic:130m)
 #
-# BUNDLE (default .gpu) as in run_cuda_checks.sh; BACKEND (default cuda); reports under OUT
+# BUNDLE (default .gpu) as in run_cuda_checks.sh; BACKEND (default cuda); SERVER_ARGS: more
+# mamba-serve flags (e.g. --http_threads=4 --stream_threads=2); reports under OUT
 # (default build-gpu-logs): one JSON report per row and table.md, printed last.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -28,10 +29,12 @@ client_cpus="$half-$((cores - 1))"
 timeout 120 mamba-bench --backend="$BACKEND" --model="$MODEL" --batch=256 --prefill=0 \
   --json="$O/bench.json" >"$O/bench.txt" 2>&1
 for cache in on off; do
+  # shellcheck disable=SC2086  # SERVER_ARGS: several flags
   start_server "$O/listen-$cache.txt" "$O/serve-$cache.err" taskset -c "$server_cpus" \
     mamba-serve --model="$MODEL" --backend="$BACKEND" --port=0 --metrics_port=-1 --http_port=0 \
     --max_running=256 --max_queue=4096 \
-    --prefix_cache=$([ $cache = on ] && echo true || echo false) --log_level=warning
+    --prefix_cache=$([ $cache = on ] && echo true || echo false) --log_level=warning \
+    ${SERVER_ARGS:-}
   pid=$server_pid grpc=$grpc_addr http=$http_addr
   for p in 1 128; do
     for proto in grpc http; do
