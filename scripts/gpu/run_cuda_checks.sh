@@ -20,6 +20,8 @@
 #   persistent decode tables (batches 1, 2, 4) for 130m and 1.4b with the persistent decode kernel
 #              by default, always and off (mamba-bench --persistent_decode), and its timeline at
 #              batch 1 (--decode_trace)
+#   bf16report the accuracy of bf16 states against fp32 ones on the golden checkpoints and two
+#              long synthetic decodes (cuda_backend_test's DISABLED_Bf16StateAccuracyReport)
 #   profile    Nsight Compute (speed of light, occupancy, warp stalls, memory) of the decode state
 #              update, conv update and skinny GEMM (130m) and the prefill scan and conv (1.4b)
 # Environment: BUNDLE (the bundle folder), OUT (where logs go; default build-gpu-logs), STEP_TIMEOUT
@@ -95,6 +97,11 @@ for step in "${steps[@]}"; do
         --error-exitcode 3 "$BUNDLE/bin/cuda_mamba2_kernels_test"
       run_step memcheck_persistent compute-sanitizer --tool memcheck --error-exitcode 3 \
         "$BUNDLE/bin/cuda_backend_test" --gtest_filter='*Persistent*'
+      ;;
+    bf16report)
+      run_step bf16report "$BUNDLE/bin/cuda_backend_test" --gtest_also_run_disabled_tests \
+        --gtest_filter='*Bf16StateAccuracyReport'
+      grep -E '^bf16-state report' "$OUT/bf16report.log" | sed 's/^/   /' | tee -a "$summary"
       ;;
     racecheck)
       run_step racecheck compute-sanitizer --tool racecheck --error-exitcode 3 \
