@@ -9,6 +9,7 @@
 
 #include <cuda_runtime_api.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <memory>
@@ -87,16 +88,15 @@ class Mixer {
   // 2^-shift[l]; its out_proj then yields h * 2^-shift[l], which the next residual add multiplies
   // by OutputScale(l). The backend chooses the shifts once, before capturing any graph.
   virtual bool ScalesOutput() const { return false; }
-  void set_output_shifts(std::vector<int> shifts) { output_shifts_ = std::move(shifts); }
+  void set_output_shifts(std::vector<int> shifts) {
+    output_shifts_ = std::move(shifts);
+    any_output_shift_ = std::any_of(output_shifts_.begin(), output_shifts_.end(),
+                                    [](int s) { return s != 0; });
+  }
   int output_shift(int layer) const {
     return output_shifts_.empty() ? 0 : output_shifts_[static_cast<size_t>(layer)];
   }
-  bool any_output_shift() const {
-    for (int s : output_shifts_) {
-      if (s != 0) return true;
-    }
-    return false;
-  }
+  bool any_output_shift() const { return any_output_shift_; }
   float OutputScale(int layer) const { return std::ldexp(1.0f, output_shift(layer)); }
   // With a probe ([n_layer] fp32 on the device), Forward also folds each layer's largest stored
   // |y| into probe[layer] (the shift calibration's eager passes only).
@@ -117,6 +117,7 @@ class Mixer {
 
  protected:
   std::vector<int> output_shifts_;  // empty: all zero
+  bool any_output_shift_ = false;
   float* probe_ = nullptr;
 };
 

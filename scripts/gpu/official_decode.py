@@ -47,19 +47,28 @@ SHAPES = {
 }
 
 
-def time_decode(torch, MambaConfig, MambaLMHeadModel, update_graph_cache, sample, name, batch,
-                steps, warmup, repeats):
+# The shapes whose checkpoints keep lm_head apart from the embedding.
+UNTIED = {"codestral-7b", "falcon-mamba-7b"}
+
+
+def make_model(torch, MambaConfig, MambaLMHeadModel, name):
+    """The official MambaLMHeadModel of synthetic shape `name` on random fp16 weights (seed 0),
+    in eval mode; returns (model, vocabulary size). Shared with official_prefill.py."""
     d_model, n_layer, vocab, ssm_cfg = SHAPES[name]
-    # The Mamba-2 block's fused in_proj -> scan path needs the causal_conv1d extension; decode
-    # never takes it, and use_mem_eff_path=False keeps the constructor from requiring it.
+    # The Mamba-2 block's fused in_proj -> scan path needs the causal_conv1d extension;
+    # use_mem_eff_path=False keeps the block on the Triton scan and PyTorch's conv.
     if ssm_cfg.get("layer") == "Mamba2":
         ssm_cfg = dict(ssm_cfg, use_mem_eff_path=False)
     config = MambaConfig(d_model=d_model, n_layer=n_layer, vocab_size=vocab, ssm_cfg=dict(ssm_cfg),
                          rms_norm=True, residual_in_fp32=True, fused_add_norm=True,
-                         pad_vocab_size_multiple=8, tie_embeddings=name != "codestral-7b"
-                         and name != "falcon-mamba-7b")
+                         pad_vocab_size_multiple=8, tie_embeddings=name not in UNTIED)
     torch.manual_seed(0)
-    model = MambaLMHeadModel(config, device="cuda", dtype=torch.float16).eval()
+    return MambaLMHeadModel(config, device="cuda", dtype=torch.float16).eval(), vocab
+
+
+def time_decode(torch, MambaConfig, MambaLMHeadModel, update_graph_cache, sample, name, batch,
+                steps, warmup, repeats):
+    model, vocab = make_model(torch, MambaConfig, MambaLMHeadModel, name)
     max_length = warmup + steps + 4
     cache = update_graph_cache(model, None, batch, 1, max_length)
     params = cache.inference_params

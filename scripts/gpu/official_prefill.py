@@ -21,20 +21,14 @@ import statistics
 import sys
 import time
 
-import official_decode  # SHAPES (this script's folder is on sys.path when run as a file)
+import official_decode  # SHAPES, make_model (this script's folder is on sys.path when run as a file)
 
 
 def time_prefill(torch, MambaConfig, MambaLMHeadModel, name, tokens, repeats):
-    d_model, n_layer, vocab, ssm_cfg = official_decode.SHAPES[name]
-    if ssm_cfg.get("layer") != "Mamba2":
+    if official_decode.SHAPES[name][3].get("layer") != "Mamba2":
         raise SystemExit(f"{name}: only Mamba-2 shapes (the Mamba-1 prefill needs the compiled "
                          "selective-scan extension)")
-    ssm_cfg = dict(ssm_cfg, use_mem_eff_path=False)
-    config = MambaConfig(d_model=d_model, n_layer=n_layer, vocab_size=vocab, ssm_cfg=ssm_cfg,
-                         rms_norm=True, residual_in_fp32=True, fused_add_norm=True,
-                         pad_vocab_size_multiple=8, tie_embeddings=name != "codestral-7b")
-    torch.manual_seed(0)
-    model = MambaLMHeadModel(config, device="cuda", dtype=torch.float16).eval()
+    model, vocab = official_decode.make_model(torch, MambaConfig, MambaLMHeadModel, name)
     ids = torch.randint(0, vocab, (1, tokens), device="cuda")
     with torch.inference_mode():
         for _ in range(2):  # Triton compiles and autotunes on the first calls

@@ -584,20 +584,20 @@ nlohmann::json UsageJson(int64_t prompt_tokens, int64_t completion_tokens, int64
               {"prompt_tokens_details", {{"cached_tokens", cached_tokens}}}};
 }
 
-std::string SseEvent(const nlohmann::json& value) {
-  return absl::StrCat("data: ", value.dump(-1, ' ', false, json::error_handler_t::replace),
-                      "\n\n");
-}
-
 namespace {
 
-constexpr char kChunkHead[] = "data: {\"choices\":[";
-
+// Compact, UTF-8 kept, invalid UTF-8 replaced: every event's serialization.
 std::string Dump(const json& value) {
   return value.dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
+constexpr char kChunkHead[] = "data: {\"choices\":[";
+
 }  // namespace
+
+std::string SseEvent(const nlohmann::json& value) {
+  return absl::StrCat("data: ", Dump(value), "\n\n");
+}
 
 ChunkEnvelope::ChunkEnvelope(Endpoint endpoint, absl::string_view id, int64_t created,
                              absl::string_view model, absl::string_view session_id,

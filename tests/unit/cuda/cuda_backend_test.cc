@@ -328,10 +328,8 @@ TEST(CudaBackendTest, LargeActivationsServeLikeTheCpu) {
   kernels::SetPersistentDecode(kernels::PersistentDecode::kAuto);
 }
 
-// The golden HF checkpoints (tests/data/golden/*, made by tools/make_golden_checkpoints.py):
-// last-position logits against HF's float64 ones, and greedy tokens, teacher-forced.
-// The same comparisons with every decode step of <= 4 rows on the persistent decode kernel
-// (by default it runs only where it is faster: one row).
+// The CPU comparisons with every decode step of <= 4 rows on the persistent decode kernel (by
+// default it runs only where it is faster: one row).
 TEST(CudaBackendTest, MatchesCpuBackendWithPersistentDecode) {
   SKIP_WITHOUT_GPU();
   kernels::SetPersistentDecode(kernels::PersistentDecode::kAlways);
@@ -340,8 +338,8 @@ TEST(CudaBackendTest, MatchesCpuBackendWithPersistentDecode) {
   kernels::SetPersistentDecode(kernels::PersistentDecode::kAuto);
 }
 
-TEST(CudaBackendTest, MatchesTransformersGoldenCheckpoints) {
-  SKIP_WITHOUT_GPU();
+// The golden checkpoint folders (those with an expected.json), sorted.
+std::vector<fs::path> GoldenDirs() {
   const fs::path root = fs::path(MAMBA_TEST_DATA_DIR) / "golden";
   std::vector<fs::path> dirs;
   std::error_code ec;
@@ -350,14 +348,27 @@ TEST(CudaBackendTest, MatchesTransformersGoldenCheckpoints) {
       if (e.is_directory() && fs::exists(e.path() / "expected.json")) dirs.push_back(e.path());
     }
   }
-  if (dirs.empty()) GTEST_SKIP() << "no golden checkpoints under tests/data/golden";
   std::sort(dirs.begin(), dirs.end());
+  return dirs;
+}
+
+// A golden folder's expected.json (discarded when it does not parse).
+nlohmann::json ReadExpected(const fs::path& dir) {
+  std::ifstream in(dir / "expected.json");
+  std::stringstream text;
+  text << in.rdbuf();
+  return nlohmann::json::parse(text.str(), nullptr, false);
+}
+
+// The golden HF checkpoints (tests/data/golden/*, made by tools/make_golden_checkpoints.py):
+// last-position logits against HF's float64 ones, and greedy tokens, teacher-forced.
+TEST(CudaBackendTest, MatchesTransformersGoldenCheckpoints) {
+  SKIP_WITHOUT_GPU();
+  const std::vector<fs::path> dirs = GoldenDirs();
+  if (dirs.empty()) GTEST_SKIP() << "no golden checkpoints under tests/data/golden";
   for (const fs::path& dir : dirs) {
     SCOPED_TRACE(dir.filename().string());
-    std::ifstream in(dir / "expected.json");
-    std::stringstream text;
-    text << in.rdbuf();
-    nlohmann::json j = nlohmann::json::parse(text.str(), nullptr, false);
+    const nlohmann::json j = ReadExpected(dir);
     ASSERT_FALSE(j.is_discarded());
     model::LoadOptions load;
     load.dtype =
@@ -781,21 +792,9 @@ TEST(CudaBackendTest, DISABLED_Bf16StateAccuracyReport) {
   CudaOptions bf;
   bf.state_dtype = "bf16";
   // The golden checkpoints, against the reference's greedy tokens.
-  const fs::path root = fs::path(MAMBA_TEST_DATA_DIR) / "golden";
-  std::vector<fs::path> dirs;
-  std::error_code ec;
-  if (fs::is_directory(root, ec)) {
-    for (const fs::directory_entry& e : fs::directory_iterator(root, ec)) {
-      if (e.is_directory() && fs::exists(e.path() / "expected.json")) dirs.push_back(e.path());
-    }
-  }
-  std::sort(dirs.begin(), dirs.end());
-  for (const fs::path& dir : dirs) {
+  for (const fs::path& dir : GoldenDirs()) {
     SCOPED_TRACE(dir.filename().string());
-    std::ifstream in(dir / "expected.json");
-    std::stringstream text;
-    text << in.rdbuf();
-    const nlohmann::json j = nlohmann::json::parse(text.str(), nullptr, false);
+    const nlohmann::json j = ReadExpected(dir);
     ASSERT_FALSE(j.is_discarded());
     model::LoadOptions load;
     load.dtype = model::DType::kF16;
