@@ -38,6 +38,11 @@ absl::Status LaunchSsdScan(const SsdScanParams& p, KernelDType act, KernelDType 
     return absl::InvalidArgumentError(
         "ssd_scan: state slot stride must hold n_heads * head_dim * dstate elements");
   }
+  if (p.chunked_min_tokens < 0 || p.max_seqlen < 0) {
+    return absl::InvalidArgumentError(absl::StrCat("ssd_scan: chunked_min_tokens ",
+                                                   p.chunked_min_tokens, " and max_seqlen ",
+                                                   p.max_seqlen, " must be >= 0"));
+  }
   if (!(p.dt_min <= p.dt_max)) {
     return absl::InvalidArgumentError(
         absl::StrCat("ssd_scan: dt_min ", p.dt_min, " above dt_max ", p.dt_max));

@@ -1,10 +1,12 @@
 // Mamba-2 kernel bodies (see mamba2_params.h). Included by the per-dtype instantiation files.
 #pragma once
 
+#include <climits>
 #include <type_traits>
 
 #include "kernels/device_math.cuh"
 #include "kernels/mamba2_params.h"
+#include "kernels/ssd_chunked_kernel.cuh"
 
 namespace mamba::kernels {
 
@@ -55,8 +57,9 @@ __device__ __forceinline__ void StoreVec4s(E* p, const float (&in)[kN]) {
 // (lane l holds n = l * kPer .. l * kPer + kPer - 1). kVec: dstate is exactly
 // kSsdLanesPerChannel * kPer and every row is aligned, so a lane's state, B and C are read (and
 // its state written) as whole vectors; the arithmetic and its order are the same either way.
+// Sequences of `skip_from` tokens or more are left to the chunked kernel.
 template <typename T, typename S, int kPer, bool kVec>
-__global__ void __launch_bounds__(kSsdThreads) SsdScanKernel(SsdScanParams p) {
+__global__ void __launch_bounds__(kSsdThreads) SsdScanKernel(SsdScanParams p, int64_t skip_from) {
   const int64_t s = blockIdx.z;
   const int64_t h = blockIdx.y;
   const int lane = threadIdx.x % kSsdLanesPerChannel;
@@ -65,7 +68,7 @@ __global__ void __launch_bounds__(kSsdThreads) SsdScanKernel(SsdScanParams p) {
   const bool valid = ch < p.head_dim;
   const int64_t t0 = p.cu_seqlens != nullptr ? p.cu_seqlens[s] : s;
   const int64_t t1 = p.cu_seqlens != nullptr ? p.cu_seqlens[s + 1] : s + 1;
-  if (t0 >= t1) return;
+  if (t0 >= t1 || t1 - t0 >= skip_from) return;
   const int64_t g = h / (p.n_heads / p.n_groups);
   const int64_t e = h * p.head_dim + ch;  // the channel among d_ssm
   const int64_t n0 = static_cast<int64_t>(lane) * kPer;
@@ -140,6 +143,16 @@ __global__ void __launch_bounds__(kSsdThreads) SsdScanKernel(SsdScanParams p) {
 
 template <typename T, typename S>
 cudaError_t RunSsdScanTyped(const SsdScanParams& p, cudaStream_t stream) {
+  // Long sequences in the chunked form, when asked for and the shapes allow it; the rest below.
+  int64_t skip_from = INT64_MAX;
+  if (p.chunked_min_tokens > 0 && (p.max_seqlen == 0 || p.max_seqlen >= p.chunked_min_tokens) &&
+      SsdChunkedSupported<T>(p)) {
+    const cudaError_t err = p.dstate == 64
+                                ? LaunchSsdChunked<T, S, 64>(p, p.chunked_min_tokens, stream)
+                                : LaunchSsdChunked<T, S, 128>(p, p.chunked_min_tokens, stream);
+    if (err != cudaSuccess) return err;
+    skip_from = p.chunked_min_tokens;
+  }
   const dim3 grid(
       static_cast<unsigned>((p.head_dim + kSsdChannelsPerBlock - 1) / kSsdChannelsPerBlock),
       static_cast<unsigned>(p.n_heads), static_cast<unsigned>(p.num_seqs));
@@ -157,11 +170,11 @@ cudaError_t RunSsdScanTyped(const SsdScanParams& p, cudaStream_t stream) {
     constexpr int kPer = decltype(per_c)::value;
     if constexpr (kPer % 4 == 0) {
       if (vec) {
-        SsdScanKernel<T, S, kPer, true><<<grid, kSsdThreads, 0, stream>>>(p);
+        SsdScanKernel<T, S, kPer, true><<<grid, kSsdThreads, 0, stream>>>(p, skip_from);
         return;
       }
     }
-    SsdScanKernel<T, S, kPer, false><<<grid, kSsdThreads, 0, stream>>>(p);
+    SsdScanKernel<T, S, kPer, false><<<grid, kSsdThreads, 0, stream>>>(p, skip_from);
   };
   if (per <= 2) {
     launch(std::integral_constant<int, 2>{});

@@ -14,6 +14,12 @@
 // a channel reduce C . h with shuffles in a fixed order (the result does not depend on the batch).
 // The state is read once and written once per launch.
 //
+// Chunked form (prefill, optional): with chunked_min_tokens > 0, sequences of at least that many
+// tokens run SSD's matrix form instead (ssd_chunked_kernel.cuh: chunks of 64 tokens, products on
+// tensor cores) when the shapes allow it (head_dim 64, dstate 64 or 128, 16-byte aligned B/C/x
+// rows); the rest run the recurrence. Equal up to rounding, not bit for bit, and the result then
+// depends on how a prompt was split: off (0) in the deterministic mode.
+//
 // Gated norm. Per row t: g = y[t, :] * silu(z[t, :] (+ z_bias)); per group of group_size channels,
 // g * rsqrt(mean(g^2) + eps) * weight (no normalization when weight is null); written in the
 // activation dtype after `mlp` channels of silu(z0) * x0 (state-spaces checkpoints' extra MLP).
@@ -31,6 +37,7 @@ namespace mamba::kernels {
 inline constexpr int kSsdMaxState = 256;
 inline constexpr int kSsdMaxHeadDim = 256;
 inline constexpr int kSsdLanesPerChannel = 8;
+inline constexpr int kSsdChunkHeadDim = 64;  // the head_dim the chunked form serves
 
 struct SsdScanParams {
   int64_t num_seqs = 0;      // sequences (decode: rows, one token each)
@@ -58,6 +65,11 @@ struct SsdScanParams {
   int64_t state_slot_stride = 0;       // elements between consecutive slots
   float* __restrict__ out = nullptr;   // [tokens, out_row_stride] fp32 (y)
   int64_t out_row_stride = 0;
+  // Prefill: sequences of at least this many tokens take the chunked form (0: never).
+  int64_t chunked_min_tokens = 0;
+  // Prefill: at least the longest sequence's length (0: unknown), so that a batch of short
+  // sequences skips the chunked launch.
+  int64_t max_seqlen = 0;
 };
 
 struct GatedNormParams {

@@ -44,6 +44,7 @@
 #if defined(MAMBA_HAVE_CUDA) && defined(MAMBA_BENCH_CUDA_HOOKS)
 #include "bench/engine/cuda_bench.h"
 #include "engine/cuda/mamba1_mixer.h"
+#include "engine/cuda/mamba2_mixer.h"
 #include "kernels/causal_conv1d.h"
 #include "kernels/decode_step.h"
 #include "kernels/dependent_launch.h"
@@ -79,6 +80,10 @@ ABSL_FLAG(std::string, persistent_decode, "auto",
 ABSL_FLAG(int64_t, fused_dt_max_rows, -1,
           "cuda: decode batches below this many rows compute dt inside the fused state update "
           "(else a dt_proj GEMM; for A/B comparisons); -1 keeps the backend's default (32)");
+ABSL_FLAG(int64_t, ssd_chunked_min_tokens, -1,
+          "cuda, Mamba-2: prefill sequences of at least this many tokens run the chunked SSD "
+          "form on tensor cores (0: the token-by-token recurrence for all); -1 keeps the "
+          "backend's default (0)");
 ABSL_FLAG(int64_t, state_update_rows, -1,
           "cuda: rows per block of the decode state update at large batches (0: by size, 4, 8 "
           "or 16; for A/B comparisons); -1 keeps the kernel's default (0)");
@@ -443,6 +448,9 @@ absl::Status Run() {
   mamba::kernels::SetDependentLaunch(absl::GetFlag(FLAGS_dependent_launch));
   if (absl::GetFlag(FLAGS_fused_dt_max_rows) >= 0) {
     mamba::cuda::SetFusedDtMaxRows(absl::GetFlag(FLAGS_fused_dt_max_rows));
+  }
+  if (absl::GetFlag(FLAGS_ssd_chunked_min_tokens) >= 0) {
+    mamba::cuda::SetSsdChunkedMinTokens(absl::GetFlag(FLAGS_ssd_chunked_min_tokens));
   }
   if (const int64_t rows = absl::GetFlag(FLAGS_state_update_rows); rows >= 0) {
     MAMBA_RETURN_IF_ERROR(mamba::kernels::SetStateUpdateRowsPerBlock(static_cast<int>(rows)));

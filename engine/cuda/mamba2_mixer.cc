@@ -2,6 +2,7 @@
 
 #include <cuda_runtime_api.h>
 
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <vector>
@@ -17,6 +18,9 @@ namespace mamba::cuda {
 namespace {
 
 using kernels::KernelDType;
+
+// SsdChunkedMinTokens() (mamba2_mixer.h).
+std::atomic<int64_t> ssd_chunked_min_tokens{kDefaultSsdChunkedMinTokens};
 
 // Row strides of the mixer's activations are whole 16-byte vectors (the conv reads 4 or 8
 // channels per access).
@@ -288,7 +292,13 @@ absl::Status Mamba2Mixer::Forward(int li, const ForwardBatch& b, const StatePool
   s.state_slot_stride = pool.slot_stride();
   s.out = y_;
   s.out_row_stride = ssm_;
-  MAMBA_RETURN_IF_ERROR(mark(b.decode ? "ssm state update" : "ssd scan"));
+  const bool chunked = !b.decode && !ctx_.gemm->deterministic() && SsdChunkedMinTokens() > 0 &&
+                       b.max_seqlen >= SsdChunkedMinTokens();
+  if (chunked) {
+    s.chunked_min_tokens = SsdChunkedMinTokens();
+    s.max_seqlen = b.max_seqlen;
+  }
+  MAMBA_RETURN_IF_ERROR(mark(b.decode ? "ssm state update" : chunked ? "ssd chunked" : "ssd scan"));
   MAMBA_RETURN_IF_ERROR(kernels::LaunchSsdScan(s, act, st, stream));
 
   kernels::GatedNormParams g;
@@ -317,6 +327,11 @@ absl::Status Mamba2Mixer::Forward(int li, const ForwardBatch& b, const StatePool
 }
 
 }  // namespace
+
+void SetSsdChunkedMinTokens(int64_t tokens) {
+  ssd_chunked_min_tokens.store(tokens, std::memory_order_relaxed);
+}
+int64_t SsdChunkedMinTokens() { return ssd_chunked_min_tokens.load(std::memory_order_relaxed); }
 
 absl::StatusOr<std::unique_ptr<Mixer>> MakeMamba2Mixer(const MixerContext& context,
                                                        const model::ModelWeights& weights) {

@@ -20,6 +20,7 @@
 #include "absl/strings/str_cat.h"
 #include "engine/backend/backend.h"
 #include "engine/cpu/cpu_backend.h"
+#include "engine/cuda/mamba2_mixer.h"
 #include "engine/model/dtype.h"
 #include "engine/model/model_loader.h"
 #include "engine/sampling/sampler.h"
@@ -296,12 +297,53 @@ TEST(CudaBackendTest, MatchesCpuBackendMamba2) {
                     kF16LogitTolerance});
 }
 
+// Mamba-2 prefill through SSD's chunked matrix form (sequences of 16 tokens or more; the 130m
+// head shape it serves): still the CPU reference's logits and greedy tokens, a prompt split over
+// steps (inside a 64-token chunk) ends where one step ends up to rounding, and the deterministic
+// mode ignores the setting (its bits equal the recurrence's).
+TEST(CudaBackendTest, Mamba2ChunkedPrefillMatchesCpu) {
+  SKIP_WITHOUT_GPU();
+  struct Restore {
+    int64_t was = cuda::SsdChunkedMinTokens();
+    ~Restore() { cuda::SetSsdChunkedMinTokens(was); }
+  } restore;
+  cuda::SetSsdChunkedMinTokens(16);
+  ExpectMatchesCpu({"mamba2-130m x 2 layers f16, chunked", Synthetic("mamba2-130m", 2),
+                    model::DType::kF16, kF16LogitTolerance});
+  ExpectMatchesCpu({"mamba2-130m x 2 layers bf16, chunked", Synthetic("mamba2-130m", 2),
+                    model::DType::kBF16, kBF16LogitTolerance});
+
+  const model::ModelConfig config = Synthetic("mamba2-130m", 2);
+  std::unique_ptr<backend::Backend> cpu = MakeCpu(MakeModel(config, model::DType::kF16));
+  std::unique_ptr<backend::Backend> chunked = MakeCuda(MakeModel(config, model::DType::kF16));
+  ASSERT_NE(cpu, nullptr);
+  ASSERT_NE(chunked, nullptr);
+  const std::vector<int32_t> prompt = RandomTokens(300, config.vocab_size, 5);
+  const std::vector<float> reference = Feed(*cpu, 0, prompt);
+  const std::vector<float> whole = Feed(*chunked, 0, prompt);
+  const std::vector<float> split = FeedChunked(*chunked, 1, prompt, 100);
+  EXPECT_LE(MaxRelative(whole, reference), kF16LogitTolerance);
+  EXPECT_LE(MaxRelative(split, reference), kF16LogitTolerance);
+  EXPECT_EQ(Argmax(whole), Argmax(reference));
+  EXPECT_EQ(Argmax(split), Argmax(reference));
+
+  CudaOptions det;
+  det.deterministic = true;
+  std::unique_ptr<backend::Backend> deterministic =
+      MakeCuda(MakeModel(config, model::DType::kF16), det);
+  ASSERT_NE(deterministic, nullptr);
+  const std::vector<float> a = Feed(*deterministic, 0, prompt);  // asked for the chunked form
+  cuda::SetSsdChunkedMinTokens(0);
+  const std::vector<float> b = Feed(*deterministic, 1, prompt);
+  EXPECT_TRUE(BitEqual(a, b));
+}
+
 TEST(CudaBackendTest, MatchesCpuBackendFalconMamba) {
   SKIP_WITHOUT_GPU();
   ExpectMatchesCpu({"falcon-mamba-tiny f16", Synthetic("falcon-mamba-tiny"), model::DType::kF16,
                     kF16LogitTolerance});
-  ExpectMatchesCpu({"falcon-mamba-tiny bf16", Synthetic("falcon-mamba-tiny"),
-                    model::DType::kBF16, kBF16LogitTolerance});
+  ExpectMatchesCpu({"falcon-mamba-tiny bf16", Synthetic("falcon-mamba-tiny"), model::DType::kBF16,
+                    kBF16LogitTolerance});
 }
 
 // Large activations: with every projection 4x and 8x (the initialization scale of transformers'

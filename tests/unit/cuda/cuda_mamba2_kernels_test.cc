@@ -46,7 +46,8 @@ struct SsdCase {
   KernelDType state;
   bool d_per_channel = false;
   bool dt_limits = false;
-  int64_t pad = 0;  // extra columns in the xBC rows (0 keeps them 16-byte aligned)
+  int64_t pad = 0;         // extra columns in the xBC rows (0 keeps them 16-byte aligned)
+  float magnitude = 1.0f;  // scales x, B, C and the starting states (f16's range)
 };
 
 struct SsdProblem {
@@ -78,7 +79,7 @@ struct SsdProblem {
     slots.assign(perm.begin(), perm.begin() + seqs);
     ld = dim + 2 * c.groups * c.dstate + c.pad;
     dt_ld = c.heads + 3;
-    xbc = Normal(rng, tokens * ld, 1.0f);
+    xbc = Normal(rng, tokens * ld, c.magnitude);
     xbc_bits = RoundToHalf(xbc, act);
     dt = Normal(rng, tokens * dt_ld, 1.0f);
     dt_bits = RoundToHalf(dt, act);
@@ -89,7 +90,7 @@ struct SsdProblem {
       dt_min = 0.01f;
       dt_max = 0.2f;
     }
-    state = Normal(rng, static_cast<size_t>(num_slots) * dim * c.dstate, 0.5f);
+    state = Normal(rng, static_cast<size_t>(num_slots) * dim * c.dstate, 0.5f * c.magnitude);
     if (c.state == KernelDType::kBF16) state_bits = RoundToHalf(state, KernelDType::kBF16);
   }
 
@@ -261,6 +262,99 @@ TEST(CudaSsdScanTest, SplitPromptEqualsWholeBitwise) {
     }
     EXPECT_EQ(all.out.Download(), parts.out.Download());
     EXPECT_EQ(all.State(), parts.State());
+  }
+}
+
+// The chunked (matrix) form of the scan: long sequences through it, short ones through the
+// recurrence in the same launch, against the same double reference. Its half-precision operands
+// make it equal up to rounding (the tolerance of the half-precision tests), also at magnitudes
+// whose products leave f16's range unless scaled.
+TEST(CudaSsdScanTest, ChunkedFormMatchesReference) {
+  MAMBA_SKIP_WITHOUT_GPU();
+  const uint64_t seed = FreshSeed();
+  SCOPED_TRACE(absl::StrCat("seed ", seed));
+  std::mt19937_64 rng(seed);
+  struct Case {
+    SsdCase c;
+    int64_t min_tokens;
+    bool max_seqlen_known;
+  };
+  const std::vector<Case> cases = {
+      // mamba2-130m's head shape: chunk edges (63, 64, 65), a long sequence, a 1-token one.
+      {{4, 64, 1, 128, {1, 63, 64, 65, 200}, 0, KernelDType::kF32}, 1, true},
+      // Codestral's grouping, bf16 states, dt limits; short sequences left to the recurrence.
+      {{8, 64, 4, 128, {130, 5, 64, 17}, 0, KernelDType::kBF16, false, true}, 64, false},
+      // dstate 64, D per channel.
+      {{2, 64, 2, 64, {150, 31}, 0, KernelDType::kF32, true}, 32, true},
+      // Large activations and states: f16 products past 65504 unless scaled.
+      {{2, 64, 1, 128, {129, 70}, 0, KernelDType::kF32, false, false, 0, 300.0f}, 1, true},
+  };
+  for (KernelDType act : kActs) {
+    for (const Case& k : cases) {
+      const SsdCase& c = k.c;
+      SCOPED_TRACE(absl::StrCat(KernelDTypeName(act), " heads ", c.heads, " groups ", c.groups,
+                                " dstate ", c.dstate, " state ", KernelDTypeName(c.state),
+                                " min_tokens ", k.min_tokens, " magnitude ", c.magnitude));
+      SsdProblem p;
+      p.c = c;
+      p.act = act;
+      p.Make(rng);
+      std::vector<double> ref_y, ref_state;
+      p.Reference(&ref_y, &ref_state);
+      SsdDevice dev(p);
+      kernels::SsdScanParams params = dev.Params();
+      params.chunked_min_tokens = k.min_tokens;
+      params.max_seqlen =
+          k.max_seqlen_known ? *std::max_element(c.lengths.begin(), c.lengths.end()) : 0;
+      absl::Status s = kernels::LaunchSsdScan(params, act, c.state, nullptr);
+      ASSERT_TRUE(s.ok()) << s;
+      Sync();
+      const std::vector<float> y = dev.out.Download();
+      EXPECT_FALSE(AnyNan(y));
+      EXPECT_LE(RelativeL2(y, ref_y), kHalfTolerance);
+      EXPECT_LE(RelativeL2(dev.State(), ref_state), kHalfTolerance);
+    }
+  }
+}
+
+// A long prompt through the chunked form in three launches (split inside a chunk) ends in the
+// state one launch leaves, up to rounding: chunked prefill across engine steps relies on it.
+TEST(CudaSsdScanTest, ChunkedFormSplitPromptMatchesWhole) {
+  MAMBA_SKIP_WITHOUT_GPU();
+  const uint64_t seed = FreshSeed();
+  SCOPED_TRACE(absl::StrCat("seed ", seed));
+  std::mt19937_64 rng(seed);
+  for (KernelDType act : kActs) {
+    SsdProblem whole;
+    whole.c = {4, 64, 2, 128, {300}, 0, KernelDType::kF32};
+    whole.act = act;
+    whole.Make(rng);
+    SsdDevice all(whole);
+    kernels::SsdScanParams one = all.Params();
+    one.chunked_min_tokens = 1;
+    ASSERT_TRUE(kernels::LaunchSsdScan(one, act, KernelDType::kF32, nullptr).ok());
+    SsdDevice parts(whole);
+    for (auto [begin, end] : {std::pair<int32_t, int32_t>{0, 100}, {100, 101}, {101, 300}}) {
+      kernels::SsdScanParams s = parts.Params();
+      const std::vector<int32_t> cu = {0, end - begin};
+      DeviceArray<int32_t> dcu(cu);
+      s.total_tokens = end - begin;
+      s.cu_seqlens = dcu.get();
+      s.x = static_cast<const uint16_t*>(s.x) + begin * whole.ld;
+      s.b = static_cast<const uint16_t*>(s.b) + begin * whole.ld;
+      s.c = static_cast<const uint16_t*>(s.c) + begin * whole.ld;
+      s.dt = static_cast<const uint16_t*>(s.dt) + begin * whole.dt_ld;
+      s.out = parts.out.get() + begin * whole.dim;
+      s.chunked_min_tokens = 1;
+      ASSERT_TRUE(kernels::LaunchSsdScan(s, act, KernelDType::kF32, nullptr).ok());
+      Sync();
+    }
+    const std::vector<float> ya = all.out.Download(), yb = parts.out.Download();
+    const std::vector<double> yb_d(yb.begin(), yb.end());
+    const std::vector<float> sa = all.State(), sb = parts.State();
+    const std::vector<double> sb_d(sb.begin(), sb.end());
+    EXPECT_LE(RelativeL2(ya, yb_d), kHalfTolerance);
+    EXPECT_LE(RelativeL2(sa, sb_d), kHalfTolerance);
   }
 }
 
