@@ -245,7 +245,8 @@ absl::StatusOr<std::shared_ptr<GenerationStream>> Engine::Submit(GenerationReque
                             request.session_start.end());
     }
   }
-  r->stream = std::make_shared<GenerationStream>(request.request_id, std::move(on_ready));
+  r->stream = std::make_shared<GenerationStream>(request.request_id, std::move(on_ready),
+                                                 scheduler_->cancel_signal());
   r->request = std::move(request);
   std::shared_ptr<GenerationStream> stream = r->stream;
   std::shared_ptr<sessions::Session> session = r->session;

@@ -55,8 +55,10 @@ void StreamDispatcher::Post(std::shared_ptr<ReadyTarget> target) {
     }
     queue_.push_back(std::move(target));
     // A busy thread picks the entry up when it loops; only sleeping threads need a wake-up,
-    // which saves a futex call per token when the dispatcher keeps up.
-    wake = idle_ > 0;
+    // which saves a futex call per token when the dispatcher keeps up. And one wake-up at a
+    // time: until the woken thread runs (it then drains the queue), later entries need none.
+    wake = idle_ > 0 && !wake_pending_;
+    if (wake) wake_pending_ = true;
   }
   if (wake) cv_.notify_one();
 }
@@ -71,9 +73,13 @@ void StreamDispatcher::Run() {
   while (true) {
     if (queue_.empty()) {
       if (stopping_) return;
+      // Every return from the wait clears the pending wake-up, also when another thread has
+      // taken the entry meanwhile (a predicate wait would sleep again with it still set, and
+      // no later post would wake anyone). The loop then looks at the queue again.
       ++idle_;
-      cv_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
+      cv_.wait(lock);
       --idle_;
+      wake_pending_ = false;
       continue;
     }
     std::shared_ptr<ReadyTarget> target = std::move(queue_.front());

@@ -56,6 +56,7 @@ class StreamDispatcher {
   std::condition_variable cv_;
   std::deque<std::shared_ptr<ReadyTarget>> queue_;
   int idle_ = 0;
+  bool wake_pending_ = false;  // notified, and the woken thread has not run yet
   bool stopping_ = false;
   bool stopped_ = false;  // threads joined (guarded by stop_mu_)
   std::mutex stop_mu_;

@@ -4,8 +4,11 @@
 
 namespace mamba {
 
-GenerationStream::GenerationStream(std::string request_id, std::function<void()> on_ready)
-    : request_id_(std::move(request_id)), on_ready_(std::move(on_ready)) {}
+GenerationStream::GenerationStream(std::string request_id, std::function<void()> on_ready,
+                                   std::shared_ptr<std::atomic<uint64_t>> cancel_signal)
+    : request_id_(std::move(request_id)),
+      on_ready_(std::move(on_ready)),
+      cancel_signal_(std::move(cancel_signal)) {}
 
 bool GenerationStream::Read(GenerationChunk* chunk) {
   std::lock_guard<std::mutex> lock(mu_);
@@ -21,17 +24,20 @@ bool GenerationStream::Read(GenerationChunk* chunk) {
   return true;
 }
 
-void GenerationStream::Cancel() { cancelled_.store(true, std::memory_order_relaxed); }
+void GenerationStream::Cancel() {
+  cancelled_.store(true, std::memory_order_relaxed);
+  if (cancel_signal_ != nullptr) cancel_signal_->fetch_add(1, std::memory_order_release);
+}
 
 bool GenerationStream::finished() const {
   std::lock_guard<std::mutex> lock(mu_);
   return finished_;
 }
 
-void GenerationStream::Push(const std::vector<int32_t>& ids, std::string_view text,
-                            const std::vector<TokenLogprobs>* logprobs) {
+bool GenerationStream::Push(absl::Span<const int32_t> ids, std::string_view text,
+                            const std::vector<TokenLogprobs>* logprobs, bool defer) {
   std::unique_lock<std::mutex> lock(mu_);
-  if (finished_) return;
+  if (finished_) return false;
   pending_.token_ids.insert(pending_.token_ids.end(), ids.begin(), ids.end());
   pending_.text.append(text.data(), text.size());
   if (logprobs != nullptr) {
@@ -39,24 +45,29 @@ void GenerationStream::Push(const std::vector<int32_t>& ids, std::string_view te
   }
   unread_.fetch_add(static_cast<int64_t>(ids.size()), std::memory_order_relaxed);
   has_pending_ = true;
-  NotifyLocked(lock);
+  return NotifyLocked(lock, defer);
 }
 
-void GenerationStream::Finish(GenerationResult result) {
+bool GenerationStream::Finish(GenerationResult result, bool defer) {
   std::unique_lock<std::mutex> lock(mu_);
-  if (finished_) return;
+  if (finished_) return false;
   finished_ = true;
   pending_.finished = true;
   pending_.result = std::move(result);
   has_pending_ = true;
-  NotifyLocked(lock);
+  return NotifyLocked(lock, defer);
 }
 
-void GenerationStream::NotifyLocked(std::unique_lock<std::mutex>& lock) {
-  if (!consumer_waiting_) return;
+void GenerationStream::NotifyReady() {
+  if (on_ready_) on_ready_();
+}
+
+bool GenerationStream::NotifyLocked(std::unique_lock<std::mutex>& lock, bool defer) {
+  if (!consumer_waiting_) return false;
   consumer_waiting_ = false;
   lock.unlock();
-  if (on_ready_) on_ready_();
+  if (!defer) NotifyReady();
+  return true;
 }
 
 }  // namespace mamba

@@ -9,11 +9,13 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "absl/types/span.h"
 #include "engine/api/generation.h"
 
 namespace mamba {
@@ -33,20 +35,30 @@ class GenerationStream {
   const std::string& request_id() const { return request_id_; }
 
   // Engine side ------------------------------------------------------------------------------
-  GenerationStream(std::string request_id, std::function<void()> on_ready);
-  // Appends output; calls on_ready if the consumer was waiting.
-  void Push(const std::vector<int32_t>& ids, std::string_view text,
-            const std::vector<TokenLogprobs>* logprobs);
-  void Finish(GenerationResult result);
+  // `cancel_signal` (optional) is incremented by every Cancel, so that the engine looks for
+  // cancelled streams only when there may be one.
+  GenerationStream(std::string request_id, std::function<void()> on_ready,
+                   std::shared_ptr<std::atomic<uint64_t>> cancel_signal = nullptr);
+  // Appends output; calls on_ready if the consumer was waiting. With `defer`, on_ready is not
+  // called here: the return value says whether it is due, and the caller then calls NotifyReady
+  // (the scheduler delivers a whole step's tokens first and wakes the consumers afterwards, so
+  // that their threads are woken once a step instead of once a token).
+  bool Push(absl::Span<const int32_t> ids, std::string_view text,
+            const std::vector<TokenLogprobs>* logprobs, bool defer = false);
+  bool Finish(GenerationResult result, bool defer = false);
+  // Calls on_ready (after a deferred Push or Finish that returned true).
+  void NotifyReady();
   // Tokens pushed but not yet read.
   int64_t unread_tokens() const { return unread_.load(std::memory_order_relaxed); }
   bool finished() const;
 
  private:
-  void NotifyLocked(std::unique_lock<std::mutex>& lock);
+  // Whether on_ready is due (the consumer was waiting); calls it unless `defer`.
+  bool NotifyLocked(std::unique_lock<std::mutex>& lock, bool defer);
 
   const std::string request_id_;
   std::function<void()> on_ready_;
+  const std::shared_ptr<std::atomic<uint64_t>> cancel_signal_;
   mutable std::mutex mu_;
   GenerationChunk pending_;
   bool has_pending_ = false;

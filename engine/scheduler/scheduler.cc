@@ -101,6 +101,7 @@ void Scheduler::Run() {
         cv_.wait_for(lock, std::chrono::milliseconds(100));
       }
       while (!inbox_.empty()) {
+        next_deadline_ = std::min(next_deadline_, inbox_.front()->request.deadline);
         waiting_.push_back(std::move(inbox_.front()));
         inbox_.pop_front();
       }
@@ -136,6 +137,10 @@ void Scheduler::Run() {
 }
 
 void Scheduler::CheckCancellations(absl::Time now) {
+  const uint64_t cancels = cancel_signal_->load(std::memory_order_acquire);
+  if (cancels == cancels_seen_ && now < next_deadline_) return;
+  cancels_seen_ = cancels;
+  next_deadline_ = absl::InfiniteFuture();
   auto check = [&](ScheduledRequest& r) {
     if (r.stream != nullptr && r.stream->cancelled()) {
       Finish(r, FinishReason::kCancelled, absl::CancelledError("cancelled by the client"));
@@ -145,6 +150,8 @@ void Scheduler::CheckCancellations(absl::Time now) {
                  absl::StrCat("deadline exceeded after ", r.generated, " generated tokens")));
     } else if (r.session != nullptr && r.session->closed) {
       Finish(r, FinishReason::kCancelled, absl::OkStatus());
+    } else {
+      next_deadline_ = std::min(next_deadline_, r.request.deadline);
     }
   };
   for (auto& r : waiting_) check(*r);
@@ -366,6 +373,7 @@ void Scheduler::StepOnce() {
     observer_->OnStep(phase, absl::ToDoubleSeconds(t1 - t0), static_cast<int32_t>(work_.size()),
                       prefill_tokens, decode_tokens);
   }
+  delivering_ = true;
   if (!st.ok()) {
     // The step as a whole failed (a device fault): the states of its sequences are unknown, so
     // those requests end and their sessions are not kept.
@@ -401,6 +409,9 @@ void Scheduler::StepOnce() {
       if (work_[i].sample) HandleToken(r, results_[i], t1);
     }
   }
+  delivering_ = false;
+  for (const std::shared_ptr<GenerationStream>& stream : ready_) stream->NotifyReady();
+  ready_.clear();
   auto done = [](const std::shared_ptr<ScheduledRequest>& r) { return r->done; };
   running_.erase(std::remove_if(running_.begin(), running_.end(), done), running_.end());
 }
@@ -451,9 +462,9 @@ void Scheduler::HandleToken(ScheduledRequest& r, const backend::SeqResult& resul
     std::vector<TokenLogprobs> lp(1);
     lp[0].chosen = sampling::TokenLogprob{token, result.logprob};
     lp[0].top = result.top;
-    r.stream->Push({token}, text, &lp);
+    Push(r, {token}, text, &lp);
   } else {
-    r.stream->Push({token}, text, nullptr);
+    Push(r, {token}, text, nullptr);
   }
   if (reason) Finish(r, *reason, absl::OkStatus());
 }
@@ -468,7 +479,7 @@ void Scheduler::Finish(ScheduledRequest& r, FinishReason reason, absl::Status st
     bool stop_hit = false;
     std::string tail = r.stops->Add(r.decoder->Flush(), &stop_hit);
     if (!stop_hit) tail += r.stops->Flush();
-    if (!tail.empty()) r.stream->Push({}, tail, nullptr);
+    if (!tail.empty()) Push(r, {}, tail, nullptr);
   }
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -524,7 +535,16 @@ void Scheduler::Finish(ScheduledRequest& r, FinishReason reason, absl::Status st
   result.timing.total = now - r.arrival;
   if (r.generate && observer_ != nullptr) observer_->OnRequestFinished(r.request, result);
   if (r.on_processed) r.on_processed(result.status);
-  if (r.stream != nullptr) r.stream->Finish(std::move(result));
+  if (r.stream != nullptr) FinishStream(r, std::move(result));
+}
+
+void Scheduler::Push(ScheduledRequest& r, absl::Span<const int32_t> ids, std::string_view text,
+                     const std::vector<TokenLogprobs>* logprobs) {
+  if (r.stream->Push(ids, text, logprobs, delivering_)) ready_.push_back(r.stream);
+}
+
+void Scheduler::FinishStream(ScheduledRequest& r, GenerationResult result) {
+  if (r.stream->Finish(std::move(result), delivering_)) ready_.push_back(r.stream);
 }
 
 EngineStats Scheduler::Stats() const {

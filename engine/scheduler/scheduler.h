@@ -17,11 +17,13 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
+#include "absl/types/span.h"
 #include "engine/api/engine_observer.h"
 #include "engine/api/engine_stats.h"
 #include "engine/api/generation.h"
@@ -103,8 +105,14 @@ class Scheduler {
   // Requests, tokens and steps; the session and slot counters are StatePlacement's.
   EngineStats Stats() const;
 
+  // Incremented by every GenerationStream::Cancel of this scheduler's streams.
+  const std::shared_ptr<std::atomic<uint64_t>>& cancel_signal() const { return cancel_signal_; }
+
  private:
   void Run();
+  // Ends the requests that were cancelled or passed their deadline (or whose session closed).
+  // Walks them only when a stream was cancelled since the last walk or the earliest deadline
+  // has come, not every step.
   void CheckCancellations(absl::Time now);
   void Admit(absl::Time now);
   // Binds the head request to a slot and builds its feed. False when no slot can be had now;
@@ -119,6 +127,10 @@ class Scheduler {
   bool RunningForTenantAtLimit(const std::string& tenant) const;
   // The positions of `r`'s prompt after which the cache keeps a state (see ScheduledRequest).
   void PlanCheckpoints(ScheduledRequest& r);
+  // Output to `r`'s stream: its consumer is woken now, or after the step's delivery.
+  void Push(ScheduledRequest& r, absl::Span<const int32_t> ids, std::string_view text,
+            const std::vector<TokenLogprobs>* logprobs);
+  void FinishStream(ScheduledRequest& r, GenerationResult result);
 
   backend::Backend* const backend_;
   const tokenizer::Tokenizer* const tokenizer_;
@@ -137,13 +149,22 @@ class Scheduler {
   std::vector<std::function<void()>> commands_;
   std::map<std::string, int32_t> tenant_active_;  // queued + running per tenant (guarded by mu_)
 
+  const std::shared_ptr<std::atomic<uint64_t>> cancel_signal_ =
+      std::make_shared<std::atomic<uint64_t>>(0);
+
   // Scheduler thread only.
+  uint64_t cancels_seen_ = 0;                              // cancel_signal_ at the last walk
+  absl::Time next_deadline_ = absl::InfiniteFuture();  // the earliest deadline not yet passed
   std::deque<std::shared_ptr<ScheduledRequest>> waiting_;
   std::vector<std::shared_ptr<ScheduledRequest>> running_;
   absl::Time next_expiry_check_ = absl::InfinitePast();
   std::vector<backend::SeqWork> work_;
   std::vector<backend::SeqResult> results_;
   std::vector<ScheduledRequest*> work_owner_;
+  // While a step's results are delivered, the streams whose consumers are to be woken (each
+  // once, after the whole step: one wake-up of a stream thread per step, not per token).
+  bool delivering_ = false;
+  std::vector<std::shared_ptr<GenerationStream>> ready_;
 
   // Counters (read by Stats() from any thread).
   std::atomic<int64_t> queued_{0};  // inbox + waiting

@@ -422,6 +422,66 @@ TEST(SchedulerTest, DeadlineEndsTheRequest) {
   EXPECT_EQ(c.result.status.code(), absl::StatusCode::kDeadlineExceeded);
 }
 
+// Consumers are woken after a step's output has been pushed to every stream of the step, not
+// stream by stream while it is delivered: a stream thread woken by the first finds the rest ready
+// too (and is woken once a step). Two requests queued behind a long prompt start in the same
+// step; each one's first wake-up must find the other's first token already pushed.
+TEST(SchedulerTest, ConsumersAreWokenAfterTheWholeStepIsDelivered) {
+  for (int attempt = 0; attempt < 5; ++attempt) {
+    auto engine = Engine::Create(TinyOptions());
+    ASSERT_TRUE(engine.ok());
+    std::mt19937 rng(static_cast<uint32_t>(attempt));
+    Waiter long_waiter;
+    auto long_prompt =
+        (*engine)->Submit(Greedy(RandomPrompt(rng, 6000), 1), long_waiter.Callback());
+    ASSERT_TRUE(long_prompt.ok());
+    struct Seen {
+      std::mutex mu;
+      std::shared_ptr<GenerationStream> streams[2];
+      int64_t step[2] = {-1, -1};         // the engine's step count at the first wake-up
+      int64_t other_unread[2] = {-1, -1};  // the other stream's unread tokens then
+    };
+    auto seen = std::make_shared<Seen>();
+    Engine* e = engine->get();
+    auto callback = [seen, e](int i) {
+      return [seen, e, i] {
+        std::lock_guard<std::mutex> l(seen->mu);
+        if (seen->step[i] >= 0 || seen->streams[1 - i] == nullptr) return;
+        seen->step[i] = e->Stats().steps;
+        seen->other_unread[i] = seen->streams[1 - i]->unread_tokens();
+      };
+    };
+    std::shared_ptr<GenerationStream> a, b;
+    {
+      // Both streams are known to the callbacks before either can run.
+      std::lock_guard<std::mutex> l(seen->mu);
+      auto sa = e->Submit(Greedy({1, 2}, 3), callback(0));
+      auto sb = e->Submit(Greedy({3, 4}, 3), callback(1));
+      ASSERT_TRUE(sa.ok() && sb.ok());
+      a = *sa;
+      b = *sb;
+      seen->streams[0] = a;
+      seen->streams[1] = b;
+    }
+    Drain(**long_prompt, long_waiter);
+    for (int i = 0; i < 200; ++i) {
+      {
+        std::lock_guard<std::mutex> l(seen->mu);
+        if (seen->step[0] >= 0 && seen->step[1] >= 0) break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    std::lock_guard<std::mutex> l(seen->mu);
+    ASSERT_GE(seen->step[0], 0);
+    ASSERT_GE(seen->step[1], 0);
+    if (seen->step[0] != seen->step[1]) continue;  // not started together: try again
+    EXPECT_GE(seen->other_unread[0], 1);
+    EXPECT_GE(seen->other_unread[1], 1);
+    return;
+  }
+  GTEST_SKIP() << "the two requests never started in the same step";
+}
+
 TEST(SchedulerTest, SlowReaderIsPausedOthersContinue) {
   EngineOptions o = TinyOptions();
   o.scheduler.max_unread_tokens = 8;

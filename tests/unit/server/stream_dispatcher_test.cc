@@ -61,6 +61,29 @@ TEST(StreamDispatcherTest, ManyProducersAndIdleWakeUps) {
   EXPECT_EQ(target->count.load(), 2000);
 }
 
+// Posts made while a woken thread has not run yet send no further wake-up; that thread must
+// still run them, and the next post after it went idle again must wake it: bursts after idle
+// periods, many times, with one and two threads.
+TEST(StreamDispatcherTest, BurstsAfterIdlePeriodsAllRun) {
+  for (int threads : {1, 2}) {
+    StreamDispatcher dispatcher(threads);
+    auto target = std::make_shared<CountingTarget>();
+    uint64_t posted = 0;
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    for (int round = 0; round < 300; ++round) {
+      for (int i = 0; i < 1 + round % 4; ++i, ++posted) dispatcher.Post(target);
+      // Wait for the burst to run (a lost wake-up leaves it queued until the deadline), then
+      // let the threads go idle.
+      while (dispatcher.dispatched() < posted && std::chrono::steady_clock::now() < deadline) {
+        std::this_thread::yield();
+      }
+      ASSERT_EQ(dispatcher.dispatched(), posted) << "round " << round << ", " << threads
+                                                 << " threads";
+      if (round % 3 == 0) std::this_thread::sleep_for(std::chrono::microseconds(200));
+    }
+  }
+}
+
 TEST(StreamDispatcherTest, KeepsTargetsAliveUntilTheyRan) {
   std::weak_ptr<CountingTarget> weak;
   {
