@@ -59,7 +59,9 @@ struct SsdChunkLayout {
   static constexpr size_t kStageQ = kStageH + size_t{4} * kP * kLdNf;
   static constexpr size_t kDt = kStageQ + size_t{4} * kQ * kLdQf;  // dt per token
   static constexpr size_t kCum = kDt + size_t{4} * kQ;             // running sum of dt * A
-  static constexpr size_t kRed = kCum + size_t{4} * kQ;            // 3 maxima per warp
+  static constexpr size_t kExpCum = kCum + size_t{4} * kQ;         // exp(S_t)
+  static constexpr size_t kWeight = kExpCum + size_t{4} * kQ;      // dt_s exp(S_last - S_s)
+  static constexpr size_t kRed = kWeight + size_t{4} * kQ;         // 3 maxima per warp
   static constexpr size_t kBytes = kRed + size_t{4} * 3 * kSsdChunkWarps;
 };
 
@@ -93,7 +95,7 @@ __device__ __forceinline__ void LoadTileRows(const T* src, int64_t src_stride, i
 }
 
 template <typename T, typename S, int kN>
-__global__ void __launch_bounds__(kSsdChunkThreads)
+__global__ void __launch_bounds__(kSsdChunkThreads, 1)
     SsdChunkedKernel(SsdScanParams p, int64_t min_tokens) {
 #if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
   namespace wmma = nvcuda::wmma;
@@ -128,6 +130,8 @@ __global__ void __launch_bounds__(kSsdChunkThreads)
   float* const stage_q = reinterpret_cast<float*>(smem + L::kStageQ);
   float* const dt_s = reinterpret_cast<float*>(smem + L::kDt);
   float* const cum_s = reinterpret_cast<float*>(smem + L::kCum);
+  float* const ecum_s = reinterpret_cast<float*>(smem + L::kExpCum);
+  float* const w_s = reinterpret_cast<float*>(smem + L::kWeight);
   float* const red_s = reinterpret_cast<float*>(smem + L::kRed);
 
   const int warp = threadIdx.x / 32;
@@ -192,10 +196,16 @@ __global__ void __launch_bounds__(kSsdChunkThreads)
         if (lane >= off) incl = __fadd_rn(incl, up);
       }
       const float before = __fsub_rn(incl, pair);
-      dt_s[2 * lane] = dt2[0];
-      dt_s[2 * lane + 1] = dt2[1];
-      cum_s[2 * lane] = __fadd_rn(before, da2[0]);
-      cum_s[2 * lane + 1] = incl;
+      const float last = __shfl_sync(0xffffffffu, incl, 31);  // S over the whole chunk
+      const float cum2[2] = {__fadd_rn(before, da2[0]), incl};
+#pragma unroll
+      for (int k = 0; k < 2; ++k) {
+        const int t = 2 * lane + k;
+        dt_s[t] = dt2[k];
+        cum_s[t] = cum2[k];
+        ecum_s[t] = __expf(cum2[k]);
+        w_s[t] = __fmul_rn(dt2[k], __expf(__fsub_rn(last, cum2[k])));
+      }
     }
     __syncthreads();
 
@@ -220,30 +230,27 @@ __global__ void __launch_bounds__(kSsdChunkThreads)
     }
     __syncthreads();
 
-    // Phase C: the half-precision operands of this chunk's products, each scaled by a power of
-    // two from its block-wide maximum (f16 only).
-    const float cum_last = cum_s[kQ - 1];
-    auto m_value = [&](int t, int si) {
-      return si > t ? 0.0f
-                    : __fmul_rn(__fmul_rn(stage_q[t * L::kLdQf + si],
-                                          __expf(__fsub_rn(cum_s[t], cum_s[si]))),
-                                dt_s[si]);
-    };
-    auto xw_weight = [&](int si) {
-      return __fmul_rn(dt_s[si], __expf(__fsub_rn(cum_last, cum_s[si])));
-    };
+    // Phase C: M in fp32 in place of G (zero above the diagonal), then the half-precision
+    // operands of this chunk's products, each scaled by a power of two from its block-wide
+    // maximum (f16 only).
+    float mm = 0.0f;
+    for (int i = threadIdx.x; i < kQ * kQ; i += kSsdChunkThreads) {
+      const int t = i / kQ, si = i % kQ;
+      float& g_ts = stage_q[t * L::kLdQf + si];
+      const float m =
+          si > t ? 0.0f
+                 : __fmul_rn(__fmul_rn(g_ts, __expf(__fsub_rn(cum_s[t], cum_s[si]))), dt_s[si]);
+      g_ts = m;
+      mm = fmaxf(mm, fabsf(m));
+    }
     float h_scale = 1.0f, m_scale = 1.0f, xw_scale = 1.0f;
     if constexpr (std::is_same_v<T, __half>) {
-      float mh = 0.0f, mm = 0.0f, mx = 0.0f;
+      float mh = 0.0f, mx = 0.0f;
       for (int i = threadIdx.x; i < kP * kN; i += kSsdChunkThreads) {
         mh = fmaxf(mh, fabsf(stage_h[(i / kN) * L::kLdNf + i % kN]));
       }
-      for (int i = threadIdx.x; i < kQ * kQ; i += kSsdChunkThreads) {
-        mm = fmaxf(mm, fabsf(m_value(i / kQ, i % kQ)));
-      }
       for (int i = threadIdx.x; i < kQ * kP; i += kSsdChunkThreads) {
-        mx = fmaxf(mx,
-                   fabsf(__fmul_rn(ToFloat(x_s[(i / kP) * L::kLdP + i % kP]), xw_weight(i / kP))));
+        mx = fmaxf(mx, fabsf(__fmul_rn(ToFloat(x_s[(i / kP) * L::kLdP + i % kP]), w_s[i / kP])));
       }
 #pragma unroll
       for (int off = 16; off > 0; off /= 2) {
@@ -256,8 +263,11 @@ __global__ void __launch_bounds__(kSsdChunkThreads)
         red_s[kSsdChunkWarps + warp] = mm;
         red_s[2 * kSsdChunkWarps + warp] = mx;
       }
-      __syncthreads();
-      mh = mm = mx = 0.0f;
+    }
+    __syncthreads();  // M is complete (and the maxima are in)
+    if constexpr (std::is_same_v<T, __half>) {
+      float mh = 0.0f, mx = 0.0f;
+      mm = 0.0f;
 #pragma unroll
       for (int w = 0; w < kSsdChunkWarps; ++w) {
         mh = fmaxf(mh, red_s[w]);
@@ -274,18 +284,18 @@ __global__ void __launch_bounds__(kSsdChunkThreads)
     }
     for (int i = threadIdx.x; i < kQ * kQ; i += kSsdChunkThreads) {
       const int t = i / kQ, si = i % kQ;
-      m_s[t * L::kLdQ + si] = FromFloat<T>(__fmul_rn(m_value(t, si), m_scale));
+      m_s[t * L::kLdQ + si] = FromFloat<T>(__fmul_rn(stage_q[t * L::kLdQf + si], m_scale));
     }
     for (int i = threadIdx.x; i < kQ * kP; i += kSsdChunkThreads) {
       const int si = i / kP, e = i % kP;
-      xw_s[si * L::kLdP + e] = FromFloat<T>(
-          __fmul_rn(__fmul_rn(ToFloat(x_s[si * L::kLdP + e]), xw_weight(si)), xw_scale));
+      xw_s[si * L::kLdP + e] =
+          FromFloat<T>(__fmul_rn(__fmul_rn(ToFloat(x_s[si * L::kLdP + e]), w_s[si]), xw_scale));
     }
     // C's rows times exp(S_t) (at most 1: no scaling needed); G has been computed from C already.
     for (int i = threadIdx.x; i < kQ * kN; i += kSsdChunkThreads) {
       const int t = i / kN, n = i % kN;
       T& v = c_s[t * L::kLdN + n];
-      v = FromFloat<T>(__fmul_rn(ToFloat(v), __expf(cum_s[t])));
+      v = FromFloat<T>(__fmul_rn(ToFloat(v), ecum_s[t]));
     }
     __syncthreads();
 
@@ -321,7 +331,7 @@ __global__ void __launch_bounds__(kSsdChunkThreads)
       wmma::store_matrix_sync(stage_q + ti * 16 * L::kLdQf + pj * 16, from_state, L::kLdQf,
                               wmma::mem_row_major);
     }
-    const float decay = __expf(cum_last);
+    const float decay = ecum_s[kQ - 1];
 #pragma unroll
     for (int j = 0; j < kHTiles; ++j) {
       const int tile = warp + j * kSsdChunkWarps;
