@@ -38,6 +38,11 @@ absl::Status LaunchSsdScan(const SsdScanParams& p, KernelDType act, KernelDType 
     return absl::InvalidArgumentError(
         "ssd_scan: state slot stride must hold n_heads * head_dim * dstate elements");
   }
+  if (p.chunked_head_split < 0 || p.chunked_head_split > 2) {
+    return absl::InvalidArgumentError(absl::StrCat("ssd_scan: chunked_head_split ",
+                                                   p.chunked_head_split,
+                                                   " invalid; allowed: 0 (by occupancy), 1, 2"));
+  }
   if (p.chunked_min_tokens < 0 || p.max_seqlen < 0) {
     return absl::InvalidArgumentError(absl::StrCat("ssd_scan: chunked_min_tokens ",
                                                    p.chunked_min_tokens, " and max_seqlen ",

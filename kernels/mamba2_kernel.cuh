@@ -1,6 +1,7 @@
 // Mamba-2 kernel bodies (see mamba2_params.h). Included by the per-dtype instantiation files.
 #pragma once
 
+#include <algorithm>
 #include <climits>
 #include <type_traits>
 
@@ -147,9 +148,10 @@ cudaError_t RunSsdScanTyped(const SsdScanParams& p, cudaStream_t stream) {
   int64_t skip_from = INT64_MAX;
   if (p.chunked_min_tokens > 0 && (p.max_seqlen == 0 || p.max_seqlen >= p.chunked_min_tokens) &&
       SsdChunkedSupported<T>(p)) {
-    const cudaError_t err = p.dstate == 64
-                                ? LaunchSsdChunked<T, S, 64>(p, p.chunked_min_tokens, stream)
-                                : LaunchSsdChunked<T, S, 128>(p, p.chunked_min_tokens, stream);
+    const int split = p.chunked_head_split;
+    const cudaError_t err =
+        p.dstate == 64 ? LaunchSsdChunked<T, S, 64>(p, p.chunked_min_tokens, split, stream)
+                       : LaunchSsdChunked<T, S, 128>(p, p.chunked_min_tokens, split, stream);
     if (err != cudaSuccess) return err;
     skip_from = p.chunked_min_tokens;
   }

@@ -70,6 +70,9 @@ struct SsdScanParams {
   // Prefill: at least the longest sequence's length (0: unknown), so that a batch of short
   // sequences skips the chunked launch.
   int64_t max_seqlen = 0;
+  // The chunked form's blocks per head: 0 picks by occupancy (2 when the long sequences' heads
+  // leave SMs idle), 1 or 2 force it (tests, A/B comparisons).
+  int chunked_head_split = 0;
 };
 
 struct GatedNormParams {

@@ -24,9 +24,11 @@
 
 #include <mma.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <type_traits>
 
+#include "kernels/device_info.h"
 #include "kernels/device_math.cuh"
 #include "kernels/mamba2_params.h"
 
@@ -39,16 +41,16 @@ inline constexpr int kSsdChunkWarps = kSsdChunkThreads / 32;
 // Shared-memory layout of one block, in bytes. Rows of half-precision tiles are padded by 16
 // bytes and fp32 staging rows by 16 bytes, so consecutive rows start in different banks; every
 // 16 x 16 tile starts on a 32-byte boundary, as the tensor-core loads require.
-template <int kN>
+template <int kN, int kPB>
 struct SsdChunkLayout {
   static constexpr int kQ = kSsdChunk;
-  static constexpr int kP = kSsdChunkHeadDim;
+  static constexpr int kP = kPB;        // the block's channels of the head
   static constexpr int kLdN = kN + 8;   // C, B, h^T (2-byte elements)
   static constexpr int kLdP = kP + 8;   // x, weighted x
   static constexpr int kLdQ = kQ + 8;   // M
   static constexpr int kLdNf = kN + 4;  // fp32 staging of h
-  static constexpr int kLdQf = kQ + 4;  // fp32 staging of G, then y (kQ == kP)
-  static_assert(kQ == kP, "G and y share their staging");
+  static constexpr int kLdQf = kQ + 4;  // fp32 staging of G, then y
+  static_assert(kP <= kQ, "y fits G's staging");
   static constexpr size_t kC = 0;
   static constexpr size_t kB = kC + size_t{2} * kQ * kLdN;
   static constexpr size_t kX = kB + size_t{2} * kQ * kLdN;
@@ -94,19 +96,24 @@ __device__ __forceinline__ void LoadTileRows(const T* src, int64_t src_stride, i
   }
 }
 
-template <typename T, typename S, int kN>
+// kPB: the head's channels one block takes (64: the whole head; 32: half of it, a second block
+// the other half, for more blocks when there are few heads; each computes C B^T itself).
+template <typename T, typename S, int kN, int kPB>
 __global__ void __launch_bounds__(kSsdChunkThreads, 1)
     SsdChunkedKernel(SsdScanParams p, int64_t min_tokens) {
 #if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
   namespace wmma = nvcuda::wmma;
-  using L = SsdChunkLayout<kN>;
+  using L = SsdChunkLayout<kN, kPB>;
   constexpr int kQ = L::kQ, kP = L::kP;
   constexpr int kNT = kN / 16;                         // 16-wide tiles along dstate
   constexpr int kQT = kQ / 16;                         // along the chunk's tokens
   constexpr int kPT = kP / 16;                         // along head_dim
   constexpr int kHTiles = kPT * kNT / kSsdChunkWarps;  // state tiles per warp
-  constexpr int kQTiles = kQT * kQT / kSsdChunkWarps;  // G (and y) tiles per warp
-  static_assert(kPT * kNT % kSsdChunkWarps == 0 && kQT * kQT % kSsdChunkWarps == 0, "tiling");
+  constexpr int kQTiles = kQT * kQT / kSsdChunkWarps;  // G tiles per warp
+  constexpr int kYTiles = kQT * kPT / kSsdChunkWarps;  // y tiles per warp
+  static_assert(kPT * kNT % kSsdChunkWarps == 0 && kQT * kQT % kSsdChunkWarps == 0 &&
+                    kQT * kPT % kSsdChunkWarps == 0 && kHTiles >= 1 && kYTiles >= 1,
+                "tiling");
   using AccFrag = wmma::fragment<wmma::accumulator, 16, 16, 16, float>;
   using ARow = wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major>;
   using ACol = wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::col_major>;
@@ -115,6 +122,7 @@ __global__ void __launch_bounds__(kSsdChunkThreads, 1)
 
   const int64_t h = blockIdx.x;
   const int64_t s = blockIdx.y;
+  const int64_t ch0 = h * kSsdChunkHeadDim + blockIdx.z * kP;  // the block's first channel
   const int64_t t0 = p.cu_seqlens[s];
   const int64_t t1 = p.cu_seqlens[s + 1];
   if (t1 - t0 < min_tokens || t1 <= t0) return;  // the recurrence kernel takes it
@@ -139,13 +147,13 @@ __global__ void __launch_bounds__(kSsdChunkThreads, 1)
   const int64_t g = h / (p.n_heads / p.n_groups);
   const float a = p.a[h];
   const float bias = p.dt_bias[h] + (p.dt_in_bias != nullptr ? p.dt_in_bias[h] : 0.0f);
-  const T* const x_base = static_cast<const T*>(p.x) + h * kP;
+  const T* const x_base = static_cast<const T*>(p.x) + ch0;
   const T* const b_base = static_cast<const T*>(p.b) + g * kN;
   const T* const c_base = static_cast<const T*>(p.c) + g * kN;
 
   // The slot's state, [head_dim][dstate] of this head, into the accumulators.
-  S* const state = static_cast<S*>(p.state) +
-                   static_cast<int64_t>(p.slots[s]) * p.state_slot_stride + h * kP * kN;
+  S* const state =
+      static_cast<S*>(p.state) + static_cast<int64_t>(p.slots[s]) * p.state_slot_stride + ch0 * kN;
   for (int i = threadIdx.x; i < kP * kN; i += kSsdChunkThreads) {
     stage_h[(i / kN) * L::kLdNf + i % kN] = ToFloat(state[i]);
   }
@@ -303,7 +311,7 @@ __global__ void __launch_bounds__(kSsdChunkThreads, 1)
     // h = exp(S_last) h + (weighted x)^T B.
     const float inv_h = 1.0f / h_scale, inv_m = 1.0f / m_scale, inv_xw = 1.0f / xw_scale;
 #pragma unroll
-    for (int j = 0; j < kQTiles; ++j) {
+    for (int j = 0; j < kYTiles; ++j) {
       const int tile = warp + j * kSsdChunkWarps;
       const int ti = tile / kPT, pj = tile % kPT;
       AccFrag from_state, within;
@@ -356,7 +364,7 @@ __global__ void __launch_bounds__(kSsdChunkThreads, 1)
     // Phase E: y + D x to the output rows of the chunk.
     for (int i = threadIdx.x; i < q * kP; i += kSsdChunkThreads) {
       const int t = i / kP, e = i % kP;
-      const int64_t ch = h * kP + e;
+      const int64_t ch = ch0 + e;
       const float dskip = p.d[p.d_per_channel ? ch : h];
       p.out[(c0 + t) * p.out_row_stride + ch] =
           __fmaf_rn(dskip, ToFloat(x_s[t * L::kLdP + e]), stage_q[t * L::kLdQf + e]);
@@ -388,16 +396,33 @@ bool SsdChunkedSupported(const SsdScanParams& p) {
          (p.xbc_row_stride * static_cast<int64_t>(sizeof(T))) % 16 == 0;
 }
 
-template <typename T, typename S, int kN>
-cudaError_t LaunchSsdChunked(const SsdScanParams& p, int64_t min_tokens, cudaStream_t stream) {
-  constexpr size_t kBytes = SsdChunkLayout<kN>::kBytes;
+template <typename T, typename S, int kN, int kPB>
+cudaError_t LaunchSsdChunkedVariant(const SsdScanParams& p, int64_t min_tokens,
+                                    cudaStream_t stream) {
+  constexpr size_t kBytes = SsdChunkLayout<kN, kPB>::kBytes;
   const cudaError_t attr =
-      cudaFuncSetAttribute(SsdChunkedKernel<T, S, kN>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                           static_cast<int>(kBytes));
+      cudaFuncSetAttribute(SsdChunkedKernel<T, S, kN, kPB>,
+                           cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kBytes));
   if (attr != cudaSuccess) return attr;
-  const dim3 grid(static_cast<unsigned>(p.n_heads), static_cast<unsigned>(p.num_seqs));
-  SsdChunkedKernel<T, S, kN><<<grid, kSsdChunkThreads, kBytes, stream>>>(p, min_tokens);
+  const dim3 grid(static_cast<unsigned>(p.n_heads), static_cast<unsigned>(p.num_seqs),
+                  static_cast<unsigned>(kSsdChunkHeadDim / kPB));
+  SsdChunkedKernel<T, S, kN, kPB><<<grid, kSsdChunkThreads, kBytes, stream>>>(p, min_tokens);
   return cudaGetLastError();
+}
+
+// Whole heads per block when the long sequences' heads fill the GPU (or `split` says 1), else
+// half heads (`split` 2), doubling the blocks. The long sequences are not known on the host:
+// each sequence is counted, an upper bound of the blocks that do work.
+template <typename T, typename S, int kN>
+cudaError_t LaunchSsdChunked(const SsdScanParams& p, int64_t min_tokens, int split,
+                             cudaStream_t stream) {
+  if (split == 0) {
+    const int64_t long_seqs =
+        p.max_seqlen > 0 ? std::min<int64_t>(p.num_seqs, p.total_tokens / min_tokens) : p.num_seqs;
+    split = long_seqs * p.n_heads < CurrentDeviceSmCount() ? 2 : 1;
+  }
+  return split == 2 ? LaunchSsdChunkedVariant<T, S, kN, 32>(p, min_tokens, stream)
+                    : LaunchSsdChunkedVariant<T, S, kN, 64>(p, min_tokens, stream);
 }
 
 }  // namespace mamba::kernels

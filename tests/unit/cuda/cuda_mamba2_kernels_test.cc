@@ -266,7 +266,8 @@ TEST(CudaSsdScanTest, SplitPromptEqualsWholeBitwise) {
 }
 
 // The chunked (matrix) form of the scan: long sequences through it, short ones through the
-// recurrence in the same launch, against the same double reference. Its half-precision operands
+// recurrence in the same launch, against the same double reference, with whole and half heads
+// per block. Its half-precision operands
 // make it equal up to rounding (the tolerance of the half-precision tests), also at magnitudes
 // whose products leave f16's range unless scaled.
 TEST(CudaSsdScanTest, ChunkedFormMatchesReference) {
@@ -301,18 +302,23 @@ TEST(CudaSsdScanTest, ChunkedFormMatchesReference) {
       p.Make(rng);
       std::vector<double> ref_y, ref_state;
       p.Reference(&ref_y, &ref_state);
-      SsdDevice dev(p);
-      kernels::SsdScanParams params = dev.Params();
-      params.chunked_min_tokens = k.min_tokens;
-      params.max_seqlen =
-          k.max_seqlen_known ? *std::max_element(c.lengths.begin(), c.lengths.end()) : 0;
-      absl::Status s = kernels::LaunchSsdScan(params, act, c.state, nullptr);
-      ASSERT_TRUE(s.ok()) << s;
-      Sync();
-      const std::vector<float> y = dev.out.Download();
-      EXPECT_FALSE(AnyNan(y));
-      EXPECT_LE(RelativeL2(y, ref_y), kHalfTolerance);
-      EXPECT_LE(RelativeL2(dev.State(), ref_state), kHalfTolerance);
+      // Whole heads per block, half heads, and the launcher's choice.
+      for (int split : {1, 2, 0}) {
+        SCOPED_TRACE(absl::StrCat("head split ", split));
+        SsdDevice dev(p);
+        kernels::SsdScanParams params = dev.Params();
+        params.chunked_min_tokens = k.min_tokens;
+        params.max_seqlen =
+            k.max_seqlen_known ? *std::max_element(c.lengths.begin(), c.lengths.end()) : 0;
+        params.chunked_head_split = split;
+        absl::Status s = kernels::LaunchSsdScan(params, act, c.state, nullptr);
+        ASSERT_TRUE(s.ok()) << s;
+        Sync();
+        const std::vector<float> y = dev.out.Download();
+        EXPECT_FALSE(AnyNan(y));
+        EXPECT_LE(RelativeL2(y, ref_y), kHalfTolerance);
+        EXPECT_LE(RelativeL2(dev.State(), ref_state), kHalfTolerance);
+      }
     }
   }
 }
