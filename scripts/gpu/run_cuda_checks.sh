@@ -22,6 +22,9 @@
 #              batch 1 (--decode_trace)
 #   bf16report the accuracy of bf16 states against fp32 ones on the golden checkpoints and two
 #              long synthetic decodes (cuda_backend_test's DISABLED_Bf16StateAccuracyReport)
+#   numerics   where the f16 CUDA path's first-token logprob leaves the CPU's, layer by layer, on
+#              large-activation synthetic models and the golden f16 checkpoint (cuda_backend_test's
+#              DISABLED_LayerByLayerNumericsReport; MAMBA_NUMERICS_CHECKPOINT=DIR adds one)
 #   profile    Nsight Compute (speed of light, occupancy, warp stalls, memory) of the decode state
 #              update, conv update and skinny GEMM (130m) and the prefill scan and conv (1.4b)
 # Environment: BUNDLE (the bundle folder), OUT (where logs go; default build-gpu-logs), STEP_TIMEOUT
@@ -102,6 +105,11 @@ for step in "${steps[@]}"; do
       run_step bf16report "$BUNDLE/bin/cuda_backend_test" --gtest_also_run_disabled_tests \
         --gtest_filter='*Bf16StateAccuracyReport'
       grep -E '^bf16-state report' "$OUT/bf16report.log" | sed 's/^/   /' | tee -a "$summary"
+      ;;
+    numerics)
+      run_step numerics "$BUNDLE/bin/cuda_backend_test" --gtest_also_run_disabled_tests \
+        --gtest_filter='*LayerByLayerNumericsReport'
+      grep -E '^numerics report' "$OUT/numerics.log" | sed 's/^/   /' | tee -a "$summary"
       ;;
     racecheck)
       run_step racecheck compute-sanitizer --tool racecheck --error-exitcode 3 \
