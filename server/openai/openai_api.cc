@@ -152,6 +152,10 @@ absl::Status ReadPrompts(const json& body, ParsedRequest* out) {
     if (one.is_string()) {
       add_text(one.get<std::string>());
     } else if (one.is_array()) {
+      if (one.empty()) {
+        return InvalidParam("prompt", absl::StrCat("prompt[", i, "] is an empty array; a prompt "
+                                                   "of token ids needs at least one"));
+      }
       ParsedRequest::Prompt prompt;
       prompt.is_text = false;
       if (absl::Status s = ReadTokenIds(one, absl::StrCat("prompt[", i, "]"), &prompt.ids);

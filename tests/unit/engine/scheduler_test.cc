@@ -437,7 +437,7 @@ TEST(SchedulerTest, ConsumersAreWokenAfterTheWholeStepIsDelivered) {
     ASSERT_TRUE(long_prompt.ok());
     struct Seen {
       std::mutex mu;
-      std::shared_ptr<GenerationStream> streams[2];
+      std::weak_ptr<GenerationStream> streams[2];  // weak: the callbacks hold Seen
       int64_t step[2] = {-1, -1};         // the engine's step count at the first wake-up
       int64_t other_unread[2] = {-1, -1};  // the other stream's unread tokens then
     };
@@ -446,9 +446,10 @@ TEST(SchedulerTest, ConsumersAreWokenAfterTheWholeStepIsDelivered) {
     auto callback = [seen, e](int i) {
       return [seen, e, i] {
         std::lock_guard<std::mutex> l(seen->mu);
-        if (seen->step[i] >= 0 || seen->streams[1 - i] == nullptr) return;
+        std::shared_ptr<GenerationStream> other = seen->streams[1 - i].lock();
+        if (seen->step[i] >= 0 || other == nullptr) return;
         seen->step[i] = e->Stats().steps;
-        seen->other_unread[i] = seen->streams[1 - i]->unread_tokens();
+        seen->other_unread[i] = other->unread_tokens();
       };
     };
     std::shared_ptr<GenerationStream> a, b;

@@ -93,6 +93,9 @@ TEST(OpenAiParseTest, RefusalsNameTheParam) {
       {Endpoint::kCompletions, "{}", "prompt", "prompt is required"},
       {Endpoint::kCompletions, R"({"prompt": 3})", "prompt", "must be a string or an array"},
       {Endpoint::kCompletions, R"({"prompt": [1, "a"]})", "prompt", "prompt[1] must be a token id"},
+      // Found by the fuzzer: an empty list of token ids among the prompts.
+      {Endpoint::kCompletions, R"({"prompt": [[5, 6], []]})", "prompt",
+       "prompt[1] is an empty array"},
       {Endpoint::kCompletions, R"({"prompt": "x", "temperature": "hot"})", "temperature",
        "must be a number"},
       {Endpoint::kCompletions, R"({"prompt": "x", "max_tokens": 0})", "max_tokens", "at least 1"},
