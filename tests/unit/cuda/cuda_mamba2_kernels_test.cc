@@ -323,6 +323,36 @@ TEST(CudaSsdScanTest, ChunkedFormMatchesReference) {
   }
 }
 
+// Asking for the chunked form changes nothing where it does not apply: decode rows (no
+// cu_seqlens) and prompts all shorter than the threshold keep the recurrence's bits.
+TEST(CudaSsdScanTest, ChunkedFormLeavesDecodeAndShortPromptsAlone) {
+  MAMBA_SKIP_WITHOUT_GPU();
+  const uint64_t seed = FreshSeed();
+  SCOPED_TRACE(absl::StrCat("seed ", seed));
+  std::mt19937_64 rng(seed);
+  const std::vector<SsdCase> cases = {
+      {4, 64, 2, 128, {}, 7, KernelDType::kF32},           // decode
+      {4, 64, 2, 128, {30, 63, 5}, 0, KernelDType::kF32},  // every prompt under 64 tokens
+  };
+  for (KernelDType act : kActs) {
+    for (const SsdCase& c : cases) {
+      SCOPED_TRACE(c.lengths.empty() ? "decode" : "short prompts");
+      SsdProblem p;
+      p.c = c;
+      p.act = act;
+      p.Make(rng);
+      SsdDevice plain(p), asked(p);
+      ASSERT_TRUE(kernels::LaunchSsdScan(plain.Params(), act, c.state, nullptr).ok());
+      kernels::SsdScanParams params = asked.Params();
+      params.chunked_min_tokens = 64;
+      ASSERT_TRUE(kernels::LaunchSsdScan(params, act, c.state, nullptr).ok());
+      Sync();
+      EXPECT_EQ(plain.out.Download(), asked.out.Download());
+      EXPECT_EQ(plain.State(), asked.State());
+    }
+  }
+}
+
 // A long prompt through the chunked form in three launches (split inside a chunk) ends in the
 // state one launch leaves, up to rounding: chunked prefill across engine steps relies on it.
 TEST(CudaSsdScanTest, ChunkedFormSplitPromptMatchesWhole) {
