@@ -148,8 +148,10 @@ bool MeetsSlo(const RequestRecord& r, const Slo& slo) {
     if (r.first_token_s < 0 || (r.first_token_s - r.send_s) * 1e3 > *slo.ttft_ms) return false;
   }
   if (slo.tpot_ms && r.tokens_received > 1) {
-    const double tpot_ms =
-        (r.end_s - r.first_token_s) * 1e3 / static_cast<double>(r.tokens_received - 1);
+    // First token's arrival unknown (see BuildPointReport): the send time bounds it from below,
+    // so the TPOT checked is an upper bound.
+    const double first_s = r.first_token_s >= 0 ? r.first_token_s : r.send_s;
+    const double tpot_ms = (r.end_s - first_s) * 1e3 / static_cast<double>(r.tokens_received - 1);
     if (tpot_ms > *slo.tpot_ms) return false;
   }
   if (slo.e2e_ms && e2e_ms > *slo.e2e_ms) return false;
@@ -197,7 +199,9 @@ PointReport BuildPointReport(const PointSetup& setup, std::vector<RequestRecord>
       r.warm_cached_tokens += static_cast<double>(rec.usage_cached_tokens);
       if (rec.usage_cached_tokens > 0) r.warm_hit_rate += 1;
     }
-    if (rec.tokens_received > 1) {
+    // Only when the first token's arrival was seen: an HTTP stream whose text deltas were all
+    // held back (partial characters) learns its token count from the final usage alone.
+    if (rec.tokens_received > 1 && rec.first_token_s >= 0) {
       tpot.push_back((rec.end_s - rec.first_token_s) /
                      static_cast<double>(rec.tokens_received - 1));
     }

@@ -148,6 +148,27 @@ TEST(LoadStatsTest, PointReportCountsAndLatencies) {
   EXPECT_EQ(r.achieved_rate, 0);                // closed loop: no arrival rate
 }
 
+// A stream that counted its tokens only from the final usage (no token-carrying event arrived:
+// an SSE stream whose text was all held back) has no TTFT and no TPOT; it used to give a TPOT of
+// (end - (-1)) / (tokens - 1).
+TEST(LoadStatsTest, NoTpotWithoutTheFirstTokensArrival) {
+  RequestRecord r;
+  r.finished = true;
+  r.send_s = 0.1;
+  r.end_s = 0.5;
+  r.tokens_received = 5;
+  r.usage_generated_tokens = 5;
+  const PointReport p = BuildPointReport(Closed(1), {r}, TwoSeconds(), Slo{});
+  EXPECT_EQ(p.succeeded, 1);
+  EXPECT_EQ(p.output_tokens, 5);
+  EXPECT_EQ(p.ttft_ms.count, 0);
+  EXPECT_EQ(p.tpot_ms.count, 0);
+  EXPECT_EQ(p.e2e_ms.count, 1);
+  // A TPOT objective is judged on the bound (end - send) / (tokens - 1) = 100 ms.
+  EXPECT_TRUE(MeetsSlo(r, *ParseSlo("tpot_ms:100")));
+  EXPECT_FALSE(MeetsSlo(r, *ParseSlo("tpot_ms:99")));
+}
+
 TEST(LoadStatsTest, SloParsingAndMeeting) {
   EXPECT_TRUE(ParseSlo("")->empty());
   const Slo both = *ParseSlo("ttft_ms:500,tpot_ms:50");
