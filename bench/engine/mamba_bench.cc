@@ -83,7 +83,7 @@ ABSL_FLAG(int64_t, fused_dt_max_rows, -1,
 ABSL_FLAG(int64_t, ssd_chunked_min_tokens, -1,
           "cuda, Mamba-2: prefill sequences of at least this many tokens run the chunked SSD "
           "form on tensor cores (0: the token-by-token recurrence for all); -1 keeps the "
-          "backend's default (0)");
+          "backend's default (64)");
 ABSL_FLAG(int64_t, state_update_rows, -1,
           "cuda: rows per block of the decode state update at large batches (0: by size, 4, 8 "
           "or 16; for A/B comparisons); -1 keeps the kernel's default (0)");

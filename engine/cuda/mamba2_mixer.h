@@ -4,12 +4,12 @@
 //   the multi-head state recurrence (kernels/mamba2_params.h) from the slot's SSM state -> y
 //   the gated RMSNorm of y * silu(z) per group of d_ssm / n_groups channels (mamba_ssm's)
 //   out_proj GEMM
-// Prefill runs the exact recurrence token by token by default (the same function as SSD's chunked
-// form, so the state after a prompt does not depend on how it was split), which also makes every
-// result batch-invariant apart from the GEMMs (the deterministic mode's GEMM covers those).
-// With SsdChunkedMinTokens() > 0, sequences of at least that many tokens in a prefill run the
-// chunked matrix form on tensor cores instead (equal up to rounding; never in the deterministic
-// mode).
+// Prefill: sequences of SsdChunkedMinTokens() tokens or more (64 by default) run SSD's chunked
+// matrix form on tensor cores (1.9-2.3x the recurrence's prefill on an H100, bench/RESULTS.md),
+// equal to the recurrence up to rounding, so their state depends on how a prompt was split;
+// shorter ones, and every sequence in the deterministic mode, run the exact recurrence token by
+// token (the state after a prompt then does not depend on the split, and every result is
+// batch-invariant apart from the GEMMs, which the deterministic mode's GEMM covers).
 #pragma once
 
 #include <cstdint>
@@ -21,9 +21,9 @@
 namespace mamba::cuda {
 
 // Process-wide (for A/B comparisons in mamba-bench, and tests): sequences of at least this many
-// tokens in a prefill take the chunked SSD form; 0 (the default until measured on a GPU host)
-// keeps the recurrence for every prefill.
-inline constexpr int64_t kDefaultSsdChunkedMinTokens = 0;
+// tokens in a prefill take the chunked SSD form; 0 keeps the recurrence for every prefill. 64:
+// one chunk, from where a whole chunk's matrix products cost less than 64 dependent token steps.
+inline constexpr int64_t kDefaultSsdChunkedMinTokens = 64;
 void SetSsdChunkedMinTokens(int64_t tokens);
 int64_t SsdChunkedMinTokens();
 
