@@ -188,6 +188,23 @@ struct SsdDevice {
     s.out_row_stride = p.dim;
     return s;
   }
+  // Scans tokens [begin, end) of the problem's one sequence, from the state the slot holds, as
+  // one launch of a single sequence (a chunk of a prompt split across engine steps).
+  void ScanPart(int32_t begin, int32_t end, int64_t chunked_min_tokens) {
+    kernels::SsdScanParams s = Params();
+    const std::vector<int32_t> part_cu = {0, end - begin};
+    DeviceArray<int32_t> dcu(part_cu);
+    s.total_tokens = end - begin;
+    s.cu_seqlens = dcu.get();
+    s.x = static_cast<const uint16_t*>(s.x) + begin * p.ld;
+    s.b = static_cast<const uint16_t*>(s.b) + begin * p.ld;
+    s.c = static_cast<const uint16_t*>(s.c) + begin * p.ld;
+    s.dt = static_cast<const uint16_t*>(s.dt) + begin * p.dt_ld;
+    s.out = out.get() + begin * p.dim;
+    s.chunked_min_tokens = chunked_min_tokens;
+    ASSERT_TRUE(kernels::LaunchSsdScan(s, p.act, p.c.state, nullptr).ok());
+    Sync();
+  }
 };
 
 TEST(CudaSsdScanTest, MatchesReference) {
@@ -247,18 +264,7 @@ TEST(CudaSsdScanTest, SplitPromptEqualsWholeBitwise) {
     ASSERT_TRUE(kernels::LaunchSsdScan(all.Params(), act, KernelDType::kF32, nullptr).ok());
     SsdDevice parts(whole);
     for (auto [begin, end] : {std::pair<int32_t, int32_t>{0, 17}, {17, 45}}) {
-      kernels::SsdScanParams s = parts.Params();
-      const std::vector<int32_t> cu = {0, end - begin};
-      DeviceArray<int32_t> dcu(cu);
-      s.total_tokens = end - begin;
-      s.cu_seqlens = dcu.get();
-      s.x = static_cast<const uint16_t*>(s.x) + begin * whole.ld;
-      s.b = static_cast<const uint16_t*>(s.b) + begin * whole.ld;
-      s.c = static_cast<const uint16_t*>(s.c) + begin * whole.ld;
-      s.dt = static_cast<const uint16_t*>(s.dt) + begin * whole.dt_ld;
-      s.out = parts.out.get() + begin * whole.dim;
-      ASSERT_TRUE(kernels::LaunchSsdScan(s, act, KernelDType::kF32, nullptr).ok());
-      Sync();
+      parts.ScanPart(begin, end, /*chunked_min_tokens=*/0);
     }
     EXPECT_EQ(all.out.Download(), parts.out.Download());
     EXPECT_EQ(all.State(), parts.State());
@@ -267,9 +273,8 @@ TEST(CudaSsdScanTest, SplitPromptEqualsWholeBitwise) {
 
 // The chunked (matrix) form of the scan: long sequences through it, short ones through the
 // recurrence in the same launch, against the same double reference, with whole and half heads
-// per block. Its half-precision operands
-// make it equal up to rounding (the tolerance of the half-precision tests), also at magnitudes
-// whose products leave f16's range unless scaled.
+// per block. Its half-precision operands make it equal up to rounding (the tolerance of the
+// half-precision tests), also at magnitudes whose products leave f16's range unless scaled.
 TEST(CudaSsdScanTest, ChunkedFormMatchesReference) {
   MAMBA_SKIP_WITHOUT_GPU();
   const uint64_t seed = FreshSeed();
@@ -371,19 +376,7 @@ TEST(CudaSsdScanTest, ChunkedFormSplitPromptMatchesWhole) {
     ASSERT_TRUE(kernels::LaunchSsdScan(one, act, KernelDType::kF32, nullptr).ok());
     SsdDevice parts(whole);
     for (auto [begin, end] : {std::pair<int32_t, int32_t>{0, 100}, {100, 101}, {101, 300}}) {
-      kernels::SsdScanParams s = parts.Params();
-      const std::vector<int32_t> cu = {0, end - begin};
-      DeviceArray<int32_t> dcu(cu);
-      s.total_tokens = end - begin;
-      s.cu_seqlens = dcu.get();
-      s.x = static_cast<const uint16_t*>(s.x) + begin * whole.ld;
-      s.b = static_cast<const uint16_t*>(s.b) + begin * whole.ld;
-      s.c = static_cast<const uint16_t*>(s.c) + begin * whole.ld;
-      s.dt = static_cast<const uint16_t*>(s.dt) + begin * whole.dt_ld;
-      s.out = parts.out.get() + begin * whole.dim;
-      s.chunked_min_tokens = 1;
-      ASSERT_TRUE(kernels::LaunchSsdScan(s, act, KernelDType::kF32, nullptr).ok());
-      Sync();
+      parts.ScanPart(begin, end, /*chunked_min_tokens=*/1);
     }
     const std::vector<float> ya = all.out.Download(), yb = parts.out.Download();
     const std::vector<double> yb_d(yb.begin(), yb.end());
